@@ -1,0 +1,30 @@
+//! Distributary's core library: everything the replicator, the compactor and
+//! the edge readers share. It builds for `wasm32-unknown-unknown` (with the
+//! `http` store only); the format and merge code use no async runtime.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`ids`] | `TxId`, `PageNo`, `Checksum`, `GenerationId` newtypes |
+//! | [`checksum`] | the rolling database checksum (XOR of per-page hashes) |
+//! | [`format`] | the segment format: header, frames, index, trailer; streaming encoder and decoder |
+//! | [`merge`] | k-way merge of contiguous segments (compaction), frames copied as bytes |
+//! | [`layout`] | object keys of the bucket layout |
+//! | [`manifest`] | the manifest and snapshot index, updated by compare-and-swap |
+//! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
+//! | [`clock`] | wall-clock time and sleeping |
+//!
+//! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
+#![deny(missing_docs)]
+
+pub mod checksum;
+pub mod clock;
+pub mod format;
+pub mod ids;
+pub mod layout;
+pub mod manifest;
+pub mod merge;
+pub mod store;
+
+pub use ids::{Checksum, GenerationId, PageNo, TxId};

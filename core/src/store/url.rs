@@ -1,0 +1,227 @@
+//! Store URLs: parsed here and nowhere else.
+
+use std::sync::Arc;
+
+use super::{Store, StoreError};
+
+const FILE_EXAMPLE: &str = "file:///var/lib/distributary/store";
+const S3_EXAMPLE: &str = "s3://my-bucket/app-db?region=us-east-1 or s3://bucket/prefix?endpoint=http://127.0.0.1:9000";
+const HTTP_EXAMPLE: &str = "https://cdn.example.com/app-db";
+
+/// A parsed store URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// A local folder.
+    File {
+        /// Absolute path of the folder holding the objects.
+        root: std::path::PathBuf,
+    },
+    /// An S3 bucket (or an S3-compatible server).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix inside the bucket, without leading or trailing `/`
+        /// (empty for the bucket's root).
+        prefix: String,
+        /// Custom endpoint (`?endpoint=`); otherwise the SDK's usual
+        /// resolution, including `AWS_ENDPOINT_URL`.
+        endpoint: Option<String>,
+        /// Region (`?region=`); otherwise the SDK's chain (`AWS_REGION`, profile).
+        region: Option<String>,
+        /// Path-style addressing (`?path-style=`); defaults to on with a
+        /// custom endpoint, off otherwise.
+        path_style: Option<bool>,
+    },
+    /// A read-only HTTP(S) origin: `base/<key>` plus the URL's query string
+    /// (for a shared token) on every request.
+    Http {
+        /// Scheme, host and path, without a trailing `/`.
+        base: String,
+        /// The query string without `?`, appended to every object URL.
+        query: Option<String>,
+    },
+    /// A fresh in-memory store (tests).
+    Memory,
+}
+
+impl StoreUrl {
+    /// Parses a store URL; the error says what is wrong and shows a valid
+    /// example of the intended kind.
+    pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
+        let invalid = |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(invalid(
+                "missing scheme (expected file://, s3://, http:// or https://)".into(),
+                FILE_EXAMPLE,
+            ));
+        };
+        match scheme {
+            "file" => {
+                if rest.contains('?') || rest.contains('#') {
+                    return Err(invalid("file URLs take no query or fragment".into(), FILE_EXAMPLE));
+                }
+                if !rest.starts_with('/') {
+                    return Err(invalid(
+                        "the path must be absolute (three slashes: file:///path)".into(),
+                        FILE_EXAMPLE,
+                    ));
+                }
+                let root = rest.trim_end_matches('/');
+                Ok(StoreUrl::File { root: if root.is_empty() { "/".into() } else { root.into() } })
+            }
+            "s3" => parse_s3(rest).map_err(|reason| invalid(reason, S3_EXAMPLE)),
+            "http" | "https" => {
+                let (location, query) = match rest.split_once('?') {
+                    Some((location, query)) => (location, (!query.is_empty()).then(|| query.to_string())),
+                    None => (rest, None),
+                };
+                let host = location.split('/').next().unwrap_or_default();
+                if host.is_empty() {
+                    return Err(invalid("missing host".into(), HTTP_EXAMPLE));
+                }
+                if location.contains('#') {
+                    return Err(invalid("fragments are not allowed".into(), HTTP_EXAMPLE));
+                }
+                Ok(StoreUrl::Http { base: format!("{scheme}://{}", location.trim_end_matches('/')), query })
+            }
+            "memory" => Ok(StoreUrl::Memory),
+            other => Err(invalid(
+                format!("unknown scheme {other:?} (expected file, s3, http or https)"),
+                FILE_EXAMPLE,
+            )),
+        }
+    }
+}
+
+fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !bucket_ok {
+        return Err(format!(
+            "bucket name {bucket:?} is not valid (3 to 63 lowercase letters, digits, '-' or '.')"
+        ));
+    }
+    let prefix = prefix.trim_matches('/').to_string();
+    if !prefix.is_empty() {
+        super::validate_key(&prefix).map_err(|e| format!("prefix: {e}"))?;
+    }
+    let (mut endpoint, mut region, mut path_style) = (None, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match name {
+            "endpoint" => {
+                if !(value.starts_with("http://") || value.starts_with("https://")) {
+                    return Err(format!("endpoint {value:?} must start with http:// or https://"));
+                }
+                endpoint = Some(value);
+            }
+            "region" if !value.is_empty() => region = Some(value),
+            "path-style" | "force-path-style" => {
+                path_style = Some(match value.as_str() {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    other => return Err(format!("path-style must be true or false, not {other:?}")),
+                });
+            }
+            other => {
+                return Err(format!(
+                    "unknown query parameter {other:?} (known: endpoint, region, path-style)"
+                ));
+            }
+        }
+    }
+    Ok(StoreUrl::S3 { bucket: bucket.to_string(), prefix, endpoint, region, path_style })
+}
+
+/// Decodes `%XX` escapes (for endpoints passed inside a query string).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&value[i + 1..i + 3], 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens the store a URL names. S3 stores load credentials and settings
+/// from the SDK's standard chain (environment, profile, instance role).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let parsed = StoreUrl::parse(url)?;
+    let unavailable = |kind: &str| StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: format!("this build has no {kind} support"),
+        example: FILE_EXAMPLE,
+    };
+    match parsed {
+        #[cfg(feature = "file")]
+        StoreUrl::File { root } => Ok(Arc::new(super::FileStore::new(root))),
+        #[cfg(feature = "s3")]
+        StoreUrl::S3 { bucket, prefix, endpoint, region, path_style } => {
+            Ok(Arc::new(super::S3Store::connect(bucket, prefix, endpoint, region, path_style).await?))
+        }
+        #[cfg(feature = "http")]
+        StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
+        StoreUrl::Memory => Ok(Arc::new(super::MemoryStore::new())),
+        #[allow(unreachable_patterns)]
+        StoreUrl::File { .. } => Err(unavailable("file://")),
+        #[allow(unreachable_patterns)]
+        StoreUrl::S3 { .. } => Err(unavailable("s3://")),
+        #[allow(unreachable_patterns)]
+        StoreUrl::Http { .. } => Err(unavailable("http(s)://")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        assert_eq!(StoreUrl::parse("file:///tmp/x/").unwrap(), StoreUrl::File { root: "/tmp/x".into() });
+        assert_eq!(
+            StoreUrl::parse("s3://bucket/a/b/?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=us-east-1").unwrap(),
+            StoreUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "a/b".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("us-east-1".into()),
+                path_style: None,
+            }
+        );
+        assert_eq!(
+            StoreUrl::parse("https://cdn.example.com/db/?token=abc").unwrap(),
+            StoreUrl::Http { base: "https://cdn.example.com/db".into(), query: Some("token=abc".into()) }
+        );
+        assert_eq!(StoreUrl::parse("memory://").unwrap(), StoreUrl::Memory);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_and_show_an_example() {
+        for (url, needle) in [
+            ("/tmp/x", "missing scheme"),
+            ("file://relative", "absolute"),
+            ("s3://B/x", "bucket name"),
+            ("s3://bucket/x?foo=1", "unknown query parameter \"foo\""),
+            ("s3://bucket/x?endpoint=localhost:9000", "must start with http"),
+            ("ftp://host/x", "unknown scheme"),
+            ("https:///x", "missing host"),
+        ] {
+            let err = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(err.contains("for example"), "{url}: {err}");
+        }
+    }
+}

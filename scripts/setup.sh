@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what Distributary's tests and quick start need on a fresh machine.
+# Idempotent: every step checks first and skips what is already there.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Python tools: moto's S3 server for the S3 tests.
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import flask, flask_cors' >/dev/null 2>&1; then
+    log "installing moto[server] (S3-compatible server for tests)"
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5'
+    hash -r
+fi
+command -v moto_server >/dev/null 2>&1 || { log "moto_server is not on PATH after install"; exit 1; }
+
+# SQLite CLI is not needed: rusqlite bundles SQLite. Rust comes from rustup.
+command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
+
+log "ok"
