@@ -84,10 +84,7 @@ pub fn database_file_checksum(path: &Path) -> io::Result<(Checksum, u32)> {
         return Ok((Checksum::EMPTY, 0));
     }
     let page_size = sqlite_page_size(&header[..filled]).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a SQLite database (bad header)", path.display()),
-        )
+        io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a SQLite database (bad header)", path.display()))
     })?;
     let file = std::fs::File::open(path)?;
     database_checksum(io::BufReader::with_capacity(1 << 20, file), page_size as usize)
@@ -123,10 +120,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn full(pages: &[Vec<u8>]) -> Checksum {
-        pages
-            .iter()
-            .enumerate()
-            .fold(Checksum::EMPTY, |c, (i, p)| c.toggle_page(PageNo(i as u32 + 1), p))
+        pages.iter().enumerate().fold(Checksum::EMPTY, |c, (i, p)| c.toggle_page(PageNo(i as u32 + 1), p))
     }
 
     #[test]

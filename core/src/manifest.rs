@@ -38,7 +38,9 @@ pub enum ManifestError {
         reason: String,
     },
     /// The document was written by a newer version.
-    #[error("read {key}: format version {found} is newer than this build understands ({MANIFEST_FORMAT_VERSION}); upgrade Distributary")]
+    #[error(
+        "read {key}: format version {found} is newer than this build understands ({MANIFEST_FORMAT_VERSION}); upgrade Distributary"
+    )]
     TooNew {
         /// The document's key.
         key: String,
@@ -216,7 +218,11 @@ pub async fn read_snapshot_index(
 /// on the ETag read (or on absence). On a conflict it re-reads and calls
 /// `change` again, with backoff. `change` returning `Ok(None)` leaves the
 /// document as it is. Returns the document as finally stored.
-pub async fn update_document<T, F>(store: &dyn Store, key: &str, mut change: F) -> Result<Option<Versioned<T>>, ManifestError>
+pub async fn update_document<T, F>(
+    store: &dyn Store,
+    key: &str,
+    mut change: F,
+) -> Result<Option<Versioned<T>>, ManifestError>
 where
     T: Document + Clone,
     F: FnMut(Option<&T>) -> Result<Option<T>, ManifestError>,

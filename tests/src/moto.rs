@@ -119,7 +119,9 @@ impl MotoServer {
     /// Sends an unsigned request (moto does not check signatures) and
     /// returns the status code (0 if the server could not be reached).
     fn raw_request(&self, method: &str, path: &str, body: &str) -> u16 {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return 0 };
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return 0;
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

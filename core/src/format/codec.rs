@@ -39,17 +39,21 @@ pub struct PageCodec {
 
 impl std::fmt::Debug for PageCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PageCodec")
-            .field("generation", &self.generation)
-            .field("key_check", &self.key_check())
-            .finish()
+        f.debug_struct("PageCodec").field("generation", &self.generation).field("key_check", &self.key_check()).finish()
     }
 }
 
 impl PageCodec {
     /// A codec for pages of `generation`, sealing with `key` if given.
-    pub fn new(generation: GenerationId, key: Option<&EncryptionKey>, compression: Compression) -> Result<PageCodec, FormatError> {
-        let zstd_error = |e: std::io::Error| FormatError::Misuse { object: generation.to_string(), reason: format!("initialise zstd: {e}") };
+    pub fn new(
+        generation: GenerationId,
+        key: Option<&EncryptionKey>,
+        compression: Compression,
+    ) -> Result<PageCodec, FormatError> {
+        let zstd_error = |e: std::io::Error| FormatError::Misuse {
+            object: generation.to_string(),
+            reason: format!("initialise zstd: {e}"),
+        };
         let mut compressor = zstd::bulk::Compressor::new(compression.level).map_err(zstd_error)?;
         compressor.include_checksum(true).map_err(zstd_error)?;
         compressor.include_contentsize(true).map_err(zstd_error)?;
@@ -106,27 +110,36 @@ impl PageCodec {
 
     /// Opens (and decompresses) a frame payload into `page`, which must be
     /// exactly one page long.
-    pub fn decode_page(&mut self, object: &str, pgno: PageNo, payload: &[u8], page: &mut [u8]) -> Result<(), FormatError> {
+    pub fn decode_page(
+        &mut self,
+        object: &str,
+        pgno: PageNo,
+        payload: &[u8],
+        page: &mut [u8],
+    ) -> Result<(), FormatError> {
         let bad = |reason: String| FormatError::BadFrame { object: object.to_string(), pgno, reason };
         let opened;
         let compressed = match &self.cipher {
             None => payload,
             Some((cipher, _)) => {
                 if payload.len() < NONCE_SIZE + TAG_SIZE {
-                    return Err(bad(format!("sealed payload of {} bytes is shorter than nonce and tag", payload.len())));
+                    return Err(bad(format!(
+                        "sealed payload of {} bytes is shorter than nonce and tag",
+                        payload.len()
+                    )));
                 }
                 let (nonce, sealed) = payload.split_at(NONCE_SIZE);
                 let aad = associated_data(self.generation, pgno);
-                opened = cipher
-                    .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
-                    .map_err(|_| bad("authentication failed: the frame was altered or belongs to another page or database".into()))?;
+                opened =
+                    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad }).map_err(|_| {
+                        bad("authentication failed: the frame was altered or belongs to another page or database"
+                            .into())
+                    })?;
                 &opened[..]
             }
         };
-        let written = self
-            .decompressor
-            .decompress_to_buffer(compressed, page)
-            .map_err(|e| bad(format!("zstd: {e}")))?;
+        let written =
+            self.decompressor.decompress_to_buffer(compressed, page).map_err(|e| bad(format!("zstd: {e}")))?;
         if written != page.len() {
             return Err(bad(format!("decompressed to {written} bytes, expected a page of {}", page.len())));
         }

@@ -140,15 +140,21 @@ impl SegmentDecoder {
     fn step(&mut self) -> Result<Option<Event>, FormatError> {
         loop {
             match self.state {
-                State::Failed => return Err(self.malformed("decoder already failed on an earlier error".into())),
+                State::Failed => {
+                    return Err(self.malformed("decoder already failed on an earlier error".into()));
+                }
                 State::Done => {
                     if self.pos < self.buf.len() {
-                        return Err(self.malformed(format!("unexpected bytes after the trailer at offset {}", self.offset)));
+                        return Err(
+                            self.malformed(format!("unexpected bytes after the trailer at offset {}", self.offset))
+                        );
                     }
                     return Ok(None);
                 }
                 State::Header => {
-                    let Some(bytes) = self.take(HEADER_SIZE, "header")? else { return Ok(None) };
+                    let Some(bytes) = self.take(HEADER_SIZE, "header")? else {
+                        return Ok(None);
+                    };
                     let mut raw = [0u8; HEADER_SIZE];
                     raw.copy_from_slice(&bytes);
                     let header = Header::decode(&raw, &self.object)?;
@@ -158,12 +164,16 @@ impl SegmentDecoder {
                 }
                 State::FrameHeader => {
                     let frame_offset = self.offset;
-                    let Some(bytes) = self.take(FRAME_HEADER_SIZE, "a frame header")? else { return Ok(None) };
+                    let Some(bytes) = self.take(FRAME_HEADER_SIZE, "a frame header")? else {
+                        return Ok(None);
+                    };
                     let pgno = be32(&bytes[0..4]);
                     let len = be32(&bytes[4..8]);
                     if pgno == 0 {
                         if len != 0 {
-                            return Err(self.malformed(format!("end-of-frames marker at offset {frame_offset} has length {len}, expected 0")));
+                            return Err(self.malformed(format!(
+                                "end-of-frames marker at offset {frame_offset} has length {len}, expected 0"
+                            )));
                         }
                         self.index_offset = self.offset;
                         self.state = match self.frame_count {
@@ -179,14 +189,18 @@ impl SegmentDecoder {
                     self.state = State::FramePayload { pgno, len };
                 }
                 State::FramePayload { pgno, len } => {
-                    let Some(payload) = self.take(len as usize, "a frame payload")? else { return Ok(None) };
+                    let Some(payload) = self.take(len as usize, "a frame payload")? else {
+                        return Ok(None);
+                    };
                     self.last_pgno = pgno;
                     self.frame_count += 1;
                     self.state = State::FrameHeader;
                     return Ok(Some(Event::Frame(Frame { pgno: PageNo(pgno), payload })));
                 }
                 State::Index { remaining } => {
-                    let Some(bytes) = self.take(INDEX_ENTRY_SIZE, "a page index entry")? else { return Ok(None) };
+                    let Some(bytes) = self.take(INDEX_ENTRY_SIZE, "a page index entry")? else {
+                        return Ok(None);
+                    };
                     self.actual_index.update(&bytes);
                     self.state = match remaining - 1 {
                         0 => State::Trailer,
@@ -257,10 +271,9 @@ impl SegmentDecoder {
 
     fn check_snapshot_complete(&self) -> Result<(), FormatError> {
         match &self.header {
-            Some(header) if header.flags.snapshot() && self.frame_count != header.commit => Err(self.malformed(format!(
-                "snapshot holds {} pages but its database has {} (commit)",
-                self.frame_count, header.commit
-            ))),
+            Some(header) if header.flags.snapshot() && self.frame_count != header.commit => Err(self.malformed(
+                format!("snapshot holds {} pages but its database has {} (commit)", self.frame_count, header.commit),
+            )),
             _ => Ok(()),
         }
     }
@@ -289,7 +302,12 @@ impl SegmentDecoder {
         }
         let (stored, computed) = (self.actual_index.digest(), self.expected_index.digest());
         if stored != computed {
-            return Err(FormatError::ChecksumMismatch { object: self.object.clone(), what: "page index", stored, computed });
+            return Err(FormatError::ChecksumMismatch {
+                object: self.object.clone(),
+                what: "page index",
+                stored,
+                computed,
+            });
         }
         Ok(())
     }

@@ -131,10 +131,9 @@ impl<W: Write> SegmentEncoder<W> {
             )));
         }
         if pgno.0 > self.header.commit {
-            return Err(self.misuse(format!(
-                "page {pgno} is past the database size of {} pages (commit)",
-                self.header.commit
-            )));
+            return Err(
+                self.misuse(format!("page {pgno} is past the database size of {} pages (commit)", self.header.commit))
+            );
         }
         Ok(())
     }

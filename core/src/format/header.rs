@@ -3,11 +3,11 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::key::KeyCheck;
 use super::{
     FORMAT_VERSION, FormatError, HEADER_SIZE, INDEX_ENTRY_SIZE, MAGIC, MAX_PAGE_SIZE, MIN_PAGE_SIZE, TRAILER_SIZE,
     TxRange,
 };
-use super::key::KeyCheck;
 use crate::ids::{Checksum, GenerationId, PageNo, TxId};
 
 /// Header flag bits.

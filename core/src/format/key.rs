@@ -20,7 +20,9 @@ impl fmt::Debug for EncryptionKey {
 
 /// A key that could not be read from a key file.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid encryption key: {0} (expected 32 raw bytes, 64 hex digits or 44 base64 characters; generate one with `openssl rand -hex 32`)")]
+#[error(
+    "invalid encryption key: {0} (expected 32 raw bytes, 64 hex digits or 44 base64 characters; generate one with `openssl rand -hex 32`)"
+)]
 pub struct InvalidKey(String);
 
 impl EncryptionKey {

@@ -68,7 +68,9 @@ pub enum FormatError {
         reason: String,
     },
     /// A checksum stored in the segment does not match its bytes.
-    #[error("verify segment {object}: {what} checksum mismatch (stored {stored:016x}, computed {computed:016x}): the object is corrupt")]
+    #[error(
+        "verify segment {object}: {what} checksum mismatch (stored {stored:016x}, computed {computed:016x}): the object is corrupt"
+    )]
     ChecksumMismatch {
         /// The segment's key or path.
         object: String,

@@ -87,7 +87,9 @@ fn pull_event<R: Read>(reader: &mut R, decoder: &mut SegmentDecoder, chunk: &mut
             match reader.read(&mut chunk[..want]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(FormatError::Io { op: "read", object: decoder.object().to_string(), source }),
+                Err(source) => {
+                    return Err(FormatError::Io { op: "read", object: decoder.object().to_string(), source });
+                }
             }
         };
         if read == 0 {
@@ -102,7 +104,11 @@ fn pull_event<R: Read>(reader: &mut R, decoder: &mut SegmentDecoder, chunk: &mut
 /// range request of its first 96 bytes), without reading the rest.
 pub fn read_segment_header(object: &str, prefix: &[u8]) -> Result<Header, FormatError> {
     let Some(bytes) = prefix.get(..HEADER_SIZE) else {
-        return Err(FormatError::Truncated { object: object.to_string(), offset: prefix.len() as u64, expected: "the header" });
+        return Err(FormatError::Truncated {
+            object: object.to_string(),
+            offset: prefix.len() as u64,
+            expected: "the header",
+        });
     };
     let mut raw = [0u8; HEADER_SIZE];
     raw.copy_from_slice(bytes);
@@ -114,7 +120,11 @@ impl<R: Read> SegmentReader<R> {
     /// into `page`, which must be one page long; `None` once the whole
     /// segment has been verified. A codec with another key than the
     /// segment's gets [`FormatError::WrongKey`].
-    pub fn next_page(&mut self, codec: &mut super::PageCodec, page: &mut [u8]) -> Result<Option<crate::ids::PageNo>, FormatError> {
+    pub fn next_page(
+        &mut self,
+        codec: &mut super::PageCodec,
+        page: &mut [u8],
+    ) -> Result<Option<crate::ids::PageNo>, FormatError> {
         codec.check_key(self.decoder.object(), self.header.key_check)?;
         if page.len() != self.header.page_size as usize {
             return Err(FormatError::Misuse {
@@ -122,7 +132,9 @@ impl<R: Read> SegmentReader<R> {
                 reason: format!("page buffer of {} bytes for page size {}", page.len(), self.header.page_size),
             });
         }
-        let Some(frame) = self.next_frame()? else { return Ok(None) };
+        let Some(frame) = self.next_frame()? else {
+            return Ok(None);
+        };
         codec.decode_page(self.decoder.object(), frame.pgno, &frame.payload, page)?;
         Ok(Some(frame.pgno))
     }

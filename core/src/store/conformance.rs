@@ -75,7 +75,10 @@ pub async fn run_read_only(writer: &dyn Store, reader: &dyn Store) {
 /// A created object reads back whole, with its size and an ETag.
 pub async fn put_get_head_round_trip(store: &dyn Store) {
     let body = Bytes::from_static(b"hello, segment");
-    let written = store.put("a/b/hello", Payload::Bytes(body.clone()), PutMode::Create).await.unwrap_or_else(|e| fail(store, "put", e));
+    let written = store
+        .put("a/b/hello", Payload::Bytes(body.clone()), PutMode::Create)
+        .await
+        .unwrap_or_else(|e| fail(store, "put", e));
     let (bytes, meta) = store.get_bytes("a/b/hello").await.unwrap_or_else(|e| fail(store, "get", e));
     if bytes != body {
         fail(store, "get", format!("read {bytes:?}"));
@@ -88,7 +91,10 @@ pub async fn put_get_head_round_trip(store: &dyn Store) {
         fail(store, "head", format!("{head:?} vs {meta:?}"));
     }
     // Empty objects exist too.
-    store.put("a/empty", Payload::Bytes(Bytes::new()), PutMode::Create).await.unwrap_or_else(|e| fail(store, "put empty", e));
+    store
+        .put("a/empty", Payload::Bytes(Bytes::new()), PutMode::Create)
+        .await
+        .unwrap_or_else(|e| fail(store, "put empty", e));
     let (bytes, meta) = store.get_bytes("a/empty").await.unwrap_or_else(|e| fail(store, "get empty", e));
     if !bytes.is_empty() || meta.size != 0 {
         fail(store, "get empty", format!("{meta:?}"));
@@ -232,7 +238,10 @@ pub async fn list_by_prefix(store: &dyn Store) {
 /// An object of several MiB round-trips through the streaming body.
 pub async fn large_objects_stream(store: &dyn Store) {
     let body: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    store.put("large/object", body.clone().into(), PutMode::Create).await.unwrap_or_else(|e| fail(store, "put large", e));
+    store
+        .put("large/object", body.clone().into(), PutMode::Create)
+        .await
+        .unwrap_or_else(|e| fail(store, "put large", e));
     let (bytes, meta) = store.get_bytes("large/object").await.unwrap_or_else(|e| fail(store, "get large", e));
     if meta.size != body.len() as u64 || bytes[..] != body[..] {
         fail(store, "get large", format!("{} bytes differ", bytes.len()));
@@ -245,7 +254,10 @@ pub async fn file_payloads(store: &dyn Store) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("payload-{}", crate::clock::now_ms()));
     std::fs::write(&path, b"from a file").unwrap();
-    store.put("file/payload", Payload::File(path.clone()), PutMode::Create).await.unwrap_or_else(|e| fail(store, "put file", e));
+    store
+        .put("file/payload", Payload::File(path.clone()), PutMode::Create)
+        .await
+        .unwrap_or_else(|e| fail(store, "put file", e));
     let (bytes, _) = store.get_bytes("file/payload").await.unwrap();
     if &bytes[..] != b"from a file" {
         fail(store, "put file", format!("{bytes:?}"));

@@ -53,11 +53,8 @@ fn io_error<'a>(op: &'static str, key: &'a str) -> impl FnOnce(io::Error) -> Sto
 }
 
 fn etag_of(metadata: &fs::Metadata) -> ETag {
-    let mtime = metadata
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
+    let mtime =
+        metadata.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(metadata);
     #[cfg(not(unix))]
@@ -70,7 +67,9 @@ fn meta_of(key: &str, metadata: &fs::Metadata) -> ObjectMeta {
 }
 
 /// Runs blocking filesystem work off the async runtime's threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
         Err(StoreError::Io { op: "run", key: String::new(), source: io::Error::other(join.to_string()) })
     })
@@ -124,7 +123,9 @@ fn create(path: &Path, key: &str, payload: &Payload) -> Result<ObjectMeta, Store
     let metadata = fs::metadata(&temp.path).map_err(io_error("create", key))?;
     match fs::hard_link(&temp.path, path) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(StoreError::AlreadyExists { key: key.to_string() }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(StoreError::AlreadyExists { key: key.to_string() });
+        }
         Err(e) => return Err(io_error("create", key)(e)),
     }
     // The temp name is removed; the object keeps the inode.
@@ -148,7 +149,9 @@ fn update(path: &Path, key: &str, payload: &Payload, expected: &ETag) -> Result<
     lock.lock().map_err(io_error("update", key))?;
     let current = match fs::metadata(path) {
         Ok(metadata) => etag_of(&metadata),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::PreconditionFailed { key: key.to_string() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StoreError::PreconditionFailed { key: key.to_string() });
+        }
         Err(e) => return Err(io_error("update", key)(e)),
     };
     if current != *expected {
@@ -175,7 +178,9 @@ fn list(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(StoreError::Io { op: "list", key: prefix.to_string(), source }),
+            Err(source) => {
+                return Err(StoreError::Io { op: "list", key: prefix.to_string(), source });
+            }
         };
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::Io { op: "list", key: prefix.to_string(), source })?;
@@ -187,7 +192,9 @@ fn list(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
             let metadata = match entry.metadata() {
                 Ok(metadata) => metadata,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
-                Err(source) => return Err(StoreError::Io { op: "list", key: prefix.to_string(), source }),
+                Err(source) => {
+                    return Err(StoreError::Io { op: "list", key: prefix.to_string(), source });
+                }
             };
             if metadata.is_dir() {
                 pending.push(path);
@@ -243,7 +250,9 @@ impl Store for FileStore {
                         Ok(0) => break,
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(source) => return Err(StoreError::Io { op: "get", key: String::new(), source }),
+                        Err(source) => {
+                            return Err(StoreError::Io { op: "get", key: String::new(), source });
+                        }
                     }
                 }
                 chunk.truncate(filled);
@@ -285,7 +294,8 @@ impl Store for FileStore {
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-        let paths = keys.iter().map(|key| Ok((key.clone(), self.path(key)?))).collect::<Result<Vec<_>, StoreError>>()?;
+        let paths =
+            keys.iter().map(|key| Ok((key.clone(), self.path(key)?))).collect::<Result<Vec<_>, StoreError>>()?;
         blocking(move || {
             let mut dirs = std::collections::BTreeSet::new();
             for (key, path) in paths {
@@ -294,11 +304,17 @@ impl Store for FileStore {
                         dirs.insert(path.parent().expect("below the root").to_path_buf());
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(StoreError::Io { op: "delete", key, source }),
+                    Err(source) => {
+                        return Err(StoreError::Io { op: "delete", key, source });
+                    }
                 }
             }
             for dir in dirs {
-                fsync_dir(&dir).map_err(|source| StoreError::Io { op: "delete", key: dir.display().to_string(), source })?;
+                fsync_dir(&dir).map_err(|source| StoreError::Io {
+                    op: "delete",
+                    key: dir.display().to_string(),
+                    source,
+                })?;
             }
             Ok(())
         })

@@ -61,7 +61,9 @@ impl HttpStore {
             attempt += 1;
             let result = build().send().await;
             let retry = match &result {
-                Ok(response) => response.status().is_server_error() || response.status() == StatusCode::TOO_MANY_REQUESTS,
+                Ok(response) => {
+                    response.status().is_server_error() || response.status() == StatusCode::TOO_MANY_REQUESTS
+                }
                 Err(_) => true,
             };
             if !retry || attempt >= MAX_ATTEMPTS {
@@ -126,7 +128,7 @@ fn check_status(op: &'static str, key: &str, response: reqwest::Response) -> Res
     }
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: reqwest::header::HeaderName) -> Option<&'a str> {
+fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<&str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -172,11 +174,8 @@ impl Store for HttpStore {
                 (0..size, size)
             }
         };
-        let meta = ObjectMeta {
-            key: key.to_string(),
-            size,
-            etag: header(&response, ETAG).map(|v| ETag(v.to_string())),
-        };
+        let meta =
+            ObjectMeta { key: key.to_string(), size, etag: header(&response, ETAG).map(|v| ETag(v.to_string())) };
         let key = key.to_string();
         let body = response.bytes_stream().map(move |chunk| {
             chunk.map_err(|e| StoreError::Backend {

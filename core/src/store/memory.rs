@@ -41,7 +41,8 @@ fn meta(key: &str, bytes: &Bytes) -> ObjectMeta {
 impl Store for MemoryStore {
     async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
         validate_key(key)?;
-        let bytes = self.objects().get(key).cloned().ok_or_else(|| StoreError::NotFound { op: "get", key: key.to_string() })?;
+        let bytes =
+            self.objects().get(key).cloned().ok_or_else(|| StoreError::NotFound { op: "get", key: key.to_string() })?;
         let meta = meta(key, &bytes);
         if options.if_none_match.is_some() && options.if_none_match == meta.etag {
             return Err(StoreError::NotModified { key: key.to_string() });
@@ -76,11 +77,15 @@ impl Store for MemoryStore {
         };
         let mut objects = self.objects();
         match (&mode, objects.get(key)) {
-            (PutMode::Create, Some(_)) => return Err(StoreError::AlreadyExists { key: key.to_string() }),
+            (PutMode::Create, Some(_)) => {
+                return Err(StoreError::AlreadyExists { key: key.to_string() });
+            }
             (PutMode::Update(etag), Some(current)) if content_etag(current) != *etag => {
                 return Err(StoreError::PreconditionFailed { key: key.to_string() });
             }
-            (PutMode::Update(_), None) => return Err(StoreError::PreconditionFailed { key: key.to_string() }),
+            (PutMode::Update(_), None) => {
+                return Err(StoreError::PreconditionFailed { key: key.to_string() });
+            }
             _ => {}
         }
         let meta = meta(key, &bytes);
@@ -101,7 +106,12 @@ impl Store for MemoryStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         validate_prefix(prefix)?;
-        Ok(self.objects().range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| meta(k, v)).collect())
+        Ok(self
+            .objects()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| meta(k, v))
+            .collect())
     }
 
     fn url(&self) -> &str {

@@ -141,9 +141,7 @@ where
         (Some(404), _) | (_, "NoSuchKey") | (_, "NotFound") => StoreError::NotFound { op, key },
         (Some(304), _) => StoreError::NotModified { key },
         (Some(412), _) | (_, "PreconditionFailed") => StoreError::PreconditionFailed { key },
-        (Some(416), _) | (_, "InvalidRange") => {
-            StoreError::InvalidRange { key, range: "requested".into(), size: 0 }
-        }
+        (Some(416), _) | (_, "InvalidRange") => StoreError::InvalidRange { key, range: "requested".into(), size: 0 },
         _ => {
             let retryable = match status {
                 None => true, // never reached the server: timeout, refused, DNS
@@ -299,7 +297,9 @@ impl Store for S3Store {
                     }
                     return Err(match (classify("put", key, &e), &mode) {
                         (StoreError::PreconditionFailed { key }, PutMode::Create) => StoreError::AlreadyExists { key },
-                        (StoreError::NotFound { key, .. }, PutMode::Update(_)) => StoreError::PreconditionFailed { key },
+                        (StoreError::NotFound { key, .. }, PutMode::Update(_)) => {
+                            StoreError::PreconditionFailed { key }
+                        }
                         (other, _) => other,
                     });
                 }

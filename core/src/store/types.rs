@@ -273,7 +273,9 @@ impl StoreError {
             StoreError::Backend { retryable, .. } => *retryable,
             StoreError::Io { source, .. } => !matches!(
                 source.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidData
             ),
             _ => false,
         }

@@ -48,12 +48,10 @@ impl StoreUrl {
     /// Parses a store URL; the error says what is wrong and shows a valid
     /// example of the intended kind.
     pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
-        let invalid = |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
+        let invalid =
+            |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(invalid(
-                "missing scheme (expected file://, s3://, http:// or https://)".into(),
-                FILE_EXAMPLE,
-            ));
+            return Err(invalid("missing scheme (expected file://, s3://, http:// or https://)".into(), FILE_EXAMPLE));
         };
         match scheme {
             "file" => {
@@ -85,10 +83,7 @@ impl StoreUrl {
                 Ok(StoreUrl::Http { base: format!("{scheme}://{}", location.trim_end_matches('/')), query })
             }
             "memory" => Ok(StoreUrl::Memory),
-            other => Err(invalid(
-                format!("unknown scheme {other:?} (expected file, s3, http or https)"),
-                FILE_EXAMPLE,
-            )),
+            other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, http or https)"), FILE_EXAMPLE)),
         }
     }
 }
@@ -100,9 +95,7 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
         && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
     if !bucket_ok {
-        return Err(format!(
-            "bucket name {bucket:?} is not valid (3 to 63 lowercase letters, digits, '-' or '.')"
-        ));
+        return Err(format!("bucket name {bucket:?} is not valid (3 to 63 lowercase letters, digits, '-' or '.')"));
     }
     let prefix = prefix.trim_matches('/').to_string();
     if !prefix.is_empty() {
@@ -124,13 +117,13 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
                 path_style = Some(match value.as_str() {
                     "true" | "1" | "" => true,
                     "false" | "0" => false,
-                    other => return Err(format!("path-style must be true or false, not {other:?}")),
+                    other => {
+                        return Err(format!("path-style must be true or false, not {other:?}"));
+                    }
                 });
             }
             other => {
-                return Err(format!(
-                    "unknown query parameter {other:?} (known: endpoint, region, path-style)"
-                ));
+                return Err(format!("unknown query parameter {other:?} (known: endpoint, region, path-style)"));
             }
         }
     }
@@ -143,12 +136,13 @@ fn percent_decode(value: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&value[i + 1..i + 3], 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&value[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
