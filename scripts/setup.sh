@@ -13,6 +13,16 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import flask, flask
 fi
 command -v moto_server >/dev/null 2>&1 || { log "moto_server is not on PATH after install"; exit 1; }
 
+# cargo-lambda (and zig, its cross-linker): the compactor test runs the real
+# Lambda runtime API locally with `cargo lambda watch`, and
+# `cargo lambda build --release --arm64` packages the function.
+if ! command -v cargo-lambda >/dev/null 2>&1 || ! python3 -c 'import ziglang' >/dev/null 2>&1; then
+    log "installing cargo-lambda and ziglang (Lambda runtime emulator and arm64 builds)"
+    python3 -m pip install --quiet --disable-pip-version-check cargo-lambda ziglang
+    hash -r
+fi
+command -v cargo-lambda >/dev/null 2>&1 || { log "cargo-lambda is not on PATH after install"; exit 1; }
+
 # SQLite CLI is not needed: rusqlite bundles SQLite. Rust comes from rustup.
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 

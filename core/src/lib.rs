@@ -10,21 +10,32 @@
 //! | [`checksum`] | the rolling database checksum (XOR of per-page hashes) |
 //! | [`format`] | the segment format: header, frames, index, trailer; streaming encoder and decoder |
 //! | [`merge`] | k-way merge of contiguous segments (compaction), frames copied as bytes |
+//! | [`compact`] | the compactor: L0 windows into L1, snapshots, manifest updates, retention |
 //! | [`layout`] | object keys of the bucket layout |
 //! | [`manifest`] | the manifest and snapshot index, updated by compare-and-swap |
+//! | [`plan`] | planning a read without LIST: the chain of objects that reaches a target |
+//! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) |
+//! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`clock`] | wall-clock time and sleeping |
 //!
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
 #![deny(missing_docs)]
 
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+pub mod apply;
 pub mod checksum;
 pub mod clock;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod compact;
 pub mod format;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
 pub mod merge;
+pub mod plan;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod replica;
 pub mod store;
 
 pub use ids::{Checksum, GenerationId, PageNo, TxId};

@@ -127,6 +127,12 @@ pub struct Manifest {
     /// First TXID of the L0 chain not yet covered by L1: readers past the
     /// L1 chain continue with `l0/{that}` and probe by name.
     pub l0_min_txid: TxId,
+    /// Compactor bookkeeping, ignored by readers: first TXID of the oldest
+    /// L0 segment not yet deleted by L0 retention (always the start of an
+    /// L1 segment, at most `l0_min_txid`). Absent until the compactor first
+    /// deletes L0 segments; then `l1.min_txid` is where they start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l0_kept_min_txid: Option<TxId>,
     /// When the manifest was last written, milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }

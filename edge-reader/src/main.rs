@@ -1,16 +1,80 @@
 //! `edge-reader`: keeps a read-only replica of a Distributary store and
-//! serves it. Its commands (sync, serve, query, status) arrive with their
-//! issues; until then it parses `--help` and `--version` only.
+//! answers queries on it. Thin glue over `distributary-core`; every command
+//! lives in its own file.
+//!
+//! | module | command |
+//! |---|---|
+//! | [`sync`] | `edge-reader sync`: one-shot catch-up of a replica (cron, systemd timers) |
+//! | [`status`] | `edge-reader status`: the replica's position and lag |
+//! | [`query`] | `edge-reader query`: read-only SQL on the replica |
 
-use clap::Parser;
+mod query;
+mod status;
+mod sync;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// Follows a Distributary store into a local read-only SQLite replica.
 #[derive(Parser)]
-#[command(name = "edge-reader", version, about)]
-struct Cli {}
+#[command(name = "edge-reader", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("edge-reader: no command given; see `edge-reader --help`");
-    std::process::exit(2);
+#[derive(Subcommand)]
+enum Command {
+    /// Bring the replica up to date once, then exit (for cron and timers).
+    Sync(sync::Args),
+    /// Show the replica's generation, TXID, checksum, last sync and lag.
+    Status(status::Args),
+    /// Run a read-only SQL query on the replica.
+    Query(query::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so stdout stays a clean summary or JSON.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_READER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Query(args) => query::run(args),
+        command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(async move {
+                match command {
+                    Command::Sync(args) => sync::run(args).await,
+                    Command::Status(args) => status::run(args).await,
+                    Command::Query(_) => unreachable!("handled without a runtime above"),
+                }
+            }),
+            Err(e) => Err(anyhow::Error::new(e).context("start the async runtime")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edge-reader: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC.
+pub(crate) fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm), for dates after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }

@@ -1,16 +1,21 @@
-//! The Distributary compactor as an AWS Lambda function. The handler arrives
-//! with the compactor issue; until then the binary parses `--help` and
-//! `--version` only.
+//! The compactor Lambda's entry point: initialise tracing, build the S3
+//! client and configuration once, and hand the handler to the runtime. The
+//! handler itself is [`distributary_lambda::handle`].
 
-use clap::Parser;
+use distributary_lambda::{Compactor, handle};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-/// Compacts Distributary segments on S3 ObjectCreated events.
-#[derive(Parser)]
-#[command(name = "distributary-lambda", version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("distributary-lambda: the compactor handler is not built yet; see `distributary-lambda --help`");
-    std::process::exit(2);
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBUTARY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // JSON lines without ANSI colours or timestamps: CloudWatch adds its own.
+    tracing_subscriber::fmt().with_env_filter(filter).json().without_time().with_writer(std::io::stderr).init();
+    let compactor = Compactor::from_env().await?;
+    let compactor = &compactor;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        // Boxed, the error keeps its whole message for the failure destination.
+        handle(compactor, event).await.map_err(Error::from)
+    }))
+    .await
 }

@@ -1,16 +1,109 @@
-//! `distributary`: the primary-side CLI. Its commands arrive with their
-//! issues (replicate, restore, snapshots, generations, compact, verify);
-//! until then it parses `--help` and `--version` only.
+//! `distributary`: the primary-side CLI. Thin glue over `distributary-core`
+//! and this crate's modules; every command lives in its own file.
+//!
+//! | module | command |
+//! |---|---|
+//! | [`replicate`] | `distributary replicate`: tail the WAL, ship segments |
+//! | [`compact`] | `distributary compact`: L1 segments, snapshots, retention (without Lambda) |
+//! | [`config`] | YAML configuration (Litestream-style keys) |
+//! | [`wal`] | reading SQLite's WAL: frames, salts, checksums, commits |
+//! | [`source`] | the replicator's connections: read lock, write lock, checkpoints |
+//! | [`state`] | the metadata folder: capture position, page hashes, per-store TXIDs |
+//! | [`capture`] | WAL transactions (or a page scan) into pending segments |
+//! | [`replicator`] | one database's capture loop, checkpoint policy and catch-up |
+//! | [`generation`] | what a store holds: start a generation or continue one |
+//! | [`shipper`] | uploading pending segments, genesis snapshot and manifest |
+//! | [`metrics`] | Prometheus metrics and the `/status` endpoint |
+//! | [`restore`] | `distributary restore`: a database file at a TXID, a time or a snapshot |
+//! | [`snapshots`] | `distributary snapshots`: the snapshots that can be restored |
+//! | [`generations`] | `distributary generations`: the lineages a store holds |
+//! | [`time`] | RFC 3339 formatting and parsing |
 
-use clap::Parser;
+mod capture;
+mod compact;
+mod config;
+mod generation;
+mod generations;
+mod metrics;
+mod replicate;
+mod replicator;
+mod restore;
+mod shipper;
+mod snapshots;
+mod source;
+mod state;
+mod time;
+mod wal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// Streams a SQLite database to object storage for read-only replicas.
 #[derive(Parser)]
-#[command(name = "distributary", version, about)]
-struct Cli {}
+#[command(name = "distributary", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "DISTRIBUTARY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("distributary: no command given; see `distributary --help`");
-    std::process::exit(2);
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tail a database's WAL and ship every commit to one or more stores.
+    Replicate(replicate::Args),
+    /// Compact a store: L0 segments into L1 and snapshots, then retention.
+    Compact(compact::Args),
+    /// Restore a database file from a store (newest, a TXID, a time or a snapshot).
+    Restore(restore::Args),
+    /// List the snapshots of a store's generation.
+    Snapshots(snapshots::Args),
+    /// List the generations (lineages) a store holds.
+    Generations(generations::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("distributary: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Replicate(args) => replicate::run(args).await,
+            Command::Compact(args) => compact::run(args).await,
+            Command::Restore(args) => restore::run(args).await,
+            Command::Snapshots(args) => snapshots::run(args).await,
+            Command::Generations(args) => generations::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("distributary: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBUTARY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

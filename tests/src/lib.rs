@@ -4,5 +4,17 @@
 //! | module | what |
 //! |---|---|
 //! | [`moto`] | a moto S3 server, with a fresh bucket per test |
+//! | [`bins`] | the workspace's binaries, built on demand, for process tests |
+//! | [`chain`] | walking and verifying a store's chain; a database's checksum |
+//! | [`proxy`] | a byte-counting TCP proxy (proves "zero requests") |
+//! | [`history`] | a test-only producer: a real SQLite primary diffed into L0 segments, snapshots, compacted shapes |
+//! | [`counting`] | a `Store` wrapper counting requests by kind |
+//! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
 
+pub mod bins;
+pub mod chain;
+pub mod counting;
+pub mod history;
 pub mod moto;
+pub mod proxy;
+pub mod synthetic;

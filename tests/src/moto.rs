@@ -28,7 +28,12 @@ impl MotoServer {
     /// Starts `moto_server` on a free loopback port and waits until it
     /// answers. Panics with the fix if moto is not installed.
     pub fn start() -> MotoServer {
-        let port = free_port();
+        MotoServer::start_on(free_port())
+    }
+
+    /// Starts `moto_server` on a given loopback port (for tests where the
+    /// store is unreachable at first).
+    pub fn start_on(port: u16) -> MotoServer {
         let child = Command::new(moto_command())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -62,6 +67,12 @@ impl MotoServer {
         bucket
     }
 
+    /// Creates a bucket with a given name.
+    pub fn create_named_bucket(&self, bucket: &str) {
+        let status = self.raw_request("PUT", &format!("/{bucket}"), "");
+        assert!(status == 200, "create bucket {bucket}: HTTP {status}");
+    }
+
     /// Lets anyone read `bucket`'s objects without signing (a public bucket
     /// behind a CDN), through a bucket policy.
     pub fn make_public(&self, bucket: &str) {
@@ -90,10 +101,14 @@ impl MotoServer {
 
     /// An S3 store on a fresh bucket of this server.
     pub async fn store(&self, prefix: &str) -> Arc<dyn Store> {
-        let bucket = self.create_bucket();
+        self.store_at(&self.create_bucket(), prefix).await
+    }
+
+    /// An S3 store on an existing bucket of this server.
+    pub async fn store_at(&self, bucket: &str, prefix: &str) -> Arc<dyn Store> {
         Arc::new(
             S3Store::connect_with(
-                bucket,
+                bucket.to_string(),
                 prefix.to_string(),
                 Some(self.endpoint()),
                 Some("us-east-1".into()),

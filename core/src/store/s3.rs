@@ -119,6 +119,16 @@ impl S3Store {
         Ok(if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) })
     }
 
+    /// The same client (configuration, credentials, connection pool) on
+    /// another bucket and prefix: a process serving many prefixes (the
+    /// compactor Lambda) connects once. `prefix` is normalised like a URL's
+    /// (no leading or trailing `/`).
+    pub fn with_location(&self, bucket: String, prefix: String) -> S3Store {
+        let prefix = prefix.trim_matches('/').to_string();
+        let url = format!("s3://{bucket}/{prefix}");
+        S3Store { client: self.client.clone(), bucket, prefix, url }
+    }
+
     fn relative_key<'a>(&self, full: &'a str) -> &'a str {
         if self.prefix.is_empty() {
             full

@@ -2,14 +2,14 @@
 //! does. Prints throughput and peak RSS for several shapes, to show that
 //! memory follows the number of inputs, not their size.
 //!
-//! Usage: `bench_merge [--quick]` (from `cargo run --release -p distributary-tests --bin bench_merge`).
+//! Usage: `cargo run --release -p distributary-core --no-default-features --example bench_merge [-- --quick]`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 use distributary_core::format::{Compression, Flags, Header, KeyCheck, PageCodec, SegmentEncoder, SegmentReader};
 use distributary_core::merge::merge;
 use distributary_core::{Checksum, GenerationId, PageNo, TxId};

@@ -1,0 +1,1172 @@
+//! Applying the log to a SQLite file: the one piece of logic behind both
+//! `edge-reader sync` (a replica that follows the store) and
+//! `distributary restore` (a new file at a chosen point).
+//!
+//! [`sync`] reads the manifest, [`plan`](crate::plan)s a chain, fetches its
+//! objects concurrently (a bounded window: the next L0 key is known as soon
+//! as the previous object's 96-byte header has arrived, so downloads overlap
+//! while the chain is still being discovered by name), and applies them in
+//! order on a blocking thread:
+//!
+//! - every object is verified (header and file checksum by the decoder,
+//!   generation, page size, TXID contiguity, pre-apply checksum equal to the
+//!   replica's unless it is a snapshot, post-apply checksum);
+//! - pages are written through the `sqlite_dbpage` virtual table inside one
+//!   SQLite write transaction on a dedicated connection, each object under a
+//!   savepoint, so a bad object is rolled back alone and the objects before
+//!   it are committed; other processes reading the file see the old or the
+//!   new state, never a mix (WAL mode);
+//! - the database size is set to `commit` last, and the post-apply checksum
+//!   is computed incrementally (old page hashes come from a second, read-only
+//!   connection that sees the last committed state, or from the hashes of
+//!   pages written earlier in the same transaction) and must match before
+//!   `COMMIT`;
+//! - memory holds a page, small objects (larger ones are spooled to an
+//!   anonymous temp file beside the database) and one hash per page written
+//!   in the open transaction, which is committed often enough to bound it.
+//!
+//! Why an in-memory main database with the replica ATTACHed: statements that
+//! only write `sqlite_dbpage` then never re-read the replica's schema, which
+//! is inconsistent between the write of page 1 and the rest of an object's
+//! pages (SQLite would report the schema as malformed). Page 1 is still
+//! written last in each object, so every savepoint boundary is a consistent
+//! database.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::checksum::page_hash;
+use crate::format::{
+    Compression, EncryptionKey, FormatError, HEADER_SIZE, Header, PageCodec, SegmentReader, read_segment_header,
+};
+use crate::ids::{Checksum, GenerationId, PageNo, TxId};
+use crate::layout::{Level, MANIFEST_KEY, l0_key, l1_key, snapshot_key};
+use crate::manifest::{ManifestError, read_manifest, read_snapshot_index};
+use crate::plan::{Base, Link, Plan, PlanError, ReplicaPosition, Target, plan};
+use crate::replica::{PendingPosition, ReplicaError, ReplicaState, STATE_FORMAT_VERSION, read_state, write_state};
+use crate::store::{GetOptions, Store, StoreError};
+
+/// Objects at most this large are held in memory between download and
+/// apply; larger ones are spooled to a temp file.
+const MEMORY_OBJECT_LIMIT: u64 = 8 << 20;
+/// Commit the open transaction once it has written this many pages, so the
+/// page-hash map (and the WAL) stay bounded.
+const MAX_PAGES_PER_COMMIT: usize = 1 << 20;
+/// Commit at least every this many objects.
+const MAX_OBJECTS_PER_COMMIT: usize = 4096;
+
+/// Errors of restore and sync. Each names the object key, TXID range or
+/// path involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An object is corrupt, sealed with another key, or malformed.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The manifest or snapshot index could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// No chain reaches the target.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The sidecar or lock failed.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// The store has no manifest.
+    #[error("read {url}/{MANIFEST_KEY}: not found (is the store URL right, and has the primary replicated yet?)")]
+    NoManifest {
+        /// The store's URL.
+        url: String,
+    },
+    /// SQLite failed.
+    #[error("{op} {path}: {source}")]
+    Sqlite {
+        /// What was being done.
+        op: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A local file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object does not continue the replica's state.
+    #[error("apply {key} {range}: {reason}")]
+    Discontinuous {
+        /// The object.
+        key: String,
+        /// Its TXID range.
+        range: crate::format::TxRange,
+        /// What does not fit, with the replica's TXID.
+        reason: String,
+    },
+    /// The database after applying an object does not have the checksum the
+    /// object says; the object's writes were rolled back.
+    #[error("apply {key}: post-apply checksum mismatch (expected {expected}, computed {computed}); rolled back")]
+    PostChecksum {
+        /// The object.
+        key: String,
+        /// The checksum in the object's trailer.
+        expected: Checksum,
+        /// The checksum of the database after writing it.
+        computed: Checksum,
+    },
+    /// An object the chain needs is not in the store.
+    #[error(
+        "read {key}: not found: TXIDs [{from_txid}, {to_txid}] are not in the store (dropped by retention, or not uploaded yet)"
+    )]
+    Missing {
+        /// The key probed.
+        key: String,
+        /// First TXID missing.
+        from_txid: TxId,
+        /// Last TXID wanted.
+        to_txid: TxId,
+    },
+    /// The target TXID is inside a segment that covers several transactions.
+    #[error("reach TXID {target}: it is inside {key} {range}; the nearest reachable TXIDs are {before} and {after}")]
+    InsideSegment {
+        /// The target.
+        target: TxId,
+        /// The segment.
+        key: String,
+        /// Its range.
+        range: crate::format::TxRange,
+        /// The state before the segment.
+        before: TxId,
+        /// The state after it.
+        after: TxId,
+    },
+    /// The output exists and `--force` was not given.
+    #[error("restore to {path}: the file exists (pass --force to replace it)")]
+    Exists {
+        /// The output.
+        path: PathBuf,
+    },
+    /// `PRAGMA integrity_check` did not say ok.
+    #[error("check {path}: integrity check failed: {report}")]
+    Integrity {
+        /// The database.
+        path: PathBuf,
+        /// What SQLite reported.
+        report: String,
+    },
+    /// A background task failed.
+    #[error("{op}: {reason}")]
+    Task {
+        /// What was being done.
+        op: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl ApplyError {
+    fn sqlite(op: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> ApplyError + use<> {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Sqlite { op, path, source }
+    }
+
+    fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + use<> {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Io { op, path, source }
+    }
+}
+
+/// Progress after each object applied.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The TXID the replica reached (in the open transaction).
+    pub txid: TxId,
+    /// Objects applied so far.
+    pub objects: u64,
+    /// Bytes of objects applied so far.
+    pub bytes: u64,
+}
+
+/// A callback for progress reports.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How to sync.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// The state to reach.
+    pub target: Target,
+    /// The encryption key, for encrypted stores.
+    pub key: Option<EncryptionKey>,
+    /// Objects fetched at once (at least 1).
+    pub concurrency: usize,
+    /// Keep the sidecar state beside the database (sync); a restore into a
+    /// new file does not.
+    pub keep_state: bool,
+    /// Only plan: fetch and apply nothing.
+    pub dry_run: bool,
+    /// Called after each object applied.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            target: Target::Newest,
+            key: None,
+            concurrency: 8,
+            keep_state: true,
+            dry_run: false,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("target", &self.target)
+            .field("key", &self.key)
+            .field("concurrency", &self.concurrency)
+            .field("keep_state", &self.keep_state)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sync or restore did.
+#[derive(Clone, Debug)]
+pub struct SyncSummary {
+    /// The generation now followed.
+    pub generation: GenerationId,
+    /// The TXID before (`None`: no usable position, bootstrapped).
+    pub from_txid: Option<TxId>,
+    /// The TXID reached.
+    pub to_txid: TxId,
+    /// The database's rolling checksum at `to_txid`.
+    pub checksum: Checksum,
+    /// Commit time of `to_txid`, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Objects applied.
+    pub objects: u64,
+    /// Bytes downloaded and applied.
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// The newest TXID the manifest named.
+    pub manifest_newest: TxId,
+    /// The plan followed.
+    pub plan: Plan,
+    /// The primary's page 1 at `to_txid`, if this run wrote it (SQLite
+    /// restamps its change counter in the file; a restore puts it back).
+    pub page_one: Option<Vec<u8>>,
+}
+
+/// Brings the SQLite file `db` to `options.target` from `store`: the whole
+/// of `edge-reader sync`, and of `distributary restore` on a temp file.
+/// The caller holds the replica's lock ([`crate::replica::lock`]).
+pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Result<SyncSummary, ApplyError> {
+    let started = Instant::now();
+    let manifest = read_manifest(store.as_ref())
+        .await?
+        .ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?
+        .value;
+    let index = match options.target {
+        Target::Newest => None,
+        _ => read_snapshot_index(store.as_ref(), manifest.generation).await?.map(|v| v.value),
+    };
+    let position = if options.keep_state && db.exists() { current_position(db)? } else { None };
+    let plan = plan(store.as_ref(), &manifest, index.as_ref(), position, options.target).await?;
+    tracing::debug!(plan = %plan.describe(), "planned");
+    let mut summary = SyncSummary {
+        generation: plan.generation,
+        from_txid: position.filter(|p| p.generation == plan.generation).map(|p| p.txid),
+        to_txid: position.map_or(TxId::ZERO, |p| p.txid),
+        checksum: position.map_or(Checksum::EMPTY, |p| p.checksum),
+        timestamp_ms: position.map_or(0, |p| p.timestamp_ms),
+        objects: 0,
+        bytes: 0,
+        seconds: 0.0,
+        manifest_newest: manifest.newest.txid,
+        plan: plan.clone(),
+        page_one: None,
+    };
+    if options.dry_run {
+        return Ok(summary);
+    }
+
+    let spool_dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let (tx, rx) = mpsc::channel::<Item>(options.concurrency.max(1));
+    let source = store.url().to_string();
+    let applier = {
+        let db = db.to_path_buf();
+        let plan = plan.clone();
+        let options = options.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || run_applier(&db, &plan, &options, &source, rx, &runtime))
+    };
+    let driver = drive(store, plan.clone(), spool_dir, tx);
+    let (_, applied) = tokio::join!(driver, applier);
+    let outcome = applied.map_err(|e| ApplyError::Task { op: "apply segments", reason: e.to_string() })??;
+    summary.to_txid = outcome.position.txid;
+    summary.checksum = outcome.position.checksum;
+    summary.timestamp_ms = outcome.position.timestamp_ms;
+    summary.generation = outcome.position.generation;
+    summary.objects = outcome.objects;
+    summary.bytes = outcome.bytes;
+    summary.page_one = outcome.page_one;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The replica's position from its sidecar, checked against the database
+/// when the sidecar says a commit was in progress. `None` when unknown.
+fn current_position(db: &Path) -> Result<Option<ReplicaPosition>, ApplyError> {
+    let Some(state) = read_state(db)? else {
+        return Ok(None);
+    };
+    let Some(pending) = state.pending else {
+        return Ok(Some(state.position()));
+    };
+    // Killed around a commit: the database is at one of the two positions.
+    let (file_checksum, _) = database_checksum(db)?;
+    let file_page_one = file_page_one_hash(db)?;
+    let as_replica = |page_one: Option<Checksum>| match (page_one, file_page_one) {
+        (Some(logical), Some(file)) => Checksum(file_checksum.0 ^ file ^ logical.0),
+        _ => file_checksum,
+    };
+    let checksum = as_replica(state.page_one_hash);
+    let pending_checksum = as_replica(pending.page_one_hash);
+    let position = if checksum == state.checksum {
+        Some(state.position())
+    } else if pending_checksum == pending.checksum {
+        Some(ReplicaPosition {
+            generation: state.generation,
+            txid: pending.txid,
+            checksum: pending.checksum,
+            timestamp_ms: pending.timestamp_ms,
+        })
+    } else {
+        tracing::warn!(db = %db.display(), %checksum, "replica matches neither recorded position; bootstrapping");
+        None
+    };
+    if let Some(position) = position {
+        write_state(
+            db,
+            &ReplicaState {
+                txid: position.txid,
+                checksum: position.checksum,
+                timestamp_ms: position.timestamp_ms,
+                page_one_hash: if position.txid == pending.txid && position.txid != state.txid {
+                    pending.page_one_hash
+                } else {
+                    state.page_one_hash
+                },
+                pending: None,
+                ..state
+            },
+        )?;
+    }
+    Ok(position)
+}
+
+/// The rolling checksum and page count of a SQLite database as SQLite sees
+/// it (WAL included), read page by page in one read transaction.
+pub fn database_checksum(db: &Path) -> Result<(Checksum, u32), ApplyError> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(ApplyError::sqlite("open", db))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(ApplyError::sqlite("configure", db))?;
+    let mut statement =
+        conn.prepare("SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno").map_err(ApplyError::sqlite("read", db))?;
+    let mut rows = statement.query([]).map_err(ApplyError::sqlite("read", db))?;
+    let mut checksum = Checksum::EMPTY;
+    let mut pages = 0u32;
+    while let Some(row) = rows.next().map_err(ApplyError::sqlite("read", db))? {
+        let pgno: u32 = row.get(0).map_err(ApplyError::sqlite("read", db))?;
+        let data = row.get_ref(1).map_err(ApplyError::sqlite("read", db))?;
+        let bytes = data.as_blob().map_err(|e| ApplyError::sqlite("read", db)(e.into()))?;
+        checksum = checksum.toggle_page(PageNo(pgno), bytes);
+        pages = pages.max(pgno);
+    }
+    Ok((checksum, pages))
+}
+
+/// The hash term of page 1 of the file as SQLite sees it, if it has one.
+fn file_page_one_hash(db: &Path) -> Result<Option<u64>, ApplyError> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(ApplyError::sqlite("open", db))?;
+    let page: Option<Vec<u8>> = conn
+        .query_row("SELECT data FROM sqlite_dbpage WHERE pgno = 1", [], |r| r.get(0))
+        .optional()
+        .map_err(ApplyError::sqlite("read", db))?;
+    Ok(page.map(|page| page_hash(PageNo(1), &page)))
+}
+
+/// A replica's rolling checksum as compared with the primary's: the file's,
+/// with the primary's page 1 (recorded in the sidecar) in place of the
+/// file's own, whose change counter and version stamps SQLite rewrites on
+/// every commit of page 1. Without a sidecar, the file's checksum.
+pub fn replica_checksum(db: &Path) -> Result<Checksum, ApplyError> {
+    let (checksum, _) = database_checksum(db)?;
+    let logical = read_state(db)?.and_then(|state| state.page_one_hash);
+    Ok(match (logical, file_page_one_hash(db)?) {
+        (Some(logical), Some(file)) => Checksum(checksum.0 ^ file ^ logical.0),
+        _ => checksum,
+    })
+}
+
+/// How much checking `PRAGMA integrity_check` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntegrityCheck {
+    /// None.
+    None,
+    /// `PRAGMA quick_check`.
+    Quick,
+    /// `PRAGMA integrity_check`.
+    Full,
+}
+
+/// Runs SQLite's integrity check on `db`.
+pub fn integrity_check(db: &Path, mode: IntegrityCheck) -> Result<(), ApplyError> {
+    let pragma = match mode {
+        IntegrityCheck::None => return Ok(()),
+        IntegrityCheck::Quick => "PRAGMA quick_check",
+        IntegrityCheck::Full => "PRAGMA integrity_check",
+    };
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(ApplyError::sqlite("open", db))?;
+    let mut statement = conn.prepare(pragma).map_err(ApplyError::sqlite("check", db))?;
+    let lines: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(ApplyError::sqlite("check", db))?;
+    if lines != ["ok"] {
+        return Err(ApplyError::Integrity { path: db.to_path_buf(), report: lines.join("; ") });
+    }
+    Ok(())
+}
+
+/// How a restore goes.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// The sync options (`keep_state` is ignored: a restore writes none).
+    pub sync: SyncOptions,
+    /// Replace an existing output.
+    pub force: bool,
+    /// The integrity check to run before the rename.
+    pub integrity: IntegrityCheck,
+}
+
+/// Restores the database at `options.sync.target` into the new file `out`:
+/// the same [`sync`] into a temp file beside it, checkpointed, checked, then
+/// renamed into place (and the folder fsynced).
+pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions) -> Result<SyncSummary, ApplyError> {
+    if out.exists() && !options.force && !options.sync.dry_run {
+        return Err(ApplyError::Exists { path: out.to_path_buf() });
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "restore".into());
+    let temp = out.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+    remove_database(&temp)?;
+    let sync_options = SyncOptions { keep_state: false, ..options.sync.clone() };
+    let result = async {
+        let summary = sync(store, &temp, &sync_options).await?;
+        if sync_options.dry_run {
+            return Ok(summary);
+        }
+        // Fold the WAL into the file so the rename moves the whole database.
+        {
+            let conn = Connection::open(&temp).map_err(ApplyError::sqlite("open", &temp))?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(ApplyError::sqlite("checkpoint", &temp))?;
+        }
+        // SQLite restamped page 1's change counter and version fields when
+        // it committed; nobody else has the file open, so put the primary's
+        // page 1 back and the restored file is byte for byte the primary's.
+        if let Some(page) = &summary.page_one {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&temp).map_err(ApplyError::io("open", &temp))?;
+            file.write_all_at(page, 0).map_err(ApplyError::io("write page 1 of", &temp))?;
+        }
+        integrity_check(&temp, options.integrity)?;
+        let file = std::fs::File::open(&temp).map_err(ApplyError::io("open", &temp))?;
+        file.sync_all().map_err(ApplyError::io("fsync", &temp))?;
+        if options.force {
+            remove_database(out)?;
+        }
+        std::fs::rename(&temp, out).map_err(ApplyError::io("rename", out))?;
+        crate::replica::sync_parent(out)?;
+        Ok(summary)
+    }
+    .await;
+    if result.is_err() || sync_options.dry_run {
+        let _ = remove_database(&temp);
+    }
+    result
+}
+
+/// Removes a database and its WAL and shared-memory files, if present.
+fn remove_database(db: &Path) -> Result<(), ApplyError> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ApplyError::Io { op: "remove", path, source }),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Fetching: discover the chain by name, download bodies concurrently.
+
+/// An object's bytes, once downloaded.
+enum Body {
+    Memory(Bytes),
+    File(std::fs::File),
+}
+
+impl Body {
+    fn into_reader(self) -> Box<dyn Read + Send> {
+        match self {
+            Body::Memory(bytes) => Box::new(std::io::Cursor::new(bytes)),
+            Body::File(file) => Box::new(std::io::BufReader::with_capacity(256 * 1024, file)),
+        }
+    }
+}
+
+/// What the driver hands the applier, in chain order.
+enum Item {
+    Object { key: String, size: u64, body: JoinHandle<Result<Body, ApplyError>> },
+    Failed(ApplyError),
+}
+
+/// An object whose header has arrived; the rest downloads in the background.
+struct Started {
+    header: Header,
+    size: u64,
+    body: JoinHandle<Result<Body, ApplyError>>,
+}
+
+/// Starts downloading `key`: waits for its header, then lets the body
+/// arrive in a background task. `None` if the object does not exist.
+async fn start_fetch(store: &Arc<dyn Store>, key: &str, spool_dir: &Path) -> Result<Option<Started>, ApplyError> {
+    let result = match store.get(key, GetOptions::default()).await {
+        Ok(result) => result,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let size = result.meta.size;
+    let mut stream = result.body;
+    let mut prefix = Vec::with_capacity(64 * 1024);
+    while prefix.len() < HEADER_SIZE {
+        match stream.next().await {
+            Some(chunk) => prefix.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    let header = read_segment_header(key, &prefix)?;
+    let key = key.to_string();
+    let spool_dir = spool_dir.to_path_buf();
+    let body = tokio::spawn(async move {
+        if size <= MEMORY_OBJECT_LIMIT {
+            let mut bytes = prefix;
+            while let Some(chunk) = stream.next().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            return Ok(Body::Memory(bytes.into()));
+        }
+        // Large objects go to an anonymous temp file: memory stays bounded
+        // whatever the database's size.
+        let mut file = tempfile::tempfile_in(&spool_dir).map_err(ApplyError::io("create temp file in", &spool_dir))?;
+        file.write_all(&prefix).map_err(ApplyError::io("write temp file for", Path::new(&key)))?;
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk?).map_err(ApplyError::io("write temp file for", Path::new(&key)))?;
+        }
+        file.rewind().map_err(ApplyError::io("rewind temp file for", Path::new(&key)))?;
+        Ok(Body::File(file))
+    });
+    Ok(Some(Started { header, size, body }))
+}
+
+/// Walks the plan's chain by name and sends each object to the applier.
+/// Stops at the target, at the end of the chain, or on the first error
+/// (sent as [`Item::Failed`] after the objects before it).
+async fn drive(store: Arc<dyn Store>, plan: Plan, spool_dir: PathBuf, tx: mpsc::Sender<Item>) {
+    if let Err(e) = drive_inner(&store, &plan, &spool_dir, &tx).await {
+        let _ = tx.send(Item::Failed(e)).await;
+    }
+}
+
+async fn drive_inner(
+    store: &Arc<dyn Store>,
+    plan: &Plan,
+    spool_dir: &Path,
+    tx: &mpsc::Sender<Item>,
+) -> Result<(), ApplyError> {
+    let generation = plan.generation;
+    let target_txid = match plan.target {
+        Target::TxId(txid) => Some(txid),
+        _ => None,
+    };
+    let target_ms = match plan.target {
+        Target::Timestamp(ms) => Some(ms),
+        _ => None,
+    };
+    let send = |key: String, started: Started| async move {
+        // A closed channel means the applier stopped on an error it reports.
+        tx.send(Item::Object { key, size: started.size, body: started.body }).await.is_ok()
+    };
+    let mut position = match plan.base {
+        Base::Replica(position) => position.txid,
+        Base::Snapshot(snapshot) => {
+            let key = snapshot_key(generation, snapshot.txid);
+            let started = start_fetch(store, &key, spool_dir).await?.ok_or_else(|| ApplyError::Missing {
+                key: key.clone(),
+                from_txid: TxId(1),
+                to_txid: snapshot.txid,
+            })?;
+            if !started.header.flags.snapshot() || started.header.max_txid != snapshot.txid {
+                return Err(ApplyError::Discontinuous {
+                    key,
+                    range: started.header.range(),
+                    reason: format!("expected the snapshot at TXID {}", snapshot.txid),
+                });
+            }
+            if !send(key, started).await {
+                return Ok(());
+            }
+            snapshot.txid
+        }
+    };
+    if matches!(plan.target, Target::Snapshot(_)) || target_txid == Some(position) {
+        return Ok(());
+    }
+
+    let mut links: std::collections::VecDeque<Link> = plan.links.iter().cloned().collect();
+    while let Some(link) = links.pop_front() {
+        let (level, until) = match &link {
+            Link::Object { level, max_txid, .. } => (*level, Some(*max_txid)),
+            Link::L1 { until_txid, .. } => (Level::L1, Some(*until_txid)),
+            Link::L0 { .. } => (Level::L0, None),
+        };
+        loop {
+            if until.is_some_and(|until| position >= until) {
+                break;
+            }
+            let key = match (&link, level) {
+                (Link::Object { key, .. }, _) => key.clone(),
+                (_, Level::L1) => l1_key(generation, position.next()),
+                _ => l0_key(generation, position.next()),
+            };
+            let Some(started) = start_fetch(store, &key, spool_dir).await? else {
+                if level == Level::L0 {
+                    // The end of the log, unless an exact TXID is still ahead.
+                    return match target_txid {
+                        Some(target) if position < target => {
+                            Err(ApplyError::Missing { key, from_txid: position.next(), to_txid: target })
+                        }
+                        _ => Ok(()),
+                    };
+                }
+                return Err(ApplyError::Missing {
+                    key,
+                    from_txid: position.next(),
+                    to_txid: until.unwrap_or(position.next()),
+                });
+            };
+            let header = &started.header;
+            if header.generation != generation {
+                return Err(ApplyError::Discontinuous {
+                    key,
+                    range: header.range(),
+                    reason: format!("belongs to generation {}, not {generation}", header.generation),
+                });
+            }
+            let overshoots = target_txid.is_some_and(|t| header.max_txid > t)
+                || target_ms.is_some_and(|ms| header.timestamp_ms > ms);
+            if overshoots {
+                started.body.abort();
+                if level == Level::L1 {
+                    // A compacted object goes past the target: continue with
+                    // the finer L0 chain from here, if retention kept it.
+                    links.clear();
+                    links.push_back(Link::L0 { from_txid: position.next() });
+                    break;
+                }
+                return match target_txid {
+                    Some(target) => Err(ApplyError::InsideSegment {
+                        target,
+                        key,
+                        range: header.range(),
+                        before: TxId(header.min_txid.0.saturating_sub(1)),
+                        after: header.max_txid,
+                    }),
+                    // A timestamp target: the state before this object is
+                    // the newest at or before the time.
+                    None => Ok(()),
+                };
+            }
+            let max_txid = header.max_txid;
+            if !send(key, started).await {
+                return Ok(());
+            }
+            position = max_txid;
+            if target_txid == Some(position) {
+                return Ok(());
+            }
+            if matches!(link, Link::Object { .. }) {
+                break;
+            }
+        }
+    }
+    match target_txid {
+        Some(target) if position < target => Err(ApplyError::Missing {
+            key: l0_key(generation, position.next()),
+            from_txid: position.next(),
+            to_txid: target,
+        }),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Applying: one blocking thread, one SQLite write transaction at a time.
+
+struct Outcome {
+    position: ReplicaPosition,
+    objects: u64,
+    bytes: u64,
+    page_one: Option<Vec<u8>>,
+}
+
+fn run_applier(
+    db: &Path,
+    plan: &Plan,
+    options: &SyncOptions,
+    source: &str,
+    mut rx: mpsc::Receiver<Item>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Outcome, ApplyError> {
+    let mut applier = Applier::open(db, plan, options, source)?;
+    let mut objects_in_commit = 0usize;
+    while let Some(item) = rx.blocking_recv() {
+        let (key, size, body) = match item {
+            Item::Object { key, size, body } => (key, size, body),
+            Item::Failed(error) => {
+                applier.commit()?;
+                return Err(error);
+            }
+        };
+        let applied = runtime
+            .block_on(body)
+            .map_err(|e| ApplyError::Task { op: "download segment", reason: e.to_string() })
+            .and_then(|body| body)
+            .and_then(|body| applier.apply_object(&key, body));
+        let snapshot = match applied {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // Keep what was verified before the bad object.
+                drop(rx);
+                applier.commit()?;
+                return Err(error);
+            }
+        };
+        applier.objects += 1;
+        applier.bytes += size;
+        objects_in_commit += 1;
+        if let Some(progress) = &options.progress {
+            progress(&Progress { txid: applier.position.txid, objects: applier.objects, bytes: applier.bytes });
+        }
+        // Commit when nothing else is ready (so readers see progress while
+        // downloads continue), after a snapshot (its page hashes need not be
+        // kept), and often enough to bound memory and the WAL.
+        if snapshot
+            || rx.is_empty()
+            || objects_in_commit >= MAX_OBJECTS_PER_COMMIT
+            || applier.written.len() >= MAX_PAGES_PER_COMMIT
+        {
+            applier.commit()?;
+            objects_in_commit = 0;
+        }
+    }
+    applier.commit()?;
+    Ok(Outcome {
+        position: applier.position,
+        objects: applier.objects,
+        bytes: applier.bytes,
+        page_one: applier.page_one.take(),
+    })
+}
+
+struct Applier {
+    db: PathBuf,
+    /// In-memory main database with the replica attached as `replica`.
+    conn: Connection,
+    /// Read-only connection: pages as last committed.
+    reader: Connection,
+    codec: PageCodec,
+    page_size: u32,
+    keep_state: bool,
+    source: String,
+    /// Position after everything applied (committed or not).
+    position: ReplicaPosition,
+    /// Position as last committed.
+    committed: ReplicaPosition,
+    /// Database size in pages at `position`.
+    size: u32,
+    /// Pages the file physically has in the open transaction.
+    physical: u32,
+    /// Hashes of pages written in the open transaction.
+    written: HashMap<u32, u64>,
+    in_transaction: bool,
+    objects: u64,
+    bytes: u64,
+    /// The primary's page 1 at `position`, once written by this run.
+    page_one: Option<Vec<u8>>,
+    /// Its hash term at `position` (from the sidecar, or `page_one`).
+    page_one_hash: Option<u64>,
+    /// Its hash term at `committed`.
+    committed_page_one_hash: Option<u64>,
+}
+
+impl Applier {
+    fn open(db: &Path, plan: &Plan, options: &SyncOptions, source: &str) -> Result<Applier, ApplyError> {
+        let conn = Connection::open_in_memory().map_err(ApplyError::sqlite("open", db))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(ApplyError::sqlite("configure", db))?;
+        let db_text = db.to_str().ok_or_else(|| ApplyError::Io {
+            op: "open",
+            path: db.to_path_buf(),
+            source: std::io::Error::other("the path is not valid UTF-8"),
+        })?;
+        conn.execute("ATTACH DATABASE ?1 AS replica", [db_text]).map_err(ApplyError::sqlite("open", db))?;
+        let existing: u32 =
+            conn.query_row("PRAGMA replica.page_count", [], |r| r.get(0)).map_err(ApplyError::sqlite("read", db))?;
+        if existing == 0 {
+            // A new file: give it the store's page size before anything is
+            // written (sqlite_dbpage writes whole pages of the file's size).
+            conn.execute_batch(&format!("PRAGMA replica.page_size = {};", plan.page_size))
+                .map_err(ApplyError::sqlite("create", db))?;
+        }
+        let page_size: u32 =
+            conn.query_row("PRAGMA replica.page_size", [], |r| r.get(0)).map_err(ApplyError::sqlite("read", db))?;
+        if page_size != plan.page_size {
+            return Err(ApplyError::Discontinuous {
+                key: MANIFEST_KEY.to_string(),
+                range: crate::format::TxRange { min_txid: TxId::ZERO, max_txid: plan.manifest_newest },
+                reason: format!(
+                    "the store's page size is {} but {} has pages of {page_size} bytes (move the replica away to rebuild it)",
+                    plan.page_size,
+                    db.display()
+                ),
+            });
+        }
+        let mode: String = conn
+            .query_row("PRAGMA replica.journal_mode = WAL", [], |r| r.get(0))
+            .map_err(ApplyError::sqlite("set WAL mode on", db))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(db = %db.display(), mode, "replica is not in WAL mode; readers may block syncs");
+        }
+        let reader =
+            Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(ApplyError::sqlite("open", db))?;
+        reader.busy_timeout(std::time::Duration::from_secs(30)).map_err(ApplyError::sqlite("configure", db))?;
+        let size: u32 =
+            reader.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(ApplyError::sqlite("read", db))?;
+        let position = match plan.base {
+            Base::Replica(position) => position,
+            // Overwritten by the snapshot, whatever the file holds now.
+            Base::Snapshot(_) => ReplicaPosition {
+                generation: plan.generation,
+                txid: TxId::ZERO,
+                checksum: Checksum::EMPTY,
+                timestamp_ms: 0,
+            },
+        };
+        let codec = PageCodec::new(plan.generation, options.key.as_ref(), Compression::default())?;
+        let page_one_hash = match plan.base {
+            Base::Replica(_) if options.keep_state => read_state(db)?.and_then(|s| s.page_one_hash).map(|c| c.0),
+            _ => None,
+        };
+        Ok(Applier {
+            db: db.to_path_buf(),
+            conn,
+            reader,
+            codec,
+            page_size,
+            keep_state: options.keep_state,
+            source: source.to_string(),
+            position,
+            committed: position,
+            size,
+            physical: size,
+            written: HashMap::new(),
+            in_transaction: false,
+            objects: 0,
+            bytes: 0,
+            page_one: None,
+            page_one_hash,
+            committed_page_one_hash: page_one_hash,
+        })
+    }
+
+    fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> ApplyError + use<> {
+        ApplyError::sqlite(op, &self.db)
+    }
+
+    /// The hash of page `pgno` as the open transaction sees it.
+    fn old_hash(&self, pgno: u32) -> Result<u64, ApplyError> {
+        if let Some(hash) = self.written.get(&pgno) {
+            return Ok(*hash);
+        }
+        if pgno == 1
+            && let Some(hash) = self.page_one_hash
+        {
+            // The file's page 1 carries SQLite's own stamps, not the primary's.
+            return Ok(hash);
+        }
+        let data: Option<Vec<u8>> = self
+            .reader
+            .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
+            .and_then(|mut s| s.query_row([pgno], |r| r.get(0)).optional())
+            .map_err(self.sql("read"))?;
+        let data = data.ok_or_else(|| ApplyError::Io {
+            op: "read page of",
+            path: self.db.clone(),
+            source: std::io::Error::other(format!("page {pgno} is missing (the file is shorter than recorded)")),
+        })?;
+        Ok(page_hash(PageNo(pgno), &data))
+    }
+
+    fn write_page(&mut self, pgno: u32, page: &[u8]) -> Result<(), ApplyError> {
+        self.conn
+            .prepare_cached("INSERT INTO sqlite_dbpage(pgno, data, schema) VALUES (?1, ?2, 'replica')")
+            .and_then(|mut s| s.execute(params![pgno, page]))
+            .map_err(self.sql("write page to"))?;
+        self.physical = self.physical.max(pgno);
+        Ok(())
+    }
+
+    /// Applies one object under a savepoint; returns whether it was a
+    /// snapshot. On error the object's writes are rolled back.
+    fn apply_object(&mut self, key: &str, body: Body) -> Result<bool, ApplyError> {
+        let mut reader = SegmentReader::open(key, body.into_reader())?;
+        let header = reader.header().clone();
+        let range = header.range();
+        let snapshot = header.flags.snapshot();
+        let discontinuous = |reason: String| ApplyError::Discontinuous { key: key.to_string(), range, reason };
+        if header.generation != self.position.generation {
+            return Err(discontinuous(format!(
+                "belongs to generation {}, the replica follows {}",
+                header.generation, self.position.generation
+            )));
+        }
+        if header.page_size != self.page_size {
+            return Err(discontinuous(format!("page size {} != the replica's {}", header.page_size, self.page_size)));
+        }
+        if header.commit == 0 {
+            return Err(discontinuous("commit is 0 pages: a SQLite database has at least one".into()));
+        }
+        if !snapshot {
+            let at = self.position.txid;
+            if header.min_txid.0 > at.0 + 1 {
+                return Err(discontinuous(format!("the replica is at TXID {at}: TXIDs after it are missing")));
+            }
+            if header.max_txid <= at {
+                return Err(discontinuous(format!("the replica is already at TXID {at}")));
+            }
+            if header.min_txid.0 == at.0 + 1 && header.pre_apply_checksum != self.position.checksum {
+                return Err(discontinuous(format!(
+                    "pre-apply checksum {} != the replica's {} at TXID {at}",
+                    header.pre_apply_checksum, self.position.checksum
+                )));
+            }
+        }
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql("begin a transaction on"))?;
+            self.in_transaction = true;
+        }
+        self.conn.execute_batch("SAVEPOINT segment").map_err(self.sql("open a savepoint on"))?;
+        let physical_before = self.physical;
+        let mut staged = Vec::new();
+        let mut page_one = None;
+        match self.write_object(key, &header, &mut reader, &mut staged, &mut page_one) {
+            Ok(checksum) => {
+                self.conn.execute_batch("RELEASE segment").map_err(self.sql("release a savepoint on"))?;
+                if let Some(page) = page_one {
+                    self.page_one_hash = Some(page_hash(PageNo(1), &page));
+                    self.page_one = Some(page);
+                }
+                self.written.extend(staged);
+                self.size = header.commit;
+                self.position = ReplicaPosition {
+                    generation: header.generation,
+                    txid: header.max_txid,
+                    checksum,
+                    timestamp_ms: header.timestamp_ms,
+                };
+                Ok(snapshot)
+            }
+            Err(error) => {
+                self.conn
+                    .execute_batch("ROLLBACK TO segment; RELEASE segment")
+                    .map_err(self.sql("roll back a savepoint on"))?;
+                self.physical = physical_before;
+                Err(error)
+            }
+        }
+    }
+
+    fn write_object<R: Read>(
+        &mut self,
+        key: &str,
+        header: &Header,
+        reader: &mut SegmentReader<R>,
+        staged: &mut Vec<(u32, u64)>,
+        written_page_one: &mut Option<Vec<u8>>,
+    ) -> Result<Checksum, ApplyError> {
+        let snapshot = header.flags.snapshot();
+        let old_size = if snapshot { 0 } else { self.size };
+        let mut checksum = if snapshot { Checksum::EMPTY } else { self.position.checksum };
+        let mut page = vec![0u8; self.page_size as usize];
+        let mut page_one: Option<Vec<u8>> = None;
+        let mut grown = 0u32;
+        while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
+            let new_hash = page_hash(pgno, &page);
+            if pgno.0 <= old_size {
+                checksum = checksum.replace_hash(self.old_hash(pgno.0)?, new_hash);
+            } else {
+                grown += 1;
+                checksum = Checksum(checksum.0 ^ new_hash);
+            }
+            // Page 1 (the schema's root and the header) goes last, so the
+            // database is consistent whenever it changes.
+            if pgno.0 == 1 {
+                page_one = Some(page.clone());
+            } else {
+                self.write_page(pgno.0, &page)?;
+            }
+            staged.push((pgno.0, new_hash));
+        }
+        let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
+            object: key.to_string(),
+            offset: 0,
+            expected: "the trailer",
+        })?;
+        if let Some(page) = page_one {
+            self.write_page(1, &page)?;
+            *written_page_one = Some(page);
+        }
+        if header.commit < old_size {
+            for pgno in header.commit + 1..=old_size {
+                checksum = Checksum(checksum.0 ^ self.old_hash(pgno)?);
+            }
+        } else if !snapshot && grown != header.commit - old_size {
+            return Err(ApplyError::Discontinuous {
+                key: key.to_string(),
+                range: header.range(),
+                reason: format!(
+                    "the database grows from {old_size} to {} pages but the segment holds {grown} of the new pages",
+                    header.commit
+                ),
+            });
+        }
+        if checksum != trailer.post_apply_checksum {
+            return Err(ApplyError::PostChecksum {
+                key: key.to_string(),
+                expected: trailer.post_apply_checksum,
+                computed: checksum,
+            });
+        }
+        Ok(checksum)
+    }
+
+    /// Sets the size, records the pending position, commits, and writes the
+    /// sidecar.
+    fn commit(&mut self) -> Result<(), ApplyError> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        if self.size < self.physical {
+            // Must be the transaction's last write to sqlite_dbpage: any
+            // later page write cancels a pending truncation.
+            self.conn
+                .prepare_cached("INSERT INTO sqlite_dbpage(pgno, data, schema) VALUES (?1, NULL, 'replica')")
+                .and_then(|mut s| s.execute([self.size + 1]))
+                .map_err(self.sql("truncate"))?;
+        }
+        if self.keep_state {
+            let mut state = self.state(self.committed);
+            state.page_one_hash = self.committed_page_one_hash.map(Checksum);
+            state.pending = Some(PendingPosition {
+                txid: self.position.txid,
+                checksum: self.position.checksum,
+                timestamp_ms: self.position.timestamp_ms,
+                page_one_hash: self.page_one_hash.map(Checksum),
+            });
+            if self.committed.generation != self.position.generation || self.committed.txid == TxId::ZERO {
+                // No trustworthy earlier position: a crash now must bootstrap
+                // unless the commit happened.
+                state.generation = self.position.generation;
+                state.checksum = Checksum(!self.position.checksum.0);
+            }
+            write_state(&self.db, &state)?;
+        }
+        self.conn.execute_batch("COMMIT").map_err(self.sql("commit to"))?;
+        self.in_transaction = false;
+        self.written.clear();
+        self.physical = self.size;
+        self.committed = self.position;
+        self.committed_page_one_hash = self.page_one_hash;
+        if self.keep_state {
+            write_state(&self.db, &self.state(self.position))?;
+        }
+        tracing::debug!(db = %self.db.display(), txid = %self.position.txid, "committed");
+        Ok(())
+    }
+
+    fn state(&self, position: ReplicaPosition) -> ReplicaState {
+        ReplicaState {
+            format_version: STATE_FORMAT_VERSION,
+            generation: position.generation,
+            page_size: self.page_size,
+            txid: position.txid,
+            checksum: position.checksum,
+            timestamp_ms: position.timestamp_ms,
+            synced_ms: crate::clock::now_ms(),
+            source: self.source.clone(),
+            page_one_hash: self.page_one_hash.map(Checksum),
+            pending: None,
+        }
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            // An error path left the transaction open: nothing in it was
+            // verified completely.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Retention: what the compactor deletes, and in which order so that no run,
+//! crashed or concurrent, ever removes an object a reader is sent to.
+//!
+//! Rules (thresholds from [`CompactConfig`]):
+//!
+//! - **L0**: the L0 segments of an L1 segment are deleted once the L1
+//!   segment's timestamp (that of its last transaction) is
+//!   [`CompactConfig::l0_retention`] old, so readers polling `l0/{t+1}` by
+//!   name keep finding them that long. The manifest's `l0_kept_min_txid`
+//!   is the cursor: L0 segments start there. Within one L1 segment they are
+//!   deleted newest first, so after a crash the survivors are a prefix that
+//!   the next run finds again by name from the cursor; only then does the
+//!   cursor move.
+//! - **Snapshots**: kept while younger than
+//!   [`CompactConfig::snapshot_retention`] by timestamp; the manifest's
+//!   snapshot (the newest) is always kept. The oldest kept snapshot is the
+//!   restore floor.
+//! - **L1**: kept after the oldest kept snapshot (each kept snapshot's
+//!   restore chain, and every state since, stays reachable); the segments
+//!   up to it are deleted, but never one whose L0 segments have not been
+//!   deleted yet (the L0 cursor finds them through it).
+//!
+//! Order for snapshots and L1: (1) the manifest's `l1.min_txid` moves past
+//! the floor, so it no longer points at what goes; (2) the L1 segments up to
+//! the floor are deleted newest first, found by name from the oldest
+//! snapshot still in the index; (3) the old snapshot objects are deleted;
+//! (4) the index drops them. A crash before (4) leaves the index naming the
+//! old snapshots, so the next run finds and finishes the same work.
+
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::objects::fetch_header;
+use super::{Clock, CompactConfig, CompactError, CompactReport};
+use crate::ids::{GenerationId, TxId};
+use crate::layout::{l0_key, l1_key, snapshot_index_key, snapshot_key};
+use crate::manifest::{Manifest, SnapshotIndex, read_manifest, read_snapshot_index, update_document, update_manifest};
+use crate::store::Store;
+
+/// Most L1 segments whose L0 segments one run deletes: bounds a run's work
+/// after a long outage (the next runs continue).
+const MAX_L0_GROUPS_PER_RUN: usize = 1_000;
+
+/// Applies the retention rules to the manifest's current generation.
+pub(crate) async fn apply(
+    store: &dyn Store,
+    config: &CompactConfig,
+    clock: &dyn Clock,
+    report: &mut CompactReport,
+) -> Result<(), CompactError> {
+    let Some(manifest) = read_manifest(store).await? else {
+        return Ok(());
+    };
+    let manifest = manifest.value;
+    let span = info_span!("retention", generation = %manifest.generation);
+    async {
+        let now_ms = clock.now_ms();
+        let cursor = delete_l0(store, config, &manifest, now_ms, report).await?;
+        delete_snapshots_and_l1(store, config, &manifest, cursor, now_ms, report).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Deletes the L0 segments of every L1 segment old enough, from the cursor
+/// on, then moves the cursor. Returns the cursor (first TXID whose L0
+/// segments are kept), if known.
+async fn delete_l0(
+    store: &dyn Store,
+    config: &CompactConfig,
+    manifest: &Manifest,
+    now_ms: u64,
+    report: &mut CompactReport,
+) -> Result<Option<TxId>, CompactError> {
+    let generation = manifest.generation;
+    let Some(start) = manifest.l0_kept_min_txid.or(manifest.l1.map(|chain| chain.min_txid)) else {
+        return Ok(None);
+    };
+    let retention_ms = u64::try_from(config.l0_retention.as_millis()).unwrap_or(u64::MAX);
+    let mut cursor = start;
+    for _ in 0..MAX_L0_GROUPS_PER_RUN {
+        if cursor >= manifest.l0_min_txid {
+            break;
+        }
+        let key = l1_key(generation, cursor);
+        let Some(l1) = fetch_header(store, &key, generation, Some(cursor)).await? else {
+            warn!(key, "the L1 segment at the L0 retention cursor is missing; keeping the L0 segments after it");
+            break;
+        };
+        if l1.timestamp_ms.saturating_add(retention_ms) > now_ms {
+            break;
+        }
+        // Find this L1 segment's L0 segments by name, then delete them newest
+        // first so that a crash leaves a prefix the next run can still walk.
+        let mut keys = Vec::new();
+        let mut txid = cursor;
+        while txid <= l1.max_txid {
+            let l0 = l0_key(generation, txid);
+            match fetch_header(store, &l0, generation, Some(txid)).await? {
+                Some(header) => {
+                    keys.push(l0);
+                    txid = header.max_txid.next();
+                }
+                // Deleted by an earlier (crashed) or concurrent run.
+                None => break,
+            }
+        }
+        for key in keys.iter().rev() {
+            store.delete(std::slice::from_ref(key)).await?;
+            report.l0_deleted += 1;
+        }
+        debug!(l1 = key, deleted = keys.len(), "deleted the L0 segments covered by an L1 segment");
+        cursor = l1.max_txid.next();
+    }
+    if cursor > start {
+        update_manifest(store, |current| {
+            let Some(current) = current else { return Ok(None) };
+            if current.generation != generation || current.l0_kept_min_txid.is_some_and(|kept| kept >= cursor) {
+                return Ok(None);
+            }
+            let mut next = current.clone();
+            next.l0_kept_min_txid = Some(cursor);
+            Ok(Some(next))
+        })
+        .await?;
+        report.manifest_updates += 1;
+    }
+    Ok(Some(cursor))
+}
+
+/// Deletes snapshots past retention and the L1 segments up to the oldest
+/// kept snapshot, in the crash-safe order of the module docs.
+async fn delete_snapshots_and_l1(
+    store: &dyn Store,
+    config: &CompactConfig,
+    manifest: &Manifest,
+    l0_cursor: Option<TxId>,
+    now_ms: u64,
+    report: &mut CompactReport,
+) -> Result<(), CompactError> {
+    let generation = manifest.generation;
+    let (Some(newest), Some(l0_cursor)) = (manifest.snapshot, l0_cursor) else {
+        return Ok(());
+    };
+    let Some(index) = read_snapshot_index(store, generation).await? else {
+        return Ok(());
+    };
+    let index = index.value;
+    let Some(oldest) = index.snapshots.first().copied() else {
+        return Ok(());
+    };
+    let retention_ms = u64::try_from(config.snapshot_retention.as_millis()).unwrap_or(u64::MAX);
+    let cutoff_ms = now_ms.saturating_sub(retention_ms);
+    // The floor: the oldest snapshot kept. Kept are those young enough and
+    // the newest (and any newer the index already lists). The floor may not
+    // pass the L0 cursor: the L1 segments before it would be deleted while
+    // the cursor still needs them to find L0 segments.
+    let Some(floor) =
+        index.snapshots.iter().filter(|s| s.timestamp_ms >= cutoff_ms || s.txid >= newest.txid).map(|s| s.txid).min()
+    else {
+        return Ok(());
+    };
+    let floor = match index.snapshots.iter().map(|s| s.txid).filter(|&t| t <= floor && t < l0_cursor).max() {
+        Some(floor) => floor,
+        None => return Ok(()),
+    };
+    if floor <= oldest.txid {
+        return Ok(());
+    }
+    let span = info_span!("retire", floor = %floor, oldest = %oldest.txid);
+    async {
+        // (1) The manifest stops pointing at the L1 segments up to the floor.
+        update_manifest(store, |current| {
+            let Some(current) = current else { return Ok(None) };
+            let Some(chain) = current.l1 else { return Ok(None) };
+            if current.generation != generation || chain.min_txid > floor {
+                return Ok(None);
+            }
+            let mut next = current.clone();
+            next.l1 = (chain.max_txid > floor).then(|| crate::manifest::Chain { min_txid: floor.next(), ..chain });
+            Ok(Some(next))
+        })
+        .await?;
+        // (2) L1 segments from the oldest snapshot to the floor, newest first.
+        let l1_keys = walk_l1_keys(store, generation, oldest.txid.next(), floor).await?;
+        for key in l1_keys.iter().rev() {
+            store.delete(std::slice::from_ref(key)).await?;
+            report.l1_deleted += 1;
+        }
+        // (3) The snapshot objects below the floor.
+        let retired: Vec<String> =
+            index.snapshots.iter().filter(|s| s.txid < floor).map(|s| snapshot_key(generation, s.txid)).collect();
+        store.delete(&retired).await?;
+        report.snapshots_deleted += u32::try_from(retired.len()).unwrap_or(u32::MAX);
+        // (4) The index forgets them.
+        update_document(store, &snapshot_index_key(generation), |current: Option<&SnapshotIndex>| {
+            let Some(current) = current else { return Ok(None) };
+            if current.snapshots.iter().all(|s| s.txid >= floor) {
+                return Ok(None);
+            }
+            let mut next = current.clone();
+            next.snapshots.retain(|s| s.txid >= floor);
+            Ok(Some(next))
+        })
+        .await?;
+        info!(l1_deleted = l1_keys.len(), snapshots_deleted = retired.len(), "retired old snapshots");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// The keys of the L1 chain from `min_txid` to `max_txid`, by name, stopping
+/// early at a missing name (the rest were deleted newest-first by a run that
+/// crashed).
+async fn walk_l1_keys(
+    store: &dyn Store,
+    generation: GenerationId,
+    min_txid: TxId,
+    max_txid: TxId,
+) -> Result<Vec<String>, CompactError> {
+    let mut keys = Vec::new();
+    let mut txid = min_txid;
+    while txid <= max_txid {
+        let key = l1_key(generation, txid);
+        let Some(header) = fetch_header(store, &key, generation, Some(txid)).await? else {
+            break;
+        };
+        if header.max_txid > max_txid {
+            // Snapshots sit on L1 boundaries, so this does not happen; if it
+            // did, the segment is still needed after the floor.
+            break;
+        }
+        keys.push(key);
+        txid = header.max_txid.next();
+    }
+    Ok(keys)
+}

@@ -1,0 +1,582 @@
+//! Planning a read of the log without LIST: from the manifest, the snapshot
+//! index and deterministic names, the chain of objects that brings a replica
+//! (or an empty file) to a target state.
+//!
+//! A chain starts from a *base* — the reader's current position on the
+//! manifest's generation, or a snapshot — and continues with *links*:
+//!
+//! - L1 by name: `l1/{t+1}` → `l1/{max+1}` → … until the object ending at
+//!   the manifest's `l1.max_txid`;
+//! - L0 probed by name: `l0/{t+1}` → … until not found (or the target).
+//!
+//! Object sizes are not known before the objects are fetched, except for
+//! snapshots (the manifest and index record them) and L1 objects whose
+//! header the planner reads (a 96-byte range request, which also reports the
+//! object's size). That is how a reader whose position falls inside an L1
+//! object finds its place: it walks L1 headers from the nearest known L1
+//! boundary at or before its TXID (the start of the L1 chain, or a snapshot:
+//! snapshots are taken at L1 boundaries). By invariant 1 the L1 object
+//! `[a, b]` with `a - 1 <= t <= b` brings state `t` to `b`.
+//!
+//! When both a snapshot and the reader's position can reach the target, the
+//! planner compares bytes to download: the snapshot's size against the L1
+//! objects that lead from the position to the snapshot (everything after the
+//! snapshot is the same for both).
+
+use std::fmt;
+
+use crate::format::{HEADER_SIZE, read_segment_header};
+use crate::ids::{Checksum, GenerationId, TxId};
+use crate::layout::{Level, l0_key, l1_key, snapshot_key};
+use crate::manifest::{Manifest, SnapshotIndex, SnapshotRef};
+use crate::store::{ByteRange, Store, StoreError};
+
+/// Errors while planning. Each names the TXIDs and keys involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A segment header read while walking a chain is invalid.
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    /// No snapshot with this TXID is kept.
+    #[error("plan restore: no snapshot at TXID {txid} in generation {generation} (kept: {kept})")]
+    NoSuchSnapshot {
+        /// The generation searched.
+        generation: GenerationId,
+        /// The TXID asked for.
+        txid: TxId,
+        /// The snapshot TXIDs that are kept, for the message.
+        kept: String,
+    },
+    /// Nothing kept can reach the target: no snapshot at or before it, and
+    /// the replica cannot get there from where it is.
+    #[error("plan restore: {reason}")]
+    Unreachable {
+        /// Why, with the TXIDs involved.
+        reason: String,
+    },
+    /// Walking the L1 chain found a hole.
+    #[error("plan restore: L1 chain broken at {key}: {reason} (TXIDs [{from_txid}, {to_txid}] unreachable)")]
+    Gap {
+        /// The object that was expected.
+        key: String,
+        /// What is wrong.
+        reason: String,
+        /// First TXID that cannot be reached.
+        from_txid: TxId,
+        /// Last TXID of the range concerned.
+        to_txid: TxId,
+    },
+}
+
+/// The state a read should reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The newest state in the store (L0 probed until not found).
+    Newest,
+    /// Exactly this transaction.
+    TxId(TxId),
+    /// The newest transaction committed at or before this time
+    /// (milliseconds since the Unix epoch).
+    Timestamp(u64),
+    /// Exactly the snapshot at this TXID, nothing applied after it.
+    Snapshot(TxId),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Newest => f.write_str("newest"),
+            Target::TxId(txid) => write!(f, "TXID {txid}"),
+            Target::Timestamp(ms) => write!(f, "timestamp {ms} ms"),
+            Target::Snapshot(txid) => write!(f, "snapshot {txid}"),
+        }
+    }
+}
+
+/// Where a replica is: what its sidecar state records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaPosition {
+    /// The lineage the replica follows.
+    pub generation: GenerationId,
+    /// The last transaction applied.
+    pub txid: TxId,
+    /// Rolling checksum of the replica at `txid`.
+    pub checksum: Checksum,
+    /// Commit time of `txid`, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+/// What the chain starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// The replica as it is.
+    Replica(ReplicaPosition),
+    /// A snapshot, applied first (to an empty file or over the replica).
+    Snapshot(SnapshotRef),
+}
+
+/// One step of a chain after its base.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// An object whose header the planner already read.
+    Object {
+        /// Its key.
+        key: String,
+        /// Its level.
+        level: Level,
+        /// First TXID covered.
+        min_txid: TxId,
+        /// Last TXID covered.
+        max_txid: TxId,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// Follow L1 by name from `from_txid` until an object ends at `until_txid`.
+    L1 {
+        /// The first object's name.
+        from_txid: TxId,
+        /// The `max_txid` of the last object of the chain.
+        until_txid: TxId,
+    },
+    /// Probe L0 by name from `from_txid` until not found or the target.
+    L0 {
+        /// The first object's name.
+        from_txid: TxId,
+    },
+}
+
+/// A chain of objects that reaches a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The generation read.
+    pub generation: GenerationId,
+    /// The database's page size.
+    pub page_size: u32,
+    /// Where the chain starts.
+    pub base: Base,
+    /// The links after the base, in order.
+    pub links: Vec<Link>,
+    /// The target.
+    pub target: Target,
+    /// The newest TXID the manifest knows (the store may hold newer L0).
+    pub manifest_newest: TxId,
+    /// Bytes known in advance (snapshot and walked objects); L0 sizes are
+    /// only known once fetched.
+    pub known_bytes: u64,
+    /// Why this chain, for `--dry-run` and logs.
+    pub reason: String,
+}
+
+impl Plan {
+    /// The key of the base snapshot, if the chain starts from one.
+    pub fn snapshot_key(&self) -> Option<String> {
+        match self.base {
+            Base::Snapshot(snapshot) => Some(snapshot_key(self.generation, snapshot.txid)),
+            Base::Replica(_) => None,
+        }
+    }
+
+    /// A multi-line description of the plan.
+    pub fn describe(&self) -> String {
+        let mut out = format!("generation {}\ntarget     {}\n", self.generation, self.target);
+        match self.base {
+            Base::Replica(position) => {
+                out += &format!("from       replica at TXID {} (checksum {})\n", position.txid, position.checksum)
+            }
+            Base::Snapshot(s) => {
+                out += &format!(
+                    "from       {} ({} bytes, {} pages)\n",
+                    snapshot_key(self.generation, s.txid),
+                    s.size,
+                    s.commit
+                )
+            }
+        }
+        for link in &self.links {
+            out += &match link {
+                Link::Object { key, min_txid, max_txid, size, .. } => {
+                    format!("then       {key} [{min_txid}, {max_txid}] ({size} bytes)\n")
+                }
+                Link::L1 { from_txid, until_txid } => {
+                    format!("then       l1 by name from {from_txid} to {until_txid}\n")
+                }
+                Link::L0 { from_txid } => format!("then       l0 probed by name from {from_txid}\n"),
+            };
+        }
+        out += &format!("known size {} bytes\nwhy        {}\n", self.known_bytes, self.reason);
+        out
+    }
+}
+
+/// All snapshots known for the manifest's generation, ascending: the index,
+/// plus the manifest's newest (the index may lag behind it).
+pub fn known_snapshots(manifest: &Manifest, index: Option<&SnapshotIndex>) -> Vec<SnapshotRef> {
+    let mut snapshots: Vec<SnapshotRef> = index
+        .filter(|index| index.generation == manifest.generation)
+        .map(|index| index.snapshots.clone())
+        .unwrap_or_default();
+    if let Some(newest) = manifest.snapshot {
+        snapshots.push(newest);
+    }
+    snapshots.sort_by_key(|s| s.txid);
+    snapshots.dedup_by_key(|s| s.txid);
+    snapshots
+}
+
+/// Plans the chain from `from` (the replica's position, if it has one) to
+/// `target`. Reads L1 headers (96-byte range requests) only when the
+/// replica's position falls inside the L1 chain; otherwise it makes no
+/// request at all.
+pub async fn plan(
+    store: &dyn Store,
+    manifest: &Manifest,
+    index: Option<&SnapshotIndex>,
+    from: Option<ReplicaPosition>,
+    target: Target,
+) -> Result<Plan, PlanError> {
+    let generation = manifest.generation;
+    let snapshots = known_snapshots(manifest, index);
+    let kept = || snapshots.iter().map(|s| s.txid.0.to_string()).collect::<Vec<_>>().join(", ");
+    let mut plan = Plan {
+        generation,
+        page_size: manifest.page_size,
+        base: Base::Replica(ReplicaPosition {
+            generation,
+            txid: TxId::ZERO,
+            checksum: Checksum::EMPTY,
+            timestamp_ms: 0,
+        }),
+        links: Vec::new(),
+        target,
+        manifest_newest: manifest.newest.txid,
+        known_bytes: 0,
+        reason: String::new(),
+    };
+
+    if let Target::Snapshot(txid) = target {
+        let snapshot = snapshots.iter().find(|s| s.txid == txid).copied().ok_or_else(|| PlanError::NoSuchSnapshot {
+            generation,
+            txid,
+            kept: kept(),
+        })?;
+        plan.base = Base::Snapshot(snapshot);
+        plan.known_bytes = snapshot.size;
+        plan.reason = "the snapshot asked for".into();
+        return Ok(plan);
+    }
+
+    // The best snapshot: the newest one that does not pass the target.
+    let best_snapshot = snapshots
+        .iter()
+        .rev()
+        .find(|s| match target {
+            Target::TxId(txid) => s.txid <= txid,
+            Target::Timestamp(ms) => s.timestamp_ms <= ms,
+            Target::Newest | Target::Snapshot(_) => true,
+        })
+        .copied();
+
+    // The replica's position is usable if it is on this generation, not
+    // past the target, and not behind what retention keeps.
+    let floor = match manifest.l1 {
+        Some(l1) => TxId(l1.min_txid.0.saturating_sub(1)),
+        None => TxId(manifest.l0_min_txid.0.saturating_sub(1)),
+    };
+    let usable = from.filter(|position| {
+        position.generation == generation
+            && position.txid >= floor
+            && match target {
+                Target::TxId(txid) => position.txid <= txid,
+                Target::Timestamp(ms) => position.timestamp_ms <= ms,
+                Target::Newest | Target::Snapshot(_) => true,
+            }
+    });
+
+    let choice = match (usable, best_snapshot) {
+        (None, None) => {
+            let why = match from {
+                Some(p) if p.generation != generation => {
+                    format!(
+                        "the replica follows generation {} and the store has no snapshot to switch to",
+                        p.generation
+                    )
+                }
+                Some(p) if p.txid < floor => format!(
+                    "the replica at TXID {} is behind the retention floor {} and no snapshot is kept at or before {target}",
+                    p.txid, floor
+                ),
+                _ => format!("no snapshot at or before {target} (kept: {})", kept()),
+            };
+            return Err(PlanError::Unreachable { reason: why });
+        }
+        (Some(position), None) => Choice::Replica(position, Vec::new(), "no snapshot reaches the target".into()),
+        (None, Some(snapshot)) => {
+            let why = match from {
+                None => "the replica has no position: bootstrap from the best snapshot".to_string(),
+                Some(p) if p.generation != generation => {
+                    format!("the replica follows generation {}: switch to {generation} by snapshot", p.generation)
+                }
+                Some(p) => format!("the replica at TXID {} cannot reach the target from where it is", p.txid),
+            };
+            Choice::Snapshot(snapshot, why)
+        }
+        (Some(position), Some(snapshot)) if position.txid >= snapshot.txid => {
+            Choice::Replica(position, Vec::new(), "the replica is at or past the newest usable snapshot".into())
+        }
+        (Some(position), Some(snapshot)) => {
+            // Both work: compare what the replica would download to reach
+            // the snapshot's TXID against the snapshot itself.
+            match walk_l1(store, manifest, &snapshots, position.txid, Some((snapshot.txid, snapshot.size))).await? {
+                Some((links, bytes)) => Choice::Replica(
+                    position,
+                    links,
+                    format!("{bytes} bytes of L1 segments beat the snapshot's {} bytes", snapshot.size),
+                ),
+                None => Choice::Snapshot(
+                    snapshot,
+                    format!("the snapshot's {} bytes beat the segments from TXID {}", snapshot.size, position.txid),
+                ),
+            }
+        }
+    };
+
+    let (start_txid, mut links) = match choice {
+        Choice::Replica(position, walked, reason) => {
+            plan.base = Base::Replica(position);
+            plan.reason = reason;
+            let mut links = walked;
+            if links.is_empty() && manifest.l1.is_some_and(|l1| position.txid < l1.max_txid) {
+                // Inside the L1 chain: find the object covering position+1.
+                if let Some((found, _)) = walk_l1(store, manifest, &snapshots, position.txid, None).await? {
+                    links = found;
+                }
+            }
+            (position.txid, links)
+        }
+        Choice::Snapshot(snapshot, reason) => {
+            plan.base = Base::Snapshot(snapshot);
+            plan.reason = reason;
+            (snapshot.txid, Vec::new())
+        }
+    };
+
+    // Continue by name: the rest of L1 (if the chain goes on past where the
+    // walk stopped), then L0.
+    let reached = links
+        .iter()
+        .rev()
+        .find_map(|link| match link {
+            Link::Object { max_txid, .. } => Some(*max_txid),
+            _ => None,
+        })
+        .unwrap_or(start_txid);
+    match manifest.l1 {
+        Some(l1) if reached < l1.max_txid && reached.next() >= l1.min_txid => {
+            links.push(Link::L1 { from_txid: reached.next(), until_txid: l1.max_txid });
+            links.push(Link::L0 { from_txid: l1.max_txid.next() });
+        }
+        _ => links.push(Link::L0 { from_txid: reached.next() }),
+    }
+    plan.known_bytes = links
+        .iter()
+        .map(|link| match link {
+            Link::Object { size, .. } => *size,
+            _ => 0,
+        })
+        .sum::<u64>()
+        + match plan.base {
+            Base::Snapshot(s) => s.size,
+            Base::Replica(_) => 0,
+        };
+    plan.links = links;
+    Ok(plan)
+}
+
+enum Choice {
+    Replica(ReplicaPosition, Vec<Link>, String),
+    Snapshot(SnapshotRef, String),
+}
+
+/// Walks L1 headers from the nearest known L1 boundary at or before
+/// `txid` to the object covering `txid + 1`, and on to `until` (a TXID and
+/// a byte budget) if given. Returns the objects from the covering one on,
+/// and their total size; `None` if the budget ran out first.
+async fn walk_l1(
+    store: &dyn Store,
+    manifest: &Manifest,
+    snapshots: &[SnapshotRef],
+    txid: TxId,
+    until: Option<(TxId, u64)>,
+) -> Result<Option<(Vec<Link>, u64)>, PlanError> {
+    let Some(l1) = manifest.l1 else {
+        // No L1: the replica continues in L0, whose sizes are unknown until
+        // fetched; the snapshot wins only if the replica cannot continue.
+        return Ok(Some((Vec::new(), 0)));
+    };
+    let chain_start = TxId(l1.min_txid.0.saturating_sub(1));
+    // Snapshots sit at L1 boundaries: the newest one at or before `txid`
+    // inside the chain is the closest place to start walking.
+    let mut boundary = snapshots
+        .iter()
+        .map(|s| s.txid)
+        .filter(|&s| s >= chain_start && s <= txid && s < l1.max_txid)
+        .max()
+        .unwrap_or(chain_start)
+        .max(chain_start);
+    let stop = until.map_or(txid.next(), |(stop, _)| stop);
+    let mut links = Vec::new();
+    let mut bytes = 0u64;
+    while boundary < l1.max_txid && boundary < stop {
+        let key = l1_key(manifest.generation, boundary.next());
+        let result = store
+            .get(
+                &key,
+                crate::store::GetOptions {
+                    range: Some(ByteRange::Bounded { start: 0, end: HEADER_SIZE as u64 }),
+                    if_none_match: None,
+                },
+            )
+            .await;
+        let result = match result {
+            Ok(result) => result,
+            Err(e) if e.is_not_found() => {
+                return Err(PlanError::Gap {
+                    key,
+                    reason: "not found".into(),
+                    from_txid: boundary.next(),
+                    to_txid: l1.max_txid,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = result.meta.size;
+        let prefix = result.bytes().await?;
+        let header = read_segment_header(&key, &prefix)?;
+        if header.min_txid != boundary.next() || header.generation != manifest.generation {
+            return Err(PlanError::Gap {
+                key,
+                reason: format!("holds {} of generation {}", header.range(), header.generation),
+                from_txid: boundary.next(),
+                to_txid: l1.max_txid,
+            });
+        }
+        if header.max_txid >= txid {
+            // Covers txid + 1 (or ends exactly at txid, a no-op to skip).
+            if header.max_txid > txid {
+                bytes += size;
+                if let Some((_, budget)) = until
+                    && bytes > budget
+                {
+                    return Ok(None);
+                }
+                links.push(Link::Object {
+                    key,
+                    level: Level::L1,
+                    min_txid: header.min_txid,
+                    max_txid: header.max_txid,
+                    size,
+                });
+            }
+            if until.is_none() {
+                break;
+            }
+        }
+        boundary = header.max_txid;
+    }
+    Ok(Some((links, bytes)))
+}
+
+/// The key of the object a link names first.
+pub fn first_key(generation: GenerationId, link: &Link) -> String {
+    match link {
+        Link::Object { key, .. } => key.clone(),
+        Link::L1 { from_txid, .. } => l1_key(generation, *from_txid),
+        Link::L0 { from_txid } => l0_key(generation, *from_txid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Chain, MANIFEST_FORMAT_VERSION, Position};
+    use crate::store::MemoryStore;
+
+    fn manifest(snapshot: Option<SnapshotRef>, l1: Option<Chain>, l0_min_txid: u64) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            generation: GenerationId([1; 16]),
+            page_size: 4096,
+            key_check: None,
+            newest: Position { txid: TxId(100), timestamp_ms: 100, checksum: Checksum(1) },
+            snapshot,
+            l1,
+            l0_min_txid: TxId(l0_min_txid),
+            l0_kept_min_txid: None,
+            updated_ms: 0,
+        }
+    }
+
+    fn snapshot(txid: u64, size: u64) -> SnapshotRef {
+        SnapshotRef { txid: TxId(txid), timestamp_ms: txid * 10, size, commit: 3, checksum: Checksum(txid) }
+    }
+
+    #[tokio::test]
+    async fn an_empty_replica_starts_from_the_best_snapshot_and_probes_l0() {
+        let store = MemoryStore::new();
+        let m = manifest(Some(snapshot(1, 1000)), None, 2);
+        let plan = super::plan(&store, &m, None, None, Target::Newest).await.unwrap();
+        assert_eq!(plan.base, Base::Snapshot(snapshot(1, 1000)));
+        assert_eq!(plan.links, vec![Link::L0 { from_txid: TxId(2) }]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_on_the_generation_continues_in_l0_without_requests() {
+        let store = MemoryStore::new();
+        let m = manifest(Some(snapshot(1, 1000)), None, 2);
+        let position =
+            ReplicaPosition { generation: m.generation, txid: TxId(40), checksum: Checksum(4), timestamp_ms: 0 };
+        let plan = super::plan(&store, &m, None, Some(position), Target::Newest).await.unwrap();
+        assert_eq!(plan.base, Base::Replica(position));
+        assert_eq!(plan.links, vec![Link::L0 { from_txid: TxId(41) }]);
+    }
+
+    #[tokio::test]
+    async fn another_generation_or_a_position_past_the_target_bootstraps_from_a_snapshot() {
+        let store = MemoryStore::new();
+        let m = manifest(Some(snapshot(1, 1000)), None, 2);
+        let other = ReplicaPosition {
+            generation: GenerationId([2; 16]),
+            txid: TxId(5),
+            checksum: Checksum(0),
+            timestamp_ms: 0,
+        };
+        let plan1 = super::plan(&store, &m, None, Some(other), Target::Newest).await.unwrap();
+        assert!(matches!(plan1.base, Base::Snapshot(_)));
+        let ahead =
+            ReplicaPosition { generation: m.generation, txid: TxId(50), checksum: Checksum(0), timestamp_ms: 0 };
+        let plan2 = super::plan(&store, &m, None, Some(ahead), Target::TxId(TxId(20))).await.unwrap();
+        assert!(matches!(plan2.base, Base::Snapshot(_)));
+        let err = super::plan(&store, &m, None, None, Target::Snapshot(TxId(7))).await.unwrap_err().to_string();
+        assert!(err.contains("no snapshot at TXID 0000000000000007") && err.contains("kept: 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn after_compaction_a_snapshot_continues_with_l1_then_l0() {
+        let store = MemoryStore::new();
+        let m = manifest(Some(snapshot(10, 1000)), Some(Chain { min_txid: TxId(2), max_txid: TxId(30) }), 31);
+        let plan = super::plan(&store, &m, None, None, Target::Newest).await.unwrap();
+        assert_eq!(
+            plan.links,
+            vec![Link::L1 { from_txid: TxId(11), until_txid: TxId(30) }, Link::L0 { from_txid: TxId(31) }]
+        );
+        let behind =
+            ReplicaPosition { generation: m.generation, txid: TxId(0), checksum: Checksum(0), timestamp_ms: 0 };
+        let m2 = manifest(Some(snapshot(10, 1000)), Some(Chain { min_txid: TxId(5), max_txid: TxId(30) }), 31);
+        let plan = super::plan(&store, &m2, None, Some(behind), Target::Newest).await.unwrap();
+        assert!(matches!(plan.base, Base::Snapshot(_)), "behind the retention floor: {plan:?}");
+    }
+}

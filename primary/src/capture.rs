@@ -1,0 +1,340 @@
+//! Capturing: turning committed WAL transactions (or a scan of every page)
+//! into segments, one per store, written durably to the store's `pending/`
+//! folder before the capture is recorded in the metadata. Page hashes and the
+//! rolling checksum are updated in the same pass, so the post-apply checksum
+//! of every segment is known without re-reading the database.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use distributary_core::checksum::page_hash;
+use distributary_core::format::{Flags, Header, KeyCheck, PageCodec, SegmentEncoder};
+use distributary_core::{Checksum, GenerationId, PageNo, TxId, clock};
+
+use crate::wal::{self, WalTransaction};
+
+/// A store as the capture sees it: where its segments go and how they are
+/// sealed and numbered.
+pub struct Target {
+    /// The store's URL.
+    pub url: String,
+    /// The store's generation.
+    pub generation: GenerationId,
+    /// The newest TXID captured for the store.
+    pub captured_txid: TxId,
+    /// Where its captured segments wait for upload.
+    pub pending_dir: PathBuf,
+    /// Compresses and seals its pages.
+    pub codec: PageCodec,
+}
+
+/// What a segment being captured for one target is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// The pages changed since the last capture (L0).
+    Changes,
+    /// Every page, flagged SNAPSHOT: a catch-up that applies to any state,
+    /// or the first snapshot of a generation (`min_txid` 1).
+    Full,
+}
+
+/// The name of a pending segment: its first TXID, so names sort in order.
+pub fn pending_name(min_txid: TxId) -> String {
+    format!("{min_txid}.seg")
+}
+
+/// The pending segment that starts a new generation (uploaded as its
+/// snapshot, then the manifest).
+pub const GENESIS_NAME: &str = "genesis.seg";
+
+struct Open {
+    encoder: SegmentEncoder<BufWriter<File>>,
+    temp: PathBuf,
+    target: PathBuf,
+    kind: SegmentKind,
+}
+
+/// Segments being written, one per target, fed the same pages.
+pub struct SegmentSet {
+    open: Vec<Option<Open>>,
+}
+
+/// What to write for one target in a [`SegmentSet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentPlan {
+    /// Changed pages or every page.
+    pub kind: SegmentKind,
+    /// The first snapshot of a generation (uploaded as its snapshot).
+    pub genesis: bool,
+    /// First TXID covered.
+    pub min_txid: TxId,
+    /// Last TXID covered.
+    pub max_txid: TxId,
+    /// The store's database checksum before the segment.
+    pub pre_apply_checksum: Checksum,
+}
+
+impl SegmentSet {
+    /// Starts one segment per target, `plans[i]` for `targets[i]` (`None`
+    /// skips that target).
+    pub fn begin(targets: &[Target], plans: &[Option<SegmentPlan>], page_size: u32, commit: u32) -> Result<SegmentSet> {
+        let now = clock::now_ms();
+        let mut open = Vec::with_capacity(targets.len());
+        for (target, plan) in targets.iter().zip(plans) {
+            let Some(plan) = *plan else {
+                open.push(None);
+                continue;
+            };
+            let key_check = target.codec.key_check();
+            let mut flags = if plan.kind == SegmentKind::Full { Flags::SNAPSHOT } else { 0 };
+            if key_check != KeyCheck::NONE {
+                flags |= Flags::ENCRYPTED;
+            }
+            let header = Header {
+                flags: Flags(flags),
+                page_size,
+                commit,
+                min_txid: plan.min_txid,
+                max_txid: plan.max_txid,
+                timestamp_ms: now,
+                pre_apply_checksum: plan.pre_apply_checksum,
+                generation: target.generation,
+                key_check,
+            };
+            std::fs::create_dir_all(&target.pending_dir)
+                .with_context(|| format!("create {}", target.pending_dir.display()))?;
+            let name = if plan.genesis { GENESIS_NAME.to_string() } else { pending_name(plan.min_txid) };
+            let final_path = target.pending_dir.join(&name);
+            let temp = target.pending_dir.join(format!(".{name}.tmp"));
+            let file = File::create(&temp).with_context(|| format!("create {}", temp.display()))?;
+            let encoder = SegmentEncoder::new(name, header, BufWriter::with_capacity(256 * 1024, file))?;
+            open.push(Some(Open { encoder, temp, target: final_path, kind: plan.kind }));
+        }
+        Ok(SegmentSet { open })
+    }
+
+    /// Writes a page to every segment that wants it: all of them if
+    /// `changed`, only full ones otherwise.
+    pub fn write_page(&mut self, targets: &mut [Target], pgno: u32, page: &[u8], changed: bool) -> Result<()> {
+        for (slot, target) in self.open.iter_mut().zip(targets.iter_mut()) {
+            if let Some(open) = slot
+                && (changed || open.kind == SegmentKind::Full)
+            {
+                open.encoder.write_page(&mut target.codec, PageNo(pgno), page)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes every segment with `post_apply_checksum` and makes it
+    /// durable under its final name. Returns the sizes written.
+    pub fn finish(self, post_apply_checksum: Checksum) -> Result<u64> {
+        let keep = vec![true; self.open.len()];
+        self.finish_kept(post_apply_checksum, &keep)
+    }
+
+    /// Like [`SegmentSet::finish`], but discards the segments of targets
+    /// whose `keep` is false.
+    pub fn finish_kept(self, post_apply_checksum: Checksum, keep: &[bool]) -> Result<u64> {
+        let mut bytes = 0;
+        for (open, keep) in self.open.into_iter().zip(keep) {
+            let Some(open) = open else { continue };
+            if !keep {
+                drop(open.encoder);
+                std::fs::remove_file(&open.temp).with_context(|| format!("remove {}", open.temp.display()))?;
+                continue;
+            }
+            let (writer, summary) = open.encoder.finish(post_apply_checksum)?;
+            let file = writer.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all().with_context(|| format!("fsync {}", open.temp.display()))?;
+            std::fs::rename(&open.temp, &open.target).with_context(|| format!("rename {}", open.target.display()))?;
+            fsync_dir(open.target.parent().expect("pending files live in a folder"))?;
+            bytes += summary.size;
+        }
+        Ok(bytes)
+    }
+}
+
+/// fsyncs a folder so a rename in it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync folder {}", dir.display()))
+}
+
+/// The effect of a run of WAL transactions on the database's pages.
+pub struct WalBatch {
+    /// Number of transactions.
+    pub transactions: u64,
+    /// Database size in pages after the last one.
+    pub commit: u32,
+    /// For each page to ship: where its newest bytes are.
+    pub pages: BTreeMap<u32, PageSource>,
+}
+
+/// Where the bytes of a page are at the end of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSource {
+    /// In the WAL, page data at this offset.
+    Wal(u64),
+    /// In the database file (a page that reappeared when the file grew
+    /// without being rewritten: SQLite reads it from there too).
+    DbFile,
+}
+
+/// Folds transactions into a batch. `wal_index` maps every page written
+/// earlier in the current WAL to its newest frame (SQLite reads a page from
+/// there when it is not in a later frame); it is updated. `old_commit` is the
+/// size before the batch. Every page past the smallest size the database had
+/// during the batch is included (FORMAT.md §3.7); pages past the final size
+/// are dropped.
+pub fn fold_transactions(
+    transactions: &[WalTransaction],
+    old_commit: u32,
+    wal_index: &mut BTreeMap<u32, u64>,
+) -> WalBatch {
+    let mut pages: BTreeMap<u32, PageSource> = BTreeMap::new();
+    let mut size = old_commit;
+    let mut smallest = old_commit;
+    for transaction in transactions {
+        for &(pgno, offset) in &transaction.pages {
+            pages.insert(pgno, PageSource::Wal(offset));
+            wal_index.insert(pgno, offset);
+        }
+        size = transaction.commit;
+        smallest = smallest.min(size);
+    }
+    // Pages past the smallest size the database had that exist at the end
+    // but were not written in the batch: their content is what SQLite reads
+    // for them, the newest frame of the WAL or the database file.
+    for pgno in smallest + 1..=size {
+        pages.entry(pgno).or_insert_with(|| wal_index.get(&pgno).map_or(PageSource::DbFile, |&o| PageSource::Wal(o)));
+    }
+    pages.retain(|&pgno, _| pgno <= size);
+    WalBatch { transactions: transactions.len() as u64, commit: size, pages }
+}
+
+/// Reads the bytes of pages named by a batch.
+pub struct PageReader {
+    wal: Option<File>,
+    db: File,
+    page: Vec<u8>,
+}
+
+impl PageReader {
+    /// Opens the WAL (if any) and the database file.
+    pub fn open(db_path: &Path, page_size: u32) -> Result<PageReader> {
+        let wal = match File::open(wal::wal_path(db_path)) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context("open the WAL"),
+        };
+        let db = File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
+        Ok(PageReader { wal, db, page: vec![0; page_size as usize] })
+    }
+
+    /// The bytes of `pgno` from `source`.
+    pub fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        match source {
+            PageSource::Wal(offset) => {
+                let Some(wal) = &self.wal else { bail!("page {pgno} is in a WAL that does not exist") };
+                wal.read_exact_at(&mut self.page, offset).context("read a page from the WAL")?;
+            }
+            PageSource::DbFile => {
+                let offset = u64::from(pgno - 1) * self.page.len() as u64;
+                self.page.fill(0);
+                // Past the end of the file a page reads as zeros, as in SQLite.
+                let mut filled = 0;
+                while filled < self.page.len() {
+                    match self.db.read_at(&mut self.page[filled..], offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e).context("read a page from the database file"),
+                    }
+                }
+            }
+        }
+        Ok(&self.page)
+    }
+}
+
+/// The page hash map of the captured state, indexed by page number.
+pub struct PageHashes {
+    hashes: Vec<u64>,
+}
+
+impl PageHashes {
+    /// From the metadata's map; `None` if any page up to `commit` is missing.
+    pub fn from_stored(stored: Vec<Option<u64>>, commit: u32) -> Option<PageHashes> {
+        let mut hashes = Vec::with_capacity(commit as usize + 1);
+        hashes.push(0); // page numbers start at 1
+        for pgno in 1..=commit as usize {
+            hashes.push((*stored.get(pgno)?)?);
+        }
+        Some(PageHashes { hashes })
+    }
+
+    /// An empty map (a database of zero pages).
+    pub fn empty() -> PageHashes {
+        PageHashes { hashes: vec![0] }
+    }
+
+    /// The number of pages.
+    pub fn commit(&self) -> u32 {
+        (self.hashes.len() - 1) as u32
+    }
+
+    /// The hash of page `pgno`, if the database has it.
+    pub fn get(&self, pgno: u32) -> Option<u64> {
+        self.hashes.get(pgno as usize).copied().filter(|_| pgno >= 1)
+    }
+
+    /// The rolling checksum they add up to.
+    pub fn checksum(&self) -> Checksum {
+        Checksum(self.hashes[1..].iter().fold(0, |acc, h| acc ^ h))
+    }
+
+    /// Sets the database size, removing pages past it.
+    pub fn resize(&mut self, commit: u32) {
+        self.hashes.resize(commit as usize + 1, 0);
+    }
+
+    /// Sets the hash of a page within the size.
+    pub fn set(&mut self, pgno: u32, hash: u64) {
+        self.hashes[pgno as usize] = hash;
+    }
+}
+
+/// Applies a batch to the hash map and checksum, writing every page to the
+/// segments in `set`. Returns the changed hashes and the new checksum.
+pub fn capture_batch(
+    batch: &WalBatch,
+    reader: &mut PageReader,
+    hashes: &mut PageHashes,
+    mut checksum: Checksum,
+    set: &mut SegmentSet,
+    targets: &mut [Target],
+) -> Result<(Vec<(u32, u64)>, Checksum)> {
+    let old_commit = hashes.commit();
+    // Pages removed by a shrink leave the checksum.
+    for pgno in batch.commit + 1..=old_commit {
+        checksum = Checksum(checksum.0 ^ hashes.get(pgno).unwrap_or(0));
+    }
+    let mut changed = Vec::with_capacity(batch.pages.len());
+    for (&pgno, &source) in &batch.pages {
+        let page = reader.read(pgno, source)?;
+        let hash = page_hash(PageNo(pgno), page);
+        let old = if pgno <= old_commit { hashes.get(pgno).unwrap_or(0) } else { 0 };
+        checksum = Checksum(checksum.0 ^ old ^ hash);
+        set.write_page(targets, pgno, page, true)?;
+        changed.push((pgno, hash));
+    }
+    hashes.resize(batch.commit);
+    for &(pgno, hash) in &changed {
+        hashes.set(pgno, hash);
+    }
+    Ok((changed, checksum))
+}

@@ -1,0 +1,86 @@
+//! `distributary compact STORE_URL`: the compactor for machines without
+//! Lambda (MinIO, R2, a local folder, ...). One run by default (for cron);
+//! `--watch` repeats it every `--interval` until interrupted. The logic is
+//! `distributary_core::compact`, shared with the Lambda.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use distributary_core::compact::{CompactConfig, SystemClock, compact, parse_duration};
+use distributary_core::store;
+
+/// Merge L0 segments into L1 and snapshots, advance the manifest, apply retention.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The store holding the database (file:///path, s3://bucket/prefix?...).
+    store_url: String,
+    /// Run once and exit (the default; kept for cron lines that say so).
+    #[arg(long, conflicts_with = "watch")]
+    once: bool,
+    /// Keep running: compact every --interval until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Time between runs with --watch (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "DISTRIBUTARY_COMPACT_INTERVAL")]
+    interval: Duration,
+    /// Width of the windows of L0 segments merged into one L1 segment.
+    #[arg(long, default_value = "1m", value_parser = parse_duration, env = "DISTRIBUTARY_L1_WINDOW")]
+    l1_window: Duration,
+    /// Minimum time between snapshots (by segment timestamps).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, env = "DISTRIBUTARY_SNAPSHOT_INTERVAL")]
+    snapshot_interval: Duration,
+    /// How long snapshots are kept (the newest is always kept).
+    #[arg(long, default_value = "7d", value_parser = parse_duration, env = "DISTRIBUTARY_SNAPSHOT_RETENTION")]
+    snapshot_retention: Duration,
+    /// How long L0 segments already merged into L1 stay for polling readers.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "DISTRIBUTARY_L0_RETENTION")]
+    l0_retention: Duration,
+    /// Most merge inputs open at once (memory and file descriptors).
+    #[arg(long, default_value_t = 256, env = "DISTRIBUTARY_MAX_FAN_IN")]
+    max_fan_in: usize,
+    /// Folder for staging segments (needs room for the largest snapshot twice).
+    #[arg(long, env = "DISTRIBUTARY_TEMP_DIR")]
+    temp_dir: Option<PathBuf>,
+}
+
+impl Args {
+    fn config(&self) -> CompactConfig {
+        CompactConfig {
+            l1_window: self.l1_window,
+            snapshot_interval: self.snapshot_interval,
+            snapshot_retention: self.snapshot_retention,
+            l0_retention: self.l0_retention,
+            max_fan_in: self.max_fan_in,
+            temp_dir: self.temp_dir.clone(),
+        }
+    }
+}
+
+/// Runs the command.
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let store = store::open(&args.store_url).await.with_context(|| format!("open store {}", args.store_url))?;
+    let config = args.config();
+    if !args.watch {
+        let report =
+            compact(store.as_ref(), &config, &SystemClock).await.with_context(|| format!("compact {}", store.url()))?;
+        if report.no_manifest {
+            eprintln!("distributary: {} holds no manifest yet; nothing to compact", store.url());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ticker = tokio::time::interval(args.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+        // A failed run is retried at the next tick: the store may be down
+        // for a while, and every run picks up where the last one stopped.
+        if let Err(error) = compact(store.as_ref(), &config, &SystemClock).await {
+            tracing::error!(error = format!("{error:#}"), "compaction failed; retrying at the next interval");
+        }
+    }
+}

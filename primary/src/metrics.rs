@@ -1,0 +1,225 @@
+//! Counters and gauges of the replicator, served in Prometheus' text format
+//! on `/metrics`, and the replication position as JSON on `/status` (the
+//! TXID a write became part of, for read-your-writes at the edge).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use distributary_core::clock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Progress of one store.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// The database's path.
+    pub db: String,
+    /// The store's URL.
+    pub url: String,
+    /// Its generation.
+    pub generation: String,
+    /// Newest TXID captured (durable locally).
+    pub captured_txid: u64,
+    /// Newest TXID in the store.
+    pub shipped_txid: u64,
+    /// When the oldest capture not yet in the store was made (ms since the
+    /// Unix epoch), if any is waiting.
+    pub oldest_unshipped_ms: Option<u64>,
+    /// The last upload error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// Process-wide metrics.
+#[derive(Default)]
+pub struct Metrics {
+    bytes_uploaded: AtomicU64,
+    objects_uploaded: AtomicU64,
+    errors: AtomicU64,
+    checkpoints_passive: AtomicU64,
+    checkpoints_truncate: AtomicU64,
+    catch_ups: AtomicU64,
+    wal_bytes: Mutex<BTreeMap<String, u64>>,
+    replicas: Mutex<BTreeMap<(String, String), ReplicaStatus>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Metrics are plain values: a panic elsewhere cannot leave them torn.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Metrics {
+    /// Counts one uploaded object.
+    pub fn record_upload(&self, bytes: u64) {
+        self.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
+        self.objects_uploaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one failed store operation.
+    pub fn record_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a checkpoint run by the replicator.
+    pub fn record_checkpoint(&self, truncate: bool) {
+        let counter = if truncate { &self.checkpoints_truncate } else { &self.checkpoints_passive };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a catch-up after lost WAL continuity.
+    pub fn record_catch_up(&self) {
+        self.catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the WAL size of a database.
+    pub fn set_wal_bytes(&self, db: &str, bytes: u64) {
+        lock(&self.wal_bytes).insert(db.to_string(), bytes);
+    }
+
+    /// Updates one store's progress with `update`.
+    pub fn update_replica(&self, db: &str, url: &str, update: impl FnOnce(&mut ReplicaStatus)) {
+        let mut replicas = lock(&self.replicas);
+        let entry = replicas.entry((db.to_string(), url.to_string())).or_insert_with(|| ReplicaStatus {
+            db: db.to_string(),
+            url: url.to_string(),
+            ..ReplicaStatus::default()
+        });
+        update(entry);
+    }
+
+    /// Every store's progress.
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        lock(&self.replicas).values().cloned().collect()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter(
+            &mut out,
+            "distributary_upload_bytes_total",
+            "Bytes uploaded to stores.",
+            self.bytes_uploaded.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "distributary_upload_objects_total",
+            "Objects uploaded to stores.",
+            self.objects_uploaded.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "distributary_store_errors_total",
+            "Failed store operations (after retries).",
+            self.errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "distributary_catch_ups_total",
+            "Catch-up segments after lost WAL continuity.",
+            self.catch_ups.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP distributary_checkpoints_total Checkpoints run by the replicator.\n# TYPE distributary_checkpoints_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "distributary_checkpoints_total{{mode=\"passive\"}} {}",
+            self.checkpoints_passive.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "distributary_checkpoints_total{{mode=\"truncate\"}} {}",
+            self.checkpoints_truncate.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP distributary_wal_bytes Size of the database's WAL file.\n# TYPE distributary_wal_bytes gauge"
+        );
+        for (db, bytes) in lock(&self.wal_bytes).iter() {
+            let _ = writeln!(out, "distributary_wal_bytes{{db=\"{}\"}} {bytes}", escape(db));
+        }
+        let now = clock::now_ms();
+        let replicas = self.replicas();
+        let gauges: [Gauge; 4] = [
+            ("distributary_captured_txid", "Newest TXID captured from the WAL.", |r, _| r.captured_txid as f64),
+            ("distributary_shipped_txid", "Newest TXID in the store.", |r, _| r.shipped_txid as f64),
+            ("distributary_replication_lag_transactions", "Transactions captured but not yet in the store.", |r, _| {
+                r.captured_txid.saturating_sub(r.shipped_txid) as f64
+            }),
+            ("distributary_replication_lag_seconds", "Age of the oldest capture not yet in the store.", |r, now| {
+                r.oldest_unshipped_ms.map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0)
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for replica in &replicas {
+                let _ = writeln!(
+                    out,
+                    "{name}{{db=\"{}\",store=\"{}\"}} {}",
+                    escape(&replica.db),
+                    escape(&replica.url),
+                    value(replica, now)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A per-store gauge: name, help text, and its value at a time (ms).
+type Gauge = (&'static str, &'static str, fn(&ReplicaStatus, u64) -> f64);
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Serves `/metrics` and `/status` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (mut stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept a metrics connection");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut request = vec![0u8; 4096];
+            let read = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let line = String::from_utf8_lossy(&request[..read]);
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let (status, content_type, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/status" => (
+                    "200 OK",
+                    "application/json",
+                    serde_json::to_string_pretty(&metrics.replicas()).unwrap_or_else(|_| "[]".into()),
+                ),
+                _ => ("404 Not Found", "text/plain", "try /metrics or /status\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,488 @@
+//! `distributary replicate`: runs capture and upload for every configured
+//! database until told to stop (or once, with `--once`), optionally
+//! supervising the app itself (`--exec`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use distributary_core::format::{Compression, EncryptionKey, KeyCheck};
+use distributary_core::store;
+use tokio::sync::watch;
+
+use crate::config::{self, Config, DbConfig, ReplicaConfig};
+use crate::generation::plan_start;
+use crate::metrics::Metrics;
+use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect};
+use crate::shipper::Shipper;
+use crate::state::StateDir;
+
+/// Arguments of `distributary replicate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The database to replicate (give STORE_URL too), unless --config is used.
+    pub db_path: Option<PathBuf>,
+    /// Where to replicate it: file:///path, s3://bucket/prefix?region=...
+    pub store_url: Option<String>,
+    /// A YAML config file with several databases and stores (Litestream-style keys).
+    #[arg(long, short = 'c', conflicts_with_all = ["db_path", "store_url"])]
+    pub config: Option<PathBuf>,
+    /// How often to upload what was committed (100ms at least).
+    #[arg(long, default_value = "1s")]
+    pub sync_interval: String,
+    /// Seal every page with this 256-bit key (32 bytes, or hex/base64 text).
+    #[arg(long)]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Run the app as a child: replication starts first, signals go to the
+    /// child, and on its exit the replicator flushes and exits with its status.
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// Ship what is committed now, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics on /metrics and replication status on /status.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Run a PASSIVE checkpoint once the WAL holds this many frames.
+    #[arg(long)]
+    pub checkpoint_frames: Option<u64>,
+    /// Run a TRUNCATE checkpoint once the WAL is larger than this (e.g. 64MiB).
+    #[arg(long)]
+    pub truncate_size: Option<String>,
+}
+
+fn config_from_args(args: &Args) -> Result<Config> {
+    let mut config = match (&args.config, &args.db_path, &args.store_url) {
+        (Some(path), _, _) => Config::load(path)?,
+        (None, Some(db_path), Some(url)) => {
+            store::StoreUrl::parse(url)?;
+            let interval = config::parse_duration(&args.sync_interval).context("--sync-interval")?;
+            config::check_sync_interval(interval)?;
+            let defaults = CheckpointPolicy::default();
+            Config {
+                metrics_addr: None,
+                dbs: vec![DbConfig {
+                    path: db_path.clone(),
+                    checkpoint_frames: defaults.passive_frames,
+                    truncate_bytes: defaults.truncate_bytes,
+                    replicas: vec![ReplicaConfig {
+                        url: url.clone(),
+                        sync_interval: interval,
+                        encryption_key_file: args.encryption_key_file.clone(),
+                    }],
+                }],
+            }
+        }
+        (None, Some(_), None) => bail!("missing STORE_URL: `distributary replicate DB_PATH STORE_URL`"),
+        (None, None, _) => bail!("give DB_PATH and STORE_URL, or --config FILE"),
+    };
+    if args.metrics_addr.is_some() {
+        config.metrics_addr = args.metrics_addr.clone();
+    }
+    for db in &mut config.dbs {
+        if let Some(frames) = args.checkpoint_frames {
+            db.checkpoint_frames = frames;
+        }
+        if let Some(size) = &args.truncate_size {
+            db.truncate_bytes = config::parse_size(size).context("--truncate-size")?;
+        }
+        db.path = absolute(&db.path)?;
+    }
+    Ok(config)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir().context("read the current folder")?.join(path))
+}
+
+fn read_key(path: &Path) -> Result<EncryptionKey> {
+    let bytes = std::fs::read(path).with_context(|| format!("read encryption key file {}", path.display()))?;
+    EncryptionKey::parse(&bytes).with_context(|| format!("encryption key file {}", path.display()))
+}
+
+/// Runs the command.
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let config = config_from_args(&args)?;
+    let metrics = Arc::new(Metrics::default());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    if let Some(addr) = &config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /status");
+        let mut stop = shutdown.clone();
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+
+    let mut databases = Vec::new();
+    for db in &config.dbs {
+        let mut replicas = Vec::new();
+        for replica in &db.replicas {
+            let key = replica.encryption_key_file.as_deref().map(read_key).transpose()?;
+            let store = store::open(&replica.url).await?;
+            replicas.push(ReplicaSpec { url: replica.url.clone(), store, sync_interval: replica.sync_interval, key });
+        }
+        let policy = CheckpointPolicy { passive_frames: db.checkpoint_frames, truncate_bytes: db.truncate_bytes };
+        databases.push((db.path.clone(), replicas, policy));
+    }
+
+    if args.once {
+        for (path, replicas, policy) in databases {
+            replicate_once(&path, &replicas, policy, metrics.clone()).await?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut running = Vec::new();
+    let supervising = args.exec.is_some();
+    for (path, replicas, policy) in databases {
+        if supervising && !path.exists() {
+            // The app creates it: replication starts once it appears (its
+            // first capture covers whatever the app wrote before that).
+            let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+            running.push(tokio::spawn(async move {
+                start_database(path, replicas, policy, metrics, shutdown, true).await?.await?
+            }));
+            continue;
+        }
+        running.push(start_database(path, replicas, policy, metrics.clone(), shutdown.clone(), false).await?);
+    }
+
+    let child_status = match &args.exec {
+        Some(command) => Some(supervise(command, shutdown_tx.clone()).await?),
+        None => {
+            wait_for_signals(shutdown_tx.clone()).await;
+            None
+        }
+    };
+    let _ = shutdown_tx.send(true);
+    // A second signal while flushing exits at once.
+    tokio::spawn(async {
+        wait_signal().await;
+        eprintln!("distributary: second signal, exiting without flushing");
+        std::process::exit(130);
+    });
+    let mut failed = false;
+    for handle in running {
+        if let Err(e) = handle.await.context("replication task")? {
+            eprintln!("distributary: {e:#}");
+            failed = true;
+        }
+    }
+    match child_status {
+        Some(code) => Ok(ExitCode::from(code)),
+        None if failed => Ok(ExitCode::FAILURE),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn wait_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        // Without signal handlers, never resolve: the process is stopped by kill.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn wait_for_signals(shutdown: watch::Sender<bool>) {
+    wait_signal().await;
+    tracing::info!("stopping: flushing the last commits (signal again to exit at once)");
+    let _ = shutdown.send(true);
+}
+
+/// Runs the app and forwards SIGINT/SIGTERM to it; returns its exit status.
+async fn supervise(command: &str, _shutdown: watch::Sender<bool>) -> Result<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .spawn()
+        .with_context(|| format!("start the app: sh -c {command:?}"))?;
+    let pid = child.id().context("the app exited before it could be supervised")? as libc::pid_t;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = interrupt.recv() => forward(pid, libc::SIGINT),
+            _ = terminate.recv() => forward(pid, libc::SIGTERM),
+        }
+    };
+    tracing::info!(%status, "the app exited: flushing the last commits");
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        _ => 1,
+    })
+}
+
+fn forward(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Decides how each store starts: resume from the metadata, or look at the
+/// store (retrying until it answers).
+async fn plan_starts(
+    path: &Path,
+    replicas: &[ReplicaSpec],
+    shutdown: &watch::Receiver<bool>,
+    wait_for_db: bool,
+    bounded: bool,
+) -> Result<Vec<Start>> {
+    let inspection = loop {
+        let inspect_path = path.to_path_buf();
+        match tokio::task::spawn_blocking(move || inspect(&inspect_path)).await? {
+            Ok(inspection) => break inspection,
+            Err(e) if wait_for_db && !path.exists() => {
+                tracing::info!(db = %path.display(), "waiting for the app to create the database");
+                if *shutdown.borrow() {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut starts = Vec::with_capacity(replicas.len());
+    for replica in replicas {
+        if inspection.resumable.contains(&replica.url) {
+            starts.push(Start::Resume);
+            continue;
+        }
+        let key_check = replica.key.as_ref().map_or(KeyCheck::NONE, EncryptionKey::check);
+        let mut attempt = 0u32;
+        let plan = loop {
+            match plan_start(replica.store.as_ref(), inspection.page_size, key_check).await {
+                Ok(plan) => break plan,
+                Err(e) => {
+                    attempt += 1;
+                    if *shutdown.borrow() || (bounded && attempt >= 5) {
+                        return Err(e);
+                    }
+                    tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "reach the store; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        };
+        starts.push(Start::Plan(plan));
+    }
+    Ok(starts)
+}
+
+/// Capped exponential backoff with jitter: 0.5 s doubling to 30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 500u64 << attempt.min(6);
+    let mut random = [0u8; 2];
+    let jitter = getrandom_u16(&mut random) % (base / 2 + 1);
+    Duration::from_millis((base + jitter).min(30_000))
+}
+
+fn getrandom_u16(buf: &mut [u8; 2]) -> u64 {
+    // Weak jitter is fine when the OS source fails: it only spreads retries.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    buf.copy_from_slice(&(nanos as u16).to_be_bytes());
+    u64::from(u16::from_be_bytes(*buf))
+}
+
+async fn open_capturer(
+    path: &Path,
+    replicas: &[ReplicaSpec],
+    policy: CheckpointPolicy,
+    metrics: Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+    wait_for_db: bool,
+    bounded: bool,
+) -> Result<Capturer> {
+    let starts = plan_starts(path, replicas, shutdown, wait_for_db, bounded).await?;
+    let (path, replicas) = (path.to_path_buf(), replicas.to_vec());
+    tokio::task::spawn_blocking(move || {
+        Capturer::start(&path, &replicas, &starts, policy, Compression::default(), metrics)
+    })
+    .await?
+}
+
+fn shippers(capturer: &Capturer, replicas: &[ReplicaSpec], metrics: &Arc<Metrics>) -> Vec<Shipper> {
+    capturer
+        .pending_dirs()
+        .into_iter()
+        .zip(replicas)
+        .map(|(pending_dir, replica)| Shipper { store: replica.store.clone(), pending_dir, metrics: metrics.clone() })
+        .collect()
+}
+
+/// `--once`: capture everything committed, upload it, return.
+async fn replicate_once(
+    path: &Path,
+    replicas: &[ReplicaSpec],
+    policy: CheckpointPolicy,
+    metrics: Arc<Metrics>,
+) -> Result<()> {
+    let (_tx, shutdown) = watch::channel(false);
+    let capturer = open_capturer(path, replicas, policy, metrics.clone(), &shutdown, false, true).await?;
+    let capturer = tokio::task::spawn_blocking(move || -> Result<Capturer> {
+        let mut capturer = capturer;
+        while capturer.capture()? > 0 {}
+        capturer.maybe_checkpoint()?;
+        Ok(capturer)
+    })
+    .await??;
+    let db_label = path.display().to_string();
+    for ((shipper, replica), captured) in
+        shippers(&capturer, replicas, &metrics).into_iter().zip(replicas).zip(capturer.captured())
+    {
+        let mut attempt = 0;
+        loop {
+            match shipper.ship().await {
+                Ok(_) => break,
+                Err(e) if attempt < 4 => {
+                    attempt += 1;
+                    tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "upload failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        record_shipped(path, &replica.url, captured).await?;
+        metrics.update_replica(&db_label, &replica.url, |s| s.shipped_txid = captured.0);
+        println!("{} -> {}: TXID {}", path.display(), replica.url, captured.0);
+    }
+    Ok(())
+}
+
+async fn record_shipped(path: &Path, url: &str, txid: distributary_core::TxId) -> Result<()> {
+    let (path, url) = (path.to_path_buf(), url.to_string());
+    tokio::task::spawn_blocking(move || StateDir::open(&path)?.set_shipped(&url, txid)).await?
+}
+
+/// Starts capture (on its own thread) and one upload task per store;
+/// returns a handle that finishes once everything captured before the
+/// shutdown signal is uploaded.
+async fn start_database(
+    path: PathBuf,
+    replicas: Vec<ReplicaSpec>,
+    policy: CheckpointPolicy,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    wait_for_db: bool,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let capturer = open_capturer(&path, &replicas, policy, metrics.clone(), &shutdown, wait_for_db, false).await?;
+    let shippers = shippers(&capturer, &replicas, &metrics);
+    let tick = replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL);
+    let (captured_tx, captured_rx) = watch::channel(capturer.captured());
+    let (done_tx, done_rx) = watch::channel(false);
+    let db_label = path.display().to_string();
+
+    let capture_shutdown = shutdown.clone();
+    let capture_label = db_label.clone();
+    let capture_metrics = metrics.clone();
+    let capture_thread = std::thread::Builder::new().name("capture".into()).spawn(move || -> Result<()> {
+        let mut capturer = capturer;
+        let mut failures = 0u32;
+        loop {
+            let stopping = *capture_shutdown.borrow();
+            let result = (|| -> Result<()> {
+                while capturer.capture()? > 0 {
+                    let _ = captured_tx.send(capturer.captured());
+                }
+                if !stopping {
+                    capturer.maybe_checkpoint()?;
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    capture_metrics.record_error();
+                    tracing::error!(db = %capture_label, error = %format!("{e:#}"), "capture failed; retrying");
+                    if stopping {
+                        let _ = done_tx.send(true);
+                        return Err(e);
+                    }
+                    std::thread::sleep(backoff(failures));
+                    continue;
+                }
+            }
+            let _ = captured_tx.send(capturer.captured());
+            if stopping {
+                let _ = done_tx.send(true);
+                return Ok(());
+            }
+            std::thread::sleep(tick);
+        }
+    })?;
+
+    let mut tasks = Vec::new();
+    for (index, (shipper, replica)) in shippers.into_iter().zip(replicas).enumerate() {
+        let (path, label, metrics) = (path.clone(), db_label.clone(), metrics.clone());
+        let (mut captured_rx, mut done_rx) = (captured_rx.clone(), done_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut attempt = 0u32;
+            loop {
+                let finished = *done_rx.borrow();
+                let captured = captured_rx.borrow_and_update()[index];
+                if shipper.has_pending() {
+                    match shipper.ship().await {
+                        Ok(shipped) => {
+                            attempt = 0;
+                            if shipped.max_txid.is_some() {
+                                record_shipped(&path, &replica.url, captured).await?;
+                            }
+                            metrics.update_replica(&label, &replica.url, |s| {
+                                s.shipped_txid = s.shipped_txid.max(shipped.max_txid.map_or(0, |t| t.0));
+                                s.oldest_unshipped_ms = None;
+                                s.last_error = None;
+                            });
+                        }
+                        Err(e) => {
+                            attempt += 1;
+                            let message = format!("{e:#}");
+                            tracing::warn!(store = %replica.url, error = %message, "upload failed; retrying");
+                            metrics.update_replica(&label, &replica.url, |s| s.last_error = Some(message));
+                            tokio::time::sleep(backoff(attempt)).await;
+                            continue;
+                        }
+                    }
+                } else if finished {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(replica.sync_interval) => {}
+                    _ = done_rx.changed() => {}
+                }
+            }
+        }));
+    }
+    let _ = captured_rx;
+    Ok(tokio::spawn(async move {
+        let mut result = Ok(());
+        for task in tasks {
+            if let Err(e) = task.await? {
+                result = Err(e);
+            }
+        }
+        let _ = done_rx;
+        match tokio::task::spawn_blocking(move || capture_thread.join()).await? {
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => bail!("the capture thread panicked"),
+            Ok(Ok(())) => {}
+        }
+        result
+    }))
+}

@@ -1,0 +1,583 @@
+//! One database's replication: capture from the WAL on a fixed tick,
+//! checkpoint by policy, resynchronise when WAL continuity was lost.
+//!
+//! Capture is synchronous work on local files (it runs on its own thread);
+//! uploads are the shippers' ([`crate::shipper`]), so a slow or unreachable
+//! store never delays capture, and the WAL stays bounded while the store is
+//! down (captured segments wait in the metadata folder instead).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use distributary_core::checksum::page_hash;
+use distributary_core::format::{Compression, EncryptionKey, PageCodec};
+use distributary_core::store::Store;
+use distributary_core::{Checksum, PageNo, TxId};
+
+use crate::capture::{self, PageHashes, PageReader, SegmentKind, SegmentPlan, SegmentSet, Target, fold_transactions};
+use crate::generation::StartPlan;
+use crate::metrics::Metrics;
+use crate::source::{CheckpointMode, Source};
+use crate::state::{CaptureState, CaptureUpdate, ReplicaState, StateDir};
+use crate::wal::{self, WalPosition};
+
+/// Frames read per capture at most, so one capture's segment stays bounded
+/// even after a huge transaction backlog.
+const MAX_FRAMES_PER_CAPTURE: u64 = 64 * 1024;
+
+/// One store of a database, as configured.
+#[derive(Clone)]
+pub struct ReplicaSpec {
+    /// The store's URL.
+    pub url: String,
+    /// The opened store.
+    pub store: Arc<dyn Store>,
+    /// How often captured segments are uploaded.
+    pub sync_interval: std::time::Duration,
+    /// Seals pages when set.
+    pub key: Option<EncryptionKey>,
+}
+
+/// Checkpoint policy of a database.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    /// Run a PASSIVE checkpoint once the WAL holds this many frames.
+    pub passive_frames: u64,
+    /// Run a TRUNCATE checkpoint once the WAL file is larger than this.
+    pub truncate_bytes: u64,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        // SQLite's own autocheckpoint threshold, and a size limit well above
+        // it that is only reached when the app's readers keep PASSIVE
+        // checkpoints from completing.
+        CheckpointPolicy { passive_frames: 1_000, truncate_bytes: 64 << 20 }
+    }
+}
+
+/// How a store starts, decided before capture starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// The metadata has the store's progress and it is in step with capture.
+    Resume,
+    /// Decided from the store's contents.
+    Plan(StartPlan),
+}
+
+/// What the metadata folder says before starting.
+pub struct Inspection {
+    /// The database's page size now.
+    pub page_size: u32,
+    /// Stores whose progress can be resumed from the metadata.
+    pub resumable: Vec<String>,
+}
+
+/// Looks at the database and its metadata to learn which stores need a
+/// start plan from their contents.
+pub fn inspect(db_path: &Path) -> Result<Inspection> {
+    let source = Source::open(db_path)?;
+    let (page_size, _) = source.page_geometry()?;
+    let state = StateDir::open(db_path)?;
+    let capture = state.capture()?;
+    let in_step = match capture {
+        Some(c) if c.page_size == page_size => PageHashes::from_stored(state.page_hashes()?, c.commit).is_some(),
+        _ => false,
+    };
+    let resumable = if in_step { state.replicas()?.into_iter().map(|r| r.url).collect() } else { Vec::new() };
+    Ok(Inspection { page_size, resumable })
+}
+
+/// The capture side of one database.
+pub struct Capturer {
+    db_label: String,
+    source: Source,
+    state: StateDir,
+    targets: Vec<Target>,
+    shipped: Vec<TxId>,
+    hashes: PageHashes,
+    capture: CaptureState,
+    /// Newest frame of each page in the current WAL up to the cursor.
+    wal_index: BTreeMap<u32, u64>,
+    policy: CheckpointPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Capturer {
+    /// Opens the database and brings every store up to the current state:
+    /// resumes from the metadata when WAL continuity holds; otherwise (and
+    /// for new stores) scans every page once and writes catch-up, genesis or
+    /// full segments as each store needs.
+    pub fn start(
+        db_path: &Path,
+        replicas: &[ReplicaSpec],
+        starts: &[Start],
+        policy: CheckpointPolicy,
+        compression: Compression,
+        metrics: Arc<Metrics>,
+    ) -> Result<Capturer> {
+        let db_label = db_path.display().to_string();
+        let mut source = Source::open(db_path)?;
+        source.begin_read()?;
+        let (page_size, _) = source.page_geometry()?;
+        let state = StateDir::open(db_path)?;
+        let stored = state.capture()?.filter(|c| c.page_size == page_size);
+        let hashes = match stored {
+            Some(c) => PageHashes::from_stored(state.page_hashes()?, c.commit),
+            None => None,
+        };
+        let stored_replicas = state.replicas()?;
+
+        let mut targets = Vec::with_capacity(replicas.len());
+        let mut shipped = Vec::with_capacity(replicas.len());
+        let mut first_plans = Vec::with_capacity(replicas.len());
+        for (spec, start) in replicas.iter().zip(starts) {
+            let pending_dir = state.pending_dir(&spec.url);
+            let (generation, captured_txid, shipped_txid, plan) = match (start, hashes.is_some()) {
+                (Start::Resume, true) => {
+                    let known = stored_replicas
+                        .iter()
+                        .find(|r| r.url == spec.url)
+                        .with_context(|| format!("metadata has no progress for {}", spec.url))?;
+                    remove_orphans(&pending_dir, known.captured_txid)?;
+                    (known.generation, known.captured_txid, known.shipped_txid, None)
+                }
+                (Start::Resume, false) => {
+                    bail!("cannot resume {}: the metadata's page hashes are incomplete", spec.url)
+                }
+                (Start::Plan(plan), _) => {
+                    // Whatever was pending belongs to a history the store
+                    // will not continue.
+                    clear_pending(&pending_dir)?;
+                    match *plan {
+                        StartPlan::NewGeneration(generation) => (
+                            generation,
+                            TxId(1),
+                            TxId::ZERO,
+                            Some(SegmentPlan {
+                                kind: SegmentKind::Full,
+                                genesis: true,
+                                min_txid: TxId(1),
+                                max_txid: TxId(1),
+                                pre_apply_checksum: Checksum::EMPTY,
+                            }),
+                        ),
+                        StartPlan::Continue { generation, last_txid, checksum } => (
+                            generation,
+                            last_txid.next(),
+                            last_txid,
+                            Some(SegmentPlan {
+                                kind: SegmentKind::Full,
+                                genesis: false,
+                                min_txid: last_txid.next(),
+                                max_txid: last_txid.next(),
+                                pre_apply_checksum: checksum,
+                            }),
+                        ),
+                    }
+                }
+            };
+            let codec = PageCodec::new(generation, spec.key.as_ref(), compression)?;
+            targets.push(Target { url: spec.url.clone(), generation, captured_txid, pending_dir, codec });
+            shipped.push(shipped_txid);
+            first_plans.push(plan);
+        }
+
+        let capture = stored.unwrap_or(CaptureState { page_size, commit: 0, checksum: Checksum::EMPTY, wal: None });
+        let mut capturer = Capturer {
+            db_label,
+            source,
+            state,
+            targets,
+            shipped,
+            hashes: hashes.unwrap_or_else(PageHashes::empty),
+            capture,
+            wal_index: BTreeMap::new(),
+            policy,
+            metrics,
+        };
+        let in_step = stored.is_some() && capturer.hashes.commit() == capturer.capture.commit;
+        let continuous = in_step && capturer.wal_continues()?;
+        if continuous && first_plans.iter().all(Option::is_none) {
+            capturer.rebuild_wal_index()?;
+            capturer.publish_progress();
+            return Ok(capturer);
+        }
+        if stored.is_some() && !continuous {
+            tracing::warn!(db = %capturer.db_label, "WAL continuity was lost while the replicator was stopped: catching up");
+            capturer.metrics.record_catch_up();
+        }
+        // Stores in step get a diff (or nothing, when continuity held); the
+        // others their first segment. Without page hashes, every store in
+        // step gets every page.
+        let plans: Vec<Option<SegmentPlan>> = first_plans
+            .into_iter()
+            .zip(&capturer.targets)
+            .map(|(plan, target)| {
+                plan.or_else(|| {
+                    (!continuous).then(|| SegmentPlan {
+                        kind: if in_step { SegmentKind::Changes } else { SegmentKind::Full },
+                        genesis: false,
+                        min_txid: target.captured_txid.next(),
+                        max_txid: target.captured_txid.next(),
+                        pre_apply_checksum: capturer.capture.checksum,
+                    })
+                })
+            })
+            .collect();
+        capturer.resync(plans, continuous)?;
+        Ok(capturer)
+    }
+
+    /// Whether the WAL still continues from the captured position.
+    fn wal_continues(&self) -> Result<bool> {
+        let wal_path = wal::wal_path(self.source.db_path());
+        let header = wal::read_header(&wal_path)?;
+        Ok(match (self.capture.wal, header) {
+            (Some(cursor), Some(header)) => {
+                header.salt1 == cursor.salt1
+                    && header.salt2 == cursor.salt2
+                    && header.page_size == self.capture.page_size
+                    && frame_checksum_matches(&wal_path, &header, cursor)?
+            }
+            // Without a WAL on either side nothing tells whether the file
+            // changed meanwhile (SQLite does not advance its change counter
+            // in WAL mode): compare page hashes. A catch-up that finds no
+            // change ships nothing.
+            _ => false,
+        })
+    }
+
+    /// Re-reads the current WAL up to the cursor to know each page's newest frame.
+    fn rebuild_wal_index(&mut self) -> Result<()> {
+        self.wal_index.clear();
+        let wal_path = wal::wal_path(self.source.db_path());
+        let (Some(cursor), Some(header)) = (self.capture.wal, wal::read_header(&wal_path)?) else { return Ok(()) };
+        for transaction in wal::read_transactions(&wal_path, &header, header.start(), cursor.frame)? {
+            self.wal_index.extend(transaction.pages);
+        }
+        Ok(())
+    }
+
+    /// Scans every page at a fresh snapshot and writes `plans`. With
+    /// `continuous`, only stores with a plan get a segment and the capture
+    /// state is unchanged; otherwise every in-step store gets the pages that
+    /// differ from the hash map.
+    fn resync(&mut self, plans: Vec<Option<SegmentPlan>>, continuous: bool) -> Result<()> {
+        let wal_path = wal::wal_path(self.source.db_path());
+        // A sync point: while no commit can happen, capture what is pending
+        // (stores in step only), then move the read snapshot to the end.
+        self.lock_writes()?;
+        let result = (|| -> Result<Option<WalPosition>> {
+            if continuous {
+                // Stores about to get their first segment must not get
+                // changes before it.
+                let include: Vec<bool> = plans.iter().map(Option::is_none).collect();
+                self.capture_available_for(usize::MAX, &include)?;
+            }
+            self.source.end_read()?;
+            self.source.begin_read()?;
+            self.wal_index.clear();
+            let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
+            let transactions = wal::read_transactions(&wal_path, &header, header.start(), u64::MAX)?;
+            for transaction in &transactions {
+                self.wal_index.extend(transaction.pages.iter().copied());
+            }
+            Ok(Some(transactions.last().map_or(header.start(), |t| t.end)))
+        })();
+        self.source.unlock_writes()?;
+        let cursor = result?;
+
+        let (page_size, commit) = self.source.page_geometry()?;
+        let mut set = SegmentSet::begin(&self.targets, &plans, page_size, commit)?;
+        let mut hashes = PageHashes::empty();
+        hashes.resize(commit);
+        let old = std::mem::replace(&mut self.hashes, PageHashes::empty());
+        let targets = &mut self.targets;
+        let scanned = self.source.for_each_page(|pgno, page| {
+            let hash = page_hash(PageNo(pgno), page);
+            let changed = old.get(pgno) != Some(hash) || pgno > old.commit();
+            set.write_page(targets, pgno, page, changed)?;
+            hashes.set(pgno, hash);
+            Ok(())
+        })?;
+        if scanned != commit {
+            bail!("scanned {scanned} pages of {}, expected {commit}", self.db_label);
+        }
+        let checksum = hashes.checksum();
+        // A diff that found nothing changed is dropped: no TXID, no upload.
+        let unchanged = checksum == self.capture.checksum && commit == self.capture.commit;
+        let keep: Vec<bool> =
+            plans.iter().map(|p| p.is_some_and(|p| p.kind == SegmentKind::Full || !unchanged)).collect();
+        set.finish_kept(checksum, &keep)?;
+
+        for ((target, plan), kept) in self.targets.iter_mut().zip(&plans).zip(&keep) {
+            if let (Some(plan), true) = (plan, kept) {
+                target.captured_txid = plan.max_txid;
+            }
+        }
+        let all: Vec<(u32, u64)> = (1..=commit).map(|p| (p, hashes.get(p).unwrap_or(0))).collect();
+        self.capture = CaptureState { page_size, commit, checksum, wal: cursor };
+        self.hashes = hashes;
+        self.commit_state(&all, true)?;
+        self.publish_progress();
+        Ok(())
+    }
+
+    /// Captures the transactions committed since the last capture. Returns
+    /// how many there were.
+    pub fn capture(&mut self) -> Result<u64> {
+        self.capture_available(1)
+    }
+
+    fn capture_available(&mut self, max_batches: usize) -> Result<u64> {
+        let include = vec![true; self.targets.len()];
+        self.capture_available_for(max_batches, &include)
+    }
+
+    fn capture_available_for(&mut self, max_batches: usize, include: &[bool]) -> Result<u64> {
+        let mut total = 0;
+        for _ in 0..max_batches.max(1) {
+            let captured = self.capture_batch(include)?;
+            if captured == 0 {
+                break;
+            }
+            total += captured;
+        }
+        Ok(total)
+    }
+
+    fn capture_batch(&mut self, include: &[bool]) -> Result<u64> {
+        let wal_path = wal::wal_path(self.source.db_path());
+        let Some(header) = wal::read_header(&wal_path)? else { return Ok(0) };
+        if header.page_size != self.capture.page_size {
+            bail!(
+                "the page size of {} changed from {} to {} while replicating",
+                self.db_label,
+                self.capture.page_size,
+                header.page_size
+            );
+        }
+        let cursor = match self.capture.wal {
+            Some(cursor) if cursor.salt1 == header.salt1 && cursor.salt2 == header.salt2 => cursor,
+            // The WAL restarted. While the read transaction is held that can
+            // only happen after every frame of the previous WAL was captured
+            // and checkpointed (see source.rs), so the new WAL continues it.
+            _ => {
+                self.wal_index.clear();
+                header.start()
+            }
+        };
+        let transactions = wal::read_transactions(&wal_path, &header, cursor, MAX_FRAMES_PER_CAPTURE)?;
+        let Some(last) = transactions.last() else {
+            if self.capture.wal != Some(cursor) && cursor.frame == 0 {
+                // Remember the new WAL even before it has a commit.
+                self.capture.wal = Some(cursor);
+            }
+            return Ok(0);
+        };
+        let end = last.end;
+        let batch = fold_transactions(&transactions, self.capture.commit, &mut self.wal_index);
+        let _span = tracing::debug_span!("capture", db = %self.db_label, transactions = batch.transactions).entered();
+        let plans: Vec<Option<SegmentPlan>> = self
+            .targets
+            .iter()
+            .zip(include)
+            .map(|(t, &included)| {
+                included.then(|| SegmentPlan {
+                    kind: SegmentKind::Changes,
+                    genesis: false,
+                    min_txid: t.captured_txid.next(),
+                    max_txid: TxId(t.captured_txid.0 + batch.transactions),
+                    pre_apply_checksum: self.capture.checksum,
+                })
+            })
+            .collect();
+        let mut set = SegmentSet::begin(&self.targets, &plans, self.capture.page_size, batch.commit)?;
+        let mut reader = PageReader::open(self.source.db_path(), self.capture.page_size)?;
+        let (changed, checksum) = capture::capture_batch(
+            &batch,
+            &mut reader,
+            &mut self.hashes,
+            self.capture.checksum,
+            &mut set,
+            &mut self.targets,
+        )?;
+        set.finish(checksum)?;
+        for (target, _) in self.targets.iter_mut().zip(include).filter(|(_, included)| **included) {
+            target.captured_txid = TxId(target.captured_txid.0 + batch.transactions);
+        }
+        self.capture = CaptureState { commit: batch.commit, checksum, wal: Some(end), ..self.capture };
+        self.commit_state(&changed, false)?;
+        self.publish_progress();
+        Ok(batch.transactions)
+    }
+
+    fn commit_state(&mut self, hashes: &[(u32, u64)], replace_all: bool) -> Result<()> {
+        let replicas: Vec<ReplicaState> = self
+            .targets
+            .iter()
+            .zip(&self.shipped)
+            .map(|(t, &shipped)| ReplicaState {
+                url: t.url.clone(),
+                generation: t.generation,
+                captured_txid: t.captured_txid,
+                shipped_txid: shipped,
+            })
+            .collect();
+        self.state.commit_capture(&CaptureUpdate {
+            state: self.capture,
+            hashes,
+            replace_all_hashes: replace_all,
+            replicas: &replicas,
+        })
+    }
+
+    fn publish_progress(&self) {
+        let now = distributary_core::clock::now_ms();
+        for target in &self.targets {
+            self.metrics.update_replica(&self.db_label, &target.url, |status| {
+                status.generation = target.generation.to_string();
+                if status.captured_txid != target.captured_txid.0 && status.oldest_unshipped_ms.is_none() {
+                    status.oldest_unshipped_ms = Some(now);
+                }
+                status.captured_txid = target.captured_txid.0;
+            });
+        }
+        let wal_bytes = std::fs::metadata(wal::wal_path(self.source.db_path())).map_or(0, |m| m.len());
+        self.metrics.set_wal_bytes(&self.db_label, wal_bytes);
+    }
+
+    /// Takes the write lock, waiting through busy periods.
+    fn lock_writes(&self) -> Result<()> {
+        for _ in 0..30 {
+            if self.source.lock_writes()? {
+                return Ok(());
+            }
+        }
+        bail!("take the write lock of {}: the app held it for over a minute", self.db_label)
+    }
+
+    /// Runs the checkpoint policy: PASSIVE past `passive_frames` frames,
+    /// TRUNCATE past `truncate_bytes`, both at a sync point so no frame is
+    /// checkpointed away before it was captured.
+    pub fn maybe_checkpoint(&mut self) -> Result<()> {
+        let frames = self.capture.wal.map_or(0, |c| c.frame);
+        if frames < self.policy.passive_frames {
+            return Ok(());
+        }
+        if !self.source.lock_writes()? {
+            return Ok(()); // the app is busy writing; try on a later tick
+        }
+        let result = (|| -> Result<(crate::source::CheckpointResult, i64)> {
+            self.capture_available(usize::MAX)?;
+            let version = self.source.data_version()?;
+            self.source.end_read()?;
+            let checkpoint = self.source.checkpoint(CheckpointMode::Passive);
+            // Hold the WAL again before any commit can happen.
+            self.source.begin_read()?;
+            Ok((checkpoint?, version))
+        })();
+        self.source.unlock_writes()?;
+        let (passive, version) = result?;
+        self.metrics.record_checkpoint(false);
+        tracing::debug!(db = %self.db_label, busy = passive.busy, log = passive.log_frames, done = passive.checkpointed_frames, "checkpoint (passive)");
+        let wal_path = wal::wal_path(self.source.db_path());
+        let wal_bytes = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+        let complete = !passive.busy && passive.log_frames == passive.checkpointed_frames;
+        if wal_bytes <= self.policy.truncate_bytes || !complete {
+            return Ok(());
+        }
+        // TRUNCATE needs no reader on the WAL and takes the write lock
+        // itself, so the sync point cannot cover it: a commit slipping in
+        // between is detected by the data version, and then handled like
+        // lost continuity.
+        self.source.end_read()?;
+        let truncate = self.source.checkpoint(CheckpointMode::Truncate);
+        let raced = self.source.data_version()? != version;
+        self.source.begin_read()?;
+        let truncate = truncate?;
+        self.metrics.record_checkpoint(true);
+        tracing::info!(db = %self.db_label, bytes = wal_bytes, busy = truncate.busy, "checkpoint (truncate)");
+        if raced {
+            tracing::info!(db = %self.db_label, "a commit raced the TRUNCATE checkpoint: catching up by page hashes");
+            self.metrics.record_catch_up();
+            let plans = self.diff_plans();
+            self.resync(plans, false)?;
+        } else if !truncate.busy {
+            self.wal_index.clear();
+            self.capture.wal = None;
+            self.commit_state(&[], false)?;
+        }
+        Ok(())
+    }
+
+    fn diff_plans(&self) -> Vec<Option<SegmentPlan>> {
+        self.targets
+            .iter()
+            .map(|t| {
+                Some(SegmentPlan {
+                    kind: SegmentKind::Changes,
+                    genesis: false,
+                    min_txid: t.captured_txid.next(),
+                    max_txid: t.captured_txid.next(),
+                    pre_apply_checksum: self.capture.checksum,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest TXID captured for each store (same order as configured).
+    pub fn captured(&self) -> Vec<TxId> {
+        self.targets.iter().map(|t| t.captured_txid).collect()
+    }
+
+    /// The pending folders of the stores (same order as configured).
+    pub fn pending_dirs(&self) -> Vec<PathBuf> {
+        self.targets.iter().map(|t| t.pending_dir.clone()).collect()
+    }
+}
+
+/// Whether the frame before `cursor` still carries the checksum recorded
+/// with it (the WAL was not rewritten with the same salts).
+fn frame_checksum_matches(wal_path: &Path, header: &wal::WalHeader, cursor: WalPosition) -> Result<bool> {
+    if cursor.frame == 0 {
+        return Ok(cursor.checksum == header.checksum);
+    }
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(wal_path)?;
+    let mut frame_header = [0u8; wal::FRAME_HEADER_SIZE as usize];
+    match file.read_exact_at(&mut frame_header, header.frame_offset(cursor.frame - 1)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let word =
+        |i: usize| u32::from_be_bytes([frame_header[i], frame_header[i + 1], frame_header[i + 2], frame_header[i + 3]]);
+    Ok((word(16), word(20)) == cursor.checksum && word(8) == header.salt1 && word(12) == header.salt2)
+}
+
+/// Removes pending files a crash left behind: temp files, and segments past
+/// what the metadata recorded as captured.
+fn remove_orphans(dir: &Path, captured_txid: TxId) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = name.starts_with('.')
+            || name.strip_suffix(".seg").and_then(TxId::from_hex).is_some_and(|min_txid| min_txid > captured_txid);
+        if orphan {
+            std::fs::remove_file(entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn clear_pending(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("clear {}", dir.display())),
+    }
+}

@@ -1,0 +1,212 @@
+//! `distributary restore STORE_URL -o OUT`: a new database file at the
+//! newest state, a TXID, a time or a snapshot. The logic is core's
+//! [`distributary_core::apply::restore`] (the same code as
+//! `edge-reader sync`); this file is the command line around it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use distributary_core::TxId;
+use distributary_core::apply::{IntegrityCheck, Progress, RestoreOptions, SyncOptions, restore};
+use distributary_core::format::EncryptionKey;
+use distributary_core::manifest::read_manifest;
+use distributary_core::plan::{Base, Target};
+
+use crate::config::Config;
+use crate::time::{format_rfc3339, parse_rfc3339};
+
+/// Arguments of `distributary restore`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The store to restore from; with --config, the DB_PATH whose first
+    /// configured store to restore from.
+    #[arg(value_name = "STORE_URL|DB_PATH")]
+    source: String,
+    /// The configuration file of `distributary replicate`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The database file to write.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Restore exactly this transaction (decimal, or 16 hex digits).
+    #[arg(long, conflicts_with_all = ["timestamp", "snapshot"])]
+    txid: Option<String>,
+    /// Restore the newest transaction committed at or before this time (RFC 3339).
+    #[arg(long, conflicts_with = "snapshot")]
+    timestamp: Option<String>,
+    /// Restore exactly the snapshot at this TXID, nothing after it.
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// Do nothing (exit 0) if the output file already exists.
+    #[arg(long)]
+    if_db_not_exists: bool,
+    /// Do nothing (exit 0) if the store holds no replica.
+    #[arg(long)]
+    if_replica_exists: bool,
+    /// Print the plan; download nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the result (or the plan) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Integrity check before the file is moved into place.
+    #[arg(long, value_enum, default_value = "quick")]
+    integrity_check: Check,
+    /// Key file for an encrypted store.
+    #[arg(long)]
+    encryption_key_file: Option<PathBuf>,
+    /// Objects downloaded at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// `--integrity-check` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Check {
+    /// Skip it.
+    None,
+    /// `PRAGMA quick_check`.
+    Quick,
+    /// `PRAGMA integrity_check`.
+    Full,
+}
+
+/// Parses a TXID given as decimal or as the 16 hex digits of object keys.
+pub fn parse_txid(text: &str) -> Result<TxId> {
+    if let Some(txid) = TxId::from_hex(text) {
+        return Ok(txid);
+    }
+    text.parse::<u64>().map(TxId).map_err(|_| anyhow::anyhow!("invalid TXID {text:?}: expected a number"))
+}
+
+/// Runs the restore.
+pub async fn run(args: Args) -> Result<ExitCode> {
+    if args.if_db_not_exists && args.output.exists() {
+        eprintln!("distributary: {} exists; nothing to do (--if-db-not-exists)", args.output.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (url, mut key_file) = match &args.config {
+        None => (args.source.clone(), None),
+        Some(config) => {
+            let db = PathBuf::from(&args.source);
+            let config = Config::load(config)?;
+            let wanted = std::fs::canonicalize(&db).unwrap_or(db.clone());
+            let entry = config
+                .dbs
+                .iter()
+                .find(|d| d.path == db || std::fs::canonicalize(&d.path).is_ok_and(|p| p == wanted))
+                .with_context(|| format!("{} is not in the configuration", db.display()))?;
+            let replica =
+                entry.replicas.first().with_context(|| format!("{} has no store configured", db.display()))?;
+            (replica.url.clone(), replica.encryption_key_file.clone())
+        }
+    };
+    if args.encryption_key_file.is_some() {
+        key_file = args.encryption_key_file.clone();
+    }
+    let key = match &key_file {
+        Some(path) => Some(
+            EncryptionKey::parse(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
+                .with_context(|| format!("read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let target = match (&args.txid, &args.timestamp, &args.snapshot) {
+        (Some(txid), _, _) => Target::TxId(parse_txid(txid)?),
+        (_, Some(time), _) => Target::Timestamp(parse_rfc3339(time)?),
+        (_, _, Some(txid)) => Target::Snapshot(parse_txid(txid)?),
+        _ => Target::Newest,
+    };
+    let store = distributary_core::store::open(&url).await?;
+    if args.if_replica_exists && read_manifest(store.as_ref()).await?.is_none() {
+        eprintln!("distributary: {url} holds no replica; nothing to do (--if-replica-exists)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = (!args.json && !args.dry_run && std::io::stderr().is_terminal()).then(progress_printer);
+    let options = RestoreOptions {
+        sync: SyncOptions {
+            target,
+            key,
+            concurrency: args.concurrency,
+            keep_state: false,
+            dry_run: args.dry_run,
+            progress,
+        },
+        force: args.force,
+        integrity: match args.integrity_check {
+            Check::None => IntegrityCheck::None,
+            Check::Quick => IntegrityCheck::Quick,
+            Check::Full => IntegrityCheck::Full,
+        },
+    };
+    let summary = restore(Arc::clone(&store), &args.output, &options)
+        .await
+        .with_context(|| format!("restore {} from {url}", args.output.display()))?;
+    if options.sync.progress.is_some() {
+        eprintln!();
+    }
+    let plan = &summary.plan;
+    if args.json {
+        let json = serde_json::json!({
+            "output": args.output,
+            "source": url,
+            "dry_run": args.dry_run,
+            "generation": summary.generation.to_string(),
+            "target": plan.target.to_string(),
+            "snapshot": plan.snapshot_key(),
+            "plan": plan.describe(),
+            "txid": summary.to_txid.0,
+            "timestamp": (!args.dry_run).then(|| format_rfc3339(summary.timestamp_ms)),
+            "checksum": summary.checksum.to_string(),
+            "objects": summary.objects,
+            "bytes": summary.bytes,
+            "seconds": summary.seconds,
+        });
+        println!("{json}");
+    } else if args.dry_run {
+        print!("{}", plan.describe());
+    } else {
+        let from = match plan.base {
+            Base::Snapshot(s) => format!("snapshot {}", s.txid.0),
+            Base::Replica(_) => "nothing".into(),
+        };
+        println!(
+            "restored {} to TXID {} ({}, checksum {}) from {from}: {} objects, {} bytes in {:.2} s",
+            args.output.display(),
+            summary.to_txid.0,
+            format_rfc3339(summary.timestamp_ms),
+            summary.checksum,
+            summary.objects,
+            summary.bytes,
+            summary.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line progress report on stderr, redrawn at most ten times a second.
+fn progress_printer() -> Arc<dyn Fn(&Progress) + Send + Sync> {
+    let started = std::time::Instant::now();
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    Arc::new(move |p: &Progress| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        // Quiet for quick restores; then no more than 10 redraws a second.
+        if started.elapsed().as_secs_f64() < 2.0 || last.elapsed().as_millis() < 100 {
+            return;
+        }
+        *last = std::time::Instant::now();
+        eprint!(
+            "\rrestoring: TXID {} | {} objects | {:.1} MB | {:.0} s ",
+            p.txid.0,
+            p.objects,
+            p.bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+    })
+}

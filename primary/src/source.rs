@@ -1,0 +1,191 @@
+//! The replicator's connections to the application's database.
+//!
+//! - `reader` holds a read transaction almost all the time, so no
+//!   checkpoint can discard WAL frames the replicator has not captured: with
+//!   a read mark in the WAL, SQLite cannot restart the WAL; with read mark 0
+//!   (started on a fully checkpointed WAL), it cannot backfill at all.
+//! - `writer` takes the write lock (`BEGIN IMMEDIATE`) for the few
+//!   milliseconds of a *sync point*: capture up to the WAL's end, then move
+//!   the read transaction (and maybe checkpoint) while no commit can slip in
+//!   between. The app's writers wait on their busy timeout meanwhile.
+//! - `checkpointer` runs the replicator's own checkpoints (PASSIVE, or
+//!   TRUNCATE past the size limit; never RESTART).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+/// How long the replicator waits for the write lock at a sync point before
+/// trying again on a later tick.
+const LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// The connections to one database.
+pub struct Source {
+    db_path: PathBuf,
+    reader: Connection,
+    writer: Connection,
+    checkpointer: Connection,
+    reading: bool,
+}
+
+/// The result of `PRAGMA wal_checkpoint`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointResult {
+    /// Whether the checkpoint could not complete (readers or writers in the way).
+    pub busy: bool,
+    /// Frames in the WAL.
+    pub log_frames: i64,
+    /// Frames copied into the database.
+    pub checkpointed_frames: i64,
+}
+
+/// Checkpoint modes the replicator uses (never RESTART: it would wait for
+/// and block the app's readers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// Copy what can be copied without waiting for anyone.
+    Passive,
+    /// Copy everything and truncate the WAL to zero bytes.
+    Truncate,
+}
+
+fn open(db_path: &Path) -> Result<Connection> {
+    let connection = Connection::open_with_flags(
+        db_path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .with_context(|| format!("open database {}", db_path.display()))?;
+    connection.busy_timeout(LOCK_TIMEOUT)?;
+    // When the replicator is the last connection to close, SQLite would
+    // checkpoint and delete the WAL, and the next start could not tell that
+    // nothing was lost: it would have to rescan every page.
+    connection.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    // The app decides when it checkpoints; the replicator's connections
+    // never checkpoint on commit (they do not commit anyway).
+    connection.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+    Ok(connection)
+}
+
+impl Source {
+    /// Opens the database, refusing one that is missing or not in WAL mode.
+    pub fn open(db_path: &Path) -> Result<Source> {
+        if !db_path.exists() {
+            bail!("database {} does not exist (start the app first, or pass --exec to start it)", db_path.display());
+        }
+        let reader = open(db_path)?;
+        let mode: String = reader
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .with_context(|| format!("read the journal mode of {}", db_path.display()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!(
+                "database {} is in {mode:?} journal mode, not WAL: run `PRAGMA journal_mode=WAL;` on it once \
+                 (the setting persists), then start the replicator again",
+                db_path.display()
+            );
+        }
+        Ok(Source {
+            db_path: db_path.to_path_buf(),
+            reader,
+            writer: open(db_path)?,
+            checkpointer: open(db_path)?,
+            reading: false,
+        })
+    }
+
+    /// The database's path.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Starts holding a read transaction (a no-op if already held).
+    pub fn begin_read(&mut self) -> Result<()> {
+        if self.reading {
+            return Ok(());
+        }
+        self.reader.execute_batch("BEGIN")?;
+        // A read transaction takes its snapshot at its first read.
+        self.reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        self.reading = true;
+        Ok(())
+    }
+
+    /// Ends the read transaction.
+    pub fn end_read(&mut self) -> Result<()> {
+        if self.reading {
+            self.reader.execute_batch("COMMIT")?;
+            self.reading = false;
+        }
+        Ok(())
+    }
+
+    /// Takes the database's write lock; `Ok(false)` if the app held it for
+    /// longer than the lock timeout (try again later).
+    pub fn lock_writes(&self) -> Result<bool> {
+        match self.writer.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::DatabaseBusy => Ok(false),
+            Err(e) => Err(e).context("take the write lock"),
+        }
+    }
+
+    /// Releases the write lock.
+    pub fn unlock_writes(&self) -> Result<()> {
+        if !self.writer.is_autocommit() {
+            self.writer.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    /// Runs a checkpoint from the replicator's own connection.
+    pub fn checkpoint(&self, mode: CheckpointMode) -> Result<CheckpointResult> {
+        let sql = match mode {
+            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        let (busy, log_frames, checkpointed_frames) = self
+            .checkpointer
+            .query_row(sql, [], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?)))
+            .with_context(|| format!("checkpoint {}", self.db_path.display()))?;
+        Ok(CheckpointResult { busy: busy != 0, log_frames, checkpointed_frames })
+    }
+
+    /// `PRAGMA data_version` on the checkpointer's connection: changes when
+    /// another connection commits.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.checkpointer.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+
+    /// The page size and page count as the read transaction sees them.
+    pub fn page_geometry(&self) -> Result<(u32, u32)> {
+        let page_size: u32 = self.reader.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let page_count: u32 = self.reader.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+        Ok((page_size, page_count))
+    }
+
+    /// Calls `visit(pgno, page)` for every page, in order, as the read
+    /// transaction sees the database (through `sqlite_dbpage`, so the pages
+    /// are consistent with each other and include the WAL's frames).
+    pub fn for_each_page(&self, mut visit: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<u32> {
+        if !self.reading {
+            bail!("for_each_page needs the read transaction");
+        }
+        let mut statement = self
+            .reader
+            .prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
+            .context("query sqlite_dbpage (is SQLite built with SQLITE_ENABLE_DBPAGE_VTAB?)")?;
+        let mut rows = statement.query([])?;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let pgno: u32 = row.get(0)?;
+            let data = row.get_ref(1)?.as_blob()?;
+            count += 1;
+            if pgno != count {
+                bail!("sqlite_dbpage returned page {pgno} where page {count} was expected");
+            }
+            visit(pgno, data)?;
+        }
+        Ok(count)
+    }
+}

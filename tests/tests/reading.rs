@@ -1,0 +1,349 @@
+//! Reading the log: restore and `edge-reader sync` against segments made by
+//! the test producer (`distributary_tests::history`), on `file://` and
+//! in-memory stores. Each test checks the result by rolling checksum against
+//! the primary's at the same TXID, and by `integrity_check`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use distributary_core::TxId;
+use distributary_core::apply::{
+    IntegrityCheck, RestoreOptions, SyncOptions, database_checksum, integrity_check, replica_checksum, restore, sync,
+};
+use distributary_core::plan::Target;
+use distributary_core::replica::read_state;
+use distributary_core::store::{FileStore, MemoryStore, Store};
+use distributary_tests::bins::binary;
+use distributary_tests::counting::CountingStore;
+use distributary_tests::history::{History, time_of};
+
+const ACCOUNTS: usize = 40;
+const TOTAL: i64 = 40 * 1000;
+
+fn accounts_setup() -> String {
+    format!(
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, note TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ACCOUNTS})
+         INSERT INTO accounts SELECT i, 1000, printf('%.600c', 'x') FROM n;
+         CREATE TABLE log (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+    )
+}
+
+/// A transaction that moves money between accounts (the total stays
+/// constant) and appends to a log (the file grows).
+fn transfer(step: u64) -> String {
+    let mut sql = String::new();
+    for k in 0..5u64 {
+        let from = (step * 7 + k * 13) % ACCOUNTS as u64 + 1;
+        let to = (step * 11 + k * 5 + 1) % ACCOUNTS as u64 + 1;
+        let amount = (step * 31 + k) % 50 + 1;
+        sql += &format!(
+            "UPDATE accounts SET balance = balance - {amount}, note = printf('%.600c', char(65 + {step} % 26)) WHERE id = {from};
+             UPDATE accounts SET balance = balance + {amount} WHERE id = {to};"
+        );
+    }
+    sql += &format!("INSERT INTO log (body) VALUES (printf('%.{}c', 'y'));", 200 + step % 900);
+    sql
+}
+
+fn file_store(dir: &Path) -> (Arc<dyn Store>, String) {
+    let root = dir.join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    (Arc::new(FileStore::new(root.clone())), format!("file://{}", root.display()))
+}
+
+/// A restored file is byte for byte the primary's at `txid`.
+fn assert_at(db: &Path, history: &History, txid: u64) {
+    let (checksum, _) = database_checksum(db).unwrap();
+    assert_eq!(
+        checksum,
+        history.checksums[txid as usize],
+        "{} is not the primary's state at TXID {txid}",
+        db.display()
+    );
+    integrity_check(db, IntegrityCheck::Full).unwrap();
+}
+
+/// A replica is the primary's state at `txid` (page 1 compared as the
+/// primary wrote it: SQLite restamps its change counter on the replica).
+fn assert_replica_at(db: &Path, history: &History, txid: u64) {
+    let checksum = replica_checksum(db).unwrap();
+    assert_eq!(
+        checksum,
+        history.checksums[txid as usize],
+        "{} is not the primary's state at TXID {txid}",
+        db.display()
+    );
+    assert_eq!(read_state(db).unwrap().unwrap().txid, TxId(txid));
+    integrity_check(db, IntegrityCheck::Full).unwrap();
+}
+
+fn restore_options(target: Target) -> RestoreOptions {
+    RestoreOptions {
+        sync: SyncOptions { target, keep_state: false, ..SyncOptions::default() },
+        force: false,
+        integrity: IntegrityCheck::Full,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = file_store(dir.path());
+    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
+    for step in 0..29 {
+        history.commit(&transfer(step)).await;
+    }
+    // TXIDs 2..=30 in L0; compact 2..=10 and 11..=20 into L1, snapshot at 10.
+    history.compact(&[(2, 10), (11, 20)], Some(10)).await;
+    for step in 29..39 {
+        history.commit(&transfer(step)).await;
+    }
+    let newest = history.txid.0;
+    assert_eq!(newest, 40);
+
+    // Newest, through the CLI: snapshot 10, l1/11, then L0 from 21.
+    let out = dir.path().join("newest.db");
+    let cli = binary("distributary", "distributary");
+    let output = Command::new(&cli)
+        .args(["restore", &url, "-o", out.to_str().unwrap(), "--json", "--integrity-check", "full"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["txid"], newest);
+    assert_at(&out, &history, newest);
+    // An existing output is refused without --force, and kept.
+    let again = Command::new(&cli).args(["restore", &url, "-o", out.to_str().unwrap()]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_at(&out, &history, newest);
+
+    // A TXID inside the L1 object [11, 20]: back to L0 from 11.
+    let out = dir.path().join("txid15.db");
+    let summary = restore(Arc::clone(&store), &out, &restore_options(Target::TxId(TxId(15)))).await.unwrap();
+    assert_eq!(summary.to_txid, TxId(15));
+    assert_at(&out, &history, 15);
+
+    // A TXID in the middle of the L0 run after L1.
+    let out = dir.path().join("txid33.db");
+    restore(Arc::clone(&store), &out, &restore_options(Target::TxId(TxId(33)))).await.unwrap();
+    assert_at(&out, &history, 33);
+
+    // A time between TXIDs 25 and 26 reaches 25.
+    let out = dir.path().join("time.db");
+    let summary =
+        restore(Arc::clone(&store), &out, &restore_options(Target::Timestamp(time_of(25) + 500))).await.unwrap();
+    assert_eq!(summary.to_txid, TxId(25));
+    assert_at(&out, &history, 25);
+
+    // Exactly the snapshot at 10, through the CLI.
+    let out = dir.path().join("snapshot.db");
+    let output =
+        Command::new(&cli).args(["restore", &url, "-o", out.to_str().unwrap(), "--snapshot", "10"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_at(&out, &history, 10);
+
+    // A TXID whose L0 segments retention dropped is reported with its keys.
+    history.drop_l0_through(20).await;
+    let out = dir.path().join("dropped.db");
+    let err = restore(Arc::clone(&store), &out, &restore_options(Target::TxId(TxId(15)))).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("/l0/000000000000000b.seg") && message.contains("not found"), "{message}");
+    assert!(!out.exists());
+
+    // The listing commands.
+    let output = Command::new(&cli).args(["snapshots", &url, "--json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let snapshots: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let txids: Vec<u64> = snapshots.as_array().unwrap().iter().map(|s| s["txid"].as_u64().unwrap()).collect();
+    assert_eq!(txids, [1, 10]);
+    let output = Command::new(&cli).args(["generations", &url, "--json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let generations: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(generations[0]["generation"], history.generation.to_string());
+    assert_eq!(generations[0]["newest_txid"], newest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = file_store(dir.path());
+    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
+    for step in 0..5 {
+        history.commit(&transfer(step)).await;
+    }
+    let replica = dir.path().join("replica.db");
+    let summary = sync(Arc::clone(&store), &replica, &SyncOptions::default()).await.unwrap();
+    assert_eq!(summary.to_txid, TxId(6));
+    assert_replica_at(&replica, &history, 6);
+    for step in 5..10 {
+        history.commit(&transfer(step)).await;
+    }
+    let key = distributary_core::layout::l0_key(history.generation, TxId(7));
+    let path = dir.path().join("store").join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+
+    let err = sync(Arc::clone(&store), &replica, &SyncOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains(&key), "the error names the object: {err}");
+    assert_eq!(read_state(&replica).unwrap().unwrap().txid, TxId(6));
+    assert_replica_at(&replica, &history, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_10000_transactions_behind_makes_one_request_per_object_and_no_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let counting = Arc::new(CountingStore::new(Arc::clone(&memory)));
+    let mut history = History::create(
+        &dir.path().join("primary.db"),
+        Arc::clone(&memory),
+        "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL);",
+    )
+    .await;
+    let replica = dir.path().join("replica.db");
+    sync(counting.clone(), &replica, &SyncOptions::default()).await.unwrap();
+    for i in 0..10_000u64 {
+        history.commit_many(&[format!("INSERT OR REPLACE INTO kv VALUES ({}, {i})", i % 500)]).await;
+    }
+    history.publish().await;
+    counting.reset();
+    let summary = sync(counting.clone(), &replica, &SyncOptions::default()).await.unwrap();
+    assert_eq!(summary.to_txid, TxId(10_001));
+    assert_eq!(summary.objects, 10_000);
+    let gets = counting.gets.load(Ordering::SeqCst);
+    // The manifest, one GET per segment, one probe that finds nothing.
+    assert!(gets <= summary.objects + 3, "{gets} GETs for {} objects", summary.objects);
+    assert_eq!(counting.lists.load(Ordering::SeqCst), 0, "no LIST");
+    assert_eq!(counting.total(), gets, "reads only");
+    assert_replica_at(&replica, &history, 10_001);
+    eprintln!("10000 transactions behind: {gets} GETs, {:.2} s", summary.seconds);
+}
+
+const READER_PY: &str = r#"
+import os, sqlite3, sys, time
+db, stop, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+reads = bad = 0
+while not os.path.exists(stop):
+    try:
+        conn = sqlite3.connect("file:" + db + "?mode=ro", uri=True, timeout=10)
+        count, total = conn.execute("SELECT count(*), sum(balance) FROM accounts").fetchone()
+        conn.close()
+    except sqlite3.OperationalError as e:
+        print("error", e, file=sys.stderr)
+        continue
+    reads += 1
+    if total != expected:
+        bad += 1
+        print("torn read:", count, total, file=sys.stderr)
+print(reads, bad)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_of_the_replica_never_see_a_torn_state_while_sync_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = file_store(dir.path());
+    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
+    let replica = dir.path().join("replica.db");
+    let edge = binary("edge-reader", "edge-reader");
+    let run_sync = || {
+        let output =
+            Command::new(&edge).args(["sync", "--source", &url, "--db", replica.to_str().unwrap()]).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    run_sync();
+    let stop = dir.path().join("stop");
+    let reader = Command::new("python3")
+        .args(["-c", READER_PY, replica.to_str().unwrap(), stop.to_str().unwrap(), &TOTAL.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut step = 0;
+    for _ in 0..12 {
+        for _ in 0..15 {
+            history.commit(&transfer(step)).await;
+            step += 1;
+        }
+        run_sync();
+    }
+    std::fs::write(&stop, b"").unwrap();
+    let output = reader.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let counts: Vec<u64> = stdout.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert!(counts[0] > 0, "the reader read: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(counts[1], 0, "torn reads: {}", String::from_utf8_lossy(&output.stderr));
+    assert_replica_at(&replica, &history, history.txid.0);
+    // status and query on the result.
+    let output = Command::new(&edge).args(["status", "--db", replica.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["txid"], history.txid.0);
+    assert_eq!(status["lag_txids"], 0);
+    let output = Command::new(&edge)
+        .args(["query", "--db", replica.to_str().unwrap(), "--json", "SELECT sum(balance) AS total FROM accounts"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows[0]["total"], TOTAL);
+    let output = Command::new(&edge)
+        .args(["query", "--db", replica.to_str().unwrap(), "DELETE FROM accounts"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "writes are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_sync_leaves_a_consistent_replica_and_the_next_sync_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = file_store(dir.path());
+    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
+    let replica = dir.path().join("replica.db");
+    let edge = binary("edge-reader", "edge-reader");
+    let mut step = 0;
+    let mut killed_mid_run = 0;
+    for round in 0..20u64 {
+        for _ in 0..40 {
+            history.commit(&transfer(step)).await;
+            step += 1;
+        }
+        let mut child = Command::new(&edge)
+            .args(["sync", "--source", &url, "--db", replica.to_str().unwrap(), "--concurrency", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + round * 4));
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if replica.exists() {
+            // Whatever the moment of the kill, the file is a committed state
+            // of the primary, and SQLite finds it sound.
+            let (_, pages) = database_checksum(&replica).unwrap();
+            if pages > 1 {
+                integrity_check(&replica, IntegrityCheck::Full).unwrap();
+                let total: i64 = rusqlite::Connection::open(&replica)
+                    .unwrap()
+                    .query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(total, TOTAL, "round {round}: a committed state of the primary");
+            }
+        }
+    }
+    assert!(killed_mid_run > 0, "no sync was killed while running");
+    let output =
+        Command::new(&edge).args(["sync", "--source", &url, "--db", replica.to_str().unwrap()]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_replica_at(&replica, &history, history.txid.0);
+    assert_eq!(read_state(&replica).unwrap().unwrap().txid, history.txid);
+}

@@ -1,0 +1,401 @@
+//! `distributary replicate` as a process, against a real S3-compatible
+//! server (moto on loopback) and a local folder: every committed
+//! transaction reaches the store as one contiguous, verified chain whose
+//! last checksum equals the database's, through concurrent writers, kill -9,
+//! lost WAL continuity, and idleness.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distributary_core::TxId;
+use distributary_core::format::EncryptionKey;
+use distributary_core::store::{FileStore, Store};
+use distributary_tests::bins::binary;
+use distributary_tests::chain::{database_checksum, walk};
+use distributary_tests::moto::MotoServer;
+
+fn distributary() -> PathBuf {
+    binary("distributary", "distributary")
+}
+
+fn create_app_db(path: &Path) -> rusqlite::Connection {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    connection.busy_timeout(Duration::from_secs(10)).unwrap();
+    connection
+        .execute_batch("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, writer INTEGER, body TEXT);")
+        .unwrap();
+    connection
+}
+
+/// One writer thread's work: `count` transactions of one insert each.
+fn write_rows(path: &Path, writer: i64, count: usize) {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection.busy_timeout(Duration::from_secs(30)).unwrap();
+    for i in 0..count {
+        connection
+            .execute(
+                "INSERT INTO events (writer, body) VALUES (?1, ?2)",
+                rusqlite::params![writer, format!("row {i} of writer {writer} {}", "x".repeat(i % 300))],
+            )
+            .unwrap();
+    }
+}
+
+fn run_once(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]) -> std::process::Output {
+    let output = Command::new(distributary())
+        .args(["replicate", "--once"])
+        .arg(db)
+        .arg(url)
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "replicate --once failed: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn spawn_replicator(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]) -> Child {
+    Command::new(distributary())
+        .args(["replicate", "--sync-interval", "100ms"])
+        .arg(db)
+        .arg(url)
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(child: Child) -> String {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "replicator exited with {:?}: {stderr}", output.status);
+    stderr
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+async fn wait_for_manifest(store: &dyn Store) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while distributary_core::manifest::read_manifest(store).await.ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the replicator did not start a generation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the store's chain ends at the database's current checksum.
+async fn wait_until_shipped(store: &dyn Store, db: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(chain) = walk(store, None).await
+            && chain.checksum == database_checksum(db).unwrap()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the replicator did not ship the writes within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn assert_store_matches_database(store: &dyn Store, db: &Path, key: Option<&EncryptionKey>) -> TxId {
+    let chain = walk(store, key).await.unwrap();
+    assert_eq!(chain.checksum, database_checksum(db).unwrap(), "the chain's last checksum is the database's");
+    chain.last_txid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_transactions_from_four_writers_reach_s3_as_one_chain() {
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
+    let url = moto.url(&bucket, "app");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_app_db(&db));
+    let replicator = spawn_replicator(&db, &url, &moto.env(), &[]);
+    let store = moto.store_at(&bucket, "app").await;
+    wait_for_manifest(store.as_ref()).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || write_rows(&db, w, 2_500))
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    terminate(replicator);
+    let last = assert_store_matches_database(store.as_ref(), &db, None).await;
+    // The genesis snapshot, then one TXID per insert.
+    assert_eq!(last.0, 10_001);
+    let count: i64 =
+        rusqlite::Connection::open(&db).unwrap().query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_ships_what_is_committed_and_nothing_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    // The app keeps a connection open, so the WAL persists between runs.
+    let _app = create_app_db(&db);
+    write_rows(&db, 0, 50);
+    run_once(&db, &url, &[], &[]);
+    let first = assert_store_matches_database(&store, &db, None).await;
+    let objects = store.list("").await.unwrap().len();
+    run_once(&db, &url, &[], &[]);
+    assert_eq!(store.list("").await.unwrap().len(), objects, "nothing changed, nothing uploaded");
+    write_rows(&db, 1, 20);
+    run_once(&db, &url, &[], &[]);
+    let second = assert_store_matches_database(&store, &db, None).await;
+    assert_eq!(second.0, first.0 + 20, "one TXID per transaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_nine_at_random_moments_loses_nothing_and_uploads_nothing_twice() {
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
+    let url = moto.url(&bucket, "app");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_app_db(&db));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let connection = rusqlite::Connection::open(&db).unwrap();
+            connection.busy_timeout(Duration::from_secs(30)).unwrap();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                connection
+                    .execute(
+                        "INSERT INTO events (writer, body) VALUES (0, ?1)",
+                        [format!("{i} {}", "y".repeat(i % 500))],
+                    )
+                    .unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let mut random = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..20 {
+        let mut child = spawn_replicator(&db, &url, &moto.env(), &[]);
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        std::thread::sleep(Duration::from_millis(200 + random % 800));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    run_once(&db, &url, &moto.env(), &[]);
+    let store = moto.store_at(&bucket, "app").await;
+    let chain = walk(store.as_ref(), None).await.unwrap();
+    assert_eq!(chain.checksum, database_checksum(&db).unwrap());
+    // Every L0 object is part of the chain: no TXID range was uploaded twice
+    // under different keys.
+    let generation = chain.generation;
+    let l0_objects = store.list(&format!("{generation}/l0/")).await.unwrap();
+    assert_eq!(l0_objects.len(), chain.segments.len(), "stray L0 objects: {l0_objects:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_and_vacuum_while_stopped_are_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    drop(create_app_db(&db));
+    write_rows(&db, 0, 200);
+    run_once(&db, &url, &[], &[]);
+    let before = assert_store_matches_database(&store, &db, None).await;
+
+    // While the replicator is stopped: more writes, a TRUNCATE checkpoint
+    // (the WAL's frames are gone) and a VACUUM (most pages move).
+    let connection = create_app_db(&db);
+    connection.execute("DELETE FROM events WHERE id % 3 = 0", []).unwrap();
+    write_rows(&db, 1, 50);
+    connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    connection.execute_batch("VACUUM").unwrap();
+    drop(connection);
+    let output = run_once(&db, &url, &[], &[]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("catching up"));
+    let after = assert_store_matches_database(&store, &db, None).await;
+    assert_eq!(after.0, before.0 + 1, "one catch-up segment");
+
+    // With the metadata folder deleted, a full-page catch-up continues the
+    // same generation.
+    std::fs::remove_dir_all(dir.path().join("app.db-distributary")).unwrap();
+    write_rows(&db, 2, 10);
+    run_once(&db, &url, &[], &[]);
+    let chain = walk(&store, None).await.unwrap();
+    assert_eq!(chain.checksum, database_checksum(&db).unwrap());
+    assert_eq!(chain.last_txid.0, after.0 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_database_makes_no_store_requests() {
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
+    let proxy = distributary_tests::proxy::CountingProxy::start(([127, 0, 0, 1], moto.port()).into()).await;
+    let url = format!("s3://{bucket}/app?endpoint={}&region=us-east-1", proxy.endpoint());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_app_db(&db));
+    write_rows(&db, 0, 10);
+    let replicator = spawn_replicator(&db, &url, &moto.env(), &[]);
+    let store = moto.store_at(&bucket, "app").await;
+    wait_until_shipped(store.as_ref(), &db, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = proxy.bytes_up();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(proxy.bytes_up(), before, "an idle database must cost zero requests");
+    terminate(replicator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_replication_needs_the_key_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "aa".repeat(32)).unwrap();
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    let _app = create_app_db(&db);
+    write_rows(&db, 0, 30);
+    run_once(&db, &url, &[], &["--encryption-key-file", key_file.to_str().unwrap()]);
+    write_rows(&db, 0, 5);
+    run_once(&db, &url, &[], &["--encryption-key-file", key_file.to_str().unwrap()]);
+    let key = EncryptionKey::parse("aa".repeat(32).as_bytes()).unwrap();
+    assert_store_matches_database(&store, &db, Some(&key)).await;
+    let wrong = EncryptionKey::from_bytes([0xbb; 32]);
+    let err = walk(&store, Some(&wrong)).await.unwrap_err();
+    assert!(format!("{err:#}").contains("wrong encryption key"), "{err:#}");
+}
+
+#[test]
+fn refuses_bad_databases_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("store").display());
+    let run = |db: &Path| {
+        let output = Command::new(distributary()).args(["replicate", "--once"]).arg(db).arg(&url).output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let missing = run(&dir.path().join("missing.db"));
+    assert!(missing.contains("does not exist"), "{missing}");
+
+    let rollback = dir.path().join("rollback.db");
+    rusqlite::Connection::open(&rollback).unwrap().execute_batch("CREATE TABLE t(x);").unwrap();
+    let message = run(&rollback);
+    assert!(message.contains("not WAL") && message.contains("PRAGMA journal_mode=WAL"), "{message}");
+
+    // The metadata folder cannot be created (a file is in the way).
+    let blocked = dir.path().join("blocked.db");
+    drop(create_app_db(&blocked));
+    std::fs::write(dir.path().join("blocked.db-distributary"), b"not a folder").unwrap();
+    let message = run(&blocked);
+    assert!(message.contains("metadata folder"), "{message}");
+
+    let output = Command::new(distributary())
+        .args(["replicate", "--once"])
+        .arg(&blocked)
+        .arg("s3://Not_A_Bucket/x")
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("bucket name") && message.contains("for example"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_size_change_starts_a_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    drop(create_app_db(&db));
+    write_rows(&db, 0, 20);
+    run_once(&db, &url, &[], &[]);
+    let first = walk(&store, None).await.unwrap().generation;
+    // Changing the page size needs a rollback journal and a VACUUM.
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    connection.query_row("PRAGMA journal_mode=DELETE", [], |_| Ok(())).unwrap();
+    connection.execute_batch("PRAGMA page_size=8192; VACUUM;").unwrap();
+    connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    drop(connection);
+    run_once(&db, &url, &[], &[]);
+    let chain = walk(&store, None).await.unwrap();
+    assert_ne!(chain.generation, first, "a new generation");
+    assert_eq!(chain.checksum, database_checksum(&db).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_the_app_and_fans_out_to_several_stores_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let config = dir.path().join("distributary.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - url: file://{}/a\n        sync-interval: 100ms\n      - type: file\n        path: {}/b\n        sync-interval: 2s\n",
+            db.display(),
+            dir.path().display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // The app creates the database, writes, and exits with status 3.
+    let app = format!(
+        "python3 -c \"import sqlite3; c = sqlite3.connect('{}', isolation_level=None); c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t(x)'); [c.execute('INSERT INTO t VALUES (?)', (i,)) for i in range(100)]\"; exit 3",
+        db.display()
+    );
+    let status = Command::new(distributary())
+        .args(["replicate", "--config"])
+        .arg(&config)
+        .args(["--exec", &app])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "the app's exit status");
+    for store in ["a", "b"] {
+        let store = FileStore::new(dir.path().join(store));
+        assert_store_matches_database(&store, &db, None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_retried_and_gets_everything_when_it_is_back() {
+    let port = distributary_tests::moto::free_port();
+    let url = format!("s3://late/app?endpoint=http://127.0.0.1:{port}&region=us-east-1");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let _app = create_app_db(&db);
+    write_rows(&db, 0, 100);
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ];
+    let replicator = spawn_replicator(&db, &url, &env, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    write_rows(&db, 1, 100);
+    // The store comes up (with its bucket) only now.
+    let moto = MotoServer::start_on(port);
+    moto.create_named_bucket("late");
+    let store = moto.store_at("late", "app").await;
+    wait_until_shipped(store.as_ref(), &db, Duration::from_secs(90)).await;
+    let stderr = terminate(replicator);
+    assert!(stderr.contains("retrying"), "the outage is reported: {stderr}");
+}
