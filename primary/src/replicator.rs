@@ -103,6 +103,11 @@ pub struct Capturer {
     wal_index: BTreeMap<u32, u64>,
     policy: CheckpointPolicy,
     metrics: Arc<Metrics>,
+    /// The capture position at the last PASSIVE checkpoint that copied the
+    /// whole WAL: nothing to checkpoint again until the position moves.
+    checkpointed_at: Option<WalPosition>,
+    /// Whether the last capture found no new commit (the app is quiet).
+    quiet: bool,
 }
 
 impl Capturer {
@@ -197,6 +202,8 @@ impl Capturer {
             wal_index: BTreeMap::new(),
             policy,
             metrics,
+            checkpointed_at: None,
+            quiet: false,
         };
         let in_step = stored.is_some() && capturer.hashes.commit() == capturer.capture.commit;
         let continuous = in_step && capturer.wal_continues()?;
@@ -329,7 +336,9 @@ impl Capturer {
     /// Captures the transactions committed since the last capture. Returns
     /// how many there were.
     pub fn capture(&mut self) -> Result<u64> {
-        self.capture_available(1)
+        let captured = self.capture_available(1)?;
+        self.quiet = captured == 0;
+        Ok(captured)
     }
 
     fn capture_available(&mut self, max_batches: usize) -> Result<u64> {
@@ -468,39 +477,53 @@ impl Capturer {
         if frames < self.policy.passive_frames {
             return Ok(());
         }
-        if !self.source.lock_writes()? {
-            return Ok(()); // the app is busy writing; try on a later tick
-        }
-        let result = (|| -> Result<(crate::source::CheckpointResult, i64)> {
-            self.capture_available(usize::MAX)?;
-            let version = self.source.data_version()?;
-            self.source.end_read()?;
-            let checkpoint = self.source.checkpoint(CheckpointMode::Passive);
-            // Hold the WAL again before any commit can happen.
-            self.source.begin_read()?;
-            Ok((checkpoint?, version))
-        })();
-        self.source.unlock_writes()?;
-        let (passive, version) = result?;
-        self.metrics.record_checkpoint(false);
-        tracing::debug!(db = %self.db_label, busy = passive.busy, log = passive.log_frames, done = passive.checkpointed_frames, "checkpoint (passive)");
         let wal_path = wal::wal_path(self.source.db_path());
-        let wal_bytes = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
-        let complete = !passive.busy && passive.log_frames == passive.checkpointed_frames;
-        if wal_bytes <= self.policy.truncate_bytes || !complete {
+        let wal_bytes = || std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+        let already_complete = self.checkpointed_at.is_some() && self.checkpointed_at == self.capture.wal;
+        let mut version = None;
+        if !already_complete {
+            if !self.source.lock_writes()? {
+                return Ok(()); // the app is busy writing; try on a later tick
+            }
+            let result = (|| -> Result<(crate::source::CheckpointResult, i64)> {
+                self.capture_available(usize::MAX)?;
+                let version = self.source.data_version()?;
+                self.source.end_read()?;
+                let checkpoint = self.source.checkpoint(CheckpointMode::Passive);
+                // Hold the WAL again before any commit can happen.
+                self.source.begin_read()?;
+                Ok((checkpoint?, version))
+            })();
+            self.source.unlock_writes()?;
+            let (passive, data_version) = result?;
+            self.metrics.record_checkpoint(false);
+            tracing::debug!(db = %self.db_label, busy = passive.busy, log = passive.log_frames, done = passive.checkpointed_frames, "checkpoint (passive)");
+            if passive.busy || passive.log_frames != passive.checkpointed_frames {
+                return Ok(()); // the app's readers hold part of the WAL; next tick
+            }
+            self.checkpointed_at = self.capture.wal;
+            version = Some(data_version);
+        }
+        // A complete PASSIVE checkpoint lets the next commit restart the WAL
+        // from its start, so the file stops growing; TRUNCATE only gives the
+        // space back. It needs no reader on the WAL and takes the write lock
+        // itself, so it cannot run inside a sync point: it waits for a quiet
+        // tick, and a commit slipping in anyway is detected by the data
+        // version and caught up like lost continuity.
+        if wal_bytes() <= self.policy.truncate_bytes || !self.quiet {
             return Ok(());
         }
-        // TRUNCATE needs no reader on the WAL and takes the write lock
-        // itself, so the sync point cannot cover it: a commit slipping in
-        // between is detected by the data version, and then handled like
-        // lost continuity.
+        let version = match version {
+            Some(version) => version,
+            None => self.source.data_version()?,
+        };
         self.source.end_read()?;
         let truncate = self.source.checkpoint(CheckpointMode::Truncate);
         let raced = self.source.data_version()? != version;
         self.source.begin_read()?;
         let truncate = truncate?;
         self.metrics.record_checkpoint(true);
-        tracing::info!(db = %self.db_label, bytes = wal_bytes, busy = truncate.busy, "checkpoint (truncate)");
+        tracing::info!(db = %self.db_label, busy = truncate.busy, "checkpoint (truncate)");
         if raced {
             tracing::info!(db = %self.db_label, "a commit raced the TRUNCATE checkpoint: catching up by page hashes");
             self.metrics.record_catch_up();
@@ -509,6 +532,7 @@ impl Capturer {
         } else if !truncate.busy {
             self.wal_index.clear();
             self.capture.wal = None;
+            self.checkpointed_at = None;
             self.commit_state(&[], false)?;
         }
         Ok(())

@@ -399,3 +399,27 @@ async fn an_unreachable_store_is_retried_and_gets_everything_when_it_is_back() {
     let stderr = terminate(replicator);
     assert!(stderr.contains("retrying"), "the outage is reported: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    let _app = create_app_db(&db);
+    let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "100", "--truncate-size", "256KiB"]);
+    wait_for_manifest(&store).await;
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    for burst in 0..5 {
+        write_rows(&db, burst, 400);
+        // Quiet ticks: a PASSIVE checkpoint, then a TRUNCATE gives the space back.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(size <= 256 * 1024, "WAL of {size} bytes after a quiet tick");
+    }
+    wait_until_shipped(&store, &db, Duration::from_secs(30)).await;
+    let stderr = terminate(replicator);
+    assert!(stderr.contains("checkpoint (truncate)"), "{stderr}");
+    let chain = walk(&store, None).await.unwrap();
+    assert_eq!(chain.checksum, database_checksum(&db).unwrap());
+}
