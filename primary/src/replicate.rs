@@ -19,6 +19,9 @@ use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect}
 use crate::shipper::Shipper;
 use crate::state::StateDir;
 
+/// The longest time between two captures (and checkpoint decisions).
+const CAPTURE_TICK: Duration = Duration::from_millis(100);
+
 /// Arguments of `distributary replicate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -383,7 +386,11 @@ async fn start_database(
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let capturer = open_capturer(&path, &replicas, policy, metrics.clone(), &shutdown, wait_for_db, false).await?;
     let shippers = shippers(&capturer, &replicas, &metrics);
-    let tick = replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL);
+    // Capture and the checkpoint policy run at least every CAPTURE_TICK
+    // whatever the upload intervals (captures are local; the shippers merge
+    // what accumulates into one upload per interval), so the WAL stays
+    // bounded by what the app writes in a tick, not in a sync interval.
+    let tick = replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL).min(CAPTURE_TICK);
     let (captured_tx, captured_rx) = watch::channel(capturer.captured());
     let (done_tx, done_rx) = watch::channel(false);
     let db_label = path.display().to_string();
