@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use distributary_core::manifest::read_manifest;
 use distributary_core::replica::read_state;
 
-use crate::format_time;
+use distributary_core::clock::format_rfc3339 as format_time;
 
 /// Arguments of `edge-reader status`.
 #[derive(clap::Args)]

@@ -158,7 +158,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
 
     let child_status = match &args.exec {
-        Some(command) => Some(supervise(command, shutdown_tx.clone()).await?),
+        Some(command) => Some(supervise(command).await?),
         None => {
             wait_for_signals(shutdown_tx.clone()).await;
             None
@@ -206,7 +206,7 @@ async fn wait_for_signals(shutdown: watch::Sender<bool>) {
 }
 
 /// Runs the app and forwards SIGINT/SIGTERM to it; returns its exit status.
-async fn supervise(command: &str, _shutdown: watch::Sender<bool>) -> Result<u8> {
+async fn supervise(command: &str) -> Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -291,16 +291,14 @@ async fn plan_starts(
 /// Capped exponential backoff with jitter: 0.5 s doubling to 30 s.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 500u64 << attempt.min(6);
-    let mut random = [0u8; 2];
-    let jitter = getrandom_u16(&mut random) % (base / 2 + 1);
+    let jitter = jitter_bits() % (base / 2 + 1);
     Duration::from_millis((base + jitter).min(30_000))
 }
 
-fn getrandom_u16(buf: &mut [u8; 2]) -> u64 {
-    // Weak jitter is fine when the OS source fails: it only spreads retries.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    buf.copy_from_slice(&(nanos as u16).to_be_bytes());
-    u64::from(u16::from_be_bytes(*buf))
+/// Cheap varying bits for retry jitter (the clock's nanoseconds): jitter
+/// only spreads retries, it needs no quality.
+fn jitter_bits() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()))
 }
 
 async fn open_capturer(
@@ -390,7 +388,8 @@ async fn start_database(
     // whatever the upload intervals (captures are local; the shippers merge
     // what accumulates into one upload per interval), so the WAL stays
     // bounded by what the app writes in a tick, not in a sync interval.
-    let tick = replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL).min(CAPTURE_TICK);
+    let tick =
+        replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL).min(CAPTURE_TICK);
     let (captured_tx, captured_rx) = watch::channel(capturer.captured());
     let (done_tx, done_rx) = watch::channel(false);
     let db_label = path.display().to_string();
@@ -476,7 +475,6 @@ async fn start_database(
             }
         }));
     }
-    let _ = captured_rx;
     Ok(tokio::spawn(async move {
         let mut result = Ok(());
         for task in tasks {
@@ -484,7 +482,6 @@ async fn start_database(
                 result = Err(e);
             }
         }
-        let _ = done_rx;
         match tokio::task::spawn_blocking(move || capture_thread.join()).await? {
             Ok(Err(e)) => result = Err(e),
             Err(_) => bail!("the capture thread panicked"),
