@@ -1,6 +1,7 @@
 //! Counters and gauges of the replicator, served in Prometheus' text format
-//! on `/metrics`, and the replication position as JSON on `/status` (the
-//! TXID a write became part of, for read-your-writes at the edge).
+//! on `/metrics`, the replication position as JSON on `/status`, and on
+//! `/bookmark` the TXID a write became part of (for read-your-writes at the
+//! edge): the position after a capture pass that began after the request.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,7 +43,14 @@ pub struct Metrics {
     catch_ups: AtomicU64,
     wal_bytes: Mutex<BTreeMap<String, u64>>,
     replicas: Mutex<BTreeMap<(String, String), ReplicaStatus>>,
+    /// Capture passes completed per database, and a wake-up for bookmark
+    /// requests waiting on them.
+    capture_passes: Mutex<BTreeMap<String, u64>>,
+    capture_pass_done: tokio::sync::Notify,
 }
+
+/// The longest a `/bookmark` request waits for fresh capture passes.
+const BOOKMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Metrics are plain values: a panic elsewhere cannot leave them torn.
@@ -86,6 +94,36 @@ impl Metrics {
             ..ReplicaStatus::default()
         });
         update(entry);
+    }
+
+    /// Marks the end of one capture pass over `db` (every commit in the WAL
+    /// when the pass began is captured).
+    pub fn record_capture_pass(&self, db: &str) {
+        *lock(&self.capture_passes).entry(db.to_string()).or_default() += 1;
+        self.capture_pass_done.notify_waiters();
+    }
+
+    /// Waits until every database has finished a capture pass that began
+    /// after this call, then returns every store's progress: each store's
+    /// `captured_txid` then covers every transaction committed before the
+    /// call. `None` if capture did not keep up within [`BOOKMARK_TIMEOUT`].
+    pub async fn bookmark(&self) -> Option<Vec<ReplicaStatus>> {
+        // A pass in progress when we start may have begun before the app's
+        // commit; the one after it cannot have: wait for two.
+        let wanted: BTreeMap<String, u64> = lock(&self.capture_passes).iter().map(|(db, n)| (db.clone(), n + 2)).collect();
+        let deadline = tokio::time::Instant::now() + BOOKMARK_TIMEOUT;
+        loop {
+            let notified = self.capture_pass_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let passes = lock(&self.capture_passes).clone();
+            if wanted.iter().all(|(db, n)| passes.get(db).is_some_and(|done| done >= n)) {
+                return Some(self.replicas());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Every store's progress.
@@ -179,7 +217,19 @@ fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Serves `/metrics` and `/status` until `shutdown` resolves.
+/// The `/bookmark` body: the TXID and generation at top level when there is
+/// one store (the common case), and every store's progress.
+fn bookmark_json(replicas: &[ReplicaStatus]) -> String {
+    let single = if let [one] = replicas { Some(one) } else { None };
+    let body = serde_json::json!({
+        "txid": single.map(|r| r.captured_txid),
+        "generation": single.map(|r| r.generation.clone()),
+        "replicas": replicas,
+    });
+    serde_json::to_string_pretty(&body).unwrap_or_default()
+}
+
+/// Serves `/metrics`, `/status` and `/bookmark` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     metrics: std::sync::Arc<Metrics>,
@@ -213,7 +263,15 @@ pub async fn serve(
                     "application/json",
                     serde_json::to_string_pretty(&metrics.replicas()).unwrap_or_else(|_| "[]".into()),
                 ),
-                _ => ("404 Not Found", "text/plain", "try /metrics or /status\n".to_string()),
+                "/bookmark" => match metrics.bookmark().await {
+                    Some(replicas) => ("200 OK", "application/json", bookmark_json(&replicas)),
+                    None => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "capture did not complete a pass in time; see the replicator's log\n".to_string(),
+                    ),
+                },
+                _ => ("404 Not Found", "text/plain", "try /metrics, /status or /bookmark\n".to_string()),
             };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

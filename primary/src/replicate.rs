@@ -426,6 +426,7 @@ async fn start_database(
                 }
             }
             let _ = captured_tx.send(capturer.captured());
+            capture_metrics.record_capture_pass(&capture_label);
             if stopping {
                 let _ = done_tx.send(true);
                 return Ok(());

@@ -423,3 +423,43 @@ async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
     let chain = walk(&store, None).await.unwrap();
     assert_eq!(chain.checksum, database_checksum(&db).unwrap());
 }
+
+/// `GET /bookmark` on the metrics address, as JSON.
+fn get_bookmark(addr: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /bookmark HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookmark_covers_every_write_committed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    let app = create_app_db(&db);
+    let addr = format!("127.0.0.1:{}", distributary_tests::moto::free_port());
+    let replicator = spawn_replicator(&db, &url, &[], &["--metrics-addr", &addr]);
+    wait_for_manifest(&store).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "no metrics listener on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut previous = get_bookmark(&addr)["txid"].as_u64().unwrap();
+    for i in 0..10 {
+        app.execute("INSERT INTO events (writer, body) VALUES (0, ?1)", [format!("bookmark {i}")]).unwrap();
+        // No sleep: the answer must already include the commit just made.
+        let bookmark = get_bookmark(&addr);
+        assert_eq!(bookmark["txid"].as_u64().unwrap(), previous + 1, "{bookmark}");
+        assert_eq!(bookmark["generation"], bookmark["replicas"][0]["generation"]);
+        previous += 1;
+    }
+    wait_until_shipped(&store, &db, Duration::from_secs(30)).await;
+    terminate(replicator);
+    assert_eq!(walk(&store, None).await.unwrap().last_txid, TxId(previous));
+}
