@@ -110,7 +110,8 @@ impl Metrics {
     pub async fn bookmark(&self) -> Option<Vec<ReplicaStatus>> {
         // A pass in progress when we start may have begun before the app's
         // commit; the one after it cannot have: wait for two.
-        let wanted: BTreeMap<String, u64> = lock(&self.capture_passes).iter().map(|(db, n)| (db.clone(), n + 2)).collect();
+        let wanted: BTreeMap<String, u64> =
+            lock(&self.capture_passes).iter().map(|(db, n)| (db.clone(), n + 2)).collect();
         let deadline = tokio::time::Instant::now() + BOOKMARK_TIMEOUT;
         loop {
             let notified = self.capture_pass_done.notified();
