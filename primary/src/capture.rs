@@ -216,21 +216,22 @@ pub fn fold_transactions(
 }
 
 /// Reads the bytes of pages named by a batch.
-pub struct PageReader {
+pub struct PageReader<'a> {
     wal: Option<File>,
-    db: File,
+    db: &'a File,
     page: Vec<u8>,
 }
 
-impl PageReader {
-    /// Opens the WAL (if any) and the database file.
-    pub fn open(db_path: &Path, page_size: u32) -> Result<PageReader> {
+impl<'a> PageReader<'a> {
+    /// Opens the WAL (if any) of `db_path`; pages not in it are read from
+    /// `db`, the database file the replicator keeps open (see
+    /// [`crate::source::Source::db_file`]).
+    pub fn open(db_path: &Path, db: &'a File, page_size: u32) -> Result<PageReader<'a>> {
         let wal = match File::open(wal::wal_path(db_path)) {
             Ok(file) => Some(file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).context("open the WAL"),
         };
-        let db = File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
         Ok(PageReader { wal, db, page: vec![0; page_size as usize] })
     }
 
@@ -312,7 +313,7 @@ impl PageHashes {
 /// segments in `set`. Returns the changed hashes and the new checksum.
 pub fn capture_batch(
     batch: &WalBatch,
-    reader: &mut PageReader,
+    reader: &mut PageReader<'_>,
     hashes: &mut PageHashes,
     mut checksum: Checksum,
     set: &mut SegmentSet,

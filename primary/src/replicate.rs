@@ -17,7 +17,6 @@ use crate::generation::plan_start;
 use crate::metrics::Metrics;
 use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect};
 use crate::shipper::Shipper;
-use crate::state::StateDir;
 
 /// The longest time between two captures (and checkpoint decisions).
 const CAPTURE_TICK: Duration = Duration::from_millis(100);
@@ -323,7 +322,13 @@ fn shippers(capturer: &Capturer, replicas: &[ReplicaSpec], metrics: &Arc<Metrics
         .pending_dirs()
         .into_iter()
         .zip(replicas)
-        .map(|(pending_dir, replica)| Shipper { store: replica.store.clone(), pending_dir, metrics: metrics.clone() })
+        .map(|(pending_dir, replica)| Shipper {
+            store: replica.store.clone(),
+            pending_dir,
+            metrics: metrics.clone(),
+            db_path: capturer.db_path().to_path_buf(),
+            url: replica.url.clone(),
+        })
         .collect()
 }
 
@@ -349,7 +354,7 @@ async fn replicate_once(
     {
         let mut attempt = 0;
         loop {
-            match shipper.ship().await {
+            match shipper.ship(captured).await {
                 Ok(_) => break,
                 Err(e) if attempt < 4 => {
                     attempt += 1;
@@ -359,17 +364,12 @@ async fn replicate_once(
                 Err(e) => return Err(e),
             }
         }
-        record_shipped(path, &replica.url, captured).await?;
         metrics.update_replica(&db_label, &replica.url, |s| s.shipped_txid = captured.0);
         println!("{} -> {}: TXID {}", path.display(), replica.url, captured.0);
     }
     Ok(())
 }
 
-async fn record_shipped(path: &Path, url: &str, txid: distributary_core::TxId) -> Result<()> {
-    let (path, url) = (path.to_path_buf(), url.to_string());
-    tokio::task::spawn_blocking(move || StateDir::open(&path)?.set_shipped(&url, txid)).await?
-}
 
 /// Starts capture (on its own thread) and one upload task per store;
 /// returns a handle that finishes once everything captured before the
@@ -437,20 +437,18 @@ async fn start_database(
 
     let mut tasks = Vec::new();
     for (index, (shipper, replica)) in shippers.into_iter().zip(replicas).enumerate() {
-        let (path, label, metrics) = (path.clone(), db_label.clone(), metrics.clone());
+        let (label, metrics) = (db_label.clone(), metrics.clone());
         let (mut captured_rx, mut done_rx) = (captured_rx.clone(), done_rx.clone());
         tasks.push(tokio::spawn(async move {
             let mut attempt = 0u32;
             loop {
                 let finished = *done_rx.borrow();
                 let captured = captured_rx.borrow_and_update()[index];
-                if shipper.has_pending() {
-                    match shipper.ship().await {
+                // An unreadable pending file is reported by `ship`, with retries.
+                if shipper.has_pending(captured).unwrap_or(true) {
+                    match shipper.ship(captured).await {
                         Ok(shipped) => {
                             attempt = 0;
-                            if shipped.max_txid.is_some() {
-                                record_shipped(&path, &replica.url, captured).await?;
-                            }
                             metrics.update_replica(&label, &replica.url, |s| {
                                 s.shipped_txid = s.shipped_txid.max(shipped.max_txid.map_or(0, |t| t.0));
                                 s.oldest_unshipped_ms = None;

@@ -125,6 +125,12 @@ impl Capturer {
     ) -> Result<Capturer> {
         let db_label = db_path.display().to_string();
         let mut source = Source::open(db_path)?;
+        // Start at a sync point: with the WAL fully checkpointed while the
+        // replicator was down, the read transaction gets no read mark in it,
+        // and the app's next commit could restart the WAL over frames not
+        // yet captured. Under the write lock no commit can happen until
+        // capture has reached the WAL's end.
+        lock_writes(&source, &db_label)?;
         source.begin_read()?;
         let (page_size, _) = source.page_geometry()?;
         let state = StateDir::open(db_path)?;
@@ -146,7 +152,8 @@ impl Capturer {
                         .iter()
                         .find(|r| r.url == spec.url)
                         .with_context(|| format!("metadata has no progress for {}", spec.url))?;
-                    remove_orphans(&pending_dir, known.captured_txid)?;
+                    tracing::debug!(store = %spec.url, captured = %known.captured_txid, shipped = %known.shipped_txid, "resuming");
+                    remove_leftovers(&pending_dir, known.captured_txid, known.shipped_txid)?;
                     (known.generation, known.captured_txid, known.shipped_txid, None)
                 }
                 (Start::Resume, false) => {
@@ -209,9 +216,13 @@ impl Capturer {
         let continuous = in_step && capturer.wal_continues()?;
         if continuous && first_plans.iter().all(Option::is_none) {
             capturer.rebuild_wal_index()?;
+            capturer.capture_available(usize::MAX)?;
+            capturer.source.unlock_writes()?;
             capturer.publish_progress();
             return Ok(capturer);
         }
+        // The catch-up below scans every page at its own sync point.
+        capturer.source.unlock_writes()?;
         if stored.is_some() && !continuous {
             tracing::warn!(db = %capturer.db_label, "WAL continuity was lost while the replicator was stopped: catching up");
             capturer.metrics.record_catch_up();
@@ -405,7 +416,7 @@ impl Capturer {
             })
             .collect();
         let mut set = SegmentSet::begin(&self.targets, &plans, self.capture.page_size, batch.commit)?;
-        let mut reader = PageReader::open(self.source.db_path(), self.capture.page_size)?;
+        let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
         let (changed, checksum) = capture::capture_batch(
             &batch,
             &mut reader,
@@ -420,6 +431,7 @@ impl Capturer {
         }
         self.capture = CaptureState { commit: batch.commit, checksum, wal: Some(end), ..self.capture };
         self.commit_state(&changed, false)?;
+        tracing::debug!(db = %self.db_label, transactions = batch.transactions, captured = ?self.captured(), "captured");
         self.publish_progress();
         Ok(batch.transactions)
     }
@@ -461,17 +473,12 @@ impl Capturer {
 
     /// Takes the write lock, waiting through busy periods.
     fn lock_writes(&self) -> Result<()> {
-        for _ in 0..30 {
-            if self.source.lock_writes()? {
-                return Ok(());
-            }
-        }
-        bail!("take the write lock of {}: the app held it for over a minute", self.db_label)
+        lock_writes(&self.source, &self.db_label)
     }
 
     /// Runs the checkpoint policy: PASSIVE past `passive_frames` frames,
-    /// TRUNCATE past `truncate_bytes`, both at a sync point so no frame is
-    /// checkpointed away before it was captured.
+    /// TRUNCATE past `truncate_bytes`, never checkpointing a frame away
+    /// before it was captured.
     pub fn maybe_checkpoint(&mut self) -> Result<()> {
         let frames = self.capture.wal.map_or(0, |c| c.frame);
         if frames < self.policy.passive_frames {
@@ -482,25 +489,7 @@ impl Capturer {
         let already_complete = self.checkpointed_at.is_some() && self.checkpointed_at == self.capture.wal;
         let mut version = None;
         if !already_complete {
-            if !self.source.lock_writes()? {
-                return Ok(()); // the app is busy writing; try on a later tick
-            }
-            let result = (|| -> Result<(crate::source::CheckpointResult, i64)> {
-                self.capture_available(usize::MAX)?;
-                let version = self.source.data_version()?;
-                self.source.end_read()?;
-                let checkpoint = self.source.checkpoint(CheckpointMode::Passive);
-                // Hold the WAL again before any commit can happen.
-                self.source.begin_read()?;
-                Ok((checkpoint?, version))
-            })();
-            self.source.unlock_writes()?;
-            let (passive, data_version) = result?;
-            self.metrics.record_checkpoint(false);
-            tracing::debug!(db = %self.db_label, busy = passive.busy, log = passive.log_frames, done = passive.checkpointed_frames, "checkpoint (passive)");
-            if passive.busy || passive.log_frames != passive.checkpointed_frames {
-                return Ok(()); // the app's readers hold part of the WAL; next tick
-            }
+            let Some(data_version) = self.checkpoint_passive()? else { return Ok(()) };
             self.checkpointed_at = self.capture.wal;
             version = Some(data_version);
         }
@@ -519,8 +508,10 @@ impl Capturer {
         };
         self.source.end_read()?;
         let truncate = self.source.checkpoint(CheckpointMode::Truncate);
-        let raced = self.source.data_version()? != version;
+        // Hold the WAL before looking: a commit after this is kept by the
+        // read transaction, one before it shows in the data version.
         self.source.begin_read()?;
+        let raced = self.source.data_version()? != version;
         let truncate = truncate?;
         self.metrics.record_checkpoint(true);
         tracing::info!(db = %self.db_label, busy = truncate.busy, "checkpoint (truncate)");
@@ -536,6 +527,61 @@ impl Capturer {
             self.commit_state(&[], false)?;
         }
         Ok(())
+    }
+
+    /// A PASSIVE checkpoint that completes under steady writes while holding
+    /// the app's write lock only for two short sync points:
+    ///
+    /// 1. sync point: capture to the WAL's end and move the read mark there;
+    /// 2. no lock: PASSIVE copies the frames up to that mark while the app
+    ///    keeps committing (the mark keeps the checkpoint from reaching
+    ///    frames not yet captured, and the WAL from restarting);
+    /// 3. sync point: capture what was committed meanwhile, let go of the
+    ///    mark, PASSIVE copies that short tail, hold a new mark.
+    ///
+    /// The WAL is then fully checkpointed, so the app's next commit starts
+    /// it again from its first frame and the file stops growing. Returns the
+    /// data version at the last sync point (for TRUNCATE's race check) when
+    /// the checkpoint completed; `None` when the app kept the write lock or
+    /// its readers kept part of the WAL (try again on a later tick).
+    fn checkpoint_passive(&mut self) -> Result<Option<i64>> {
+        // Capturing first keeps the sync points' own captures short.
+        self.capture_available(usize::MAX)?;
+        if self.sync_point(|_| Ok(()))?.is_none() {
+            return Ok(None);
+        }
+        let bulk = self.source.checkpoint(CheckpointMode::Passive)?;
+        tracing::debug!(db = %self.db_label, log = bulk.log_frames, done = bulk.checkpointed_frames, "checkpoint (passive, up to the read mark)");
+        self.capture_available(usize::MAX)?;
+        let tail = self.sync_point(|source| {
+            let version = source.data_version()?;
+            Ok((source.checkpoint(CheckpointMode::Passive)?, version))
+        })?;
+        let Some((tail, version)) = tail else { return Ok(None) };
+        self.metrics.record_checkpoint(false);
+        tracing::debug!(db = %self.db_label, busy = tail.busy, log = tail.log_frames, done = tail.checkpointed_frames, "checkpoint (passive)");
+        let complete = !tail.busy && tail.log_frames == tail.checkpointed_frames;
+        Ok(complete.then_some(version))
+    }
+
+    /// Runs `between` at a sync point: with the write lock held (no commit
+    /// can happen), capture to the WAL's end, let go of the read mark, run
+    /// `between`, take a new read mark, release the lock. `None` if the app
+    /// held the write lock past the lock timeout.
+    fn sync_point<T>(&mut self, between: impl FnOnce(&Source) -> Result<T>) -> Result<Option<T>> {
+        if !self.source.lock_writes()? {
+            return Ok(None);
+        }
+        let result = (|| -> Result<T> {
+            self.capture_available(usize::MAX)?;
+            self.source.end_read()?;
+            let value = between(&self.source);
+            // Hold the WAL again before any commit can happen.
+            self.source.begin_read()?;
+            value
+        })();
+        self.source.unlock_writes()?;
+        result.map(Some)
     }
 
     fn diff_plans(&self) -> Vec<Option<SegmentPlan>> {
@@ -558,10 +604,25 @@ impl Capturer {
         self.targets.iter().map(|t| t.captured_txid).collect()
     }
 
+    /// The database's path.
+    pub fn db_path(&self) -> &Path {
+        self.source.db_path()
+    }
+
     /// The pending folders of the stores (same order as configured).
     pub fn pending_dirs(&self) -> Vec<PathBuf> {
         self.targets.iter().map(|t| t.pending_dir.clone()).collect()
     }
+}
+
+/// Takes the write lock of `source`, waiting through busy periods.
+fn lock_writes(source: &Source, db_label: &str) -> Result<()> {
+    for _ in 0..30 {
+        if source.lock_writes()? {
+            return Ok(());
+        }
+    }
+    bail!("take the write lock of {db_label}: the app held it for over a minute")
 }
 
 /// Whether the frame before `cursor` still carries the checksum recorded
@@ -583,15 +644,20 @@ fn frame_checksum_matches(wal_path: &Path, header: &wal::WalHeader, cursor: WalP
     Ok((word(16), word(20)) == cursor.checksum && word(8) == header.salt1 && word(12) == header.salt2)
 }
 
-/// Removes pending files a crash left behind: temp files, and segments past
-/// what the metadata recorded as captured.
-fn remove_orphans(dir: &Path, captured_txid: TxId) -> Result<()> {
+/// Removes pending files a crash left behind: temp files, segments past
+/// what the metadata recorded as captured, and segments the store already
+/// holds (a crash between an upload and the removal of its files).
+fn remove_leftovers(dir: &Path, captured_txid: TxId, shipped_txid: TxId) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let orphan = name.starts_with('.')
-            || name.strip_suffix(".seg").and_then(TxId::from_hex).is_some_and(|min_txid| min_txid > captured_txid);
+            || name
+                .strip_suffix(".seg")
+                .and_then(TxId::from_hex)
+                .is_some_and(|min_txid| min_txid > captured_txid || min_txid <= shipped_txid);
         if orphan {
+            tracing::debug!(file = %entry.path().display(), "removing a leftover of a crash");
             std::fs::remove_file(entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
         }
     }

@@ -24,6 +24,7 @@ use distributary_core::{TxId, clock};
 
 use crate::capture::GENESIS_NAME;
 use crate::metrics::Metrics;
+use crate::state::StateDir;
 
 /// One store's uploader.
 pub struct Shipper {
@@ -33,6 +34,10 @@ pub struct Shipper {
     pub pending_dir: PathBuf,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
+    /// The database, whose metadata records what the store holds.
+    pub db_path: PathBuf,
+    /// The store's URL as configured (the metadata's key for it).
+    pub url: String,
 }
 
 /// A pending segment file and its header.
@@ -53,9 +58,14 @@ pub struct Shipped {
 }
 
 impl Shipper {
-    /// Uploads everything pending. Errors leave the pending files in place
-    /// for the next attempt.
-    pub async fn ship(&self) -> Result<Shipped> {
+    /// Uploads everything pending up to `committed`, the newest TXID whose
+    /// capture is recorded in the metadata. A segment past it may still be
+    /// undone: capture writes the file before it commits its state, and a
+    /// crash in between makes the restart discard the file and capture that
+    /// range again, maybe with other boundaries or other pages; once in the
+    /// store, such a segment would fork the chain. Errors leave the pending
+    /// files in place for the next attempt.
+    pub async fn ship(&self, committed: TxId) -> Result<Shipped> {
         let mut shipped = Shipped::default();
         let genesis = self.pending_dir.join(GENESIS_NAME);
         if genesis.exists() {
@@ -65,7 +75,7 @@ impl Shipper {
             shipped.max_txid = Some(TxId(1));
         }
         loop {
-            let pending = self.pending_files()?;
+            let pending = self.pending_files(committed)?;
             let Some(first) = pending.first() else { break };
             let key = l0_key(first.header.generation, first.header.min_txid);
             let (payload_path, _temp) = if pending.len() == 1 {
@@ -80,10 +90,12 @@ impl Shipper {
             let upload = self.store.put(&key, Payload::File(payload_path), PutMode::Create);
             match tracing::Instrument::instrument(upload, span).await {
                 Ok(_) => {
+                    tracing::debug!(key = %key, %max_txid, segments = pending.len(), "uploaded");
                     self.metrics.record_upload(size);
                     shipped.objects += 1;
                     shipped.bytes += size;
                     shipped.max_txid = Some(max_txid);
+                    self.record_shipped(max_txid).await?;
                     remove_through(&pending, max_txid)?;
                 }
                 Err(StoreError::AlreadyExists { .. }) => {
@@ -99,6 +111,7 @@ impl Shipper {
                         );
                     }
                     tracing::info!(key = %key, max_txid = %existing.max_txid, "already uploaded; continuing after it");
+                    self.record_shipped(existing.max_txid).await?;
                     remove_through(&pending, existing.max_txid)?;
                     shipped.max_txid = Some(existing.max_txid);
                 }
@@ -111,11 +124,19 @@ impl Shipper {
         Ok(shipped)
     }
 
-    /// Whether anything waits for upload.
-    pub fn has_pending(&self) -> bool {
-        std::fs::read_dir(&self.pending_dir)
-            .map(|mut entries| entries.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))))
-            .unwrap_or(false)
+    /// Records that the store holds everything up to `txid`, before the
+    /// pending files are removed: a crash while removing them leaves files
+    /// the restart recognises as shipped (and removes) by this record.
+    /// Otherwise a leftover file starting inside the uploaded object would
+    /// be uploaded again under its own key, forking the chain.
+    async fn record_shipped(&self, txid: TxId) -> Result<()> {
+        let (db_path, url) = (self.db_path.clone(), self.url.clone());
+        tokio::task::spawn_blocking(move || StateDir::open(&db_path)?.set_shipped(&url, txid)).await?
+    }
+
+    /// Whether anything up to `committed` waits for upload.
+    pub fn has_pending(&self, committed: TxId) -> Result<bool> {
+        Ok(self.pending_dir.join(GENESIS_NAME).exists() || !self.pending_files(committed)?.is_empty())
     }
 
     async fn existing_header(&self, key: &str) -> Result<Header> {
@@ -192,8 +213,9 @@ impl Shipper {
         Ok(size)
     }
 
-    /// Pending L0 segments in TXID order, validated as one contiguous run.
-    fn pending_files(&self) -> Result<Vec<PendingFile>> {
+    /// Pending L0 segments up to `committed` in TXID order, validated as
+    /// one contiguous run.
+    fn pending_files(&self, committed: TxId) -> Result<Vec<PendingFile>> {
         let mut files = Vec::new();
         let entries = match std::fs::read_dir(&self.pending_dir) {
             Ok(entries) => entries,
@@ -208,7 +230,9 @@ impl Shipper {
             }
             let path = entry.path();
             let header = read_file_header(&path)?;
-            files.push(PendingFile { path, header });
+            if header.max_txid <= committed {
+                files.push(PendingFile { path, header });
+            }
         }
         files.sort_by_key(|f| f.header.min_txid);
         // Uploads of more than this many segments at once are split, to

@@ -21,6 +21,13 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 /// trying again on a later tick.
 const LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
 
+/// How often the replicator retries the write lock while the app holds it.
+/// SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries, and an
+/// app that commits back to back frees the lock for only microseconds
+/// between transactions: such a handler can wait seconds for a gap while the
+/// WAL grows. Polling this often finds one within a few transactions.
+const LOCK_POLL: Duration = Duration::from_micros(100);
+
 /// The connections to one database.
 pub struct Source {
     db_path: PathBuf,
@@ -28,6 +35,13 @@ pub struct Source {
     writer: Connection,
     checkpointer: Connection,
     reading: bool,
+    /// The database file, for reading pages the WAL does not hold. Opened
+    /// once and kept: POSIX drops *every* lock a process holds on a file
+    /// when it closes *any* descriptor of it, so opening and closing the
+    /// file beside the connections would silently release their locks, and
+    /// the app's last connection to close would then checkpoint and delete
+    /// the WAL under the replicator. Declared last: dropped after them.
+    db_file: std::fs::File,
 }
 
 /// The result of `PRAGMA wal_checkpoint`.
@@ -85,18 +99,37 @@ impl Source {
                 db_path.display()
             );
         }
+        let mut writer = open(db_path)?;
+        let mut waiting_since = std::time::Instant::now();
+        writer.busy_handler(Some(move |attempt: i32| {
+            if attempt == 0 {
+                waiting_since = std::time::Instant::now();
+            }
+            if waiting_since.elapsed() >= LOCK_TIMEOUT {
+                return false;
+            }
+            std::thread::sleep(LOCK_POLL);
+            true
+        }))?;
         Ok(Source {
             db_path: db_path.to_path_buf(),
             reader,
-            writer: open(db_path)?,
+            writer,
             checkpointer: open(db_path)?,
             reading: false,
+            db_file: std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?,
         })
     }
 
     /// The database's path.
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// The database file, open for as long as the connections (never open
+    /// another descriptor of it: see the field's comment).
+    pub fn db_file(&self) -> &std::fs::File {
+        &self.db_file
     }
 
     /// Starts holding a read transaction (a no-op if already held).

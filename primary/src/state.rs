@@ -197,7 +197,10 @@ impl StateDir {
         for replica in update.replicas {
             transaction.execute(
                 "INSERT INTO replica (url, generation, captured_txid, shipped_txid) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (url) DO UPDATE SET generation = ?2, captured_txid = ?3, shipped_txid = ?4",
+                 ON CONFLICT (url) DO UPDATE SET generation = ?2, captured_txid = ?3,
+                 -- the shippers record their progress themselves (set_shipped):
+                 -- within a generation it only moves forward.
+                 shipped_txid = CASE WHEN generation = ?2 THEN max(shipped_txid, ?4) ELSE ?4 END",
                 params![
                     replica.url,
                     replica.generation.to_string(),
