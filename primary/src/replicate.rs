@@ -370,7 +370,6 @@ async fn replicate_once(
     Ok(())
 }
 
-
 /// Starts capture (on its own thread) and one upload task per store;
 /// returns a handle that finishes once everything captured before the
 /// shutdown signal is uploaded.
