@@ -23,6 +23,25 @@ if ! command -v cargo-lambda >/dev/null 2>&1 || ! python3 -c 'import ziglang' >/
 fi
 command -v cargo-lambda >/dev/null 2>&1 || { log "cargo-lambda is not on PATH after install"; exit 1; }
 
+# Infrastructure checks (tests/tests/infra.rs): cfn-lint lints
+# infra/template.yaml (its SAM transform too); checkov scans it. checkov pins
+# old boto3/botocore releases, so it lives in its own virtualenv rather than
+# downgrading the packages moto and the AWS CLI use.
+if ! command -v cfn-lint >/dev/null 2>&1; then
+    log "installing cfn-lint (CloudFormation linter)"
+    python3 -m pip install --quiet --disable-pip-version-check cfn-lint
+    hash -r
+fi
+command -v cfn-lint >/dev/null 2>&1 || { log "cfn-lint is not on PATH after install"; exit 1; }
+checkov_venv="$HOME/.local/share/distributary/checkov-venv"
+if ! command -v checkov >/dev/null 2>&1 && [ ! -x "$checkov_venv/bin/checkov" ]; then
+    log "installing checkov into $checkov_venv (IaC scanner)"
+    python3 -m venv "$checkov_venv"
+    "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check checkov
+fi
+# systemd-analyze verifies the units in infra/systemd/ (Debian: package systemd).
+command -v systemd-analyze >/dev/null 2>&1 || { log "systemd-analyze not found: apt-get install systemd"; exit 1; }
+
 # SQLite CLI is not needed: rusqlite bundles SQLite. Rust comes from rustup.
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 

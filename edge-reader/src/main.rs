@@ -5,10 +5,12 @@
 //! | module | command |
 //! |---|---|
 //! | [`sync`] | `edge-reader sync`: one-shot catch-up of a replica (cron, systemd timers) |
+//! | [`serve`] | `edge-reader serve`: continuous sync and read-only SQL over HTTP (`docs/API.md`) |
 //! | [`status`] | `edge-reader status`: the replica's position and lag |
 //! | [`query`] | `edge-reader query`: read-only SQL on the replica |
 
 mod query;
+mod serve;
 mod status;
 mod sync;
 
@@ -28,6 +30,8 @@ struct Cli {
 enum Command {
     /// Bring the replica up to date once, then exit (for cron and timers).
     Sync(sync::Args),
+    /// Keep the replica in sync and answer read-only SQL over HTTP.
+    Serve(serve::Args),
     /// Show the replica's generation, TXID, checksum, last sync and lag.
     Status(status::Args),
     /// Run a read-only SQL query on the replica.
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
             Ok(runtime) => runtime.block_on(async move {
                 match command {
                     Command::Sync(args) => sync::run(args).await,
+                    Command::Serve(args) => serve::run(args).await,
                     Command::Status(args) => status::run(args).await,
                     Command::Query(_) => unreachable!("handled without a runtime above"),
                 }

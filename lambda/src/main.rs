@@ -2,7 +2,7 @@
 //! client and configuration once, and hand the handler to the runtime. The
 //! handler itself is [`distributary_lambda::handle`].
 
-use distributary_lambda::{Compactor, handle};
+use distributary_lambda::{Compactor, Event, handle};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt().with_env_filter(filter).json().without_time().with_writer(std::io::stderr).init();
     let compactor = Compactor::from_env().await?;
     let compactor = &compactor;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         // Boxed, the error keeps its whole message for the failure destination.
         handle(compactor, event).await.map_err(Error::from)
     }))

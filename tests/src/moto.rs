@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +23,33 @@ pub struct MotoServer {
     child: Child,
     port: u16,
     buckets: AtomicU32,
+    recording: PathBuf,
+}
+
+/// One HTTP request as moto's recorder saw it (see
+/// [`MotoServer::start_recording`]).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// `GET`, `PUT`, `HEAD`, `DELETE`, `POST`.
+    pub method: String,
+    /// Path and query string, e.g. `/bucket/prefix/l0/0000000000000002.seg`.
+    pub target: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+}
+
+impl RecordedRequest {
+    /// The object key (after `/bucket/`), or `None` for a bucket-level
+    /// request (LIST, bulk DELETE, bucket settings).
+    pub fn key(&self) -> Option<&str> {
+        let path = self.target.split('?').next().unwrap_or_default();
+        path.trim_start_matches('/').split_once('/').map(|(_, key)| key).filter(|key| !key.is_empty())
+    }
+
+    /// A LIST (ListObjects or ListObjectsV2): a GET on the bucket itself.
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && self.key().is_none()
+    }
 }
 
 impl MotoServer {
@@ -34,8 +62,12 @@ impl MotoServer {
     /// Starts `moto_server` on a given loopback port (for tests where the
     /// store is unreachable at first).
     pub fn start_on(port: u16) -> MotoServer {
+        // Each server records to its own file, so tests running at once
+        // never mix their request logs.
+        let recording = std::env::temp_dir().join(format!("moto-recording-{}-{port}.jsonl", std::process::id()));
         let child = Command::new(moto_command())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_RECORDER_FILEPATH", &recording)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -43,7 +75,7 @@ impl MotoServer {
             .unwrap_or_else(|e| {
                 panic!("start moto_server: {e} (install it with: pip install 'moto[server]', or run scripts/setup.sh)")
             });
-        let server = MotoServer { child, port, buckets: AtomicU32::new(0) };
+        let server = MotoServer { child, port, buckets: AtomicU32::new(0), recording };
         server.wait_ready();
         server
     }
@@ -120,6 +152,37 @@ impl MotoServer {
         )
     }
 
+    /// Starts moto's request recorder with an empty log: from now on the
+    /// server writes down every request it receives, as it received it
+    /// (retries and all), which is what proves a client's request count.
+    pub fn start_recording(&self) {
+        let status = self.raw_request("POST", "/moto-api/recorder/reset-recording", "");
+        assert!(status == 200, "reset moto's recording: HTTP {status}");
+        let status = self.raw_request("POST", "/moto-api/recorder/start-recording", "");
+        assert!(status == 200, "start moto's recording: HTTP {status}");
+    }
+
+    /// Stops the recorder and returns the requests it saw since
+    /// [`MotoServer::start_recording`], in arrival order.
+    pub fn stop_recording(&self) -> Vec<RecordedRequest> {
+        let status = self.raw_request("POST", "/moto-api/recorder/stop-recording", "");
+        assert!(status == 200, "stop moto's recording: HTTP {status}");
+        let log = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        log.lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("a line of moto's recording");
+                let url = entry["url"].as_str().unwrap_or_default();
+                // `http://host:port/path?query` -> `/path?query`.
+                let target = url.split_once("://").map_or(url, |(_, rest)| rest);
+                let target = target.find('/').map_or("/", |i| &target[i..]).to_string();
+                let range = entry["headers"].as_object().and_then(|headers| {
+                    headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("range")).map(|(_, v)| v.to_string())
+                });
+                RecordedRequest { method: entry["method"].as_str().unwrap_or_default().to_string(), target, range }
+            })
+            .collect()
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -156,6 +219,7 @@ impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.recording);
     }
 }
 

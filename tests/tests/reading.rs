@@ -1,9 +1,12 @@
 //! Reading the log: restore and `edge-reader sync` against segments made by
-//! the test producer (`distributary_tests::history`), on `file://` and
-//! in-memory stores. Each test checks the result by rolling checksum against
-//! the primary's at the same TXID, and by `integrity_check`.
+//! the test producer (`distributary_tests::history`). The key cases run on
+//! both a local folder (`file://`) and a real S3-compatible server (moto on
+//! loopback), from one test body each: `name::file` and `name::moto`. Each
+//! test checks the result by rolling checksum against the primary's at the
+//! same TXID, and by `integrity_check`.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,10 +18,11 @@ use distributary_core::apply::{
 };
 use distributary_core::plan::Target;
 use distributary_core::replica::read_state;
-use distributary_core::store::{FileStore, MemoryStore, Store};
+use distributary_core::store::{FileStore, PutMode, Store};
 use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
 use distributary_tests::history::{History, time_of};
+use distributary_tests::moto::MotoServer;
 
 const ACCOUNTS: usize = 40;
 const TOTAL: i64 = 40 * 1000;
@@ -55,6 +59,94 @@ fn file_store(dir: &Path) -> (Arc<dyn Store>, String) {
     (Arc::new(FileStore::new(root.clone())), format!("file://{}", root.display()))
 }
 
+/// The prefix of the store in a moto test's bucket.
+const MOTO_PREFIX: &str = "app";
+
+/// The kinds of store the key reading tests run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A local folder.
+    File,
+    /// A bucket on a real S3-compatible server (moto on loopback).
+    Moto,
+}
+
+/// A fresh, empty store of one kind, reachable in process (`store`) and by
+/// the CLIs (`url` and `env`).
+struct TestStore {
+    kind: Kind,
+    store: Arc<dyn Store>,
+    url: String,
+    env: Vec<(&'static str, String)>,
+    /// The folder of a `file://` store.
+    root: Option<PathBuf>,
+    /// The server behind a moto store; stopped when the test ends.
+    moto: Option<MotoServer>,
+}
+
+impl TestStore {
+    async fn new(kind: Kind, dir: &Path) -> TestStore {
+        match kind {
+            Kind::File => {
+                let (store, url) = file_store(dir);
+                TestStore { kind, store, url, env: Vec::new(), root: Some(dir.join("store")), moto: None }
+            }
+            Kind::Moto => {
+                let moto = MotoServer::start();
+                let bucket = moto.create_bucket();
+                let store = moto.store_at(&bucket, MOTO_PREFIX).await;
+                let url = moto.url(&bucket, MOTO_PREFIX);
+                TestStore { kind, store, url, env: moto.env(), root: None, moto: Some(moto) }
+            }
+        }
+    }
+
+    /// `program` with what it needs to reach this store (credentials for moto).
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command
+    }
+
+    /// Flips one bit in the middle of object `key`, as bit rot or a bad
+    /// proxy would: in place on disk for a folder; on S3, by overwriting the
+    /// object through compare-and-swap (the only write that replaces one).
+    async fn corrupt(&self, key: &str) {
+        let (bytes, meta) = self.store.get_bytes(key).await.unwrap();
+        let mut bytes = bytes.to_vec();
+        let middle = bytes.len() / 2;
+        let original = bytes[middle];
+        bytes[middle] ^= 0x10;
+        match self.kind {
+            Kind::File => std::fs::write(self.root.as_ref().unwrap().join(key), bytes).unwrap(),
+            Kind::Moto => {
+                let etag = meta.etag.expect("S3 objects have an ETag");
+                self.store.put(key, bytes.into(), PutMode::Update(etag)).await.unwrap();
+            }
+        }
+        let (stored, _) = self.store.get_bytes(key).await.unwrap();
+        assert_eq!(stored[middle], original ^ 0x10, "{key} is served corrupted");
+    }
+}
+
+/// Runs test body `$name(kind)` once per store kind, as `$name::file` and
+/// `$name::moto`.
+macro_rules! on_every_store {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn file() {
+                super::$name(super::Kind::File).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn moto() {
+                super::$name(super::Kind::Moto).await;
+            }
+        }
+    };
+}
+
 /// A restored file is byte for byte the primary's at `txid`.
 fn assert_at(db: &Path, history: &History, txid: u64) {
     let (checksum, _) = database_checksum(db).unwrap();
@@ -89,10 +181,12 @@ fn restore_options(target: Target) -> RestoreOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot() {
+on_every_store!(restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot);
+
+async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, url) = file_store(dir.path());
+    let test_store = TestStore::new(kind, dir.path()).await;
+    let (store, url) = (Arc::clone(&test_store.store), test_store.url.clone());
     let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
     for step in 0..29 {
         history.commit(&transfer(step)).await;
@@ -108,7 +202,8 @@ async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot() {
     // Newest, through the CLI: snapshot 10, l1/11, then L0 from 21.
     let out = dir.path().join("newest.db");
     let cli = binary("distributary", "distributary");
-    let output = Command::new(&cli)
+    let output = test_store
+        .command(&cli)
         .args(["restore", &url, "-o", out.to_str().unwrap(), "--json", "--integrity-check", "full"])
         .output()
         .unwrap();
@@ -117,7 +212,7 @@ async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot() {
     assert_eq!(json["txid"], newest);
     assert_at(&out, &history, newest);
     // An existing output is refused without --force, and kept.
-    let again = Command::new(&cli).args(["restore", &url, "-o", out.to_str().unwrap()]).output().unwrap();
+    let again = test_store.command(&cli).args(["restore", &url, "-o", out.to_str().unwrap()]).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_at(&out, &history, newest);
@@ -142,8 +237,11 @@ async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot() {
 
     // Exactly the snapshot at 10, through the CLI.
     let out = dir.path().join("snapshot.db");
-    let output =
-        Command::new(&cli).args(["restore", &url, "-o", out.to_str().unwrap(), "--snapshot", "10"]).output().unwrap();
+    let output = test_store
+        .command(&cli)
+        .args(["restore", &url, "-o", out.to_str().unwrap(), "--snapshot", "10"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_at(&out, &history, 10);
 
@@ -156,22 +254,24 @@ async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot() {
     assert!(!out.exists());
 
     // The listing commands.
-    let output = Command::new(&cli).args(["snapshots", &url, "--json"]).output().unwrap();
+    let output = test_store.command(&cli).args(["snapshots", &url, "--json"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let snapshots: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let txids: Vec<u64> = snapshots.as_array().unwrap().iter().map(|s| s["txid"].as_u64().unwrap()).collect();
     assert_eq!(txids, [1, 10]);
-    let output = Command::new(&cli).args(["generations", &url, "--json"]).output().unwrap();
+    let output = test_store.command(&cli).args(["generations", &url, "--json"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let generations: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(generations[0]["generation"], history.generation.to_string());
     assert_eq!(generations[0]["newest_txid"], newest);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica() {
+on_every_store!(a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica);
+
+async fn a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = file_store(dir.path());
+    let test_store = TestStore::new(kind, dir.path()).await;
+    let store = Arc::clone(&test_store.store);
     let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
     for step in 0..5 {
         history.commit(&transfer(step)).await;
@@ -184,11 +284,7 @@ async fn a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica() {
         history.commit(&transfer(step)).await;
     }
     let key = distributary_core::layout::l0_key(history.generation, TxId(7));
-    let path = dir.path().join("store").join(&key);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x10;
-    std::fs::write(&path, bytes).unwrap();
+    test_store.corrupt(&key).await;
 
     let err = sync(Arc::clone(&store), &replica, &SyncOptions::default()).await.unwrap_err();
     assert!(err.to_string().contains(&key), "the error names the object: {err}");
@@ -196,14 +292,16 @@ async fn a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica() {
     assert_replica_at(&replica, &history, 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_10000_transactions_behind_makes_one_request_per_object_and_no_list() {
+on_every_store!(a_replica_10000_transactions_behind_makes_one_request_per_object_and_no_list);
+
+async fn a_replica_10000_transactions_behind_makes_one_request_per_object_and_no_list(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let memory: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let counting = Arc::new(CountingStore::new(Arc::clone(&memory)));
+    let test_store = TestStore::new(kind, dir.path()).await;
+    // Requests through the `Store` trait; on moto, also on the wire below.
+    let counting = Arc::new(CountingStore::new(Arc::clone(&test_store.store)));
     let mut history = History::create(
         &dir.path().join("primary.db"),
-        Arc::clone(&memory),
+        Arc::clone(&test_store.store),
         "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL);",
     )
     .await;
@@ -214,7 +312,11 @@ async fn a_replica_10000_transactions_behind_makes_one_request_per_object_and_no
     }
     history.publish().await;
     counting.reset();
+    if let Some(moto) = &test_store.moto {
+        moto.start_recording();
+    }
     let summary = sync(counting.clone(), &replica, &SyncOptions::default()).await.unwrap();
+    let recorded = test_store.moto.as_ref().map(|moto| moto.stop_recording());
     assert_eq!(summary.to_txid, TxId(10_001));
     assert_eq!(summary.objects, 10_000);
     let gets = counting.gets.load(Ordering::SeqCst);
@@ -222,8 +324,36 @@ async fn a_replica_10000_transactions_behind_makes_one_request_per_object_and_no
     assert!(gets <= summary.objects + 3, "{gets} GETs for {} objects", summary.objects);
     assert_eq!(counting.lists.load(Ordering::SeqCst), 0, "no LIST");
     assert_eq!(counting.total(), gets, "reads only");
+    if let Some(requests) = recorded {
+        // What the server received, SDK retries and all: the same bound,
+        // counted per object, GETs only, no LIST.
+        assert!(
+            requests.len() as u64 <= summary.objects + 3,
+            "{} requests on the wire for {} objects",
+            requests.len(),
+            summary.objects
+        );
+        assert!(requests.iter().all(|r| r.method == "GET"), "reads only: {:?}", other_than_get(&requests));
+        assert!(!requests.iter().any(|r| r.is_list()), "no LIST: {:?}", requests.iter().find(|r| r.is_list()));
+        let mut per_key: HashMap<&str, u32> = HashMap::new();
+        for request in &requests {
+            *per_key.entry(request.key().unwrap_or_default()).or_default() += 1;
+        }
+        // Each segment (TXIDs 2..=10001) and the probe past the last one
+        // (not found), exactly once each.
+        for txid in 2..=10_002u64 {
+            let key = format!("{MOTO_PREFIX}/{}", distributary_core::layout::l0_key(history.generation, TxId(txid)));
+            assert_eq!(per_key.get(key.as_str()).copied(), Some(1), "GETs of {key}");
+        }
+        eprintln!("moto received {} requests for {} objects", requests.len(), summary.objects);
+    }
     assert_replica_at(&replica, &history, 10_001);
-    eprintln!("10000 transactions behind: {gets} GETs, {:.2} s", summary.seconds);
+    eprintln!("{kind:?}: 10000 transactions behind: {gets} GETs, {:.2} s", summary.seconds);
+}
+
+/// The requests that are not GETs (for a failure message).
+fn other_than_get(requests: &[distributary_tests::moto::RecordedRequest]) -> Vec<String> {
+    requests.iter().filter(|r| r.method != "GET").map(|r| format!("{} {}", r.method, r.target)).collect()
 }
 
 const READER_PY: &str = r#"

