@@ -774,7 +774,7 @@ fn run_applier(
         let (key, size, body) = match item {
             Item::Object { key, size, body } => (key, size, body),
             Item::Failed(error) => {
-                applier.commit()?;
+                commit_before_failing(&mut applier);
                 return Err(error);
             }
         };
@@ -788,7 +788,7 @@ fn run_applier(
             Err(error) => {
                 // Keep what was verified before the bad object.
                 drop(rx);
-                applier.commit()?;
+                commit_before_failing(&mut applier);
                 return Err(error);
             }
         };
@@ -819,6 +819,26 @@ fn run_applier(
     })
 }
 
+/// Commits what was verified before a failure. The failure is what the
+/// caller must hear about: a commit that fails too (SQLite can refuse it
+/// after the failed object's rollback) is only logged.
+fn commit_before_failing(applier: &mut Applier) {
+    if let Err(e) = applier.commit() {
+        tracing::warn!(db = %applier.db.display(), error = %e, "commit what was applied before the failure");
+    }
+}
+
+/// The page SQLite reserves for its file locks (the one holding byte offset
+/// `PENDING_BYTE`, 1 GiB unless changed): it holds no data, reads as zeros
+/// and cannot be written, so every database over 1 GiB has this hole.
+fn lock_byte_page(page_size: u32) -> u32 {
+    // SAFETY: with a zero argument this test control only reads the value
+    // (SQLite changes it only for a nonzero one).
+    let pending_byte =
+        unsafe { rusqlite::ffi::sqlite3_test_control(rusqlite::ffi::SQLITE_TESTCTRL_PENDING_BYTE, 0u32) };
+    (pending_byte as u32) / page_size + 1
+}
+
 struct Applier {
     db: PathBuf,
     /// In-memory main database with the replica attached as `replica`.
@@ -827,6 +847,8 @@ struct Applier {
     reader: Connection,
     codec: PageCodec,
     page_size: u32,
+    /// SQLite's lock-byte page (see [`lock_byte_page`]): never written.
+    lock_byte_page: u32,
     keep_state: bool,
     source: String,
     /// Position after everything applied (committed or not).
@@ -914,6 +936,7 @@ impl Applier {
             reader,
             codec,
             page_size,
+            lock_byte_page: lock_byte_page(page_size),
             keep_state: options.keep_state,
             source: source.to_string(),
             position,
@@ -1063,6 +1086,19 @@ impl Applier {
             // database is consistent whenever it changes.
             if pgno.0 == 1 {
                 page_one = Some(page.clone());
+            } else if pgno.0 == self.lock_byte_page {
+                // Counted (as the zeros it reads as) but never written:
+                // SQLite refuses writes to it.
+                if page.iter().any(|&b| b != 0) {
+                    return Err(ApplyError::Discontinuous {
+                        key: key.to_string(),
+                        range: header.range(),
+                        reason: format!(
+                            "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
+                            pgno.0
+                        ),
+                    });
+                }
             } else {
                 self.write_page(pgno.0, &page)?;
             }
