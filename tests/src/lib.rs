@@ -7,6 +7,7 @@
 //! | [`bins`] | the workspace's binaries, built on demand, for process tests |
 //! | [`chain`] | walking and verifying a store's chain; a database's checksum |
 //! | [`proxy`] | a byte-counting TCP proxy (proves "zero requests") |
+//! | [`faults`] | a fault-injecting HTTP proxy in front of moto: 5xx, throttling, latency, resets, truncated bodies, hangs |
 //! | [`history`] | a test-only producer: a real SQLite primary diffed into L0 segments, snapshots, compacted shapes |
 //! | [`counting`] | a `Store` wrapper counting requests by kind |
 //! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
@@ -14,6 +15,7 @@
 pub mod bins;
 pub mod chain;
 pub mod counting;
+pub mod faults;
 pub mod history;
 pub mod moto;
 pub mod proxy;

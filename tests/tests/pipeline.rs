@@ -1,0 +1,419 @@
+//! The whole pipeline as processes, through a fault-injecting proxy in front
+//! of moto: an app writing a WAL database under `distributary replicate
+//! --exec`, `distributary compact --watch` compacting the store, one
+//! `edge-reader serve` and one `edge-reader sync` loop following. For a
+//! bounded time (`DISTRIBUTARY_SOAK_SECS`, 60 s by default) 10% of all
+//! requests fail (5xx, throttling, latency, resets before and in the middle
+//! of bodies, truncated bodies, hangs); then the faults stop and every
+//! component must recover by itself: the time each takes to converge is
+//! printed, and at the end the store's chain verifies, every replica's
+//! checksum equals the primary's, no committed transaction is missing, and
+//! every kept snapshot restores and passes `PRAGMA integrity_check`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use distributary_core::apply::replica_checksum;
+use distributary_tests::bins::binary;
+use distributary_tests::chain::{database_checksum, walk};
+use distributary_tests::faults::FaultProxy;
+use distributary_tests::moto::MotoServer;
+use serde_json::Value;
+
+/// How long the faults last (seconds); longer soaks through the variable.
+fn soak() -> Duration {
+    let seconds = std::env::var("DISTRIBUTARY_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(seconds)
+}
+
+/// Generous: two cores shared with other builds, and the SDK's backoff.
+const CONVERGE_LIMIT: Duration = Duration::from_secs(240);
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// A child process with its stderr in a log file; killed on drop so a
+/// failing test leaves nothing running.
+struct Process {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, dir: &Path, command: &mut Command) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Process { name, child: Some(child), log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, if it has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {limit:?}:\n{}", self.name, tail(&self.log()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc_kill(child.id() as i32, 15) };
+        self.wait(Duration::from_secs(60))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of a log, for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The app: a Python writer committing transactions of 1 to 5 inserts of
+/// random sizes, with updates and deletes mixed in, for `seconds`; it
+/// writes the number of transactions it committed to `count_file` at exit.
+const APP: &str = r#"
+import random, sqlite3, sys, time
+db, seconds, count_file = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+c = sqlite3.connect(db, isolation_level=None, timeout=30)
+random.seed(9)
+end = time.time() + seconds
+n = 0
+while time.time() < end:
+    c.execute("BEGIN IMMEDIATE")
+    for _ in range(random.randint(1, 5)):
+        c.execute("INSERT INTO events (body) VALUES (?)", (random.randbytes(random.randint(10, 3000)).hex(),))
+    if n % 10 == 0:
+        c.execute("UPDATE events SET body = body || 'u' WHERE id % 17 = ?", (n % 17,))
+    if n % 50 == 0:
+        c.execute("DELETE FROM events WHERE id % 23 = ?", (n % 23,))
+    c.execute("COMMIT")
+    n += 1
+    time.sleep(0.01)
+open(count_file, "w").write(str(n))
+"#;
+
+/// What the `edge-reader sync` loop saw.
+#[derive(Default)]
+struct SyncLoop {
+    successes: u64,
+    failures: u64,
+    /// Runs that ended in anything but success or a reported error (a
+    /// panic, a signal), or applied a state whose file does not match the
+    /// checksum the sync reported: each one is a bug.
+    anomalies: Vec<String>,
+    /// `(to_txid, checksum)` of the newest success.
+    last: Option<(u64, String)>,
+}
+
+fn run_sync_loop(url: String, db: PathBuf, env: Vec<(&'static str, String)>, stop: Arc<AtomicBool>) -> SyncLoop {
+    let mut seen = SyncLoop::default();
+    let edge_reader = binary("edge-reader", "edge-reader");
+    while !stop.load(Ordering::SeqCst) {
+        let output = Command::new(&edge_reader)
+            .args(["sync", "--json", "--source", &url, "--db"])
+            .arg(&db)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.code() {
+            Some(0) => {
+                seen.successes += 1;
+                let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+                let txid = summary["to_txid"].as_u64().unwrap();
+                let reported = summary["checksum"].as_str().unwrap().to_string();
+                // Nothing else writes the replica between runs: the file
+                // must hold exactly the state the sync says it applied.
+                let actual = replica_checksum(&db).unwrap().to_string();
+                if actual != reported {
+                    seen.anomalies.push(format!("TXID {txid}: file checksum {actual}, reported {reported}"));
+                }
+                seen.last = Some((txid, reported));
+            }
+            Some(1) if !stderr.contains("panicked") => seen.failures += 1,
+            _ => seen.anomalies.push(format!("sync exited with {}: {stderr}", output.status)),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    seen
+}
+
+/// Starts `edge-reader serve` and returns it with its base URL.
+fn start_serve(dir: &Path, url: &str, db: &Path, env: &[(&'static str, String)]) -> (Process, String) {
+    let mut serve = Process::spawn(
+        "serve",
+        dir,
+        Command::new(binary("edge-reader", "edge-reader"))
+            .args(["serve", "--source", url, "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(["--poll", "200ms"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("EDGE_READER_LOG", "info"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = serve.log();
+        if let Some(address) = text.lines().find_map(|l| l.split(" on http://").nth(1)) {
+            let base = format!("http://{}", address.split_whitespace().next().unwrap());
+            return (serve, base);
+        }
+        if let Some(status) = serve.exited() {
+            panic!("serve exited with {status}: {text}");
+        }
+        assert!(Instant::now() < deadline, "serve did not start listening: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn serve_txid(client: &reqwest::Client, base: &str) -> Option<u64> {
+    let response = client.get(format!("{base}/status")).timeout(Duration::from_secs(10)).send().await.ok()?;
+    let status: Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
+    status["txid"].as_u64()
+}
+
+fn distributary(args: &[&str], env: &[(&'static str, String)]) -> std::process::Output {
+    Command::new(binary("distributary", "distributary"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_converges_after_ten_percent_faults() {
+    let soak = soak();
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
+    let proxy = FaultProxy::start(moto.port(), 0x5eed_0009);
+    // Hangs shorter than the SDK's 60 s read timeout end with a close; at
+    // 30 s each they would make the soak mostly waiting.
+    proxy.set_hang(Duration::from_secs(8));
+    let url = proxy.url(&bucket, "app");
+    let env = moto.env();
+    // What the test reads to check, straight from moto (no faults).
+    let store = moto.store_at(&bucket, "app").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        connection.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);").unwrap();
+    }
+    let app = dir.path().join("app.py");
+    std::fs::write(&app, APP).unwrap();
+    let count_file = dir.path().join("committed");
+    let serve_db = dir.path().join("serve.db");
+    let sync_db = dir.path().join("sync.db");
+
+    // Built before the clock starts: a build is not part of the soak.
+    binary("distributary", "distributary");
+    binary("edge-reader", "edge-reader");
+    proxy.set_rate(0.1);
+    let started = Instant::now();
+    let mut replicator = Process::spawn(
+        "replicate",
+        dir.path(),
+        Command::new(binary("distributary", "distributary"))
+            .args(["replicate", "--sync-interval", "200ms", "--exec"])
+            .arg(format!("python3 {} {} {} {}", app.display(), db.display(), soak.as_secs(), count_file.display()))
+            .arg(&db)
+            .arg(&url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    // Small windows and a short snapshot interval: a minute of writes makes
+    // several L1 segments and snapshots. Retention stays at its defaults so
+    // the genesis snapshot and every L0 segment remain for `walk`.
+    let mut compactor = Process::spawn(
+        "compact",
+        dir.path(),
+        Command::new(binary("distributary", "distributary"))
+            .args(["compact", "--watch", "--interval", "2s", "--l1-window", "5s", "--snapshot-interval", "15s"])
+            .arg(&url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    let (mut serve, base) = start_serve(dir.path(), &url, &serve_db, &env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sync_loop = {
+        let (url, sync_db, env, stop) = (url.clone(), sync_db.clone(), env.clone(), stop.clone());
+        std::thread::spawn(move || run_sync_loop(url, sync_db, env, stop))
+    };
+    let client = reqwest::Client::new();
+
+    // The soak: every long-running program must stay up through the faults,
+    // and serve must keep answering queries.
+    let (mut queries_ok, mut queries_failed) = (0u64, 0u64);
+    while started.elapsed() < soak {
+        for process in [&mut compactor, &mut serve] {
+            if let Some(status) = process.exited() {
+                panic!("{} exited with {status} during the faults:\n{}", process.name, tail(&process.log()));
+            }
+        }
+        if let Some(status) = replicator.exited() {
+            panic!("replicate exited early with {status}:\n{}", tail(&replicator.log()));
+        }
+        let answer = client
+            .post(format!("{base}/query"))
+            .body(r#"{"sql": "SELECT count(*) FROM events"}"#)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status().is_success() => queries_ok += 1,
+            // Before the first sync there is no replica to query yet.
+            _ => queries_failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Faults off: from here on everything must converge by itself.
+    proxy.set_rate(0.0);
+    let faults_off = Instant::now();
+    let during = proxy.counts();
+    eprintln!("faults during the soak of {soak:?}: {during}");
+    let status = replicator.wait(CONVERGE_LIMIT);
+    assert!(status.success(), "replicate --exec exited with {status}:\n{}", tail(&replicator.log()));
+    let replicator_done = faults_off.elapsed();
+    let committed: u64 = std::fs::read_to_string(&count_file).unwrap().trim().parse().unwrap();
+    let primary = database_checksum(&db).unwrap();
+
+    let mut store_done = None;
+    let mut serve_done = None;
+    let mut sync_done = None;
+    let deadline = faults_off + CONVERGE_LIMIT;
+    let mut last_txid = 0;
+    while store_done.is_none() || serve_done.is_none() || sync_done.is_none() {
+        if store_done.is_none()
+            && let Ok(chain) = walk(store.as_ref(), None).await
+            && chain.checksum == primary
+        {
+            store_done = Some(faults_off.elapsed());
+            last_txid = chain.last_txid.0;
+        }
+        if store_done.is_some()
+            && serve_done.is_none()
+            && serve_txid(&client, &base).await == Some(last_txid)
+            && replica_checksum(&serve_db).ok() == Some(primary)
+        {
+            serve_done = Some(faults_off.elapsed());
+        }
+        if store_done.is_some() && sync_done.is_none() && sync_db.exists() {
+            // A replica's page 1 differs from the primary's in bytes SQLite
+            // maintains per file; `replica_checksum` puts the logical page
+            // 1 (from the sidecar) back in. A sync applying meanwhile is
+            // one SQLite transaction: the read sees before or after.
+            let synced = replica_checksum(&sync_db).ok();
+            if synced == Some(primary) {
+                sync_done = Some(faults_off.elapsed());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence {CONVERGE_LIMIT:?} after the faults stopped: store {store_done:?}, serve {serve_done:?}, \
+             sync {sync_done:?}\nserve:\n{}\ncompact:\n{}",
+            tail(&serve.log()),
+            tail(&compactor.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "converged after the faults stopped: replicator flushed and exited in {replicator_done:?}, store chain \
+         complete in {:?}, serve in {:?}, sync loop in {:?}",
+        store_done.unwrap(),
+        serve_done.unwrap(),
+        sync_done.unwrap()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let sync_loop = sync_loop.join().unwrap();
+    eprintln!(
+        "sync loop: {} successes, {} reported failures; serve: {queries_ok} queries answered, {queries_failed} not",
+        sync_loop.successes, sync_loop.failures
+    );
+    assert!(sync_loop.anomalies.is_empty(), "edge-reader sync misbehaved: {:#?}", sync_loop.anomalies);
+    assert_eq!(sync_loop.last.as_ref().map(|(t, _)| *t), Some(last_txid), "the sync loop's last run reached the end");
+
+    // Nothing committed is lost: the genesis snapshot holds the schema, then
+    // one TXID per transaction the app committed, and the chain verifies.
+    let chain = walk(store.as_ref(), None).await.unwrap();
+    assert_eq!(chain.checksum, primary);
+    assert_eq!(chain.last_txid.0, 1 + committed, "one TXID per committed transaction");
+    for replica in [&serve_db, &sync_db] {
+        let connection = rusqlite::Connection::open(replica).unwrap();
+        let check: String = connection.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok", "{}", replica.display());
+    }
+
+    // The compactor kept going through the faults; one more pass with none.
+    // (It has no SIGTERM handler: being killed mid-pass is safe by design,
+    // so only "still running" is asserted.)
+    assert!(compactor.exited().is_none(), "compact --watch died:\n{}", tail(&compactor.log()));
+    compactor.terminate();
+    let output = distributary(&["compact", "--l1-window", "5s", "--snapshot-interval", "15s", &url], &env);
+    assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
+
+    // Every kept snapshot restores exactly and passes integrity_check.
+    let output = distributary(&["snapshots", &url, "--json"], &env);
+    assert!(output.status.success(), "snapshots: {}", String::from_utf8_lossy(&output.stderr));
+    let snapshots: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(snapshots.len() >= 2, "the compactor took snapshots: {snapshots:?}");
+    for snapshot in &snapshots {
+        let txid = snapshot["txid"].as_u64().unwrap().to_string();
+        let restored = dir.path().join(format!("restored-{txid}.db"));
+        let output = distributary(
+            &["restore", &url, "--snapshot", &txid, "-o", restored.to_str().unwrap(), "--integrity-check", "full"],
+            &env,
+        );
+        assert!(output.status.success(), "restore --snapshot {txid}: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(replica_checksum(&restored).unwrap().to_string(), snapshot["checksum"].as_str().unwrap());
+    }
+    // And the newest state restores to the primary's.
+    let restored = dir.path().join("restored-newest.db");
+    let output = distributary(&["restore", &url, "-o", restored.to_str().unwrap(), "--integrity-check", "full"], &env);
+    assert!(output.status.success(), "restore: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(replica_checksum(&restored).unwrap(), primary);
+
+    let status = serve.terminate();
+    assert!(status.success(), "serve exited with {status}:\n{}", tail(&serve.log()));
+    for process in [&replicator, &compactor, &serve] {
+        assert!(!process.log().contains("panicked"), "{} panicked:\n{}", process.name, tail(&process.log()));
+    }
+    let counts = proxy.counts();
+    eprintln!(
+        "pipeline: {committed} transactions, {} snapshots, proxy saw {counts}, total {:?}",
+        snapshots.len(),
+        started.elapsed()
+    );
+    assert!(during.total_faults() >= 20, "the soak injected faults: {during}");
+}
