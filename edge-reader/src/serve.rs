@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use distributary_core::apply::SyncOptions;
-use distributary_core::format::EncryptionKey;
 use distributary_core::plan::Target;
 use distributary_core::replica;
 use distributary_core::store::Store;
@@ -106,13 +105,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> Result<()> {
-    let key = match &args.encryption_key_file {
-        Some(path) => Some(
-            EncryptionKey::parse(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
-                .with_context(|| format!("read {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let key = crate::sync::read_key(args.encryption_key_file.as_deref())?;
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("read the token file {}", path.display()))?;

@@ -36,15 +36,17 @@ pub struct Args {
     concurrency: usize,
 }
 
+/// Reads the store's encryption key from `path` (32 raw bytes, 64 hex
+/// digits or base64), if one is given.
+pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<EncryptionKey>> {
+    let Some(path) = path else { return Ok(None) };
+    let bytes = std::fs::read(path).with_context(|| format!("read encryption key file {}", path.display()))?;
+    Ok(Some(EncryptionKey::parse(&bytes).with_context(|| format!("encryption key file {}", path.display()))?))
+}
+
 /// Runs one sync.
 pub async fn run(args: Args) -> Result<()> {
-    let key = match &args.encryption_key_file {
-        Some(path) => Some(
-            EncryptionKey::parse(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
-                .with_context(|| format!("read {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let key = crate::sync::read_key(args.encryption_key_file.as_deref())?;
     let _lock = replica::lock(&args.db, !args.no_wait)?;
     let store = distributary_core::store::open(&args.source).await?;
     let options = SyncOptions { target: Target::Newest, key, concurrency: args.concurrency, ..SyncOptions::default() };
