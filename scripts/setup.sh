@@ -45,4 +45,30 @@ command -v systemd-analyze >/dev/null 2>&1 || { log "systemd-analyze not found: 
 # SQLite CLI is not needed: rusqlite bundles SQLite. Rust comes from rustup.
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 
+# The wasm edge reader (edge-wasm/, tests/tests/wasm.rs): clang compiles
+# SQLite and zstd to wasm; Node runs the replica, drives Debian's Chromium
+# (playwright-core) and workerd; the npm tools (binaryen's wasm-opt,
+# playwright-core, workerd) are pinned in edge-wasm/js/package-lock.json.
+# scripts/build-wasm.sh installs the wasm-bindgen CLI matching Cargo.lock.
+apt_missing=()
+command -v clang >/dev/null 2>&1 || apt_missing+=(clang llvm)
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+    log "installing ${apt_missing[*]} (wasm edge reader: build, Node, headless browser)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown Rust target"
+    rustup target add wasm32-unknown-unknown
+fi
+edge_js="$(cd "$(dirname "$0")/.." && pwd)/edge-wasm/js"
+if [ ! -x "$edge_js/node_modules/.bin/wasm-opt" ] || [ ! -x "$edge_js/node_modules/.bin/workerd" ] \
+    || [ ! -d "$edge_js/node_modules/playwright-core" ]; then
+    log "installing edge-wasm/js npm tools (npm ci: binaryen, playwright-core, workerd)"
+    (cd "$edge_js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 log "ok"

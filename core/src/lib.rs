@@ -14,7 +14,7 @@
 //! | [`layout`] | object keys of the bucket layout |
 //! | [`manifest`] | the manifest and snapshot index, updated by compare-and-swap |
 //! | [`plan`] | planning a read without LIST: the chain of objects that reaches a target |
-//! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) |
+//! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) or to an image in memory (the wasm reader) |
 //! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`clock`] | wall-clock time and sleeping |
@@ -22,7 +22,6 @@
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
 #![deny(missing_docs)]
 
-#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 pub mod apply;
 pub mod checksum;
 pub mod clock;

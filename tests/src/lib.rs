@@ -8,6 +8,7 @@
 //! | [`chain`] | walking and verifying a store's chain; a database's checksum |
 //! | [`proxy`] | a byte-counting TCP proxy (proves "zero requests") |
 //! | [`faults`] | a fault-injecting HTTP proxy in front of moto: 5xx, throttling, latency, resets, truncated bodies, hangs |
+//! | [`static_files`] | a static HTTP file server with ranges and CORS (stores read over HTTP) |
 //! | [`history`] | a test-only producer: a real SQLite primary diffed into L0 segments, snapshots, compacted shapes |
 //! | [`counting`] | a `Store` wrapper counting requests by kind |
 //! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
@@ -19,4 +20,5 @@ pub mod faults;
 pub mod history;
 pub mod moto;
 pub mod proxy;
+pub mod static_files;
 pub mod synthetic;

@@ -1,6 +1,5 @@
-//! Applying the log to a SQLite file: the one piece of logic behind both
-//! `edge-reader sync` (a replica that follows the store) and
-//! `distributary restore` (a new file at a chosen point).
+//! Applying the log to a SQLite file (native, `sqlite` feature): [`sync`]
+//! and [`restore`].
 //!
 //! [`sync`] reads the manifest, [`plan`](crate::plan)s a chain, fetches its
 //! objects concurrently (a bounded window: the next L0 key is known as soon
@@ -8,9 +7,7 @@
 //! while the chain is still being discovered by name), and applies them in
 //! order on a blocking thread:
 //!
-//! - every object is verified (header and file checksum by the decoder,
-//!   generation, page size, TXID contiguity, pre-apply checksum equal to the
-//!   replica's unless it is a snapshot, post-apply checksum);
+//! - every object is verified by the shared [`ObjectApplier`];
 //! - pages are written through the `sqlite_dbpage` virtual table inside one
 //!   SQLite write transaction on a dedicated connection, each object under a
 //!   savepoint, so a bad object is rolled back alone and the objects before
@@ -44,16 +41,16 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::verify::empty_position;
+use super::{ApplyError, Fetcher, ObjectApplier, PageSink, Progress, Started, SyncOptions, SyncSummary, walk_chain};
 use crate::checksum::page_hash;
-use crate::format::{
-    Compression, EncryptionKey, FormatError, HEADER_SIZE, Header, PageCodec, SegmentReader, read_segment_header,
-};
-use crate::ids::{Checksum, GenerationId, PageNo, TxId};
-use crate::layout::{Level, MANIFEST_KEY, l0_key, l1_key, snapshot_key};
-use crate::manifest::{ManifestError, read_manifest, read_snapshot_index};
-use crate::plan::{Base, Link, Plan, PlanError, ReplicaPosition, Target, plan};
-use crate::replica::{PendingPosition, ReplicaError, ReplicaState, STATE_FORMAT_VERSION, read_state, write_state};
-use crate::store::{GetOptions, Store, StoreError};
+use crate::format::{HEADER_SIZE, Header, read_segment_header};
+use crate::ids::{Checksum, PageNo, TxId};
+use crate::layout::MANIFEST_KEY;
+use crate::manifest::{read_manifest, read_snapshot_index};
+use crate::plan::{Base, Plan, ReplicaPosition, Target, plan};
+use crate::replica::{PendingPosition, ReplicaState, STATE_FORMAT_VERSION, read_state, write_state};
+use crate::store::{GetOptions, Store};
 
 /// Objects at most this large are held in memory between download and
 /// apply; larger ones are spooled to a temp file.
@@ -63,125 +60,6 @@ const MEMORY_OBJECT_LIMIT: u64 = 8 << 20;
 const MAX_PAGES_PER_COMMIT: usize = 1 << 20;
 /// Commit at least every this many objects.
 const MAX_OBJECTS_PER_COMMIT: usize = 4096;
-
-/// Errors of restore and sync. Each names the object key, TXID range or
-/// path involved.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ApplyError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// An object is corrupt, sealed with another key, or malformed.
-    #[error(transparent)]
-    Format(#[from] FormatError),
-    /// The manifest or snapshot index could not be read.
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// No chain reaches the target.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// The sidecar or lock failed.
-    #[error(transparent)]
-    Replica(#[from] ReplicaError),
-    /// The store has no manifest.
-    #[error("read {url}/{MANIFEST_KEY}: not found (is the store URL right, and has the primary replicated yet?)")]
-    NoManifest {
-        /// The store's URL.
-        url: String,
-    },
-    /// SQLite failed.
-    #[error("{op} {path}: {source}")]
-    Sqlite {
-        /// What was being done.
-        op: &'static str,
-        /// The database file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A local file operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// An object does not continue the replica's state.
-    #[error("apply {key} {range}: {reason}")]
-    Discontinuous {
-        /// The object.
-        key: String,
-        /// Its TXID range.
-        range: crate::format::TxRange,
-        /// What does not fit, with the replica's TXID.
-        reason: String,
-    },
-    /// The database after applying an object does not have the checksum the
-    /// object says; the object's writes were rolled back.
-    #[error("apply {key}: post-apply checksum mismatch (expected {expected}, computed {computed}); rolled back")]
-    PostChecksum {
-        /// The object.
-        key: String,
-        /// The checksum in the object's trailer.
-        expected: Checksum,
-        /// The checksum of the database after writing it.
-        computed: Checksum,
-    },
-    /// An object the chain needs is not in the store.
-    #[error(
-        "read {key}: not found: TXIDs [{from_txid}, {to_txid}] are not in the store (dropped by retention, or not uploaded yet)"
-    )]
-    Missing {
-        /// The key probed.
-        key: String,
-        /// First TXID missing.
-        from_txid: TxId,
-        /// Last TXID wanted.
-        to_txid: TxId,
-    },
-    /// The target TXID is inside a segment that covers several transactions.
-    #[error("reach TXID {target}: it is inside {key} {range}; the nearest reachable TXIDs are {before} and {after}")]
-    InsideSegment {
-        /// The target.
-        target: TxId,
-        /// The segment.
-        key: String,
-        /// Its range.
-        range: crate::format::TxRange,
-        /// The state before the segment.
-        before: TxId,
-        /// The state after it.
-        after: TxId,
-    },
-    /// The output exists and `--force` was not given.
-    #[error("restore to {path}: the file exists (pass --force to replace it)")]
-    Exists {
-        /// The output.
-        path: PathBuf,
-    },
-    /// `PRAGMA integrity_check` did not say ok.
-    #[error("check {path}: integrity check failed: {report}")]
-    Integrity {
-        /// The database.
-        path: PathBuf,
-        /// What SQLite reported.
-        report: String,
-    },
-    /// A background task failed.
-    #[error("{op}: {reason}")]
-    Task {
-        /// What was being done.
-        op: &'static str,
-        /// Why it failed.
-        reason: String,
-    },
-}
 
 impl ApplyError {
     fn sqlite(op: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> ApplyError + use<> {
@@ -193,91 +71,6 @@ impl ApplyError {
         let path = path.to_path_buf();
         move |source| ApplyError::Io { op, path, source }
     }
-}
-
-/// Progress after each object applied.
-#[derive(Clone, Copy, Debug)]
-pub struct Progress {
-    /// The TXID the replica reached (in the open transaction).
-    pub txid: TxId,
-    /// Objects applied so far.
-    pub objects: u64,
-    /// Bytes of objects applied so far.
-    pub bytes: u64,
-}
-
-/// A callback for progress reports.
-pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
-
-/// How to sync.
-#[derive(Clone)]
-pub struct SyncOptions {
-    /// The state to reach.
-    pub target: Target,
-    /// The encryption key, for encrypted stores.
-    pub key: Option<EncryptionKey>,
-    /// Objects fetched at once (at least 1).
-    pub concurrency: usize,
-    /// Keep the sidecar state beside the database (sync); a restore into a
-    /// new file does not.
-    pub keep_state: bool,
-    /// Only plan: fetch and apply nothing.
-    pub dry_run: bool,
-    /// Called after each object applied.
-    pub progress: Option<ProgressFn>,
-}
-
-impl Default for SyncOptions {
-    fn default() -> Self {
-        SyncOptions {
-            target: Target::Newest,
-            key: None,
-            concurrency: 8,
-            keep_state: true,
-            dry_run: false,
-            progress: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for SyncOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncOptions")
-            .field("target", &self.target)
-            .field("key", &self.key)
-            .field("concurrency", &self.concurrency)
-            .field("keep_state", &self.keep_state)
-            .field("dry_run", &self.dry_run)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What a sync or restore did.
-#[derive(Clone, Debug)]
-pub struct SyncSummary {
-    /// The generation now followed.
-    pub generation: GenerationId,
-    /// The TXID before (`None`: no usable position, bootstrapped).
-    pub from_txid: Option<TxId>,
-    /// The TXID reached.
-    pub to_txid: TxId,
-    /// The database's rolling checksum at `to_txid`.
-    pub checksum: Checksum,
-    /// Commit time of `to_txid`, milliseconds since the Unix epoch.
-    pub timestamp_ms: u64,
-    /// Objects applied.
-    pub objects: u64,
-    /// Bytes downloaded and applied.
-    pub bytes: u64,
-    /// Wall-clock seconds.
-    pub seconds: f64,
-    /// The newest TXID the manifest named.
-    pub manifest_newest: TxId,
-    /// The plan followed.
-    pub plan: Plan,
-    /// The primary's page 1 at `to_txid`, if this run wrote it (SQLite
-    /// restamps its change counter in the file; a restore puts it back).
-    pub page_one: Option<Vec<u8>>,
 }
 
 /// Brings the SQLite file `db` to `options.target` from `store`: the whole
@@ -323,7 +116,7 @@ pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Re
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || run_applier(&db, &plan, &options, &source, rx, &runtime))
     };
-    let driver = drive(store, plan.clone(), spool_dir, tx);
+    let driver = drive(store, &plan, spool_dir, tx);
     let (_, applied) = tokio::join!(driver, applier);
     let outcome = applied.map_err(|e| ApplyError::Task { op: "apply segments", reason: e.to_string() })??;
     summary.to_txid = outcome.position.txid;
@@ -561,16 +354,16 @@ enum Item {
     Failed(ApplyError),
 }
 
-/// An object whose header has arrived; the rest downloads in the background.
-struct Started {
-    header: Header,
-    size: u64,
-    body: JoinHandle<Result<Body, ApplyError>>,
-}
+/// A body downloading in the background.
+type Download = JoinHandle<Result<Body, ApplyError>>;
 
 /// Starts downloading `key`: waits for its header, then lets the body
 /// arrive in a background task. `None` if the object does not exist.
-async fn start_fetch(store: &Arc<dyn Store>, key: &str, spool_dir: &Path) -> Result<Option<Started>, ApplyError> {
+async fn start_fetch(
+    store: &Arc<dyn Store>,
+    key: &str,
+    spool_dir: &Path,
+) -> Result<Option<Started<Download>>, ApplyError> {
     let result = match store.get(key, GetOptions::default()).await {
         Ok(result) => result,
         Err(e) if e.is_not_found() => return Ok(None),
@@ -609,144 +402,38 @@ async fn start_fetch(store: &Arc<dyn Store>, key: &str, spool_dir: &Path) -> Res
     Ok(Some(Started { header, size, body }))
 }
 
-/// Walks the plan's chain by name and sends each object to the applier.
-/// Stops at the target, at the end of the chain, or on the first error
-/// (sent as [`Item::Failed`] after the objects before it).
-async fn drive(store: Arc<dyn Store>, plan: Plan, spool_dir: PathBuf, tx: mpsc::Sender<Item>) {
-    if let Err(e) = drive_inner(&store, &plan, &spool_dir, &tx).await {
-        let _ = tx.send(Item::Failed(e)).await;
+/// Downloads bodies on background tasks and sends them to the applier
+/// thread; the channel's capacity bounds how many are in flight.
+struct SpoolFetcher {
+    store: Arc<dyn Store>,
+    spool_dir: PathBuf,
+    tx: mpsc::Sender<Item>,
+}
+
+impl Fetcher for SpoolFetcher {
+    type Body = Download;
+
+    async fn start(&mut self, key: &str) -> Result<Option<Started<Download>>, ApplyError> {
+        start_fetch(&self.store, key, &self.spool_dir).await
+    }
+
+    async fn send(&mut self, key: String, started: Started<Download>) -> bool {
+        // A closed channel means the applier stopped on an error it reports.
+        self.tx.send(Item::Object { key, size: started.size, body: started.body }).await.is_ok()
+    }
+
+    fn discard(&mut self, body: Download) {
+        body.abort();
     }
 }
 
-async fn drive_inner(
-    store: &Arc<dyn Store>,
-    plan: &Plan,
-    spool_dir: &Path,
-    tx: &mpsc::Sender<Item>,
-) -> Result<(), ApplyError> {
-    let generation = plan.generation;
-    let target_txid = match plan.target {
-        Target::TxId(txid) => Some(txid),
-        _ => None,
-    };
-    let target_ms = match plan.target {
-        Target::Timestamp(ms) => Some(ms),
-        _ => None,
-    };
-    let send = |key: String, started: Started| async move {
-        // A closed channel means the applier stopped on an error it reports.
-        tx.send(Item::Object { key, size: started.size, body: started.body }).await.is_ok()
-    };
-    let mut position = match plan.base {
-        Base::Replica(position) => position.txid,
-        Base::Snapshot(snapshot) => {
-            let key = snapshot_key(generation, snapshot.txid);
-            let started = start_fetch(store, &key, spool_dir).await?.ok_or_else(|| ApplyError::Missing {
-                key: key.clone(),
-                from_txid: TxId(1),
-                to_txid: snapshot.txid,
-            })?;
-            if !started.header.flags.snapshot() || started.header.max_txid != snapshot.txid {
-                return Err(ApplyError::Discontinuous {
-                    key,
-                    range: started.header.range(),
-                    reason: format!("expected the snapshot at TXID {}", snapshot.txid),
-                });
-            }
-            if !send(key, started).await {
-                return Ok(());
-            }
-            snapshot.txid
-        }
-    };
-    if matches!(plan.target, Target::Snapshot(_)) || target_txid == Some(position) {
-        return Ok(());
-    }
-
-    let mut links: std::collections::VecDeque<Link> = plan.links.iter().cloned().collect();
-    while let Some(link) = links.pop_front() {
-        let (level, until) = match &link {
-            Link::Object { level, max_txid, .. } => (*level, Some(*max_txid)),
-            Link::L1 { until_txid, .. } => (Level::L1, Some(*until_txid)),
-            Link::L0 { .. } => (Level::L0, None),
-        };
-        loop {
-            if until.is_some_and(|until| position >= until) {
-                break;
-            }
-            let key = match (&link, level) {
-                (Link::Object { key, .. }, _) => key.clone(),
-                (_, Level::L1) => l1_key(generation, position.next()),
-                _ => l0_key(generation, position.next()),
-            };
-            let Some(started) = start_fetch(store, &key, spool_dir).await? else {
-                if level == Level::L0 {
-                    // The end of the log, unless an exact TXID is still ahead.
-                    return match target_txid {
-                        Some(target) if position < target => {
-                            Err(ApplyError::Missing { key, from_txid: position.next(), to_txid: target })
-                        }
-                        _ => Ok(()),
-                    };
-                }
-                return Err(ApplyError::Missing {
-                    key,
-                    from_txid: position.next(),
-                    to_txid: until.unwrap_or(position.next()),
-                });
-            };
-            let header = &started.header;
-            if header.generation != generation {
-                return Err(ApplyError::Discontinuous {
-                    key,
-                    range: header.range(),
-                    reason: format!("belongs to generation {}, not {generation}", header.generation),
-                });
-            }
-            let overshoots = target_txid.is_some_and(|t| header.max_txid > t)
-                || target_ms.is_some_and(|ms| header.timestamp_ms > ms);
-            if overshoots {
-                started.body.abort();
-                if level == Level::L1 {
-                    // A compacted object goes past the target: continue with
-                    // the finer L0 chain from here, if retention kept it.
-                    links.clear();
-                    links.push_back(Link::L0 { from_txid: position.next() });
-                    break;
-                }
-                return match target_txid {
-                    Some(target) => Err(ApplyError::InsideSegment {
-                        target,
-                        key,
-                        range: header.range(),
-                        before: TxId(header.min_txid.0.saturating_sub(1)),
-                        after: header.max_txid,
-                    }),
-                    // A timestamp target: the state before this object is
-                    // the newest at or before the time.
-                    None => Ok(()),
-                };
-            }
-            let max_txid = header.max_txid;
-            if !send(key, started).await {
-                return Ok(());
-            }
-            position = max_txid;
-            if target_txid == Some(position) {
-                return Ok(());
-            }
-            if matches!(link, Link::Object { .. }) {
-                break;
-            }
-        }
-    }
-    match target_txid {
-        Some(target) if position < target => Err(ApplyError::Missing {
-            key: l0_key(generation, position.next()),
-            from_txid: position.next(),
-            to_txid: target,
-        }),
-        _ => Ok(()),
+/// Walks the plan's chain by name and sends each object to the applier.
+/// Stops at the target, at the end of the chain, or on the first error
+/// (sent as [`Item::Failed`] after the objects before it).
+async fn drive(store: Arc<dyn Store>, plan: &Plan, spool_dir: PathBuf, tx: mpsc::Sender<Item>) {
+    let mut fetcher = SpoolFetcher { store, spool_dir, tx: tx.clone() };
+    if let Err(e) = walk_chain(&mut fetcher, plan).await {
+        let _ = tx.send(Item::Failed(e)).await;
     }
 }
 
@@ -782,7 +469,7 @@ fn run_applier(
             .block_on(body)
             .map_err(|e| ApplyError::Task { op: "download segment", reason: e.to_string() })
             .and_then(|body| body)
-            .and_then(|body| applier.apply_object(&key, body));
+            .and_then(|body| applier.objects.apply_object(&mut applier.sink, &key, body.into_reader()));
         let snapshot = match applied {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -792,11 +479,11 @@ fn run_applier(
                 return Err(error);
             }
         };
-        applier.objects += 1;
+        applier.count += 1;
         applier.bytes += size;
         objects_in_commit += 1;
         if let Some(progress) = &options.progress {
-            progress(&Progress { txid: applier.position.txid, objects: applier.objects, bytes: applier.bytes });
+            progress(&Progress { txid: applier.objects.position().txid, objects: applier.count, bytes: applier.bytes });
         }
         // Commit when nothing else is ready (so readers see progress while
         // downloads continue), after a snapshot (its page hashes need not be
@@ -804,7 +491,7 @@ fn run_applier(
         if snapshot
             || rx.is_empty()
             || objects_in_commit >= MAX_OBJECTS_PER_COMMIT
-            || applier.written.len() >= MAX_PAGES_PER_COMMIT
+            || applier.sink.written.len() >= MAX_PAGES_PER_COMMIT
         {
             applier.commit()?;
             objects_in_commit = 0;
@@ -812,10 +499,10 @@ fn run_applier(
     }
     applier.commit()?;
     Ok(Outcome {
-        position: applier.position,
-        objects: applier.objects,
+        position: applier.objects.position(),
+        objects: applier.count,
         bytes: applier.bytes,
-        page_one: applier.page_one.take(),
+        page_one: applier.sink.page_one.take(),
     })
 }
 
@@ -824,7 +511,7 @@ fn run_applier(
 /// after the failed object's rollback) is only logged.
 fn commit_before_failing(applier: &mut Applier) {
     if let Err(e) = applier.commit() {
-        tracing::warn!(db = %applier.db.display(), error = %e, "commit what was applied before the failure");
+        tracing::warn!(db = %applier.sink.db.display(), error = %e, "commit what was applied before the failure");
     }
 }
 
@@ -839,41 +526,68 @@ fn lock_byte_page(page_size: u32) -> u32 {
     (pending_byte as u32) / page_size + 1
 }
 
+/// The shared verifier over a SQLite sink, with the run's counters.
 struct Applier {
+    objects: ObjectApplier,
+    sink: SqliteSink,
+    count: u64,
+    bytes: u64,
+}
+
+impl Applier {
+    fn open(db: &Path, plan: &Plan, options: &SyncOptions, source: &str) -> Result<Applier, ApplyError> {
+        let sink = SqliteSink::open(db, plan, options, source)?;
+        let position = match plan.base {
+            Base::Replica(position) => position,
+            // Overwritten by the snapshot, whatever the file holds now.
+            Base::Snapshot(_) => empty_position(plan.generation),
+        };
+        let objects = ObjectApplier::new(plan.generation, options.key.as_ref(), sink.page_size, position, sink.size)?;
+        let mut applier = Applier { objects, sink, count: 0, bytes: 0 };
+        applier.sink.committed = position;
+        Ok(applier)
+    }
+
+    fn commit(&mut self) -> Result<(), ApplyError> {
+        self.sink.commit(self.objects.position())
+    }
+}
+
+/// Pages written through `sqlite_dbpage` into the replica, attached to an
+/// in-memory connection, inside one write transaction; each object under a
+/// savepoint. Keeps the sidecar state beside the file.
+struct SqliteSink {
     db: PathBuf,
     /// In-memory main database with the replica attached as `replica`.
     conn: Connection,
     /// Read-only connection: pages as last committed.
     reader: Connection,
-    codec: PageCodec,
     page_size: u32,
     /// SQLite's lock-byte page (see [`lock_byte_page`]): never written.
     lock_byte_page: u32,
     keep_state: bool,
     source: String,
-    /// Position after everything applied (committed or not).
-    position: ReplicaPosition,
     /// Position as last committed.
     committed: ReplicaPosition,
-    /// Database size in pages at `position`.
+    /// Database size in pages after every object kept.
     size: u32,
     /// Pages the file physically has in the open transaction.
     physical: u32,
+    /// `physical` when the open object began, for its rollback.
+    physical_before: u32,
     /// Hashes of pages written in the open transaction.
     written: HashMap<u32, u64>,
     in_transaction: bool,
-    objects: u64,
-    bytes: u64,
-    /// The primary's page 1 at `position`, once written by this run.
+    /// The primary's page 1 at the applied position, once written by this run.
     page_one: Option<Vec<u8>>,
-    /// Its hash term at `position` (from the sidecar, or `page_one`).
+    /// Its hash term at the applied position (from the sidecar, or `page_one`).
     page_one_hash: Option<u64>,
     /// Its hash term at `committed`.
     committed_page_one_hash: Option<u64>,
 }
 
-impl Applier {
-    fn open(db: &Path, plan: &Plan, options: &SyncOptions, source: &str) -> Result<Applier, ApplyError> {
+impl SqliteSink {
+    fn open(db: &Path, plan: &Plan, options: &SyncOptions, source: &str) -> Result<SqliteSink, ApplyError> {
         let conn = Connection::open_in_memory().map_err(ApplyError::sqlite("open", db))?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(ApplyError::sqlite("configure", db))?;
         let db_text = db.to_str().ok_or_else(|| ApplyError::Io {
@@ -915,38 +629,24 @@ impl Applier {
         reader.busy_timeout(std::time::Duration::from_secs(30)).map_err(ApplyError::sqlite("configure", db))?;
         let size: u32 =
             reader.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(ApplyError::sqlite("read", db))?;
-        let position = match plan.base {
-            Base::Replica(position) => position,
-            // Overwritten by the snapshot, whatever the file holds now.
-            Base::Snapshot(_) => ReplicaPosition {
-                generation: plan.generation,
-                txid: TxId::ZERO,
-                checksum: Checksum::EMPTY,
-                timestamp_ms: 0,
-            },
-        };
-        let codec = PageCodec::new(plan.generation, options.key.as_ref(), Compression::default())?;
         let page_one_hash = match plan.base {
             Base::Replica(_) if options.keep_state => read_state(db)?.and_then(|s| s.page_one_hash).map(|c| c.0),
             _ => None,
         };
-        Ok(Applier {
+        Ok(SqliteSink {
             db: db.to_path_buf(),
             conn,
             reader,
-            codec,
             page_size,
             lock_byte_page: lock_byte_page(page_size),
             keep_state: options.keep_state,
             source: source.to_string(),
-            position,
-            committed: position,
+            committed: empty_position(plan.generation),
             size,
             physical: size,
+            physical_before: size,
             written: HashMap::new(),
             in_transaction: false,
-            objects: 0,
-            bytes: 0,
             page_one: None,
             page_one_hash,
             committed_page_one_hash: page_one_hash,
@@ -957,189 +657,9 @@ impl Applier {
         ApplyError::sqlite(op, &self.db)
     }
 
-    /// The hash of page `pgno` as the open transaction sees it.
-    fn old_hash(&self, pgno: u32) -> Result<u64, ApplyError> {
-        if let Some(hash) = self.written.get(&pgno) {
-            return Ok(*hash);
-        }
-        if pgno == 1
-            && let Some(hash) = self.page_one_hash
-        {
-            // The file's page 1 carries SQLite's own stamps, not the primary's.
-            return Ok(hash);
-        }
-        let data: Option<Vec<u8>> = self
-            .reader
-            .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
-            .and_then(|mut s| s.query_row([pgno], |r| r.get(0)).optional())
-            .map_err(self.sql("read"))?;
-        let data = data.ok_or_else(|| ApplyError::Io {
-            op: "read page of",
-            path: self.db.clone(),
-            source: std::io::Error::other(format!("page {pgno} is missing (the file is shorter than recorded)")),
-        })?;
-        Ok(page_hash(PageNo(pgno), &data))
-    }
-
-    fn write_page(&mut self, pgno: u32, page: &[u8]) -> Result<(), ApplyError> {
-        self.conn
-            .prepare_cached("INSERT INTO sqlite_dbpage(pgno, data, schema) VALUES (?1, ?2, 'replica')")
-            .and_then(|mut s| s.execute(params![pgno, page]))
-            .map_err(self.sql("write page to"))?;
-        self.physical = self.physical.max(pgno);
-        Ok(())
-    }
-
-    /// Applies one object under a savepoint; returns whether it was a
-    /// snapshot. On error the object's writes are rolled back.
-    fn apply_object(&mut self, key: &str, body: Body) -> Result<bool, ApplyError> {
-        let mut reader = SegmentReader::open(key, body.into_reader())?;
-        let header = reader.header().clone();
-        let range = header.range();
-        let snapshot = header.flags.snapshot();
-        let discontinuous = |reason: String| ApplyError::Discontinuous { key: key.to_string(), range, reason };
-        if header.generation != self.position.generation {
-            return Err(discontinuous(format!(
-                "belongs to generation {}, the replica follows {}",
-                header.generation, self.position.generation
-            )));
-        }
-        if header.page_size != self.page_size {
-            return Err(discontinuous(format!("page size {} != the replica's {}", header.page_size, self.page_size)));
-        }
-        if header.commit == 0 {
-            return Err(discontinuous("commit is 0 pages: a SQLite database has at least one".into()));
-        }
-        if !snapshot {
-            let at = self.position.txid;
-            if header.min_txid.0 > at.0 + 1 {
-                return Err(discontinuous(format!("the replica is at TXID {at}: TXIDs after it are missing")));
-            }
-            if header.max_txid <= at {
-                return Err(discontinuous(format!("the replica is already at TXID {at}")));
-            }
-            if header.min_txid.0 == at.0 + 1 && header.pre_apply_checksum != self.position.checksum {
-                return Err(discontinuous(format!(
-                    "pre-apply checksum {} != the replica's {} at TXID {at}",
-                    header.pre_apply_checksum, self.position.checksum
-                )));
-            }
-        }
-        if !self.in_transaction {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql("begin a transaction on"))?;
-            self.in_transaction = true;
-        }
-        self.conn.execute_batch("SAVEPOINT segment").map_err(self.sql("open a savepoint on"))?;
-        let physical_before = self.physical;
-        let mut staged = Vec::new();
-        let mut page_one = None;
-        match self.write_object(key, &header, &mut reader, &mut staged, &mut page_one) {
-            Ok(checksum) => {
-                self.conn.execute_batch("RELEASE segment").map_err(self.sql("release a savepoint on"))?;
-                if let Some(page) = page_one {
-                    self.page_one_hash = Some(page_hash(PageNo(1), &page));
-                    self.page_one = Some(page);
-                }
-                self.written.extend(staged);
-                self.size = header.commit;
-                self.position = ReplicaPosition {
-                    generation: header.generation,
-                    txid: header.max_txid,
-                    checksum,
-                    timestamp_ms: header.timestamp_ms,
-                };
-                Ok(snapshot)
-            }
-            Err(error) => {
-                self.conn
-                    .execute_batch("ROLLBACK TO segment; RELEASE segment")
-                    .map_err(self.sql("roll back a savepoint on"))?;
-                self.physical = physical_before;
-                Err(error)
-            }
-        }
-    }
-
-    fn write_object<R: Read>(
-        &mut self,
-        key: &str,
-        header: &Header,
-        reader: &mut SegmentReader<R>,
-        staged: &mut Vec<(u32, u64)>,
-        written_page_one: &mut Option<Vec<u8>>,
-    ) -> Result<Checksum, ApplyError> {
-        let snapshot = header.flags.snapshot();
-        let old_size = if snapshot { 0 } else { self.size };
-        let mut checksum = if snapshot { Checksum::EMPTY } else { self.position.checksum };
-        let mut page = vec![0u8; self.page_size as usize];
-        let mut page_one: Option<Vec<u8>> = None;
-        let mut grown = 0u32;
-        while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
-            let new_hash = page_hash(pgno, &page);
-            if pgno.0 <= old_size {
-                checksum = checksum.replace_hash(self.old_hash(pgno.0)?, new_hash);
-            } else {
-                grown += 1;
-                checksum = Checksum(checksum.0 ^ new_hash);
-            }
-            // Page 1 (the schema's root and the header) goes last, so the
-            // database is consistent whenever it changes.
-            if pgno.0 == 1 {
-                page_one = Some(page.clone());
-            } else if pgno.0 == self.lock_byte_page {
-                // Counted (as the zeros it reads as) but never written:
-                // SQLite refuses writes to it.
-                if page.iter().any(|&b| b != 0) {
-                    return Err(ApplyError::Discontinuous {
-                        key: key.to_string(),
-                        range: header.range(),
-                        reason: format!(
-                            "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
-                            pgno.0
-                        ),
-                    });
-                }
-            } else {
-                self.write_page(pgno.0, &page)?;
-            }
-            staged.push((pgno.0, new_hash));
-        }
-        let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
-            object: key.to_string(),
-            offset: 0,
-            expected: "the trailer",
-        })?;
-        if let Some(page) = page_one {
-            self.write_page(1, &page)?;
-            *written_page_one = Some(page);
-        }
-        if header.commit < old_size {
-            for pgno in header.commit + 1..=old_size {
-                checksum = Checksum(checksum.0 ^ self.old_hash(pgno)?);
-            }
-        } else if !snapshot && grown != header.commit - old_size {
-            return Err(ApplyError::Discontinuous {
-                key: key.to_string(),
-                range: header.range(),
-                reason: format!(
-                    "the database grows from {old_size} to {} pages but the segment holds {grown} of the new pages",
-                    header.commit
-                ),
-            });
-        }
-        if checksum != trailer.post_apply_checksum {
-            return Err(ApplyError::PostChecksum {
-                key: key.to_string(),
-                expected: trailer.post_apply_checksum,
-                computed: checksum,
-            });
-        }
-        Ok(checksum)
-    }
-
     /// Sets the size, records the pending position, commits, and writes the
     /// sidecar.
-    fn commit(&mut self) -> Result<(), ApplyError> {
+    fn commit(&mut self, position: ReplicaPosition) -> Result<(), ApplyError> {
         if !self.in_transaction {
             return Ok(());
         }
@@ -1155,16 +675,16 @@ impl Applier {
             let mut state = self.state(self.committed);
             state.page_one_hash = self.committed_page_one_hash.map(Checksum);
             state.pending = Some(PendingPosition {
-                txid: self.position.txid,
-                checksum: self.position.checksum,
-                timestamp_ms: self.position.timestamp_ms,
+                txid: position.txid,
+                checksum: position.checksum,
+                timestamp_ms: position.timestamp_ms,
                 page_one_hash: self.page_one_hash.map(Checksum),
             });
-            if self.committed.generation != self.position.generation || self.committed.txid == TxId::ZERO {
+            if self.committed.generation != position.generation || self.committed.txid == TxId::ZERO {
                 // No trustworthy earlier position: a crash now must bootstrap
                 // unless the commit happened.
-                state.generation = self.position.generation;
-                state.checksum = Checksum(!self.position.checksum.0);
+                state.generation = position.generation;
+                state.checksum = Checksum(!position.checksum.0);
             }
             write_state(&self.db, &state)?;
         }
@@ -1172,12 +692,12 @@ impl Applier {
         self.in_transaction = false;
         self.written.clear();
         self.physical = self.size;
-        self.committed = self.position;
+        self.committed = position;
         self.committed_page_one_hash = self.page_one_hash;
         if self.keep_state {
-            write_state(&self.db, &self.state(self.position))?;
+            write_state(&self.db, &self.state(position))?;
         }
-        tracing::debug!(db = %self.db.display(), txid = %self.position.txid, "committed");
+        tracing::debug!(db = %self.db.display(), txid = %position.txid, "committed");
         Ok(())
     }
 
@@ -1197,7 +717,79 @@ impl Applier {
     }
 }
 
-impl Drop for Applier {
+impl PageSink for SqliteSink {
+    fn page_hash(&mut self, pgno: PageNo) -> Result<u64, ApplyError> {
+        if let Some(hash) = self.written.get(&pgno.0) {
+            return Ok(*hash);
+        }
+        if pgno.0 == 1
+            && let Some(hash) = self.page_one_hash
+        {
+            // The file's page 1 carries SQLite's own stamps, not the primary's.
+            return Ok(hash);
+        }
+        let data: Option<Vec<u8>> = self
+            .reader
+            .prepare_cached("SELECT data FROM sqlite_dbpage WHERE pgno = ?1")
+            .and_then(|mut s| s.query_row([pgno.0], |r| r.get(0)).optional())
+            .map_err(self.sql("read"))?;
+        let data = data.ok_or_else(|| ApplyError::Io {
+            op: "read page of",
+            path: self.db.clone(),
+            source: std::io::Error::other(format!("page {pgno} is missing (the file is shorter than recorded)")),
+        })?;
+        Ok(page_hash(pgno, &data))
+    }
+
+    fn begin_object(&mut self, _key: &str, _header: &Header) -> Result<(), ApplyError> {
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql("begin a transaction on"))?;
+            self.in_transaction = true;
+        }
+        self.conn.execute_batch("SAVEPOINT segment").map_err(self.sql("open a savepoint on"))?;
+        self.physical_before = self.physical;
+        Ok(())
+    }
+
+    fn write_page(&mut self, pgno: PageNo, page: &[u8]) -> Result<(), ApplyError> {
+        self.conn
+            .prepare_cached("INSERT INTO sqlite_dbpage(pgno, data, schema) VALUES (?1, ?2, 'replica')")
+            .and_then(|mut s| s.execute(params![pgno.0, page]))
+            .map_err(self.sql("write page to"))?;
+        self.physical = self.physical.max(pgno.0);
+        Ok(())
+    }
+
+    fn finish_object(
+        &mut self,
+        header: &Header,
+        written: Vec<(u32, u64)>,
+        page_one: Option<Vec<u8>>,
+    ) -> Result<(), ApplyError> {
+        self.conn.execute_batch("RELEASE segment").map_err(self.sql("release a savepoint on"))?;
+        if let Some(page) = page_one {
+            self.page_one_hash = Some(page_hash(PageNo(1), &page));
+            self.page_one = Some(page);
+        }
+        self.written.extend(written);
+        self.size = header.commit;
+        Ok(())
+    }
+
+    fn rollback_object(&mut self) -> Result<(), ApplyError> {
+        self.conn
+            .execute_batch("ROLLBACK TO segment; RELEASE segment")
+            .map_err(self.sql("roll back a savepoint on"))?;
+        self.physical = self.physical_before;
+        Ok(())
+    }
+
+    fn lock_byte_page(&self) -> u32 {
+        self.lock_byte_page
+    }
+}
+
+impl Drop for SqliteSink {
     fn drop(&mut self) {
         if self.in_transaction {
             // An error path left the transaction open: nothing in it was

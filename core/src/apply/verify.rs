@@ -1,0 +1,258 @@
+//! Verifying one object and writing its pages: the checks every reader
+//! makes, whatever holds its database. Only the [`PageSink`] differs (a
+//! SQLite file through `sqlite_dbpage`, or a byte buffer in memory).
+
+use std::io::Read;
+
+use super::ApplyError;
+use crate::checksum::page_hash;
+use crate::format::{Compression, EncryptionKey, FormatError, Header, PageCodec, SegmentReader};
+use crate::ids::{Checksum, GenerationId, PageNo, TxId};
+use crate::plan::ReplicaPosition;
+
+/// Where an object's pages land. Writes of one object are kept or undone
+/// together: between [`PageSink::begin_object`] and either
+/// [`PageSink::finish_object`] or [`PageSink::rollback_object`].
+pub trait PageSink {
+    /// The hash term ([`page_hash`]) of page `pgno` in the state the open
+    /// object builds on: every object kept so far, committed or not. Called
+    /// only for pages within the database's current size.
+    fn page_hash(&mut self, pgno: PageNo) -> Result<u64, ApplyError>;
+
+    /// Starts object `key`, whose header passed the continuity checks.
+    /// Refuses it (for example past a size limit) before anything is written.
+    fn begin_object(&mut self, key: &str, header: &Header) -> Result<(), ApplyError>;
+
+    /// Writes one page image of the database's page size. Page 1 comes
+    /// last in each object, so the database is consistent whenever it changes.
+    fn write_page(&mut self, pgno: PageNo, page: &[u8]) -> Result<(), ApplyError>;
+
+    /// The object verified: keep its writes. The database now has
+    /// `header.commit` pages; `written` holds the hash of every page written,
+    /// `page_one` the image of page 1 if it was written.
+    fn finish_object(
+        &mut self,
+        header: &Header,
+        written: Vec<(u32, u64)>,
+        page_one: Option<Vec<u8>>,
+    ) -> Result<(), ApplyError>;
+
+    /// The object failed: undo every write since [`PageSink::begin_object`].
+    fn rollback_object(&mut self) -> Result<(), ApplyError>;
+
+    /// SQLite's lock-byte page (the page holding byte offset `PENDING_BYTE`,
+    /// 1 GiB by default) for this database's page size: it holds no data and
+    /// reads as zeros, so it is checked to be zeros, counted in the checksum,
+    /// and never written (SQLite refuses writes to it through `sqlite_dbpage`).
+    fn lock_byte_page(&self) -> u32;
+}
+
+/// SQLite's default `PENDING_BYTE`: where its file locks live (1 GiB).
+pub(crate) const DEFAULT_PENDING_BYTE: u64 = 0x4000_0000;
+
+/// Applies a chain's objects one after another to a [`PageSink`], tracking
+/// the position (TXID, rolling checksum) and size the sink's database has.
+pub struct ObjectApplier {
+    codec: PageCodec,
+    page_size: u32,
+    position: ReplicaPosition,
+    size: u32,
+}
+
+impl std::fmt::Debug for ObjectApplier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectApplier")
+            .field("page_size", &self.page_size)
+            .field("position", &self.position)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectApplier {
+    /// An applier for a database of `size` pages of `page_size` bytes at
+    /// `position` (TXID zero with the empty checksum before a snapshot),
+    /// opening objects of `generation` with `key`.
+    pub fn new(
+        generation: GenerationId,
+        key: Option<&EncryptionKey>,
+        page_size: u32,
+        position: ReplicaPosition,
+        size: u32,
+    ) -> Result<ObjectApplier, ApplyError> {
+        let codec = PageCodec::new(generation, key, Compression::default())?;
+        Ok(ObjectApplier { codec, page_size, position, size })
+    }
+
+    /// The position after every object applied so far.
+    pub fn position(&self) -> ReplicaPosition {
+        self.position
+    }
+
+    /// The database's size in pages at [`ObjectApplier::position`].
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The page size in bytes.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// Verifies object `key` read from `body` and writes it to `sink`;
+    /// returns whether it was a snapshot. On error nothing of it is kept
+    /// (the sink rolled it back) and the position is unchanged.
+    pub fn apply_object<S: PageSink + ?Sized, R: Read>(
+        &mut self,
+        sink: &mut S,
+        key: &str,
+        body: R,
+    ) -> Result<bool, ApplyError> {
+        let mut reader = SegmentReader::open(key, body)?;
+        let header = reader.header().clone();
+        self.check_continuity(key, &header)?;
+        sink.begin_object(key, &header)?;
+        let mut staged = Vec::new();
+        let mut page_one = None;
+        match self.write_object(sink, key, &header, &mut reader, &mut staged, &mut page_one) {
+            Ok(checksum) => {
+                sink.finish_object(&header, staged, page_one)?;
+                self.size = header.commit;
+                self.position = ReplicaPosition {
+                    generation: header.generation,
+                    txid: header.max_txid,
+                    checksum,
+                    timestamp_ms: header.timestamp_ms,
+                };
+                Ok(header.flags.snapshot())
+            }
+            Err(error) => {
+                sink.rollback_object()?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks that `header` continues the position: same generation and
+    /// page size, contiguous TXIDs, matching pre-apply checksum (snapshots
+    /// replace everything and need none of that but the generation).
+    fn check_continuity(&self, key: &str, header: &Header) -> Result<(), ApplyError> {
+        let range = header.range();
+        let discontinuous = |reason: String| ApplyError::Discontinuous { key: key.to_string(), range, reason };
+        if header.generation != self.position.generation {
+            return Err(discontinuous(format!(
+                "belongs to generation {}, the replica follows {}",
+                header.generation, self.position.generation
+            )));
+        }
+        if header.page_size != self.page_size {
+            return Err(discontinuous(format!("page size {} != the replica's {}", header.page_size, self.page_size)));
+        }
+        if header.commit == 0 {
+            return Err(discontinuous("commit is 0 pages: a SQLite database has at least one".into()));
+        }
+        if !header.flags.snapshot() {
+            let at = self.position.txid;
+            if header.min_txid.0 > at.0 + 1 {
+                return Err(discontinuous(format!("the replica is at TXID {at}: TXIDs after it are missing")));
+            }
+            if header.max_txid <= at {
+                return Err(discontinuous(format!("the replica is already at TXID {at}")));
+            }
+            if header.min_txid.0 == at.0 + 1 && header.pre_apply_checksum != self.position.checksum {
+                return Err(discontinuous(format!(
+                    "pre-apply checksum {} != the replica's {} at TXID {at}",
+                    header.pre_apply_checksum, self.position.checksum
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the object's pages, page 1 last, and returns the post-apply
+    /// checksum once it matched the trailer's.
+    fn write_object<S: PageSink + ?Sized, R: Read>(
+        &mut self,
+        sink: &mut S,
+        key: &str,
+        header: &Header,
+        reader: &mut SegmentReader<R>,
+        staged: &mut Vec<(u32, u64)>,
+        written_page_one: &mut Option<Vec<u8>>,
+    ) -> Result<Checksum, ApplyError> {
+        let snapshot = header.flags.snapshot();
+        let old_size = if snapshot { 0 } else { self.size };
+        let mut checksum = if snapshot { Checksum::EMPTY } else { self.position.checksum };
+        let mut page = vec![0u8; self.page_size as usize];
+        let mut page_one: Option<Vec<u8>> = None;
+        let mut grown = 0u32;
+        let lock_byte_page = sink.lock_byte_page();
+        while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
+            let new_hash = page_hash(pgno, &page);
+            if pgno.0 <= old_size {
+                checksum = checksum.replace_hash(sink.page_hash(pgno)?, new_hash);
+            } else {
+                grown += 1;
+                checksum = Checksum(checksum.0 ^ new_hash);
+            }
+            // Page 1 (the schema's root and the header) goes last, so the
+            // database is consistent whenever it changes.
+            if pgno.0 == 1 {
+                page_one = Some(page.clone());
+            } else if pgno.0 == lock_byte_page {
+                // Counted (as the zeros it reads as) but never written:
+                // SQLite refuses writes to it.
+                if page.iter().any(|&b| b != 0) {
+                    return Err(ApplyError::Discontinuous {
+                        key: key.to_string(),
+                        range: header.range(),
+                        reason: format!(
+                            "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
+                            pgno.0
+                        ),
+                    });
+                }
+            } else {
+                sink.write_page(pgno, &page)?;
+            }
+            staged.push((pgno.0, new_hash));
+        }
+        let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
+            object: key.to_string(),
+            offset: 0,
+            expected: "the trailer",
+        })?;
+        if let Some(page) = page_one {
+            sink.write_page(PageNo(1), &page)?;
+            *written_page_one = Some(page);
+        }
+        if header.commit < old_size {
+            for pgno in header.commit + 1..=old_size {
+                checksum = Checksum(checksum.0 ^ sink.page_hash(PageNo(pgno))?);
+            }
+        } else if !snapshot && grown != header.commit - old_size {
+            return Err(ApplyError::Discontinuous {
+                key: key.to_string(),
+                range: header.range(),
+                reason: format!(
+                    "the database grows from {old_size} to {} pages but the segment holds {grown} of the new pages",
+                    header.commit
+                ),
+            });
+        }
+        if checksum != trailer.post_apply_checksum {
+            return Err(ApplyError::PostChecksum {
+                key: key.to_string(),
+                expected: trailer.post_apply_checksum,
+                computed: checksum,
+            });
+        }
+        Ok(checksum)
+    }
+}
+
+/// The position of a database before anything is applied (a snapshot
+/// replaces whatever it holds).
+pub(crate) fn empty_position(generation: GenerationId) -> ReplicaPosition {
+    ReplicaPosition { generation, txid: TxId::ZERO, checksum: Checksum::EMPTY, timestamp_ms: 0 }
+}

@@ -1,0 +1,31 @@
+//! Distributary's edge reader in WebAssembly: a live, read-only replica of a
+//! Distributary store held in wasm memory, for web pages, Cloudflare Workers
+//! and Node services, queried locally with SQLite compiled to wasm.
+//!
+//! Nothing here re-implements the log: the format, the plan, the chain walk
+//! and the verified apply are `distributary-core`'s (`apply::download` and
+//! `apply::Downloaded::apply` over a `MemoryDatabase`), so every object is
+//! checked exactly as the native `edge-reader sync` checks it and a bad
+//! object is refused with the same message.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | `replica` | `EdgeReplica`, the JavaScript API: `open`, `sync`, `query`, `txid`, `export` |
+//! | `fetch` | a read-only `Store` over the host's `fetch` (browsers, Node, workerd) |
+//! | `sqlite` | SQLite reading the image in place (`sqlite3_deserialize`, read-only) and rows as JavaScript values |
+//!
+//! On native targets the crate is empty: it exists for `wasm32-unknown-unknown`
+//! (built by `scripts/build-wasm.sh` into an npm package).
+#![deny(missing_docs)]
+
+#[cfg(target_arch = "wasm32")]
+mod fetch;
+#[cfg(target_arch = "wasm32")]
+mod replica;
+#[cfg(target_arch = "wasm32")]
+mod sqlite;
+
+#[cfg(target_arch = "wasm32")]
+pub use replica::EdgeReplica;

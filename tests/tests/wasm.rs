@@ -1,0 +1,323 @@
+//! The wasm edge reader (`edge-wasm`, built by scripts/build-wasm.sh) against
+//! a store written by `distributary replicate` and served over loopback
+//! HTTP: in Node, in headless Chromium (the page of examples/browser) and in
+//! workerd (the Worker of examples/worker). Each opens a replica, queries
+//! it, sees the primary's next writes after a sync, and Node refuses a
+//! corrupt object with the native `edge-reader sync`'s own message.
+//!
+//! Needs what scripts/setup.sh installs: clang and the wasm32 target (the
+//! build), node and npm (edge-wasm/js: binaryen, playwright-core, workerd)
+//! and Debian's chromium.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use distributary_tests::bins::binary;
+use distributary_tests::chain::database_checksum;
+use distributary_tests::static_files::StaticServer;
+use serde_json::Value;
+
+const COUNT_SQL: &str = "SELECT count(*) AS n, max(id) AS last FROM events";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace folder").to_path_buf()
+}
+
+/// The npm package, built once per test process into the target folder.
+fn package() -> &'static Path {
+    static PACKAGE: OnceLock<PathBuf> = OnceLock::new();
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _guard = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    PACKAGE.get_or_init(|| {
+        // Tests run from target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let target = exe.ancestors().nth(3).expect("target/<profile>/deps/<test>").to_path_buf();
+        let out = target.join("edge-wasm-pkg");
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/build-wasm.sh"))
+            .arg(&out)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run scripts/build-wasm.sh");
+        assert!(
+            status.success(),
+            "scripts/build-wasm.sh failed (run scripts/setup.sh for clang, npm and the wasm32 target)"
+        );
+        out
+    })
+}
+
+fn tools() -> PathBuf {
+    workspace().join("edge-wasm/js")
+}
+
+/// A WAL-mode primary with an `events` table, replicated to a folder store.
+struct Primary {
+    dir: tempfile::TempDir,
+    next: i64,
+}
+
+impl Primary {
+    fn new(rows: i64) -> Primary {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
+        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        connection.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)").unwrap();
+        drop(connection);
+        let mut primary = Primary { dir, next: 1 };
+        primary.write(rows);
+        primary
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("app.db")
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn store_url(&self) -> String {
+        format!("file://{}", self.store().display())
+    }
+
+    /// Commits `rows` inserts (one transaction each) and ships them.
+    fn write(&mut self, rows: i64) {
+        let connection = rusqlite::Connection::open(self.db()).unwrap();
+        for _ in 0..rows {
+            connection
+                .execute("INSERT INTO events (id, body) VALUES (?1, ?2)", rusqlite::params![self.next, "x".repeat(200)])
+                .unwrap();
+            self.next += 1;
+        }
+        drop(connection);
+        let output = Command::new(binary("distributary", "distributary"))
+            .args(["replicate", "--once"])
+            .arg(self.db())
+            .arg(self.store_url())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "replicate --once failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// The newest L0 segment in the store.
+    fn newest_l0(&self) -> PathBuf {
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(self.store())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path().join("l0")))
+            .filter(|p| p.is_dir())
+            .flat_map(|l0| std::fs::read_dir(l0).unwrap().map(|e| e.unwrap().path()))
+            .collect();
+        segments.sort();
+        segments.pop().expect("an L0 segment in the store")
+    }
+}
+
+/// A node script that prints one JSON line per step; "sync" on its stdin
+/// starts the next.
+struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    fn spawn(script: &str, args: &[&str]) -> Driver {
+        let mut child = Command::new("node")
+            .arg(tools().join("test").join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run node (install nodejs: scripts/setup.sh)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Driver { child, stdin, stdout }
+    }
+
+    fn line(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the node script exited early (its stderr is above)");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    fn sync(&mut self) -> Value {
+        writeln!(self.stdin, "sync").unwrap();
+        self.stdin.flush().unwrap();
+        self.line()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count(result: &Value) -> i64 {
+    result["rows"][0]["n"].as_i64().unwrap_or_else(|| panic!("no row count in {result}"))
+}
+
+fn txid(result: &Value) -> u64 {
+    result["txid"].as_u64().unwrap_or_else(|| panic!("no TXID in {result}"))
+}
+
+/// Native `edge-reader sync` of `db` from `store_url`: its error message
+/// without the CLI's context, or `None` on success.
+fn native_sync(db: &Path, store_url: &str) -> Option<String> {
+    let output = Command::new(binary("edge-reader", "edge-reader"))
+        .args(["sync", "--source", store_url, "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        return None;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let context = format!("edge-reader: sync {} from {store_url}: ", db.display());
+    let line = stderr.lines().find(|l| l.starts_with(&context)).unwrap_or_else(|| panic!("unexpected: {stderr}"));
+    Some(line[context.len()..].to_string())
+}
+
+#[test]
+fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
+    let package = package();
+    let mut primary = Primary::new(20);
+    let server = StaticServer::start(vec![("/store".into(), primary.store())]);
+    let url = format!("{}/store", server.url());
+    let mut node = Driver::spawn("node.mjs", &[package.to_str().unwrap(), &url, COUNT_SQL]);
+
+    let opened = node.line();
+    assert_eq!(opened["error"], Value::Null, "{opened}");
+    assert_eq!(count(&opened), 20);
+    let first = txid(&opened);
+    assert!(first >= 1);
+    // Same bytes as the primary: the rolling checksum matches.
+    assert_eq!(opened["checksum"], database_checksum(&primary.db()).unwrap().to_string());
+
+    primary.write(5);
+    let synced = node.sync();
+    assert_eq!(synced["error"], Value::Null, "{synced}");
+    assert_eq!(count(&synced), 25);
+    assert_eq!(synced["rows"][0]["last"], 25);
+    let second = txid(&synced);
+    assert!(second > first, "TXID {second} after {first}");
+    assert_eq!(synced["checksum"], database_checksum(&primary.db()).unwrap().to_string());
+
+    // A native replica at the same point, then one corrupt object for both.
+    let native = primary.dir.path().join("replica.db");
+    assert_eq!(native_sync(&native, &primary.store_url()), None);
+    primary.write(1);
+    let segment = primary.newest_l0();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // The last byte is the file checksum's: every platform reports the same
+    // check (a flipped payload byte reaches zstd first, whose wording for
+    // corrupt input differs between its x86-64 assembly and portable C).
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    let native_error = native_sync(&native, &primary.store_url()).expect("native sync refuses the corrupt object");
+    assert!(native_error.contains("file checksum mismatch"), "{native_error}");
+
+    let refused = node.sync();
+    let message = refused["error"].as_str().unwrap_or_else(|| panic!("wasm sync accepted a corrupt object: {refused}"));
+    let context = format!("sync replica from {url}: ");
+    assert_eq!(message.strip_prefix(&context), Some(native_error.as_str()), "wasm: {message}\nnative: {native_error}");
+    // The last good state stays readable.
+    assert_eq!(txid(&refused), second);
+    assert_eq!(count(&refused), 25);
+}
+
+#[test]
+fn chromium_renders_the_example_page_and_syncs() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} not found: apt-get install chromium (scripts/setup.sh)");
+    let package = package();
+    let mut primary = Primary::new(20);
+    let server = StaticServer::start(vec![
+        ("/".into(), workspace().join("examples/browser")),
+        ("/pkg".into(), package.to_path_buf()),
+        ("/store".into(), primary.store()),
+    ]);
+    let page = format!("{}/?store=/store&sql=SELECT%20count(*)%20AS%20n%20FROM%20events", server.url());
+    let mut browser = Driver::spawn("chromium.mjs", &[&page]);
+
+    let opened = browser.line();
+    assert_eq!(opened["error"], Value::Null, "{opened}");
+    assert_eq!(count(&opened), 20);
+    assert_eq!(opened["cells"], serde_json::json!(["20"]), "the rendered table");
+    let first = txid(&opened);
+
+    primary.write(3);
+    let synced = browser.sync();
+    assert_eq!(synced["error"], Value::Null, "{synced}");
+    assert_eq!(count(&synced), 23);
+    assert_eq!(synced["cells"], serde_json::json!(["23"]));
+    assert!(txid(&synced) > first);
+}
+
+/// A GET through node's fetch (no HTTP client in this crate).
+fn get(url: &str) -> Option<Value> {
+    let output = Command::new("node")
+        .args(["-e", "fetch(process.argv[1]).then(r => r.text()).then(t => process.stdout.write(t))", url])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+#[test]
+fn workerd_runs_the_example_worker() {
+    let package = package();
+    let mut primary = Primary::new(20);
+    let server = StaticServer::start(vec![("/store".into(), primary.store())]);
+    // The example's config embeds ./worker.js and ./pkg: assemble them.
+    let site = tempfile::tempdir().unwrap();
+    for file in ["worker.js", "config.capnp"] {
+        std::fs::copy(workspace().join("examples/worker").join(file), site.path().join(file)).unwrap();
+    }
+    std::fs::create_dir(site.path().join("pkg")).unwrap();
+    for entry in std::fs::read_dir(package).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, site.path().join("pkg").join(path.file_name().unwrap())).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut workerd = Command::new(tools().join("node_modules/.bin/workerd"))
+        .args(["serve", "config.capnp", "--socket-addr", &format!("http=127.0.0.1:{port}")])
+        .current_dir(site.path())
+        .env("STORE_URL", format!("{}/store", server.url()))
+        .env("ENCRYPTION_KEY", "")
+        .spawn()
+        .expect("run workerd (npm ci in edge-wasm/js: scripts/setup.sh)");
+    let query = format!("http://127.0.0.1:{port}/?sql=SELECT%20count(*)%20AS%20n%20FROM%20events");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(answer) = get(&query) {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "workerd did not answer on port {port}");
+        assert!(workerd.try_wait().unwrap().is_none(), "workerd exited");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(first["error"], Value::Null, "{first}");
+    assert_eq!(count(&first), 20);
+
+    primary.write(3);
+    let second = get(&query).expect("workerd answers");
+    assert_eq!(second["error"], Value::Null, "{second}");
+    assert_eq!(count(&second), 23);
+    assert!(txid(&second) > txid(&first));
+    let _ = workerd.kill();
+    let _ = workerd.wait();
+}
