@@ -67,8 +67,11 @@ fi
 edge_js="$(cd "$(dirname "$0")/.." && pwd)/edge-wasm/js"
 if [ ! -x "$edge_js/node_modules/.bin/wasm-opt" ] || [ ! -x "$edge_js/node_modules/.bin/workerd" ] \
     || [ ! -d "$edge_js/node_modules/playwright-core" ]; then
-    log "installing edge-wasm/js npm tools (npm ci: binaryen, playwright-core, workerd)"
-    (cd "$edge_js" && npm ci --no-audit --no-fund --loglevel=error)
+    log "installing edge-wasm/js npm tools (npm install: binaryen, playwright-core, workerd)"
+    # `npm install` (not `npm ci`): it follows the lock file too, and unlike
+    # `npm ci` it accepts the lock without entries for workerd's optional
+    # packages of other platforms, which this registry does not resolve.
+    (cd "$edge_js" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
 log "ok"
