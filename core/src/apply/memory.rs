@@ -24,7 +24,7 @@ use super::verify::{DEFAULT_PENDING_BYTE, empty_position};
 use super::{ApplyError, Fetcher, ObjectApplier, PageSink, Progress, Started, SyncOptions, SyncSummary, walk_chain};
 use crate::checksum::page_hash;
 use crate::format::{Header, read_segment_header};
-use crate::ids::{Checksum, PageNo, TxId};
+use crate::ids::{PageNo, TxId};
 use crate::layout::MANIFEST_KEY;
 use crate::manifest::{read_manifest, read_snapshot_index};
 use crate::plan::{Base, ReplicaPosition, Target, plan};
@@ -156,19 +156,7 @@ pub async fn download(
     };
     let plan = plan(store, &manifest, index.as_ref(), position, options.target).await?;
     tracing::debug!(plan = %plan.describe(), "planned");
-    let summary = SyncSummary {
-        generation: plan.generation,
-        from_txid: position.filter(|p| p.generation == plan.generation).map(|p| p.txid),
-        to_txid: position.map_or(TxId::ZERO, |p| p.txid),
-        checksum: position.map_or(Checksum::EMPTY, |p| p.checksum),
-        timestamp_ms: position.map_or(0, |p| p.timestamp_ms),
-        objects: 0,
-        bytes: 0,
-        seconds: 0.0,
-        manifest_newest: manifest.newest.txid,
-        plan: plan.clone(),
-        page_one: None,
-    };
+    let summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
     let mut downloaded = Downloaded {
         from: position,
         summary,

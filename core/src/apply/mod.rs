@@ -31,7 +31,7 @@ use crate::format::{EncryptionKey, FormatError};
 use crate::ids::{Checksum, GenerationId, TxId};
 use crate::layout::MANIFEST_KEY;
 use crate::manifest::ManifestError;
-use crate::plan::{Plan, PlanError, Target};
+use crate::plan::{Plan, PlanError, ReplicaPosition, Target};
 use crate::store::StoreError;
 
 pub use chain::{Fetcher, Started, walk_chain};
@@ -262,4 +262,24 @@ pub struct SyncSummary {
     /// The primary's page 1 at `to_txid`, if this run wrote it (SQLite
     /// restamps its change counter in the file; a restore puts it back).
     pub page_one: Option<Vec<u8>>,
+}
+
+impl SyncSummary {
+    /// The summary before anything is applied: the replica at `position`
+    /// (if any), following `plan`, with `manifest_newest` from the manifest.
+    pub fn planned(plan: &Plan, position: Option<ReplicaPosition>, manifest_newest: TxId) -> SyncSummary {
+        SyncSummary {
+            generation: plan.generation,
+            from_txid: position.filter(|p| p.generation == plan.generation).map(|p| p.txid),
+            to_txid: position.map_or(TxId::ZERO, |p| p.txid),
+            checksum: position.map_or(Checksum::EMPTY, |p| p.checksum),
+            timestamp_ms: position.map_or(0, |p| p.timestamp_ms),
+            objects: 0,
+            bytes: 0,
+            seconds: 0.0,
+            manifest_newest,
+            plan: plan.clone(),
+            page_one: None,
+        }
+    }
 }

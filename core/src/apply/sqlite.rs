@@ -89,19 +89,7 @@ pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Re
     let position = if options.keep_state && db.exists() { current_position(db)? } else { None };
     let plan = plan(store.as_ref(), &manifest, index.as_ref(), position, options.target).await?;
     tracing::debug!(plan = %plan.describe(), "planned");
-    let mut summary = SyncSummary {
-        generation: plan.generation,
-        from_txid: position.filter(|p| p.generation == plan.generation).map(|p| p.txid),
-        to_txid: position.map_or(TxId::ZERO, |p| p.txid),
-        checksum: position.map_or(Checksum::EMPTY, |p| p.checksum),
-        timestamp_ms: position.map_or(0, |p| p.timestamp_ms),
-        objects: 0,
-        bytes: 0,
-        seconds: 0.0,
-        manifest_newest: manifest.newest.txid,
-        plan: plan.clone(),
-        page_one: None,
-    };
+    let mut summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
     if options.dry_run {
         return Ok(summary);
     }
