@@ -6,6 +6,7 @@
 //! | [`moto`] | a moto S3 server, with a fresh bucket per test |
 //! | [`bins`] | the workspace's binaries, built on demand, for process tests |
 //! | [`chain`] | walking and verifying a store's chain; a database's checksum |
+//! | [`process`] | the programs as child processes: logs, SIGTERM / SIGKILL, memory and descriptors |
 //! | [`proxy`] | a byte-counting TCP proxy (proves "zero requests") |
 //! | [`faults`] | a fault-injecting HTTP proxy in front of moto: 5xx, throttling, latency, resets, truncated bodies, hangs |
 //! | [`static_files`] | a static HTTP file server with ranges and CORS (stores read over HTTP) |
@@ -19,6 +20,7 @@ pub mod counting;
 pub mod faults;
 pub mod history;
 pub mod moto;
+pub mod process;
 pub mod proxy;
 pub mod static_files;
 pub mod synthetic;

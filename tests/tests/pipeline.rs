@@ -11,7 +11,7 @@
 //! every kept snapshot restores and passes `PRAGMA integrity_check`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use distributary_tests::bins::binary;
 use distributary_tests::chain::{database_checksum, walk};
 use distributary_tests::faults::FaultProxy;
 use distributary_tests::moto::MotoServer;
+use distributary_tests::process::{Process, tail};
 use serde_json::Value;
 
 /// How long the faults last (seconds); longer soaks through the variable.
@@ -31,75 +32,6 @@ fn soak() -> Duration {
 
 /// Generous: two cores shared with other builds, and the SDK's backoff.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(240);
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
-}
-
-/// A child process with its stderr in a log file; killed on drop so a
-/// failing test leaves nothing running.
-struct Process {
-    name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, dir: &Path, command: &mut Command) -> Process {
-        let log = dir.join(format!("{name}.log"));
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        Process { name, child: Some(child), log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit status, if it has exited.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
-    }
-
-    /// Waits up to `limit` for the process to exit by itself.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {limit:?}:\n{}", self.name, tail(&self.log()));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc_kill(child.id() as i32, 15) };
-        self.wait(Duration::from_secs(60))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The last lines of a log, for failure messages.
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
 
 /// The app: a Python writer committing transactions of 1 to 5 inserts of
 /// random sizes, with updates and deletes mixed in, for `seconds`; it
