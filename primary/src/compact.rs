@@ -70,17 +70,23 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Registered before the first pass: a signal in the middle of a pass
+    // lets it finish (a pass killed half way is safe, but wastes its work).
+    let mut stop = crate::signals::stop_on_signals("finishing the compaction pass");
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = stop.wait_for(|stopping| *stopping) => return Ok(ExitCode::SUCCESS),
         }
         // A failed run is retried at the next tick: the store may be down
         // for a while, and every run picks up where the last one stopped.
         if let Err(error) = compact(store.as_ref(), &config, &SystemClock).await {
             tracing::error!(error = format!("{error:#}"), "compaction failed; retrying at the next interval");
+        }
+        if *stop.borrow() {
+            return Ok(ExitCode::SUCCESS);
         }
     }
 }

@@ -29,6 +29,7 @@ mod replicate;
 mod replicator;
 mod restore;
 mod shipper;
+mod signals;
 mod snapshots;
 mod source;
 mod state;

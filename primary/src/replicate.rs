@@ -166,7 +166,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let _ = shutdown_tx.send(true);
     // A second signal while flushing exits at once.
     tokio::spawn(async {
-        wait_signal().await;
+        crate::signals::stop_requested().await;
         eprintln!("distributary: second signal, exiting without flushing");
         std::process::exit(130);
     });
@@ -184,22 +184,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-async fn wait_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        // Without signal handlers, never resolve: the process is stopped by kill.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-}
-
 async fn wait_for_signals(shutdown: watch::Sender<bool>) {
-    wait_signal().await;
+    crate::signals::stop_requested().await;
     tracing::info!("stopping: flushing the last commits (signal again to exit at once)");
     let _ = shutdown.send(true);
 }

@@ -6,6 +6,9 @@
 //! | [`moto`] | a moto S3 server, with a fresh bucket per test |
 //! | [`bins`] | the workspace's binaries, built on demand, for process tests |
 //! | [`chain`] | walking and verifying a store's chain; a database's checksum |
+//! | [`lambda`] | S3 event JSON and the real Lambda runtime API (`cargo lambda watch`) for the compactor |
+//! | [`programs`] | the CLIs run from tests: one-shot commands with their output, `edge-reader serve` on a free port |
+//! | [`e2e`] | the pipeline as processes: the app, sync loops, serve, snapshot restore checks |
 //! | [`process`] | the programs as child processes: logs, SIGTERM / SIGKILL, memory and descriptors |
 //! | [`proxy`] | a byte-counting TCP proxy (proves "zero requests") |
 //! | [`faults`] | a fault-injecting HTTP proxy in front of moto: 5xx, throttling, latency, resets, truncated bodies, hangs |
@@ -17,10 +20,13 @@
 pub mod bins;
 pub mod chain;
 pub mod counting;
+pub mod e2e;
 pub mod faults;
 pub mod history;
+pub mod lambda;
 pub mod moto;
 pub mod process;
+pub mod programs;
 pub mod proxy;
 pub mod static_files;
 pub mod synthetic;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use aws_lambda_events::event::s3::S3Event;
 use distributary_core::compact::{Clock, CompactConfig, ManualClock, compact};
 use distributary_core::format::EncryptionKey;
 use distributary_core::layout::{Level, SegmentKey, l0_key};
@@ -17,6 +16,7 @@ use distributary_core::manifest::{SnapshotRef, read_manifest, read_snapshot_inde
 use distributary_core::store::{FileStore, S3Store, Store};
 use distributary_core::{GenerationId, TxId};
 use distributary_lambda::{Compactor, handle};
+use distributary_tests::lambda::{LambdaWatch, s3_event};
 use distributary_tests::moto::{ACCESS_KEY_ID, MotoServer, SECRET_ACCESS_KEY};
 use distributary_tests::synthetic::{
     CrashingStore, SyntheticDb, check_references, header, put, restore_chain, restore_snapshot,
@@ -43,56 +43,6 @@ fn quick_config() -> CompactConfig {
         max_fan_in: 4,
         temp_dir: None,
     }
-}
-
-/// Encodes a key the way S3 event notifications do (form encoding).
-fn event_key(key: &str) -> String {
-    let mut out = String::new();
-    for byte in key.bytes() {
-        match byte {
-            b' ' => out.push('+'),
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'*' => out.push(byte as char),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
-/// A real S3 notification: one record per `(event name, bucket, full key)`.
-fn s3_event(records: &[(&str, &str, String)]) -> S3Event {
-    let records: Vec<serde_json::Value> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (name, bucket, key))| {
-            serde_json::json!({
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2026-01-01T00:10:00.000Z",
-                "eventName": name,
-                "userIdentity": { "principalId": "AWS:AIDAEXAMPLE" },
-                "requestParameters": { "sourceIPAddress": "127.0.0.1" },
-                "responseElements": { "x-amz-request-id": format!("REQ{i}"), "x-amz-id-2": "EXAMPLE/id2" },
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "distributary-l0",
-                    "bucket": {
-                        "name": bucket,
-                        "ownerIdentity": { "principalId": "EXAMPLE" },
-                        "arn": format!("arn:aws:s3:::{bucket}")
-                    },
-                    "object": {
-                        "key": event_key(key),
-                        "size": 1024,
-                        "eTag": "0123456789abcdef0123456789abcdef",
-                        "sequencer": format!("0055AED6DCD90281E{i}")
-                    }
-                }
-            })
-        })
-        .collect();
-    let json = serde_json::json!({ "Records": records }).to_string();
-    serde_json::from_str(&json).expect("a real S3 event parses")
 }
 
 async fn moto_base(moto: &MotoServer) -> S3Store {
@@ -518,16 +468,6 @@ async fn an_idle_window_closes_one_window_after_its_end() -> Result<()> {
     Ok(())
 }
 
-/// Kills the child on drop, so a failing test leaves no server behind.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The real Lambda runtime API: `cargo lambda watch` serves it on a loopback
 /// port and runs the function binary; `cargo lambda invoke --data-file`
 /// sends an S3 event through it; the function compacts a store on moto.
@@ -554,34 +494,14 @@ async fn the_function_runs_under_the_lambda_runtime_api() -> Result<()> {
     let event = serde_json::to_string(&s3_event(&records))?;
     std::fs::write(&event_file, event)?;
 
-    let port = distributary_tests::moto::free_port();
-    let lambda_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lambda");
-    let mut watch = std::process::Command::new("cargo");
-    watch
-        .args(["lambda", "watch", "--ignore-changes", "--invoke-address", "127.0.0.1", "--invoke-port"])
-        .arg(port.to_string())
-        .arg("--env-var")
-        .arg(format!("DISTRIBUTARY_S3_ENDPOINT={}", moto.endpoint()))
-        .current_dir(&lambda_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (name, value) in moto.env() {
-        watch.arg("--env-var").arg(format!("{name}={value}"));
-    }
-    let _watch = ChildGuard(watch.spawn().context("start cargo lambda watch (run scripts/setup.sh)")?);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(std::time::Instant::now() < deadline, "cargo lambda watch did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let watch = LambdaWatch::start(&moto, &[], event_dir.path())?;
     // The first invocation builds the function: allow for a cold cache.
     let output = tokio::process::Command::new("cargo")
-        .args(["lambda", "invoke", "distributary-lambda", "--invoke-address", "127.0.0.1", "--invoke-port"])
-        .arg(port.to_string())
+        .args(["lambda", "invoke", "distributary-lambda"])
+        .args(watch.invoke_args())
         .arg("--data-file")
         .arg(&event_file)
-        .current_dir(&lambda_dir)
+        .current_dir(watch.dir())
         .output()
         .await
         .context("run cargo lambda invoke")?;

@@ -10,19 +10,19 @@
 //! checksum equals the primary's, no committed transaction is missing, and
 //! every kept snapshot restores and passes `PRAGMA integrity_check`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use distributary_core::apply::replica_checksum;
 use distributary_tests::bins::binary;
 use distributary_tests::chain::{database_checksum, walk};
 use distributary_tests::faults::FaultProxy;
+use distributary_tests::e2e::{
+    SyncLoopHandle, app_command, assert_every_snapshot_restores, assert_integrity, create_primary, distributary,
+    serve_txid, start_serve,
+};
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, tail};
-use serde_json::Value;
 
 /// How long the faults last (seconds); longer soaks through the variable.
 fn soak() -> Duration {
@@ -32,116 +32,6 @@ fn soak() -> Duration {
 
 /// Generous: two cores shared with other builds, and the SDK's backoff.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(240);
-
-/// The app: a Python writer committing transactions of 1 to 5 inserts of
-/// random sizes, with updates and deletes mixed in, for `seconds`; it
-/// writes the number of transactions it committed to `count_file` at exit.
-const APP: &str = r#"
-import random, sqlite3, sys, time
-db, seconds, count_file = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-c = sqlite3.connect(db, isolation_level=None, timeout=30)
-random.seed(9)
-end = time.time() + seconds
-n = 0
-while time.time() < end:
-    c.execute("BEGIN IMMEDIATE")
-    for _ in range(random.randint(1, 5)):
-        c.execute("INSERT INTO events (body) VALUES (?)", (random.randbytes(random.randint(10, 3000)).hex(),))
-    if n % 10 == 0:
-        c.execute("UPDATE events SET body = body || 'u' WHERE id % 17 = ?", (n % 17,))
-    if n % 50 == 0:
-        c.execute("DELETE FROM events WHERE id % 23 = ?", (n % 23,))
-    c.execute("COMMIT")
-    n += 1
-    time.sleep(0.01)
-open(count_file, "w").write(str(n))
-"#;
-
-/// What the `edge-reader sync` loop saw.
-#[derive(Default)]
-struct SyncLoop {
-    successes: u64,
-    failures: u64,
-    /// Runs that ended in anything but success or a reported error (a
-    /// panic, a signal), or applied a state whose file does not match the
-    /// checksum the sync reported: each one is a bug.
-    anomalies: Vec<String>,
-    /// `(to_txid, checksum)` of the newest success.
-    last: Option<(u64, String)>,
-}
-
-fn run_sync_loop(url: String, db: PathBuf, env: Vec<(&'static str, String)>, stop: Arc<AtomicBool>) -> SyncLoop {
-    let mut seen = SyncLoop::default();
-    let edge_reader = binary("edge-reader", "edge-reader");
-    while !stop.load(Ordering::SeqCst) {
-        let output = Command::new(&edge_reader)
-            .args(["sync", "--json", "--source", &url, "--db"])
-            .arg(&db)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        match output.status.code() {
-            Some(0) => {
-                seen.successes += 1;
-                let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-                let txid = summary["to_txid"].as_u64().unwrap();
-                let reported = summary["checksum"].as_str().unwrap().to_string();
-                // Nothing else writes the replica between runs: the file
-                // must hold exactly the state the sync says it applied.
-                let actual = replica_checksum(&db).unwrap().to_string();
-                if actual != reported {
-                    seen.anomalies.push(format!("TXID {txid}: file checksum {actual}, reported {reported}"));
-                }
-                seen.last = Some((txid, reported));
-            }
-            Some(1) if !stderr.contains("panicked") => seen.failures += 1,
-            _ => seen.anomalies.push(format!("sync exited with {}: {stderr}", output.status)),
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    seen
-}
-
-/// Starts `edge-reader serve` and returns it with its base URL.
-fn start_serve(dir: &Path, url: &str, db: &Path, env: &[(&'static str, String)]) -> (Process, String) {
-    let mut serve = Process::spawn(
-        "serve",
-        dir,
-        Command::new(binary("edge-reader", "edge-reader"))
-            .args(["serve", "--source", url, "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .args(["--poll", "200ms"])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("EDGE_READER_LOG", "info"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = serve.log();
-        if let Some(address) = text.lines().find_map(|l| l.split(" on http://").nth(1)) {
-            let base = format!("http://{}", address.split_whitespace().next().unwrap());
-            return (serve, base);
-        }
-        if let Some(status) = serve.exited() {
-            panic!("serve exited with {status}: {text}");
-        }
-        assert!(Instant::now() < deadline, "serve did not start listening: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-async fn serve_txid(client: &reqwest::Client, base: &str) -> Option<u64> {
-    let response = client.get(format!("{base}/status")).timeout(Duration::from_secs(10)).send().await.ok()?;
-    let status: Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
-    status["txid"].as_u64()
-}
-
-fn distributary(args: &[&str], env: &[(&'static str, String)]) -> std::process::Output {
-    Command::new(binary("distributary", "distributary"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_replica_converges_after_ten_percent_faults() {
@@ -159,13 +49,7 @@ async fn every_replica_converges_after_ten_percent_faults() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
-    {
-        let connection = rusqlite::Connection::open(&db).unwrap();
-        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        connection.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);").unwrap();
-    }
-    let app = dir.path().join("app.py");
-    std::fs::write(&app, APP).unwrap();
+    let app = create_primary(&db);
     let count_file = dir.path().join("committed");
     let serve_db = dir.path().join("serve.db");
     let sync_db = dir.path().join("sync.db");
@@ -180,7 +64,7 @@ async fn every_replica_converges_after_ten_percent_faults() {
         dir.path(),
         Command::new(binary("distributary", "distributary"))
             .args(["replicate", "--sync-interval", "200ms", "--exec"])
-            .arg(format!("python3 {} {} {} {}", app.display(), db.display(), soak.as_secs(), count_file.display()))
+            .arg(app_command(&app, &db, soak.as_secs(), &count_file, false))
             .arg(&db)
             .arg(&url)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
@@ -196,12 +80,8 @@ async fn every_replica_converges_after_ten_percent_faults() {
             .arg(&url)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
     );
-    let (mut serve, base) = start_serve(dir.path(), &url, &serve_db, &env);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sync_loop = {
-        let (url, sync_db, env, stop) = (url.clone(), sync_db.clone(), env.clone(), stop.clone());
-        std::thread::spawn(move || run_sync_loop(url, sync_db, env, stop))
-    };
+    let (mut serve, base) = start_serve("serve", dir.path(), &url, &serve_db, &env);
+    let sync_loop = SyncLoopHandle::start(&url, &sync_db, &env);
     let client = reqwest::Client::new();
 
     // The soak: every long-running program must stay up through the faults,
@@ -287,8 +167,7 @@ async fn every_replica_converges_after_ten_percent_faults() {
         serve_done.unwrap(),
         sync_done.unwrap()
     );
-    stop.store(true, Ordering::SeqCst);
-    let sync_loop = sync_loop.join().unwrap();
+    let sync_loop = sync_loop.finish();
     eprintln!(
         "sync loop: {} successes, {} reported failures; serve: {queries_ok} queries answered, {queries_failed} not",
         sync_loop.successes, sync_loop.failures
@@ -302,34 +181,20 @@ async fn every_replica_converges_after_ten_percent_faults() {
     assert_eq!(chain.checksum, primary);
     assert_eq!(chain.last_txid.0, 1 + committed, "one TXID per committed transaction");
     for replica in [&serve_db, &sync_db] {
-        let connection = rusqlite::Connection::open(replica).unwrap();
-        let check: String = connection.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        assert_eq!(check, "ok", "{}", replica.display());
+        assert_integrity(replica);
     }
 
-    // The compactor kept going through the faults; one more pass with none.
-    // (It has no SIGTERM handler: being killed mid-pass is safe by design,
-    // so only "still running" is asserted.)
-    assert!(compactor.exited().is_none(), "compact --watch died:\n{}", tail(&compactor.log()));
-    compactor.terminate();
+    // The compactor kept going through the faults; SIGTERM lets its pass
+    // finish and exits cleanly; one more pass with no faults.
+    compactor.assert_running();
+    let status = compactor.terminate();
+    assert!(status.success(), "compact --watch exited with {status} on SIGTERM:\n{}", tail(&compactor.log()));
     let output = distributary(&["compact", "--l1-window", "5s", "--snapshot-interval", "15s", &url], &env);
     assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
 
     // Every kept snapshot restores exactly and passes integrity_check.
-    let output = distributary(&["snapshots", &url, "--json"], &env);
-    assert!(output.status.success(), "snapshots: {}", String::from_utf8_lossy(&output.stderr));
-    let snapshots: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(snapshots.len() >= 2, "the compactor took snapshots: {snapshots:?}");
-    for snapshot in &snapshots {
-        let txid = snapshot["txid"].as_u64().unwrap().to_string();
-        let restored = dir.path().join(format!("restored-{txid}.db"));
-        let output = distributary(
-            &["restore", &url, "--snapshot", &txid, "-o", restored.to_str().unwrap(), "--integrity-check", "full"],
-            &env,
-        );
-        assert!(output.status.success(), "restore --snapshot {txid}: {}", String::from_utf8_lossy(&output.stderr));
-        assert_eq!(replica_checksum(&restored).unwrap().to_string(), snapshot["checksum"].as_str().unwrap());
-    }
+    let snapshots = assert_every_snapshot_restores(&url, &env, dir.path());
+    assert!(snapshots >= 2, "the compactor took {snapshots} snapshots");
     // And the newest state restores to the primary's.
     let restored = dir.path().join("restored-newest.db");
     let output = distributary(&["restore", &url, "-o", restored.to_str().unwrap(), "--integrity-check", "full"], &env);
@@ -343,8 +208,7 @@ async fn every_replica_converges_after_ten_percent_faults() {
     }
     let counts = proxy.counts();
     eprintln!(
-        "pipeline: {committed} transactions, {} snapshots, proxy saw {counts}, total {:?}",
-        snapshots.len(),
+        "pipeline: {committed} transactions, {snapshots} snapshots, proxy saw {counts}, total {:?}",
         started.elapsed()
     );
     assert!(during.total_faults() >= 20, "the soak injected faults: {during}");
