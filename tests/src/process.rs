@@ -128,3 +128,35 @@ pub fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// A descendant of process `root` whose command name (`/proc/PID/comm`,
+/// at most 15 bytes) is `comm`: how a test finds the function process
+/// `cargo lambda watch` starts.
+pub fn descendant_named(root: u32, comm: &str) -> Option<u32> {
+    let mut parents = std::collections::HashMap::new();
+    let mut named = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split at the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        parents.insert(pid, ppid);
+        if head.split_once('(').map(|(_, name)| name) == Some(comm) {
+            named.push(pid);
+        }
+    }
+    named.into_iter().find(|&pid| {
+        let mut at = pid;
+        while let Some(&parent) = parents.get(&at) {
+            if parent == root {
+                return true;
+            }
+            if parent <= 1 {
+                return false;
+            }
+            at = parent;
+        }
+        false
+    })
+}
