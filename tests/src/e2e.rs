@@ -114,7 +114,8 @@ impl SyncLoopHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let offline = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (url, db, env, stop, offline) = (url.to_string(), db.to_path_buf(), env.to_vec(), stop.clone(), offline.clone());
+            let (url, db, env, stop, offline) =
+                (url.to_string(), db.to_path_buf(), env.to_vec(), stop.clone(), offline.clone());
             std::thread::spawn(move || run_sync_loop(&url, &db, &env, &stop, &offline))
         };
         SyncLoopHandle { stop, offline, thread }
@@ -177,11 +178,17 @@ fn run_sync_loop(
 
 /// Starts `edge-reader serve` (200 ms poll, any free port) and returns it
 /// with its base URL, read from its log.
-pub fn start_serve(
+pub fn start_serve(name: &str, dir: &Path, url: &str, db: &Path, env: &[(&'static str, String)]) -> (Process, String) {
+    start_serve_with(name, dir, url, db, &["--poll", "200ms"], env)
+}
+
+/// `edge-reader serve` with `extra` arguments, on any free port.
+pub fn start_serve_with(
     name: &str,
     dir: &Path,
     url: &str,
     db: &Path,
+    extra: &[&str],
     env: &[(&'static str, String)],
 ) -> (Process, String) {
     let mut serve = Process::spawn(
@@ -189,7 +196,7 @@ pub fn start_serve(
         dir,
         Command::new(binary("edge-reader", "edge-reader"))
             .args(["serve", "--source", url, "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .args(["--poll", "200ms"])
+            .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("EDGE_READER_LOG", "info"),
     );
@@ -198,6 +205,7 @@ pub fn start_serve(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = serve.log();
+        // `... listening on http://ADDRESS`, the first line serve logs.
         if let Some(address) = text.lines().filter_map(|l| l.split(" on http://").nth(1)).nth(before) {
             let base = format!("http://{}", address.split_whitespace().next().unwrap());
             return (serve, base);

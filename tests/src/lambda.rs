@@ -62,7 +62,6 @@ pub fn s3_event(records: &[(&str, &str, String)]) -> S3Event {
     serde_json::from_str(&json).expect("a real S3 event parses")
 }
 
-
 /// The function's crate, where `cargo lambda` runs.
 fn lambda_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lambda")
@@ -128,7 +127,11 @@ impl LambdaWatch {
 
     /// Where `cargo lambda invoke` reaches it.
     pub fn invoke_args(&self) -> Vec<String> {
-        ["--invoke-address", "127.0.0.1", "--invoke-port"].map(String::from).into_iter().chain([self.port.to_string()]).collect()
+        ["--invoke-address", "127.0.0.1", "--invoke-port"]
+            .map(String::from)
+            .into_iter()
+            .chain([self.port.to_string()])
+            .collect()
     }
 
     /// The crate folder `cargo lambda invoke` runs in.

@@ -30,11 +30,7 @@ impl Process {
         let name = name.into();
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         Process { name, child: Some(child), log }
     }
 

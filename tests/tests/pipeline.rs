@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use distributary_core::apply::replica_checksum;
 use distributary_tests::bins::binary;
 use distributary_tests::chain::{database_checksum, walk};
-use distributary_tests::faults::FaultProxy;
 use distributary_tests::e2e::{
     SyncLoopHandle, app_command, assert_every_snapshot_restores, assert_integrity, create_primary, distributary,
     serve_txid, start_serve,
 };
+use distributary_tests::faults::FaultProxy;
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, tail};
 

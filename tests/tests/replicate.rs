@@ -5,7 +5,7 @@
 //! lost WAL continuity, and idleness.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use distributary_core::store::{FileStore, Store};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::{database_checksum, walk};
 use distributary_tests::moto::MotoServer;
+use distributary_tests::process::Process;
 
 fn distributary() -> PathBuf {
     binary("distributary", "distributary")
@@ -57,31 +58,26 @@ fn run_once(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]
     output
 }
 
-fn spawn_replicator(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]) -> Child {
-    Command::new(distributary())
-        .args(["replicate", "--sync-interval", "100ms"])
-        .arg(db)
-        .arg(url)
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// `distributary replicate` running in the background, its log beside `db`.
+fn spawn_replicator(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]) -> Process {
+    Process::spawn(
+        "replicate",
+        db.parent().unwrap(),
+        Command::new(distributary())
+            .args(["replicate", "--sync-interval", "100ms"])
+            .arg(db)
+            .arg(url)
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    )
 }
 
-fn terminate(child: Child) -> String {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc_kill(child.id() as i32, 15) };
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "replicator exited with {:?}: {stderr}", output.status);
-    stderr
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
+/// SIGTERM; asserts a clean exit and returns the log.
+fn terminate(mut replicator: Process) -> String {
+    let status = replicator.terminate();
+    let log = replicator.log();
+    assert!(status.success(), "replicator exited with {status}: {log}");
+    log
 }
 
 async fn wait_for_manifest(store: &dyn Store) {
@@ -195,8 +191,7 @@ async fn kill_nine_at_random_moments_loses_nothing_and_uploads_nothing_twice() {
         random ^= random >> 7;
         random ^= random << 17;
         std::thread::sleep(Duration::from_millis(200 + random % 800));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.kill_nine();
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
@@ -420,7 +415,7 @@ async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
             if size <= 256 * 1024 {
                 break;
             }
-            assert!(Instant::now() < deadline, "WAL of {size} bytes after 20 s of quiet");
+            assert!(Instant::now() < deadline, "WAL of {size} bytes after 20 s of quiet:\n{}", replicator.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

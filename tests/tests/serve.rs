@@ -4,8 +4,8 @@
 //! `distributary replicate` into moto), sync failures that leave queries on
 //! the last good TXID, the idle poll's cost, and graceful shutdown.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,23 +16,19 @@ use distributary_core::layout::l0_key;
 use distributary_core::store::{FileStore, Store};
 use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
+use distributary_tests::e2e::start_serve_with;
 use distributary_tests::history::History;
 use distributary_tests::moto::{MotoServer, free_port};
+use distributary_tests::process::Process;
 use serde_json::{Value, json};
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
-}
 
 /// Generous: the test machine has two cores shared with other builds.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `edge-reader serve`; killed on drop.
 struct Serve {
-    child: Option<Child>,
+    process: Process,
     base: String,
-    log: PathBuf,
     client: reqwest::Client,
 }
 
@@ -45,39 +41,16 @@ struct Answer {
 }
 
 impl Serve {
-    /// Starts serve on a free port (`--listen 127.0.0.1:0`, the address read
-    /// from its first line) with `extra` arguments (and `--poll 100ms`
-    /// unless they set it).
+    /// Starts serve on a free port with `extra` arguments (and `--poll
+    /// 100ms` unless they set it).
     fn start(dir: &Path, source: &str, db: &Path, extra: &[&str], env: &[(&'static str, String)]) -> Serve {
-        let log = dir.join(format!("serve-{}.log", free_port()));
-        let child = Command::new(binary("edge-reader", "edge-reader"))
-            .args(["serve", "--source", source, "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .args(if extra.contains(&"--poll") { &[][..] } else { &["--poll", "100ms"][..] })
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("EDGE_READER_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut serve = Serve { child: Some(child), base: String::new(), log, client: reqwest::Client::new() };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let text = std::fs::read_to_string(&serve.log).unwrap_or_default();
-            if let Some(address) = text.lines().find_map(|l| l.split(" on http://").nth(1)) {
-                serve.base = format!("http://{}", address.split_whitespace().next().unwrap());
-                return serve;
-            }
-            if let Some(status) = serve.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("serve exited with {status}: {text}");
-            }
-            assert!(Instant::now() < deadline, "serve did not start listening: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let name = format!("serve-{}", free_port());
+        let (process, base) = start_serve_with(&name, dir, source, db, &with_poll(extra), env);
+        Serve { process, base, client: reqwest::Client::new() }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -121,20 +94,14 @@ impl Serve {
 
     /// Sends SIGTERM and waits for the exit status.
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc_kill(child.id() as i32, 15) };
-        child.wait().unwrap()
+        self.process.terminate()
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `extra` with `--poll 100ms` unless it sets the poll.
+fn with_poll<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let poll: &[&str] = if extra.contains(&"--poll") { &[] } else { &["--poll", "100ms"] };
+    poll.iter().chain(extra).copied().collect()
 }
 
 const SETUP: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, data BLOB);
@@ -379,16 +346,16 @@ async fn the_bearer_token_is_required_on_every_route_but_healthz() {
 }
 
 /// `distributary replicate` of `db` into `url`, with its metrics endpoint.
-fn spawn_replicator(db: &Path, url: &str, metrics: &str, env: &[(&'static str, String)]) -> Child {
-    Command::new(binary("distributary", "distributary"))
-        .args(["replicate", "--sync-interval", "100ms", "--metrics-addr", metrics])
-        .arg(db)
-        .arg(url)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn_replicator(db: &Path, url: &str, metrics: &str, env: &[(&'static str, String)]) -> Process {
+    Process::spawn(
+        "replicate",
+        db.parent().unwrap(),
+        Command::new(binary("distributary", "distributary"))
+            .args(["replicate", "--sync-interval", "100ms", "--metrics-addr", metrics])
+            .arg(db)
+            .arg(url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -464,8 +431,7 @@ async fn read_your_writes_a_bookmark_from_the_primary_waits_until_serve_has_the_
     assert!(message.contains(&format!("TXID {far}")) && message.contains("it is at TXID"), "{message}");
     assert!(started.elapsed() >= Duration::from_millis(450), "waited: {:?}", started.elapsed());
     assert!(answer.txid.is_some(), "the replica's TXID is in the header");
-    replicator.kill().unwrap();
-    replicator.wait().unwrap();
+    replicator.kill_nine();
 }
 
 impl Serve {
