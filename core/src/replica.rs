@@ -49,6 +49,23 @@ pub enum ReplicaError {
         /// What is wrong.
         reason: String,
     },
+    /// The database file is not at the state its sidecar names: it was
+    /// replaced or restored without its sidecar (or with another one).
+    #[error(
+        "{db} does not hold the state its sidecar names (TXID {txid}, checksum {recorded}; the file's checksum is {actual}): the database was replaced or restored without its sidecar (delete {sidecar} to bootstrap the replica again)"
+    )]
+    Mismatch {
+        /// The database.
+        db: PathBuf,
+        /// The sidecar.
+        sidecar: PathBuf,
+        /// The TXID the sidecar names.
+        txid: TxId,
+        /// The checksum the sidecar names.
+        recorded: Checksum,
+        /// The file's checksum.
+        actual: Checksum,
+    },
     /// Another sync holds the replica's lock.
     #[error("lock {path}: another sync of this replica is running (retry later, or wait without --no-wait)")]
     Locked {

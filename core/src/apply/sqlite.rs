@@ -106,7 +106,16 @@ pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Re
     };
     let driver = drive(store, &plan, spool_dir, tx);
     let (_, applied) = tokio::join!(driver, applier);
-    let outcome = applied.map_err(|e| ApplyError::Task { op: "apply segments", reason: e.to_string() })??;
+    let outcome = match applied.map_err(|e| ApplyError::Task { op: "apply segments", reason: e.to_string() })? {
+        // A segment that does not fit a replica continuing from its sidecar:
+        // say so if the file is not where the sidecar says.
+        Err(error @ (ApplyError::Discontinuous { .. } | ApplyError::PostChecksum { .. }))
+            if options.keep_state && matches!(plan.base, Base::Replica(_)) =>
+        {
+            return Err(explain_misfit(db, error));
+        }
+        outcome => outcome?,
+    };
     summary.to_txid = outcome.position.txid;
     summary.checksum = outcome.position.checksum;
     summary.timestamp_ms = outcome.position.timestamp_ms;
@@ -167,6 +176,25 @@ fn current_position(db: &Path) -> Result<Option<ReplicaPosition>, ApplyError> {
         )?;
     }
     Ok(position)
+}
+
+/// After a segment did not fit a replica: [`ReplicaError::Mismatch`] when
+/// the file does not hold the state its sidecar names (a database restored
+/// or replaced without its sidecar), naming the fix; otherwise `error`.
+/// Costs one read of the database, on this failure path only.
+fn explain_misfit(db: &Path, error: ApplyError) -> ApplyError {
+    let (Ok(Some(state)), Ok(actual)) = (read_state(db), replica_checksum(db)) else { return error };
+    if actual == state.checksum {
+        return error;
+    }
+    tracing::warn!(db = %db.display(), %error, "the replica file does not match its sidecar");
+    ApplyError::Replica(crate::replica::ReplicaError::Mismatch {
+        db: db.to_path_buf(),
+        sidecar: crate::replica::state_path(db),
+        txid: state.txid,
+        recorded: state.checksum,
+        actual,
+    })
 }
 
 /// The rolling checksum and page count of a SQLite database as SQLite sees
@@ -590,6 +618,15 @@ impl SqliteSink {
             // A new file: give it the store's page size before anything is
             // written (sqlite_dbpage writes whole pages of the file's size).
             conn.execute_batch(&format!("PRAGMA replica.page_size = {};", plan.page_size))
+                .map_err(ApplyError::sqlite("create", db))?;
+            // Switching an empty file to WAL writes its header in a
+            // rollback-journal transaction: killed then, the hot journal
+            // left behind makes every read-only open fail
+            // (SQLITE_READONLY_ROLLBACK) until a writer rolls it back. An
+            // empty file has nothing a journal could restore: write the
+            // header without one.
+            let _: String = conn
+                .query_row("PRAGMA replica.journal_mode = OFF", [], |r| r.get(0))
                 .map_err(ApplyError::sqlite("create", db))?;
         }
         let page_size: u32 =
