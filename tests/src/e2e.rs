@@ -4,7 +4,7 @@
 //! the final check that every kept snapshot restores.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::bins::binary;
 use crate::process::Process;
+pub use crate::programs::{distributary, serve_txid};
 
 /// The app: a Python writer committing transactions of 1 to 5 inserts of
 /// random sizes, with updates and deletes mixed in, every 10 ms for
@@ -77,15 +78,6 @@ pub fn app_command(app: &Path, db: &Path, seconds: u64, count_file: &Path, maint
         count_file.display(),
         if maintenance { 1 } else { 0 }
     )
-}
-
-/// Runs `distributary ARGS` to completion.
-pub fn distributary(args: &[&str], env: &[(&'static str, String)]) -> Output {
-    Command::new(binary("distributary", "distributary"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap()
 }
 
 /// What an `edge-reader sync` loop saw.
@@ -216,13 +208,6 @@ pub fn start_serve_with(
         assert!(Instant::now() < deadline, "{name} did not start listening: {text}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The TXID `edge-reader serve` reports on `/status`.
-pub async fn serve_txid(client: &reqwest::Client, base: &str) -> Option<u64> {
-    let response = client.get(format!("{base}/status")).timeout(Duration::from_secs(10)).send().await.ok()?;
-    let status: Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
-    status["txid"].as_u64()
 }
 
 /// Restores every snapshot `distributary snapshots` lists into `dir` with

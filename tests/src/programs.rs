@@ -1,15 +1,15 @@
 //! The workspace's command-line programs run from tests: one-shot commands
 //! with their output (`distributary ...`, `edge-reader sync --json`), and
-//! `edge-reader serve` started on a free loopback port.
+//! requests to a running `edge-reader serve` (started by
+//! [`crate::e2e::start_serve`]).
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bins::binary;
-use crate::process::Process;
 
 /// Environment variables for a child process (see [`crate::moto::MotoServer::env`]).
 pub type Env = [(&'static str, String)];
@@ -37,36 +37,6 @@ pub fn edge_sync(url: &str, db: &Path, env: &Env) -> Result<Value, String> {
 
 fn run(command: &mut Command, env: &Env) -> Output {
     command.envs(env.iter().map(|(k, v)| (*k, v.as_str()))).output().expect("run a workspace binary")
-}
-
-/// Starts `edge-reader serve --poll 200ms` on a free loopback port, logging
-/// to `<dir>/<name>.log`; returns it with its base URL (`http://ADDR`).
-pub fn start_serve(name: &str, dir: &Path, url: &str, db: &Path, env: &Env) -> (Process, String) {
-    let mut serve = Process::spawn(
-        name,
-        dir,
-        Command::new(binary("edge-reader", "edge-reader"))
-            .args(["serve", "--source", url, "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .args(["--poll", "200ms"])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("EDGE_READER_LOG", "info"),
-    );
-    // The log is appended across restarts: only a line written by this
-    // start counts.
-    let skip = serve.log().lines().count();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = serve.log();
-        if let Some(address) = text.lines().skip(skip).find_map(|l| l.split(" on http://").nth(1)) {
-            let base = format!("http://{}", address.split_whitespace().next().unwrap());
-            return (serve, base);
-        }
-        if let Some(status) = serve.exited() {
-            panic!("{name} exited with {status}: {text}");
-        }
-        assert!(Instant::now() < deadline, "{name} did not start listening: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The TXID `edge-reader serve` at `base` reports on `/status`.

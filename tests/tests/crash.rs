@@ -50,9 +50,10 @@ use distributary_core::store::Store;
 use distributary_core::{Checksum, GenerationId, PageNo, TxId};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::{self, walk};
+use distributary_tests::e2e::start_serve;
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, tail};
-use distributary_tests::programs::{Env, distributary, edge_sync, serve_query, serve_txid, start_serve};
+use distributary_tests::programs::{Env, distributary, edge_sync, serve_query, serve_txid};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
