@@ -374,8 +374,32 @@ async fn exists(store: &dyn Store, key: &str) -> Result<bool> {
 /// Checks that every object the manifest references exists and fits: the
 /// newest snapshot, the L1 chain from `l1.min_txid` to `l1.max_txid` by name,
 /// and the L0 chain from `l0_min_txid` up to `newest`. Returns the manifest.
+///
+/// With compactions running meanwhile, the manifest read first may be
+/// replaced (and what only it named deleted by retention) before the check
+/// ends; a failure counts only when the manifest did not change during the
+/// check, since readers too start over from a fresh manifest.
 pub async fn check_references(store: &dyn Store) -> Result<Manifest> {
-    let manifest = read_manifest(store).await?.context("no manifest")?.value;
+    const ATTEMPTS: usize = 50;
+    let mut attempt = 0;
+    loop {
+        let read = read_manifest(store).await?.context("no manifest")?;
+        let failure = match check_manifest_references(store, &read.value).await {
+            Ok(()) => return Ok(read.value),
+            Err(failure) => failure,
+        };
+        let now = read_manifest(store).await?.context("no manifest")?;
+        attempt += 1;
+        if now.etag == read.etag {
+            return Err(failure.context("the manifest did not change during the check"));
+        }
+        if attempt == ATTEMPTS {
+            return Err(failure.context(format!("the manifest changed during each of {ATTEMPTS} checks")));
+        }
+    }
+}
+
+async fn check_manifest_references(store: &dyn Store, manifest: &Manifest) -> Result<()> {
     let generation = manifest.generation;
     if let Some(snapshot) = manifest.snapshot {
         let key = snapshot_key(generation, snapshot.txid);
@@ -412,7 +436,7 @@ pub async fn check_references(store: &dyn Store) -> Result<Manifest> {
     } else {
         bail!("no snapshot index");
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// The header of a segment, by a range request.
