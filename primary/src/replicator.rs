@@ -480,12 +480,18 @@ impl Capturer {
     /// TRUNCATE past `truncate_bytes`, never checkpointing a frame away
     /// before it was captured.
     pub fn maybe_checkpoint(&mut self) -> Result<()> {
-        let frames = self.capture.wal.map_or(0, |c| c.frame);
-        if frames < self.policy.passive_frames {
-            return Ok(());
-        }
         let wal_path = wal::wal_path(self.source.db_path());
         let wal_bytes = || std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+        let frames = self.capture.wal.map_or(0, |c| c.frame);
+        // Once the app restarts the WAL from its first frame, the file keeps
+        // its high-water mark while few frames are in use: a file past the
+        // size limit still needs the checkpoint (and the TRUNCATE after it)
+        // on a quiet tick, however few frames it holds now. Without this a
+        // WAL restarted below `passive_frames` stayed oversized forever.
+        let oversized_and_quiet = self.quiet && wal_bytes() > self.policy.truncate_bytes;
+        if frames < self.policy.passive_frames && !oversized_and_quiet {
+            return Ok(());
+        }
         let already_complete = self.checkpointed_at.is_some() && self.checkpointed_at == self.capture.wal;
         let mut version = None;
         if !already_complete {

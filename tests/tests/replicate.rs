@@ -426,6 +426,40 @@ async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
     assert_eq!(chain.checksum, database_checksum(&db).unwrap());
 }
 
+/// Regression (CI, 2026-11-22: "WAL of 325512 bytes after 20 s of quiet"):
+/// the checkpoint policy looked at the frames in use before the file size,
+/// so a WAL past `--truncate-size` holding fewer than `--checkpoint-frames`
+/// frames (one large transaction, or a WAL the app restarted from its first
+/// frame) was never checkpointed nor truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_past_the_size_limit_is_truncated_however_few_frames_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    let app = create_app_db(&db);
+    let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "1000", "--truncate-size", "256KiB"]);
+    wait_for_manifest(&store).await;
+    // One transaction of ~80 pages (4 KiB rows on 4 KiB pages): ~330 KiB of
+    // WAL, well under 1,000 frames.
+    app.execute_batch(
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80)
+         INSERT INTO events (writer, body) SELECT 0, hex(randomblob(1900)) FROM n; COMMIT;",
+    )
+    .unwrap();
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let written = std::fs::metadata(&wal).unwrap().len();
+    assert!(written > 256 * 1024, "the test needs a WAL past the limit, not {written} bytes");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&wal).map_or(0, |m| m.len()) > 256 * 1024 {
+        assert!(Instant::now() < deadline, "WAL still {written} bytes after 30 s of quiet:\n{}", replicator.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until_shipped(&store, &db, Duration::from_secs(30)).await;
+    terminate(replicator);
+    assert_eq!(walk(&store, None).await.unwrap().checksum, database_checksum(&db).unwrap());
+}
+
 /// `GET /bookmark` on the metrics address, as JSON.
 fn get_bookmark(addr: &str) -> serde_json::Value {
     use std::io::{Read, Write};
