@@ -8,6 +8,9 @@
 //!
 //! 1. Reads the manifest and walks the L0 chain by name from `l0_min_txid`
 //!    (one 96-byte range request per segment, no LIST), advancing `newest`.
+//!    A process that compacts again and again ([`compact_with`]) keeps the
+//!    headers it read in a [`HeaderCache`], so each segment's header is
+//!    requested once, not once per run until retention deletes it.
 //! 2. Groups the L0 segments into windows of [`CompactConfig::l1_window`] by
 //!    their header timestamps. A window is closed once a later segment of the
 //!    chain falls in a later window, or once the clock is a whole window past
@@ -48,6 +51,7 @@
 //! the number of inputs, never the database size (the output's page index,
 //! 16 bytes per page written, is the only part that grows with it).
 
+mod headers;
 mod objects;
 pub mod retention;
 
@@ -58,7 +62,10 @@ use std::time::Duration;
 use tempfile::TempPath;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::objects::{LocalSegment, SegmentInfo, Upload, download, fetch_header, fetch_trailer, merge_files, upload};
+pub use self::headers::HeaderCache;
+use self::objects::{
+    LocalSegment, SegmentInfo, Upload, download, fetch_header, fetch_header_cached, fetch_trailer, merge_files, upload,
+};
 use crate::format::{FormatError, Header};
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, l0_key, l1_key, snapshot_index_key, snapshot_key};
@@ -266,15 +273,28 @@ pub async fn compact(
     config: &CompactConfig,
     clock: &dyn Clock,
 ) -> Result<CompactReport, CompactError> {
+    compact_with(store, config, clock, &HeaderCache::new()).await
+}
+
+/// [`compact`] for a process that compacts again and again: `headers`
+/// remembers the segment headers read, so the next runs do not request
+/// them again (see [`HeaderCache`]). One cache may serve many stores.
+pub async fn compact_with(
+    store: &dyn Store,
+    config: &CompactConfig,
+    clock: &dyn Clock,
+    headers: &HeaderCache,
+) -> Result<CompactReport, CompactError> {
     let span = info_span!("compact", store = store.url());
     async {
         let mut report = CompactReport::default();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match compact_pass(store, config, clock, &mut report).await {
+            match compact_pass(store, config, clock, headers, &mut report).await {
                 Err(CompactError::Raced { key, .. }) if attempt < RACE_ATTEMPTS => {
                     debug!(key, attempt, "chain changed under the run; starting over");
+                    headers.forget(store.url(), &key);
                 }
                 Err(CompactError::Raced { key, .. }) => return Err(CompactError::Raced { key, attempts: attempt }),
                 Err(e) => return Err(e),
@@ -282,7 +302,7 @@ pub async fn compact(
             }
         }
         if report.generation.is_some() {
-            retention::apply(store, config, clock, &mut report).await?;
+            retention::apply(store, config, clock, headers, &mut report).await?;
         }
         info!(
             newest = ?report.newest.map(|t| t.to_string()),
@@ -321,6 +341,7 @@ async fn compact_pass(
     store: &dyn Store,
     config: &CompactConfig,
     clock: &dyn Clock,
+    headers: &HeaderCache,
     report: &mut CompactReport,
 ) -> Result<(), CompactError> {
     let Some(manifest) = read_manifest(store).await? else {
@@ -337,7 +358,7 @@ async fn compact_pass(
         .tempdir_in(&temp_root)
         .map_err(|source| CompactError::Io { op: "create", path: temp_root.clone(), source })?;
 
-    let l0s = walk_l0(store, generation, manifest.l0_min_txid).await?;
+    let l0s = walk_l0(store, headers, generation, manifest.l0_min_txid).await?;
     let mut progress = Progress { generation, newest: None, l1_max_txid: None, snapshot: None };
     if let Some(last) = l0s.last()
         && last.header.max_txid > manifest.newest.txid
@@ -421,6 +442,7 @@ async fn compact_pass(
 /// Walks the L0 chain by name from `min_txid` until a name is not found.
 async fn walk_l0(
     store: &dyn Store,
+    headers: &HeaderCache,
     generation: GenerationId,
     min_txid: TxId,
 ) -> Result<Vec<SegmentInfo>, CompactError> {
@@ -428,7 +450,7 @@ async fn walk_l0(
     let mut txid = min_txid;
     loop {
         let key = l0_key(generation, txid);
-        let Some(header) = fetch_header(store, &key, generation, Some(txid)).await? else {
+        let Some(header) = fetch_header_cached(store, headers, &key, generation, Some(txid)).await? else {
             return Ok(chain);
         };
         txid = header.max_txid.next();

@@ -6,7 +6,7 @@
 //!
 //! An event is only a hint that a prefix has new L0 segments: the handler
 //! derives each object's store (bucket, and the key's part before
-//! `/<generation>/l0/`), and runs [`distributary_core::compact::compact`]
+//! `/<generation>/l0/`), and runs [`distributary_core::compact::compact_with`]
 //! once per distinct store. Compaction finds its work from the manifest and
 //! the chain by name, so events that arrive late, twice, out of order or
 //! concurrently all produce the same result. Any failure is returned, so
@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
 use distributary_core::compact::{
-    Clock, CompactConfig, CompactError, CompactReport, SystemClock, compact, parse_duration,
+    Clock, CompactConfig, CompactError, CompactReport, HeaderCache, SystemClock, compact_with, parse_duration,
 };
 use distributary_core::layout::{Level, SegmentKey};
 use distributary_core::manifest::{Manifest, read_manifest};
@@ -109,13 +109,16 @@ pub struct Compactor {
     config: CompactConfig,
     clock: Arc<dyn Clock>,
     metrics_namespace: Option<String>,
+    /// Kept while the execution environment stays warm: the next
+    /// invocations skip the headers this one read.
+    headers: HeaderCache,
 }
 
 impl Compactor {
     /// A compactor using `s3`'s client (any bucket and prefix) with `config`.
     /// It prints no metrics until [`Compactor::with_metrics`] names a namespace.
     pub fn new(s3: S3Store, config: CompactConfig, clock: Arc<dyn Clock>) -> Compactor {
-        Compactor { s3, config, clock, metrics_namespace: None }
+        Compactor { s3, config, clock, metrics_namespace: None, headers: HeaderCache::new() }
     }
 
     /// Prints one Embedded Metric Format line per compacted store to stdout,
@@ -364,7 +367,7 @@ pub async fn handle<E: Into<Event>>(compactor: &Compactor, event: LambdaEvent<E>
     let mut messages = Vec::new();
     for target in &targets {
         let store = compactor.s3.with_location(target.bucket.clone(), target.prefix.clone());
-        match compact(&store, &compactor.config, compactor.clock.as_ref()).await {
+        match compact_with(&store, &compactor.config, compactor.clock.as_ref(), &compactor.headers).await {
             Ok(report) => {
                 // One more GET: the report does not carry the newest commit's
                 // time, and the staleness metric is worth a request.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use distributary_core::compact::{CompactConfig, SystemClock, compact, parse_duration};
+use distributary_core::compact::{CompactConfig, HeaderCache, SystemClock, compact, compact_with, parse_duration};
 use distributary_core::store;
 
 /// Merge L0 segments into L1 and snapshots, advance the manifest, apply retention.
@@ -73,6 +73,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // Registered before the first pass: a signal in the middle of a pass
     // lets it finish (a pass killed half way is safe, but wastes its work).
     let mut stop = crate::signals::stop_on_signals("finishing the compaction pass");
+    // One cache for every pass: headers read once are not requested again.
+    let headers = HeaderCache::new();
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -82,7 +84,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         // A failed run is retried at the next tick: the store may be down
         // for a while, and every run picks up where the last one stopped.
-        if let Err(error) = compact(store.as_ref(), &config, &SystemClock).await {
+        if let Err(error) = compact_with(store.as_ref(), &config, &SystemClock, &headers).await {
             tracing::error!(error = format!("{error:#}"), "compaction failed; retrying at the next interval");
         }
         if *stop.borrow() {

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use distributary_core::compact::{Clock, CompactConfig, ManualClock, compact};
+use distributary_core::compact::{Clock, CompactConfig, HeaderCache, ManualClock, compact, compact_with};
 use distributary_core::format::EncryptionKey;
 use distributary_core::layout::{Level, SegmentKey, l0_key};
 use distributary_core::manifest::{SnapshotRef, read_manifest, read_snapshot_index};
 use distributary_core::store::{FileStore, S3Store, Store};
 use distributary_core::{GenerationId, TxId};
 use distributary_lambda::{Compactor, handle};
+use distributary_tests::counting::CountingStore;
 use distributary_tests::lambda::{LambdaWatch, s3_event};
 use distributary_tests::moto::{ACCESS_KEY_ID, MotoServer, SECRET_ACCESS_KEY};
 use distributary_tests::synthetic::{
@@ -514,5 +515,54 @@ async fn the_function_runs_under_the_lambda_runtime_api() -> Result<()> {
     let manifest = read_manifest(&store).await?.context("manifest")?.value;
     assert_eq!(manifest.l0_min_txid, db.txid().next());
     assert_restorable(&store, &db, None).await?;
+    Ok(())
+}
+
+/// Store requests of a compactor that runs every 10 s (as `compact --watch`
+/// does) while a replicator uploads one L0 segment a second, for
+/// `minutes` simulated minutes. `remember` shares one header cache across
+/// the runs; otherwise each run starts with an empty one.
+async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Result<(u64, u64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let store = CountingStore::new(Arc::new(FileStore::new(dir.path())));
+    let mut db = SyntheticDb::new(generation(10), PAGE_SIZE, 16, None, 10);
+    db.create_generation(&store, T0).await?;
+    let config = CompactConfig { snapshot_interval: Duration::from_secs(3_600), ..quick_config() };
+    let clock = ManualClock::new(T0);
+    let shared = HeaderCache::new();
+    store.reset();
+    let (mut uploads, mut runs) = (0, 0);
+    for second in 1..=minutes * 60 {
+        let now = T0 + second * 1_000;
+        put(&store, &db.next_l0(1, 2, now)?).await?;
+        uploads += 1;
+        if second % 10 == 0 {
+            clock.set(now);
+            let fresh = HeaderCache::new();
+            compact_with(&store, &config, &clock, if remember { &shared } else { &fresh }).await?;
+            runs += 1;
+        }
+    }
+    check_references(&store).await?;
+    Ok((
+        store.gets.load(std::sync::atomic::Ordering::SeqCst) + store.heads.load(std::sync::atomic::Ordering::SeqCst),
+        uploads,
+        runs,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_compactor_reads_each_segment_header_once() -> Result<()> {
+    let (reads, uploads, runs) = requests_of_a_watching_compactor(8, true).await?;
+    let (forgetful, _, _) = requests_of_a_watching_compactor(8, false).await?;
+    println!("{uploads} L0 uploads, {runs} runs: {reads} GET/HEAD with a shared header cache, {forgetful} without");
+    // Per L0 segment: its header once (the walk; retention finds it in the
+    // cache) and its body once (the L1 merge). Per run: the manifest twice
+    // (the pass and retention), the two probes past the chains' ends, the
+    // trailer of the newest segment, the snapshot index, and the manifest
+    // reads of each compare-and-swap.
+    let budget = 2 * uploads + 8 * runs;
+    ensure!(reads <= budget, "{reads} reads for {uploads} uploads and {runs} runs (budget {budget})");
+    ensure!(reads * 2 < forgetful, "the cache saves at least half: {reads} vs {forgetful}");
     Ok(())
 }

@@ -11,6 +11,7 @@ use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
 use super::CompactError;
+use super::headers::HeaderCache;
 use crate::format::{EncodeSummary, HEADER_SIZE, Header, SegmentReader, TRAILER_SIZE, Trailer, read_segment_header};
 use crate::ids::{GenerationId, TxId};
 use crate::merge::merge;
@@ -61,6 +62,24 @@ pub(crate) async fn fetch_header(
         });
     }
     Ok(Some(header))
+}
+
+/// [`fetch_header`] through `cache`: a header read before costs no request.
+pub(crate) async fn fetch_header_cached(
+    store: &dyn Store,
+    cache: &HeaderCache,
+    key: &str,
+    generation: GenerationId,
+    named_min_txid: Option<TxId>,
+) -> Result<Option<Header>, CompactError> {
+    if let Some(header) = cache.get(store.url(), key) {
+        return Ok(Some(header));
+    }
+    let header = fetch_header(store, key, generation, named_min_txid).await?;
+    if let Some(header) = &header {
+        cache.insert(store.url(), key, header);
+    }
+    Ok(header)
 }
 
 /// Reads the trailer of `key` (its last 32 bytes): the post-apply checksum

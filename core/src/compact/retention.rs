@@ -29,7 +29,8 @@
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::objects::fetch_header;
+use super::headers::HeaderCache;
+use super::objects::{fetch_header, fetch_header_cached};
 use super::{Clock, CompactConfig, CompactError, CompactReport};
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{l0_key, l1_key, snapshot_index_key, snapshot_key};
@@ -45,6 +46,7 @@ pub(crate) async fn apply(
     store: &dyn Store,
     config: &CompactConfig,
     clock: &dyn Clock,
+    headers: &HeaderCache,
     report: &mut CompactReport,
 ) -> Result<(), CompactError> {
     let Some(manifest) = read_manifest(store).await? else {
@@ -54,7 +56,7 @@ pub(crate) async fn apply(
     let span = info_span!("retention", generation = %manifest.generation);
     async {
         let now_ms = clock.now_ms();
-        let cursor = delete_l0(store, config, &manifest, now_ms, report).await?;
+        let cursor = delete_l0(store, config, headers, &manifest, now_ms, report).await?;
         delete_snapshots_and_l1(store, config, &manifest, cursor, now_ms, report).await
     }
     .instrument(span)
@@ -67,6 +69,7 @@ pub(crate) async fn apply(
 async fn delete_l0(
     store: &dyn Store,
     config: &CompactConfig,
+    headers: &HeaderCache,
     manifest: &Manifest,
     now_ms: u64,
     report: &mut CompactReport,
@@ -82,7 +85,7 @@ async fn delete_l0(
             break;
         }
         let key = l1_key(generation, cursor);
-        let Some(l1) = fetch_header(store, &key, generation, Some(cursor)).await? else {
+        let Some(l1) = fetch_header_cached(store, headers, &key, generation, Some(cursor)).await? else {
             warn!(key, "the L1 segment at the L0 retention cursor is missing; keeping the L0 segments after it");
             break;
         };
@@ -95,7 +98,7 @@ async fn delete_l0(
         let mut txid = cursor;
         while txid <= l1.max_txid {
             let l0 = l0_key(generation, txid);
-            match fetch_header(store, &l0, generation, Some(txid)).await? {
+            match fetch_header_cached(store, headers, &l0, generation, Some(txid)).await? {
                 Some(header) => {
                     keys.push(l0);
                     txid = header.max_txid.next();
@@ -106,8 +109,10 @@ async fn delete_l0(
         }
         for key in keys.iter().rev() {
             store.delete(std::slice::from_ref(key)).await?;
+            headers.forget(store.url(), key);
             report.l0_deleted += 1;
         }
+        headers.forget(store.url(), &key);
         debug!(l1 = key, deleted = keys.len(), "deleted the L0 segments covered by an L1 segment");
         cursor = l1.max_txid.next();
     }
