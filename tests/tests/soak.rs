@@ -111,17 +111,37 @@ impl Track {
     /// The largest RSS and descriptor count within `[from, to)` of the
     /// samples (fractions of their number).
     fn peak(&self, from: f64, to: f64) -> Usage {
-        let n = self.samples.len() as f64;
-        let window = &self.samples[(n * from) as usize..((n * to) as usize).max((n * from) as usize + 1)];
+        let window = self.window(from, to);
         Usage {
             rss_kib: window.iter().map(|(_, u)| u.rss_kib).max().unwrap(),
             fds: window.iter().map(|(_, u)| u.fds).max().unwrap(),
         }
     }
 
+    /// The median descriptor count within `[from, to)` of the samples: the
+    /// level the process returns to between bursts of work.
+    fn median_fds(&self, from: f64, to: f64) -> u64 {
+        let mut fds: Vec<u64> = self.window(from, to).iter().map(|(_, u)| u.fds).collect();
+        fds.sort_unstable();
+        fds[fds.len() / 2]
+    }
+
+    /// The samples within `[from, to)` (fractions of their number), at least one.
+    fn window(&self, from: f64, to: f64) -> &[(Duration, Usage)] {
+        let n = self.samples.len() as f64;
+        &self.samples[(n * from) as usize..((n * to) as usize).max((n * from) as usize + 1)]
+    }
+
     /// Flat: the last quarter peaks no higher than the second quarter (after
     /// warm-up: caches filled, connections pooled), within noise that a leak
-    /// of a descriptor or a buffer per request would exceed over a soak.
+    /// of a buffer per request would exceed over a soak. Descriptors are
+    /// compared by their median: a leak raises the level the process returns
+    /// to, while a burst does not. The replicator's bursts are real and
+    /// bounded: an upload merges every pending segment at once (one file per
+    /// 100 ms capture since the last upload, at most 256), so one sample
+    /// taken during a slow upload can show 20 more descriptors than the next
+    /// (CI, 2026-11-25: "replicate: descriptors grew from 25 to 43"). A peak
+    /// past that bound still fails.
     fn assert_flat(&self) {
         assert!(self.samples.len() >= 8, "{}: only {} samples", self.name, self.samples.len());
         let (warm, last) = (self.peak(0.25, 0.5), self.peak(0.75, 1.0));
@@ -132,13 +152,19 @@ impl Track {
             warm.rss_kib,
             last.rss_kib
         );
-        assert!(last.fds <= warm.fds + 16, "{}: descriptors grew from {} to {}", self.name, warm.fds, last.fds);
+        let (warm_level, last_level) = (self.median_fds(0.25, 0.5), self.median_fds(0.75, 1.0));
+        assert!(
+            last_level <= warm_level + 8,
+            "{}: descriptors grew from a median of {warm_level} to {last_level}",
+            self.name
+        );
+        assert!(last.fds <= warm.fds + 256, "{}: descriptors peaked at {} (from {})", self.name, last.fds, warm.fds);
     }
 
     fn summary(&self) -> String {
         let (first, warm, last) = (self.peak(0.0, 0.25), self.peak(0.25, 0.5), self.peak(0.75, 1.0));
         format!(
-            "{:<10} {:>4} samples  RSS MiB peak per quarter 1/2/4: {:>6.1} {:>6.1} {:>6.1}   fds: {:>3} {:>3} {:>3}",
+            "{:<10} {:>4} samples  RSS MiB peak per quarter 1/2/4: {:>6.1} {:>6.1} {:>6.1}   fds peak: {:>3} {:>3} {:>3}   fds median: {:>3} {:>3} {:>3}",
             self.name,
             self.samples.len(),
             first.rss_kib as f64 / 1024.0,
@@ -146,7 +172,10 @@ impl Track {
             last.rss_kib as f64 / 1024.0,
             first.fds,
             warm.fds,
-            last.fds
+            last.fds,
+            self.median_fds(0.0, 0.25),
+            self.median_fds(0.25, 0.5),
+            self.median_fds(0.75, 1.0)
         )
     }
 }
