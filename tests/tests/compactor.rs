@@ -522,7 +522,7 @@ async fn the_function_runs_under_the_lambda_runtime_api() -> Result<()> {
 /// does) while a replicator uploads one L0 segment a second, for
 /// `minutes` simulated minutes. `remember` shares one header cache across
 /// the runs; otherwise each run starts with an empty one.
-async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Result<(u64, u64, u64)> {
+async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Result<(u64, u64, u64, u64)> {
     let dir = tempfile::tempdir()?;
     let store = CountingStore::new(Arc::new(FileStore::new(dir.path())));
     let mut db = SyntheticDb::new(generation(10), PAGE_SIZE, 16, None, 10);
@@ -546,16 +546,20 @@ async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Resul
     check_references(&store).await?;
     Ok((
         store.gets.load(std::sync::atomic::Ordering::SeqCst) + store.heads.load(std::sync::atomic::Ordering::SeqCst),
+        store.deletes.load(std::sync::atomic::Ordering::SeqCst),
         uploads,
         runs,
     ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watching_compactor_reads_each_segment_header_once() -> Result<()> {
-    let (reads, uploads, runs) = requests_of_a_watching_compactor(8, true).await?;
-    let (forgetful, _, _) = requests_of_a_watching_compactor(8, false).await?;
-    println!("{uploads} L0 uploads, {runs} runs: {reads} GET/HEAD with a shared header cache, {forgetful} without");
+async fn a_watching_compactor_reads_each_segment_header_once_and_deletes_in_batches() -> Result<()> {
+    let (reads, deletes, uploads, runs) = requests_of_a_watching_compactor(8, true).await?;
+    let (forgetful, _, _, _) = requests_of_a_watching_compactor(8, false).await?;
+    println!(
+        "{uploads} L0 uploads, {runs} runs: {reads} GET/HEAD with a shared header cache, {forgetful} without; \
+         {deletes} delete requests"
+    );
     // Per L0 segment: its header once (the walk; retention finds it in the
     // cache) and its body once (the L1 merge). Per run: the manifest twice
     // (the pass and retention), the two probes past the chains' ends, the
@@ -564,5 +568,10 @@ async fn a_watching_compactor_reads_each_segment_header_once() -> Result<()> {
     let budget = 2 * uploads + 8 * runs;
     ensure!(reads <= budget, "{reads} reads for {uploads} uploads and {runs} runs (budget {budget})");
     ensure!(reads * 2 < forgetful, "the cache saves at least half: {reads} vs {forgetful}");
+    // L0 retention (2 minutes) deletes the 60 L0 segments of each closed
+    // 1-minute window in one request, not one request each (what made an
+    // idle store's compactor cost more than its replicator).
+    ensure!(deletes >= 1, "retention deleted nothing in {minutes} minutes", minutes = 8);
+    ensure!(deletes <= 8, "{deletes} delete requests for at most 8 windows of L0 segments");
     Ok(())
 }

@@ -107,11 +107,11 @@ async fn delete_l0(
                 None => break,
             }
         }
-        for key in keys.iter().rev() {
-            store.delete(std::slice::from_ref(key)).await?;
+        delete_chain(store, &keys).await?;
+        for key in &keys {
             headers.forget(store.url(), key);
-            report.l0_deleted += 1;
         }
+        report.l0_deleted += u32::try_from(keys.len()).unwrap_or(u32::MAX);
         headers.forget(store.url(), &key);
         debug!(l1 = key, deleted = keys.len(), "deleted the L0 segments covered by an L1 segment");
         cursor = l1.max_txid.next();
@@ -187,10 +187,8 @@ async fn delete_snapshots_and_l1(
         .await?;
         // (2) L1 segments from the oldest snapshot to the floor, newest first.
         let l1_keys = walk_l1_keys(store, generation, oldest.txid.next(), floor).await?;
-        for key in l1_keys.iter().rev() {
-            store.delete(std::slice::from_ref(key)).await?;
-            report.l1_deleted += 1;
-        }
+        delete_chain(store, &l1_keys).await?;
+        report.l1_deleted += u32::try_from(l1_keys.len()).unwrap_or(u32::MAX);
         // (3) The snapshot objects below the floor.
         let retired: Vec<String> =
             index.snapshots.iter().filter(|s| s.txid < floor).map(|s| snapshot_key(generation, s.txid)).collect();
@@ -239,4 +237,27 @@ async fn walk_l1_keys(
         txid = header.max_txid.next();
     }
     Ok(keys)
+}
+
+/// Deletes `keys`, a chain oldest first, in batched requests (S3 takes 1,000
+/// keys per request; one request per key made retention most of an idle
+/// store's bill) listing the newest first: the file store deletes in that
+/// order, so a crash leaves a prefix the next run can still walk by name,
+/// and S3 carries a batch it received to its end. S3 may still refuse single
+/// keys of a batch; the batch is sent again (deleting a key already gone
+/// succeeds), so a run that returns `Ok` leaves no hole in the chain.
+async fn delete_chain(store: &dyn Store, keys: &[String]) -> Result<(), CompactError> {
+    const ATTEMPTS: u32 = 3;
+    let newest_first: Vec<String> = keys.iter().rev().cloned().collect();
+    let mut attempt = 1;
+    loop {
+        match store.delete(&newest_first).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                debug!(error = %e, attempt, "batched delete refused some keys; sending it again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
