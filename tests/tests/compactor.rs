@@ -544,12 +544,8 @@ async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Resul
         }
     }
     check_references(&store).await?;
-    Ok((
-        store.gets.load(std::sync::atomic::Ordering::SeqCst) + store.heads.load(std::sync::atomic::Ordering::SeqCst),
-        store.deletes.load(std::sync::atomic::Ordering::SeqCst),
-        uploads,
-        runs,
-    ))
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::SeqCst);
+    Ok((count(&store.gets) + count(&store.heads), count(&store.deletes), uploads, runs))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

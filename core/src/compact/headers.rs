@@ -47,16 +47,6 @@ impl HeaderCache {
         self.lock().remove(&(store_url.to_string(), key.to_string()));
     }
 
-    /// Headers held now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Header>> {
         // A panic while holding the lock cannot leave a half-written entry.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
