@@ -15,6 +15,7 @@
 //! | [`manifest`] | the manifest and snapshot index, updated by compare-and-swap |
 //! | [`plan`] | planning a read without LIST: the chain of objects that reaches a target |
 //! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) or to an image in memory (the wasm reader) |
+//! | [`retry`] | which failures are worth retrying; the bounded retry of one-shot commands |
 //! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`clock`] | wall-clock time and sleeping |
@@ -35,6 +36,7 @@ pub mod merge;
 pub mod plan;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod replica;
+pub mod retry;
 pub mod store;
 
 pub use ids::{Checksum, GenerationId, PageNo, TxId};

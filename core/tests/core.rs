@@ -279,6 +279,13 @@ fn truncation_and_trailing_bytes_are_detected() {
     }
     let mut longer = bytes.clone();
     longer.push(0);
+    // Read through a SegmentReader (what sync, restore and compaction use),
+    // the byte is refused by name once the trailer checks out.
+    let err = read_fully(&longer, None).expect_err("a byte after the trailer was accepted");
+    assert!(
+        err.to_string().contains("l0/0000000000000002.seg") && err.to_string().contains("after the trailer"),
+        "{err}"
+    );
     // The trailer is read and verified; the extra byte is refused after it.
     let mut decoder = distributary_core::format::SegmentDecoder::new("x.seg");
     decoder.push(&longer);

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use distributary_core::compact::{CompactConfig, HeaderCache, SystemClock, compact, compact_with, parse_duration};
+use distributary_core::compact::{
+    CompactConfig, CompactError, HeaderCache, SystemClock, compact, compact_with, parse_duration,
+};
+use distributary_core::retry::{ErrorClass, RetryBound, retry_bounded};
 use distributary_core::store;
 
 /// Merge L0 segments into L1 and snapshots, advance the manifest, apply retention.
@@ -43,6 +46,10 @@ pub struct Args {
     /// Folder for staging segments (needs room for the largest snapshot twice).
     #[arg(long, env = "DISTRIBUTARY_TEMP_DIR")]
     temp_dir: Option<PathBuf>,
+    /// Without --watch: how long to keep retrying a store that fails
+    /// transiently (5xx, throttling, timeouts) before exiting with status 1.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    retry_for: Duration,
 }
 
 impl Args {
@@ -63,8 +70,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let store = store::open(&args.store_url).await.with_context(|| format!("open store {}", args.store_url))?;
     let config = args.config();
     if !args.watch {
+        // A pass stopped part way is safe to run again: every step is
+        // idempotent (invariant 3), and the next one picks up the rest.
+        let bound = RetryBound { give_up_after: args.retry_for };
         let report =
-            compact(store.as_ref(), &config, &SystemClock).await.with_context(|| format!("compact {}", store.url()))?;
+            retry_bounded(bound, "compaction", CompactError::class, || compact(store.as_ref(), &config, &SystemClock))
+                .await
+                .with_context(|| format!("compact {}", store.url()))?;
         if report.no_manifest {
             eprintln!("distributary: {} holds no manifest yet; nothing to compact", store.url());
         }
@@ -84,8 +96,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         // A failed run is retried at the next tick: the store may be down
         // for a while, and every run picks up where the last one stopped.
-        if let Err(error) = compact_with(store.as_ref(), &config, &SystemClock, &headers).await {
-            tracing::error!(error = format!("{error:#}"), "compaction failed; retrying at the next interval");
+        // A store that refuses the compactor outright stops it.
+        match compact_with(store.as_ref(), &config, &SystemClock, &headers).await {
+            Ok(_) => {}
+            Err(error) if error.class() == ErrorClass::Permanent => {
+                return Err(error).with_context(|| format!("compact {}", store.url()));
+            }
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "compaction failed; retrying at the next interval");
+            }
         }
         if *stop.borrow() {
             return Ok(ExitCode::SUCCESS);

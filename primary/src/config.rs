@@ -240,11 +240,12 @@ pub fn parse_size(text: &str) -> Result<u64> {
 }
 
 /// Expands `${VAR}` from the environment; an unset variable is an error
-/// naming it and its line.
+/// naming it and its line. Comments are left as they are: a `${VAR}` in a
+/// comment is not a setting (and an unset one there must not fail).
 fn expand_env(text: &str) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     for (number, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
+        let (mut rest, comment) = line.split_at(yaml_comment_start(line).unwrap_or(line.len()));
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let Some(end) = rest[start..].find('}') else {
@@ -257,8 +258,27 @@ fn expand_env(text: &str) -> Result<String> {
             rest = &rest[start + end + 1..];
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     Ok(out)
+}
+
+/// Where a YAML comment starts on `line`: a `#` at the start of the line or
+/// after whitespace, outside quoted scalars.
+fn yaml_comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut previous = ' ';
+    for (index, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && previous.is_whitespace() => return Some(index),
+            None => {}
+        }
+        previous = c;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -277,6 +297,25 @@ mod tests {
         assert_eq!(db.replicas[0].sync_interval, Duration::from_millis(250));
         assert_eq!(db.replicas[1].url, "s3://my-bucket/app?endpoint=http://127.0.0.1:9000");
         assert_eq!(db.replicas[1].sync_interval, DEFAULT_SYNC_INTERVAL);
+    }
+
+    #[test]
+    fn variables_in_comments_are_not_expanded() {
+        // Regression: `${VAR}` inside a comment was expanded, and failed
+        // when the variable was unset.
+        let config = Config::parse(
+            "# endpoint: ${DISTRIBUTARY_SURELY_UNSET}\ndbs:\n  - path: /tmp/a.db # was ${DISTRIBUTARY_SURELY_UNSET}\n    replicas:\n      - url: \"file:///tmp/a#${DISTRIBUTARY_TEST_HOME}\"  # ${DISTRIBUTARY_SURELY_UNSET}\n",
+        );
+        // The quoted `#` is not a comment: that variable is still expanded.
+        let err = format!("{:#}", config.unwrap_err());
+        assert!(err.contains("DISTRIBUTARY_TEST_HOME is not set") && err.contains("line 5"), "{err}");
+        let config = Config::parse(
+            "# ${DISTRIBUTARY_SURELY_UNSET}\ndbs:\n  - path: /tmp/a#b.db # ${DISTRIBUTARY_SURELY_UNSET}\n    replicas:\n      - url: file:///tmp/a  # ${DISTRIBUTARY_SURELY_UNSET}\n",
+        )
+        .unwrap();
+        // A `#` inside a word is not a comment either.
+        assert_eq!(config.dbs[0].path, std::path::Path::new("/tmp/a#b.db"));
+        assert_eq!(config.dbs[0].replicas[0].url, "file:///tmp/a");
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub async fn plan_start(store: &dyn Store, page_size: u32, key_check: KeyCheck) 
             Err(e) => return Err(e).context("walk the L0 chain"),
         };
         let header = read_segment_header(&key, &head)?;
+        if header.key_check != key_check {
+            // The manifest lags the chain: its tail was sealed otherwise.
+            tracing::warn!(store = store.url(), %key, "the encryption key changed: starting a new generation");
+            return new_generation();
+        }
         let tail = store.get_range(&key, ByteRange::Suffix(TRAILER_SIZE as u64)).await?;
         let trailer_bytes: [u8; TRAILER_SIZE] =
             tail[..].try_into().with_context(|| format!("read the trailer of {key}: short read"))?;

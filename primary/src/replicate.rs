@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use distributary_core::format::{Compression, EncryptionKey, KeyCheck};
+use distributary_core::retry::{ErrorClass, RetryBound, backoff, classify, retry_bounded};
 use distributary_core::store;
 use tokio::sync::watch;
 
@@ -53,6 +54,17 @@ pub struct Args {
     /// Run a TRUNCATE checkpoint once the WAL is larger than this (e.g. 64MiB).
     #[arg(long)]
     pub truncate_size: Option<String>,
+    /// With --once: how long to keep retrying a store that fails
+    /// transiently (5xx, throttling, timeouts) before exiting with status 1.
+    /// Permanent failures (access denied, read-only store, no such bucket)
+    /// stop at once; without --once transient ones are retried forever.
+    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    pub retry_for: Duration,
+}
+
+/// The class of a failure, from its whole cause chain.
+fn class_of(error: &anyhow::Error) -> ErrorClass {
+    classify(error.as_ref())
 }
 
 fn config_from_args(args: &Args) -> Result<Config> {
@@ -135,31 +147,33 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
 
     if args.once {
+        let bound = RetryBound { give_up_after: args.retry_for };
         for (path, replicas, policy) in databases {
-            replicate_once(&path, &replicas, policy, metrics.clone()).await?;
+            replicate_once(&path, &replicas, policy, metrics.clone(), bound).await?;
         }
         return Ok(ExitCode::SUCCESS);
     }
 
     let mut running = Vec::new();
     let supervising = args.exec.is_some();
+    // A store that fails permanently stops the replicator (exit 1), unless
+    // it supervises the app: the app is never stopped for a store's sake.
+    let stop_on_permanent = (!supervising).then(|| shutdown_tx.clone());
     for (path, replicas, policy) in databases {
+        let run = Running { metrics: metrics.clone(), shutdown: shutdown.clone(), stop: stop_on_permanent.clone() };
         if supervising && !path.exists() {
             // The app creates it: replication starts once it appears (its
             // first capture covers whatever the app wrote before that).
-            let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-            running.push(tokio::spawn(async move {
-                start_database(path, replicas, policy, metrics, shutdown, true).await?.await?
-            }));
+            running.push(tokio::spawn(async move { start_database(path, replicas, policy, run, true).await?.await? }));
             continue;
         }
-        running.push(start_database(path, replicas, policy, metrics.clone(), shutdown.clone(), false).await?);
+        running.push(start_database(path, replicas, policy, run, false).await?);
     }
 
     let child_status = match &args.exec {
         Some(command) => Some(supervise(command).await?),
         None => {
-            wait_for_signals(shutdown_tx.clone()).await;
+            wait_for_stop(shutdown_tx.clone(), shutdown.clone()).await;
             None
         }
     };
@@ -184,10 +198,23 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-async fn wait_for_signals(shutdown: watch::Sender<bool>) {
-    crate::signals::stop_requested().await;
-    tracing::info!("stopping: flushing the last commits (signal again to exit at once)");
-    let _ = shutdown.send(true);
+/// Waits for SIGINT/SIGTERM, or for a task to stop the replicator.
+async fn wait_for_stop(shutdown_tx: watch::Sender<bool>, mut shutdown: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = crate::signals::stop_requested() => {
+            tracing::info!("stopping: flushing the last commits (signal again to exit at once)");
+        }
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    let _ = shutdown_tx.send(true);
+}
+
+/// What every database's tasks share.
+struct Running {
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    /// Set: a permanent store failure stops the replicator through it.
+    stop: Option<watch::Sender<bool>>,
 }
 
 /// Runs the app and forwards SIGINT/SIGTERM to it; returns its exit status.
@@ -225,13 +252,14 @@ fn forward(pid: libc::pid_t, signal: libc::c_int) {
 }
 
 /// Decides how each store starts: resume from the metadata, or look at the
-/// store (retrying until it answers).
+/// store. A permanent failure is returned at once; transient ones are
+/// retried until `bound` (one-shot) or forever (daemons, until shutdown).
 async fn plan_starts(
     path: &Path,
     replicas: &[ReplicaSpec],
     shutdown: &watch::Receiver<bool>,
     wait_for_db: bool,
-    bounded: bool,
+    bound: Option<RetryBound>,
 ) -> Result<Vec<Start>> {
     let inspection = loop {
         let inspect_path = path.to_path_buf();
@@ -249,22 +277,40 @@ async fn plan_starts(
     };
     let mut starts = Vec::with_capacity(replicas.len());
     for replica in replicas {
-        if inspection.resumable.contains(&replica.url) {
-            starts.push(Start::Resume);
-            continue;
-        }
         let key_check = replica.key.as_ref().map_or(KeyCheck::NONE, EncryptionKey::check);
-        let mut attempt = 0u32;
-        let plan = loop {
-            match plan_start(replica.store.as_ref(), inspection.page_size, key_check).await {
-                Ok(plan) => break plan,
-                Err(e) => {
-                    attempt += 1;
-                    if *shutdown.borrow() || (bounded && attempt >= 5) {
-                        return Err(e);
+        if let Some(known) = inspection.resumable.iter().find(|r| r.url == replica.url) {
+            if known.key_check == Some(key_check) {
+                starts.push(Start::Resume);
+                continue;
+            }
+            // A generation never mixes keys (or keys and plaintext): the
+            // store's manifest decides below, and a changed key starts a
+            // new generation there.
+            tracing::warn!(
+                store = %replica.url,
+                recorded = %known.key_check.map_or("unknown".to_string(), describe_key),
+                configured = %describe_key(key_check),
+                "the encryption key differs from the one this store was replicated with"
+            );
+        }
+        let store = replica.store.as_ref();
+        let plan = match bound {
+            Some(bound) => {
+                retry_bounded(bound, "reach the store", class_of, || plan_start(store, inspection.page_size, key_check))
+                    .await?
+            }
+            None => {
+                let mut attempt = 0u32;
+                loop {
+                    match plan_start(store, inspection.page_size, key_check).await {
+                        Ok(plan) => break plan,
+                        Err(e) if *shutdown.borrow() || class_of(&e) == ErrorClass::Permanent => return Err(e),
+                        Err(e) => {
+                            attempt += 1;
+                            tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "reach the store; retrying");
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
                     }
-                    tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "reach the store; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         };
@@ -273,17 +319,9 @@ async fn plan_starts(
     Ok(starts)
 }
 
-/// Capped exponential backoff with jitter: 0.5 s doubling to 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 500u64 << attempt.min(6);
-    let jitter = jitter_bits() % (base / 2 + 1);
-    Duration::from_millis((base + jitter).min(30_000))
-}
-
-/// Cheap varying bits for retry jitter (the clock's nanoseconds): jitter
-/// only spreads retries, it needs no quality.
-fn jitter_bits() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()))
+/// A key check for a log line: "none" for plaintext.
+fn describe_key(key_check: KeyCheck) -> String {
+    if key_check == KeyCheck::NONE { "none".to_string() } else { format!("key {key_check}") }
 }
 
 async fn open_capturer(
@@ -293,9 +331,9 @@ async fn open_capturer(
     metrics: Arc<Metrics>,
     shutdown: &watch::Receiver<bool>,
     wait_for_db: bool,
-    bounded: bool,
+    bound: Option<RetryBound>,
 ) -> Result<Capturer> {
-    let starts = plan_starts(path, replicas, shutdown, wait_for_db, bounded).await?;
+    let starts = plan_starts(path, replicas, shutdown, wait_for_db, bound).await?;
     let (path, replicas) = (path.to_path_buf(), replicas.to_vec());
     tokio::task::spawn_blocking(move || {
         Capturer::start(&path, &replicas, &starts, policy, Compression::default(), metrics)
@@ -324,9 +362,10 @@ async fn replicate_once(
     replicas: &[ReplicaSpec],
     policy: CheckpointPolicy,
     metrics: Arc<Metrics>,
+    bound: RetryBound,
 ) -> Result<()> {
     let (_tx, shutdown) = watch::channel(false);
-    let capturer = open_capturer(path, replicas, policy, metrics.clone(), &shutdown, false, true).await?;
+    let capturer = open_capturer(path, replicas, policy, metrics.clone(), &shutdown, false, Some(bound)).await?;
     let capturer = tokio::task::spawn_blocking(move || -> Result<Capturer> {
         let mut capturer = capturer;
         while capturer.capture()? > 0 {}
@@ -338,18 +377,7 @@ async fn replicate_once(
     for ((shipper, replica), captured) in
         shippers(&capturer, replicas, &metrics).into_iter().zip(replicas).zip(capturer.captured())
     {
-        let mut attempt = 0;
-        loop {
-            match shipper.ship(captured).await {
-                Ok(_) => break,
-                Err(e) if attempt < 4 => {
-                    attempt += 1;
-                    tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "upload failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        retry_bounded(bound, &format!("upload to {}", replica.url), class_of, || shipper.ship(captured)).await?;
         metrics.update_replica(&db_label, &replica.url, |s| s.shipped_txid = captured.0);
         println!("{} -> {}: TXID {}", path.display(), replica.url, captured.0);
     }
@@ -363,11 +391,11 @@ async fn start_database(
     path: PathBuf,
     replicas: Vec<ReplicaSpec>,
     policy: CheckpointPolicy,
-    metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
+    run: Running,
     wait_for_db: bool,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let capturer = open_capturer(&path, &replicas, policy, metrics.clone(), &shutdown, wait_for_db, false).await?;
+    let Running { metrics, shutdown, stop } = run;
+    let capturer = open_capturer(&path, &replicas, policy, metrics.clone(), &shutdown, wait_for_db, None).await?;
     let shippers = shippers(&capturer, &replicas, &metrics);
     // Capture and the checkpoint policy run at least every CAPTURE_TICK
     // whatever the upload intervals (captures are local; the shippers merge
@@ -422,7 +450,7 @@ async fn start_database(
 
     let mut tasks = Vec::new();
     for (index, (shipper, replica)) in shippers.into_iter().zip(replicas).enumerate() {
-        let (label, metrics) = (db_label.clone(), metrics.clone());
+        let (label, metrics, stop) = (db_label.clone(), metrics.clone(), stop.clone());
         let (mut captured_rx, mut done_rx) = (captured_rx.clone(), done_rx.clone());
         tasks.push(tokio::spawn(async move {
             let mut attempt = 0u32;
@@ -439,6 +467,13 @@ async fn start_database(
                                 s.oldest_unshipped_ms = None;
                                 s.last_error = None;
                             });
+                        }
+                        Err(e) if stop.is_some() && class_of(&e) == ErrorClass::Permanent => {
+                            tracing::error!(store = %replica.url, error = %format!("{e:#}"), "the store refuses uploads: stopping");
+                            if let Some(stop) = &stop {
+                                let _ = stop.send(true);
+                            }
+                            return Err(e.context(format!("replicate to {}", replica.url)));
                         }
                         Err(e) => {
                             attempt += 1;

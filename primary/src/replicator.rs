@@ -71,8 +71,9 @@ pub enum Start {
 pub struct Inspection {
     /// The database's page size now.
     pub page_size: u32,
-    /// Stores whose progress can be resumed from the metadata.
-    pub resumable: Vec<String>,
+    /// Stores whose progress can be resumed from the metadata (if the key
+    /// they were sealed with is still the one configured).
+    pub resumable: Vec<ReplicaState>,
 }
 
 /// Looks at the database and its metadata to learn which stores need a
@@ -86,7 +87,7 @@ pub fn inspect(db_path: &Path) -> Result<Inspection> {
         Some(c) if c.page_size == page_size => PageHashes::from_stored(state.page_hashes()?, c.commit).is_some(),
         _ => false,
     };
-    let resumable = if in_step { state.replicas()?.into_iter().map(|r| r.url).collect() } else { Vec::new() };
+    let resumable = if in_step { state.replicas()? } else { Vec::new() };
     Ok(Inspection { page_size, resumable })
 }
 
@@ -446,6 +447,7 @@ impl Capturer {
                 generation: t.generation,
                 captured_txid: t.captured_txid,
                 shipped_txid: shipped,
+                key_check: Some(t.codec.key_check()),
             })
             .collect();
         self.state.commit_capture(&CaptureUpdate {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use distributary_core::TxId;
-use distributary_core::apply::{IntegrityCheck, Progress, RestoreOptions, SyncOptions, restore};
+use distributary_core::apply::{ApplyError, IntegrityCheck, Progress, RestoreOptions, SyncOptions, restore};
 use distributary_core::format::EncryptionKey;
 use distributary_core::manifest::read_manifest;
 use distributary_core::plan::{Base, Target};
+use distributary_core::retry::{RetryBound, retry_bounded};
 
 use crate::config::Config;
 use crate::time::{format_rfc3339, parse_rfc3339};
@@ -64,6 +65,10 @@ pub struct Args {
     /// Objects downloaded at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// How long to keep retrying a store that fails transiently (5xx,
+    /// throttling, timeouts) before exiting with status 1.
+    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    retry_for: std::time::Duration,
 }
 
 /// `--integrity-check` values.
@@ -124,7 +129,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         _ => Target::Newest,
     };
     let store = distributary_core::store::open(&url).await?;
-    if args.if_replica_exists && read_manifest(store.as_ref()).await?.is_none() {
+    let bound = RetryBound { give_up_after: args.retry_for };
+    if args.if_replica_exists
+        && retry_bounded(bound, "read the manifest", ApplyError::class, || async {
+            read_manifest(store.as_ref()).await.map_err(ApplyError::from)
+        })
+        .await?
+        .is_none()
+    {
         eprintln!("distributary: {url} holds no replica; nothing to do (--if-replica-exists)");
         return Ok(ExitCode::SUCCESS);
     }
@@ -145,9 +157,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             Check::Full => IntegrityCheck::Full,
         },
     };
-    let summary = restore(Arc::clone(&store), &args.output, &options)
-        .await
-        .with_context(|| format!("restore {} from {url}", args.output.display()))?;
+    // A restore that fails part way leaves nothing behind, so it is simply
+    // run again (what was downloaded is downloaded again).
+    let summary =
+        retry_bounded(bound, "restore", ApplyError::class, || restore(Arc::clone(&store), &args.output, &options))
+            .await
+            .with_context(|| format!("restore {} from {url}", args.output.display()))?;
     if options.sync.progress.is_some() {
         eprintln!();
     }

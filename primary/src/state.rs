@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use distributary_core::format::KeyCheck;
 use distributary_core::{Checksum, GenerationId, TxId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -42,6 +43,11 @@ pub struct ReplicaState {
     pub captured_txid: TxId,
     /// The newest TXID known to be in the store.
     pub shipped_txid: TxId,
+    /// The encryption key the generation's segments are sealed with
+    /// ([`KeyCheck::NONE`]: plaintext); `None` in metadata written before
+    /// it was recorded. A generation never mixes keys: a store whose key
+    /// differs from this one is not resumed.
+    pub key_check: Option<KeyCheck>,
 }
 
 /// The metadata folder of one database.
@@ -63,7 +69,8 @@ CREATE TABLE IF NOT EXISTS replica (
     url TEXT PRIMARY KEY,
     generation TEXT NOT NULL,
     captured_txid INTEGER NOT NULL,
-    shipped_txid INTEGER NOT NULL
+    shipped_txid INTEGER NOT NULL,
+    key_check INTEGER
 );
 ";
 
@@ -85,6 +92,7 @@ impl StateDir {
             .with_context(|| format!("open {}", root.join("state.db").display()))?;
         db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
         db.execute_batch(SCHEMA).with_context(|| format!("initialise {}", root.join("state.db").display()))?;
+        add_key_check_column(&db).with_context(|| format!("upgrade {}", root.join("state.db").display()))?;
         Ok(StateDir { root, db })
     }
 
@@ -127,20 +135,23 @@ impl StateDir {
 
     /// The state of every store known here.
     pub fn replicas(&self) -> Result<Vec<ReplicaState>> {
-        let mut statement =
-            self.db.prepare("SELECT url, generation, captured_txid, shipped_txid FROM replica ORDER BY url")?;
+        let mut statement = self
+            .db
+            .prepare("SELECT url, generation, captured_txid, shipped_txid, key_check FROM replica ORDER BY url")?;
         let rows = statement.query_map([], |row| {
             let generation: String = row.get(1)?;
-            Ok((row.get::<_, String>(0)?, generation, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?))
+            let key_check: Option<i64> = row.get(4)?;
+            Ok((row.get::<_, String>(0)?, generation, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?, key_check))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (url, generation, captured, shipped) = row?;
+            let (url, generation, captured, shipped, key_check) = row?;
             out.push(ReplicaState {
                 url,
                 generation: generation.parse().context("metadata names an invalid generation")?,
                 captured_txid: TxId(captured as u64),
                 shipped_txid: TxId(shipped as u64),
+                key_check: key_check.map(|k| KeyCheck(k as u64)),
             });
         }
         Ok(out)
@@ -196,8 +207,9 @@ impl StateDir {
         )?;
         for replica in update.replicas {
             transaction.execute(
-                "INSERT INTO replica (url, generation, captured_txid, shipped_txid) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (url) DO UPDATE SET generation = ?2, captured_txid = ?3,
+                "INSERT INTO replica (url, generation, captured_txid, shipped_txid, key_check)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (url) DO UPDATE SET generation = ?2, captured_txid = ?3, key_check = ?5,
                  -- the shippers record their progress themselves (set_shipped):
                  -- within a generation it only moves forward.
                  shipped_txid = CASE WHEN generation = ?2 THEN max(shipped_txid, ?4) ELSE ?4 END",
@@ -205,7 +217,8 @@ impl StateDir {
                     replica.url,
                     replica.generation.to_string(),
                     replica.captured_txid.0 as i64,
-                    replica.shipped_txid.0 as i64
+                    replica.shipped_txid.0 as i64,
+                    replica.key_check.map(|k| k.0 as i64),
                 ],
             )?;
         }
@@ -221,6 +234,19 @@ impl StateDir {
         )?;
         Ok(())
     }
+}
+
+/// Metadata written before the key check was recorded lacks its column;
+/// its stores read as `key_check: None` and are not resumed blindly.
+fn add_key_check_column(db: &Connection) -> Result<()> {
+    let has_column: bool =
+        db.query_row("SELECT count(*) FROM pragma_table_info('replica') WHERE name = 'key_check'", [], |row| {
+            row.get::<_, i64>(0).map(|n| n > 0)
+        })?;
+    if !has_column {
+        db.execute_batch("ALTER TABLE replica ADD COLUMN key_check INTEGER")?;
+    }
+    Ok(())
 }
 
 /// One capture to record with [`StateDir::commit_capture`].

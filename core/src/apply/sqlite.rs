@@ -315,6 +315,11 @@ pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions
             file.write_all_at(page, 0).map_err(ApplyError::io("write page 1 of", &temp))?;
         }
         integrity_check(&temp, options.integrity)?;
+        // The checks' connections leave an empty WAL and its index beside
+        // the temp file; the restored file needs neither (the first
+        // connection to it creates its own), and after the rename their
+        // names would match nothing.
+        remove_empty_wal(&temp)?;
         let file = std::fs::File::open(&temp).map_err(ApplyError::io("open", &temp))?;
         file.sync_all().map_err(ApplyError::io("fsync", &temp))?;
         if options.force {
@@ -329,6 +334,35 @@ pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions
         let _ = remove_database(&temp);
     }
     result
+}
+
+/// Removes the WAL and shared-memory files of a database nobody has open,
+/// once its WAL is checkpointed (empty); a WAL with frames is an error.
+fn remove_empty_wal(db: &Path) -> Result<(), ApplyError> {
+    let with_suffix = |suffix: &str| {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let wal = with_suffix("-wal");
+    match std::fs::metadata(&wal) {
+        Ok(meta) if meta.len() > 0 => {
+            return Err(ApplyError::Io {
+                op: "finish",
+                path: wal,
+                source: std::io::Error::other("the WAL still holds frames after a TRUNCATE checkpoint"),
+            });
+        }
+        Ok(_) => std::fs::remove_file(&wal).map_err(ApplyError::io("remove", &wal))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ApplyError::Io { op: "stat", path: wal, source }),
+    }
+    let shm = with_suffix("-shm");
+    match std::fs::remove_file(&shm) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ApplyError::Io { op: "remove", path: shm, source }),
+    }
 }
 
 /// Removes a database and its WAL and shared-memory files, if present.

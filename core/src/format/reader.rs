@@ -51,10 +51,31 @@ impl<R: Read> SegmentReader<R> {
         match pull_event(&mut self.reader, &mut self.decoder, &mut self.chunk)? {
             Event::Frame(frame) => Ok(Some(frame)),
             Event::Trailer(trailer) => {
+                self.expect_end()?;
                 self.trailer = Some(trailer);
                 Ok(None)
             }
             Event::Header(_) => unreachable!("the decoder yields the header once"),
+        }
+    }
+
+    /// Checks that nothing follows the trailer: the format ends there
+    /// (docs/FORMAT.md), so extra bytes mean a damaged or foreign object.
+    fn expect_end(&mut self) -> Result<(), FormatError> {
+        loop {
+            // The decoder refuses bytes it holds past the trailer.
+            self.decoder.next_event()?;
+            let read = match self.reader.read(&mut self.chunk[..1]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(FormatError::Io { op: "read", object: self.decoder.object().to_string(), source });
+                }
+            };
+            if read == 0 {
+                return Ok(());
+            }
+            self.decoder.push(&self.chunk[..read]);
         }
     }
 

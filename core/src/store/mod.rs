@@ -6,7 +6,9 @@
 //! | `file:///abs/path` | [`FileStore`] | yes |
 //! | `s3://bucket/prefix?endpoint=..&region=..` | [`S3Store`] | yes |
 //! | `http(s)://host/prefix` | [`HttpStore`] | no (read-only) |
-//! | `memory://` | [`MemoryStore`] (a fresh, empty store) | yes |
+//!
+//! [`MemoryStore`] (tests) has no URL: data written to it would be lost
+//! when the program exits, so no command can be pointed at one.
 
 mod types;
 mod url;

@@ -147,11 +147,32 @@ where
     let status = err.raw_response().map(HasStatus::status);
     let code = err.code().unwrap_or_default().to_string();
     let key = key.to_string();
+    let permanent = |message: String| StoreError::Backend { op, key: key.clone(), message, retryable: false };
     match (status, code.as_str()) {
+        // Before the 404 arm: a missing bucket is not a missing object.
+        (_, "NoSuchBucket") => permanent("the bucket does not exist: create it or fix the URL's bucket name".into()),
+        (_, "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException") => {
+            permanent(format!(
+                "the bucket is in another region than the one configured ({code}: {}): set ?region= in the URL or AWS_REGION",
+                err.message().unwrap_or("no message")
+            ))
+        }
+        (Some(501), _) | (_, "NotImplemented") => permanent(format!(
+            "the store does not implement this request ({code}): Distributary needs conditional writes \
+             (If-None-Match / If-Match); use S3 or a compatible server that supports them"
+        )),
+        (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken") => permanent(format!(
+            "the credentials were refused ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the role"
+        )),
         (Some(404), _) | (_, "NoSuchKey") | (_, "NotFound") => StoreError::NotFound { op, key },
         (Some(304), _) => StoreError::NotModified { key },
         (Some(412), _) | (_, "PreconditionFailed") => StoreError::PreconditionFailed { key },
         (Some(416), _) | (_, "InvalidRange") => StoreError::InvalidRange { key, range: "requested".into(), size: 0 },
+        (None, _) if is_missing_credentials(err) => permanent(format!(
+            "no AWS credentials found ({}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with \
+             the shared config and credentials files, or use SSO or an instance or task role (the SDK's default chain)",
+            error_chain(err)
+        )),
         _ => {
             let retryable = match status {
                 None => true, // never reached the server: timeout, refused, DNS
@@ -170,6 +191,16 @@ where
             StoreError::Backend { op, key, message: detail, retryable }
         }
     }
+}
+
+/// Whether the request never left because no credentials could be found
+/// (no retry brings them).
+fn is_missing_credentials(err: &dyn std::error::Error) -> bool {
+    let text = error_chain(err).to_ascii_lowercase();
+    text.contains("no providers in chain provided credentials")
+        || text.contains("credentials provider was not enabled")
+        || text.contains("credential provider was not enabled")
+        || text.contains("no credentials")
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {

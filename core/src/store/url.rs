@@ -40,8 +40,6 @@ pub enum StoreUrl {
         /// The query string without `?`, appended to every object URL.
         query: Option<String>,
     },
-    /// A fresh in-memory store (tests).
-    Memory,
 }
 
 impl StoreUrl {
@@ -65,7 +63,13 @@ impl StoreUrl {
                     ));
                 }
                 let root = rest.trim_end_matches('/');
-                Ok(StoreUrl::File { root: if root.is_empty() { "/".into() } else { root.into() } })
+                if root.is_empty() {
+                    return Err(invalid(
+                        "the filesystem root cannot be a store: name a folder for its objects".into(),
+                        FILE_EXAMPLE,
+                    ));
+                }
+                Ok(StoreUrl::File { root: root.into() })
             }
             "s3" => parse_s3(rest).map_err(|reason| invalid(reason, S3_EXAMPLE)),
             "http" | "https" => {
@@ -82,7 +86,13 @@ impl StoreUrl {
                 }
                 Ok(StoreUrl::Http { base: format!("{scheme}://{}", location.trim_end_matches('/')), query })
             }
-            "memory" => Ok(StoreUrl::Memory),
+            // An in-process store lives as long as the program: data written
+            // to it goes nowhere, so no command takes one (tests build a
+            // `MemoryStore` directly).
+            "memory" => Err(invalid(
+                "memory:// is an in-process store for tests whose data is lost at exit; use a folder".into(),
+                FILE_EXAMPLE,
+            )),
             other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, http or https)"), FILE_EXAMPLE)),
         }
     }
@@ -161,14 +171,27 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     };
     match parsed {
         #[cfg(feature = "file")]
-        StoreUrl::File { root } => Ok(Arc::new(super::FileStore::new(root))),
+        StoreUrl::File { root } => {
+            // The folder may not exist yet (the first write creates it), but
+            // whatever part of its path exists must be folders.
+            if let Some(file) = root.ancestors().find(|p| p.exists()).filter(|p| !p.is_dir()) {
+                return Err(StoreError::InvalidUrl {
+                    url: url.to_string(),
+                    reason: format!(
+                        "{} is a file, not a folder: a file:// store is a folder of objects",
+                        file.display()
+                    ),
+                    example: FILE_EXAMPLE,
+                });
+            }
+            Ok(Arc::new(super::FileStore::new(root)))
+        }
         #[cfg(feature = "s3")]
         StoreUrl::S3 { bucket, prefix, endpoint, region, path_style } => {
             Ok(Arc::new(super::S3Store::connect(bucket, prefix, endpoint, region, path_style).await?))
         }
         #[cfg(feature = "http")]
         StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
-        StoreUrl::Memory => Ok(Arc::new(super::MemoryStore::new())),
         #[allow(unreachable_patterns)]
         StoreUrl::File { .. } => Err(unavailable("file://")),
         #[allow(unreachable_patterns)]
@@ -199,7 +222,6 @@ mod tests {
             StoreUrl::parse("https://cdn.example.com/db/?token=abc").unwrap(),
             StoreUrl::Http { base: "https://cdn.example.com/db".into(), query: Some("token=abc".into()) }
         );
-        assert_eq!(StoreUrl::parse("memory://").unwrap(), StoreUrl::Memory);
     }
 
     #[test]
@@ -212,6 +234,11 @@ mod tests {
             ("s3://bucket/x?endpoint=localhost:9000", "must start with http"),
             ("ftp://host/x", "unknown scheme"),
             ("https:///x", "missing host"),
+            // Regressions: the filesystem root was accepted (and written
+            // into), and so was memory:// (data went nowhere).
+            ("file:///", "filesystem root"),
+            ("file:////", "filesystem root"),
+            ("memory://", "in-process store for tests"),
         ] {
             let err = StoreUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
