@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distributary_core::compact::{CompactConfig, ManualClock, compact};
-use distributary_core::format::EncryptionKey;
+use distributary_core::format::{Compression, EncryptionKey, PageCodec, SegmentEncoder, SegmentReader};
 use distributary_core::layout::{l0_key, l1_key, snapshot_key};
 use distributary_core::store::{FileStore, PutMode, Store};
-use distributary_core::{GenerationId, TxId};
+use distributary_core::manifest::update_manifest;
+use distributary_core::{Checksum, GenerationId, TxId};
 use distributary_tests::bins::binary;
 use distributary_tests::history::History;
 use distributary_tests::moto::MotoServer;
@@ -346,6 +347,50 @@ async fn each_kind_of_damage_is_reported_by_key_with_exit_status_1(kind: Kind) {
     for problem in json["problems"].as_array().unwrap() {
         assert!(!problem["message"].as_str().unwrap().is_empty());
     }
+}
+
+// --- what --deep adds ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deep_recomputes_a_post_apply_checksum_that_nothing_else_contradicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new(Kind::File, dir.path()).await;
+    let store = Arc::clone(&test_store.store);
+    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
+    for step in 0..12 {
+        history.commit(&transfer(step)).await;
+    }
+    history.compact(&[(2, 6)], Some(6)).await;
+    // The newest segment re-encoded with a wrong post-apply checksum (file
+    // checksum and all else sound), and the manifest agreeing with it: only
+    // the pages can tell.
+    let key = l0_key(history.generation, history.txid);
+    let (bytes, _) = store.get_bytes(&key).await.unwrap();
+    let mut reader = SegmentReader::open(key.clone(), &bytes[..]).unwrap();
+    let header = reader.header().clone();
+    let mut codec = PageCodec::new(history.generation, None, Compression { level: 1 }).unwrap();
+    let mut page = vec![0u8; header.page_size as usize];
+    let mut pages = Vec::new();
+    while let Some(pgno) = reader.next_page(&mut codec, &mut page).unwrap() {
+        pages.push((pgno, page.clone()));
+    }
+    let wrong = Checksum(reader.trailer().unwrap().post_apply_checksum.0 ^ 1);
+    let mut encoder = SegmentEncoder::new(key.clone(), header, Vec::new()).unwrap();
+    for (pgno, page) in &pages {
+        encoder.write_page(&mut codec, *pgno, page).unwrap();
+    }
+    test_store.overwrite(&key, encoder.finish(wrong).unwrap().0).await;
+    update_manifest(store.as_ref(), |current| {
+        let mut next = current.unwrap().clone();
+        next.newest.checksum = wrong;
+        Ok(Some(next))
+    })
+    .await
+    .unwrap();
+
+    assert_clean(&test_store, &[]);
+    let text = assert_reports(&test_store, &["--deep"], "checksum", &key);
+    assert!(text.contains("post-apply checksum mismatch"), "{text}");
 }
 
 // --- encrypted, compacted without the key ------------------------------------
