@@ -339,7 +339,8 @@ impl Verifier<'_> {
                     if segment.level == Level::Snapshot {
                         snapshots.push(segment.txid);
                     }
-                } else if let Some(generation) = key.strip_suffix("/snapshots/index.json").and_then(|g| g.parse().ok()) {
+                } else if let Some(generation) = key.strip_suffix("/snapshots/index.json").and_then(|g| g.parse().ok())
+                {
                     found.entry(generation).or_default();
                 }
             }
@@ -380,7 +381,8 @@ impl Verifier<'_> {
         let generation = manifest.generation;
         self.generations.push(generation);
         self.replay = None;
-        let mut state = GenState::new(generation, Some(manifest.page_size), Some(manifest.key_check.unwrap_or(KeyCheck::NONE)));
+        let mut state =
+            GenState::new(generation, Some(manifest.page_size), Some(manifest.key_check.unwrap_or(KeyCheck::NONE)));
         let index = self.read_index(generation).await?;
         let index = match index {
             Doc::Found(index) => Some(index),
@@ -401,11 +403,20 @@ impl Verifier<'_> {
             self.problem(
                 Kind::Disagrees,
                 MANIFEST_KEY,
-                format!("records snapshot {} as {}, the snapshot index as {}", snapshot.txid, show(&snapshot), show(entry)),
+                format!(
+                    "records snapshot {} as {}, the snapshot index as {}",
+                    snapshot.txid,
+                    show(&snapshot),
+                    show(entry)
+                ),
             );
         }
         if manifest.snapshot.is_none() {
-            self.problem(Kind::Disagrees, MANIFEST_KEY, "names no snapshot: nothing can be restored from an empty file");
+            self.problem(
+                Kind::Disagrees,
+                MANIFEST_KEY,
+                "names no snapshot: nothing can be restored from an empty file",
+            );
         }
         let snapshots = known_snapshots(manifest, index.as_ref());
         state.replay_base = snapshots.first().map(|s| s.txid);
@@ -580,7 +591,9 @@ impl Verifier<'_> {
                 self.problem(
                     Kind::Unreachable,
                     &key,
-                    format!("its restore chain stops at TXID {at}: {next} is missing or unreadable ({what} is {newest})"),
+                    format!(
+                        "its restore chain stops at TXID {at}: {next} is missing or unreadable ({what} is {newest})"
+                    ),
                 );
             }
         }
@@ -639,11 +652,7 @@ impl Verifier<'_> {
                     differ("checksum", recorded.checksum.to_string(), info.post_apply.to_string());
                     differ("timestamp", recorded.timestamp_ms.to_string(), info.header.timestamp_ms.to_string());
                     if !differences.is_empty() {
-                        self.problem(
-                            Kind::Disagrees,
-                            &key,
-                            format!("{named_by} records {}", differences.join(", ")),
-                        );
+                        self.problem(Kind::Disagrees, &key, format!("{named_by} records {}", differences.join(", ")));
                     }
                 }
                 if info.header.flags.snapshot() && info.header.max_txid == txid {
@@ -882,20 +891,12 @@ impl Verifier<'_> {
         if let Some(page_size) = state.page_size
             && header.page_size != page_size
         {
-            self.problem(
-                Kind::Disagrees,
-                key,
-                format!("page size {} != the manifest's {page_size}", header.page_size),
-            );
+            self.problem(Kind::Disagrees, key, format!("page size {} != the manifest's {page_size}", header.page_size));
         }
         if let Some(key_check) = state.key_check
             && header.key_check != key_check
         {
-            self.problem(
-                Kind::Disagrees,
-                key,
-                format!("key check {} != the manifest's {key_check}", header.key_check),
-            );
+            self.problem(Kind::Disagrees, key, format!("key check {} != the manifest's {key_check}", header.key_check));
         }
         if self.problems.len() > before {
             return false;
@@ -1034,12 +1035,17 @@ impl DeepJob {
         let reader = BufReader::new(file);
         if snapshot {
             // A snapshot stands alone: its pages give its checksum.
-            let empty =
-                ReplicaPosition { generation: header.generation, txid: TxId::ZERO, checksum: Checksum::EMPTY, timestamp_ms: 0 };
-            let mut applier = match ObjectApplier::new(header.generation, codec_key.as_ref(), header.page_size, empty, 0) {
-                Ok(applier) => applier,
-                Err(e) => return (replay, Err(e)),
+            let empty = ReplicaPosition {
+                generation: header.generation,
+                txid: TxId::ZERO,
+                checksum: Checksum::EMPTY,
+                timestamp_ms: 0,
             };
+            let mut applier =
+                match ObjectApplier::new(header.generation, codec_key.as_ref(), header.page_size, empty, 0) {
+                    Ok(applier) => applier,
+                    Err(e) => return (replay, Err(e)),
+                };
             let mut sink = PageHashes::new(header.page_size);
             return match applier.apply_object(&mut sink, &key, reader) {
                 Ok(_) if start_replay && replay.is_none() => (Some(Replay { applier, sink }), Ok(())),

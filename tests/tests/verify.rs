@@ -14,8 +14,8 @@ use std::time::Duration;
 use distributary_core::compact::{CompactConfig, ManualClock, compact};
 use distributary_core::format::{Compression, EncryptionKey, PageCodec, SegmentEncoder, SegmentReader};
 use distributary_core::layout::{l0_key, l1_key, snapshot_key};
-use distributary_core::store::{FileStore, PutMode, Store};
 use distributary_core::manifest::update_manifest;
+use distributary_core::store::{FileStore, PutMode, Store};
 use distributary_core::{Checksum, GenerationId, TxId};
 use distributary_tests::bins::binary;
 use distributary_tests::history::History;
@@ -140,7 +140,10 @@ fn write_rows(db: &Path, from: u32, count: u32) {
     let connection = rusqlite::Connection::open(db).unwrap();
     for i in from..from + count {
         connection
-            .execute("INSERT INTO events (body) VALUES (?1)", [format!("event {i} {}", "x".repeat(200 + (i % 7) as usize * 300))])
+            .execute(
+                "INSERT INTO events (body) VALUES (?1)",
+                [format!("event {i} {}", "x".repeat(200 + (i % 7) as usize * 300))],
+            )
             .unwrap();
     }
 }
@@ -438,7 +441,13 @@ async fn an_encrypted_store_verifies_without_the_key_and_deep_with_it() {
     // Another key is refused with a clear message.
     let other = dir.path().join("other-key");
     std::fs::write(&other, "08".repeat(32)).unwrap();
-    let output = test_store.distributary(&["verify", &test_store.url, "--deep", "--encryption-key-file", other.to_str().unwrap()]);
+    let output = test_store.distributary(&[
+        "verify",
+        &test_store.url,
+        "--deep",
+        "--encryption-key-file",
+        other.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("is not the store's"), "{}", stderr(&output));
 

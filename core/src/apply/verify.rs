@@ -288,7 +288,12 @@ impl PageSink for PageHashes {
         Ok(())
     }
 
-    fn finish_object(&mut self, header: &Header, written: Vec<(u32, u64)>, _: Option<Vec<u8>>) -> Result<(), ApplyError> {
+    fn finish_object(
+        &mut self,
+        header: &Header,
+        written: Vec<(u32, u64)>,
+        _: Option<Vec<u8>>,
+    ) -> Result<(), ApplyError> {
         // Pages past the old size are all in `written` (the applier checked).
         self.hashes.resize(header.commit as usize, 0);
         for (pgno, hash) in written {
