@@ -17,6 +17,7 @@
 //! | [`restore`] | `distributary restore`: a database file at a TXID, a time or a snapshot |
 //! | [`snapshots`] | `distributary snapshots`: the snapshots that can be restored |
 //! | [`generations`] | `distributary generations`: the lineages a store holds |
+//! | [`verify`] | `distributary verify`: chains, checksums, manifest and snapshots checked; nothing changed |
 //! | [`time`] | RFC 3339 formatting and parsing |
 
 mod capture;
@@ -34,6 +35,7 @@ mod snapshots;
 mod source;
 mod state;
 mod time;
+mod verify;
 mod wal;
 
 use std::process::ExitCode;
@@ -69,6 +71,9 @@ enum Command {
     Snapshots(snapshots::Args),
     /// List the generations (lineages) a store holds.
     Generations(generations::Args),
+    /// Check a store without changing it: chains, checksums, manifest, snapshots.
+    #[command(long_about = verify::LONG_ABOUT)]
+    Verify(verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => restore::run(args).await,
             Command::Snapshots(args) => snapshots::run(args).await,
             Command::Generations(args) => generations::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     });
     match result {

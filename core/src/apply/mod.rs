@@ -9,7 +9,7 @@
 //! | module | what it does | targets |
 //! |---|---|---|
 //! | `chain` | walks a [`Plan`](crate::plan::Plan)'s chain by name, handing objects over in order ([`walk_chain`]) | all |
-//! | `verify` | verifies one object and writes its pages to a sink: continuity, pre- and post-apply checksums ([`ObjectApplier`]) | all |
+//! | `verify` | verifies one object and writes its pages to a sink: continuity, pre- and post-apply checksums ([`ObjectApplier`]); a sink of page hashes only ([`PageHashes`], for `distributary verify --deep`) | all |
 //! | `memory` | a database image held in memory, synced in place ([`MemoryDatabase`], [`sync_in_memory`], [`download`]) | all (the wasm reader) |
 //! | `sqlite` | a SQLite file written through `sqlite_dbpage` in one write transaction ([`sync`], [`restore`]) | native, `sqlite` feature |
 //!
@@ -38,7 +38,7 @@ pub use chain::{Fetcher, Started, walk_chain};
 pub use memory::{DEFAULT_MEMORY_LIMIT, Downloaded, MAX_MEMORY_LIMIT, MemoryDatabase, download, sync_in_memory};
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 pub use sqlite::{IntegrityCheck, RestoreOptions, database_checksum, integrity_check, replica_checksum, restore, sync};
-pub use verify::{ObjectApplier, PageSink};
+pub use verify::{ObjectApplier, PageHashes, PageSink};
 
 /// Errors of restore and sync. Each names the object key, TXID range or
 /// path involved.
