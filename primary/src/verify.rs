@@ -47,6 +47,7 @@ use distributary_core::manifest::{
     Document, Manifest, ManifestError, SnapshotIndex, SnapshotRef, read_manifest, read_snapshot_index,
 };
 use distributary_core::plan::{ReplicaPosition, known_snapshots};
+use distributary_core::retry::{RetryBound, classify, retry_bounded};
 use distributary_core::store::{GetOptions, Store, StoreError};
 use distributary_core::{Checksum, GenerationId, TxId};
 use futures::StreamExt;
@@ -92,6 +93,10 @@ pub struct Args {
     /// Key file of an encrypted store (only --deep needs it, to open frames).
     #[arg(long)]
     encryption_key_file: Option<PathBuf>,
+    /// How long to keep retrying a store that fails transiently (5xx,
+    /// throttling, timeouts) before exiting with status 1.
+    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    retry_for: std::time::Duration,
 }
 
 /// What is wrong, for machines (`--json`'s `kind`).
@@ -255,21 +260,33 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let mut verifier = Verifier {
-        store: store.as_ref(),
-        deep: args.deep,
-        key,
-        json: args.json,
-        listed: None,
-        cache: HashMap::new(),
-        seen: HashSet::new(),
-        problems: Vec::new(),
-        objects: 0,
-        generations: Vec::new(),
-        replay: None,
-        sealed_without_key: false,
-    };
-    verifier.run(args.list).await.with_context(|| format!("verify {}", store.url()))?;
+    // A walk cut short by a failing store starts over: problems found on
+    // the way would otherwise be reported twice.
+    let bound = RetryBound { give_up_after: args.retry_for };
+    let verifier = retry_bounded(
+        bound,
+        "verify",
+        |e: &anyhow::Error| classify(e.as_ref()),
+        || async {
+            let mut verifier = Verifier {
+                store: store.as_ref(),
+                deep: args.deep,
+                key: key.clone(),
+                json: args.json,
+                listed: None,
+                cache: HashMap::new(),
+                seen: HashSet::new(),
+                problems: Vec::new(),
+                objects: 0,
+                generations: Vec::new(),
+                replay: None,
+                sealed_without_key: false,
+            };
+            verifier.run(args.list).await.map(|()| verifier)
+        },
+    )
+    .await
+    .with_context(|| format!("verify {}", store.url()))?;
     if verifier.sealed_without_key {
         eprintln!(
             "distributary: the store is encrypted and no --encryption-key-file was given: --deep checked every byte but decoded no frame"
