@@ -47,6 +47,41 @@ pub struct Metrics {
     /// requests waiting on them.
     capture_passes: Mutex<BTreeMap<String, u64>>,
     capture_pass_done: tokio::sync::Notify,
+    write_lock_hold: Mutex<Histogram>,
+}
+
+/// Upper bounds (seconds) of the write-lock hold-time buckets: 50 µs to 1 s,
+/// dense around the 1 ms the design allows.
+const HOLD_BUCKETS: [f64; 12] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0];
+
+/// A Prometheus histogram with [`HOLD_BUCKETS`].
+#[derive(Default)]
+struct Histogram {
+    /// Observations at or below each bucket's bound (not cumulative).
+    buckets: [u64; HOLD_BUCKETS.len()],
+    count: u64,
+    sum_seconds: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(bucket) = HOLD_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.buckets[bucket] += 1;
+        }
+        self.count += 1;
+        self.sum_seconds += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in HOLD_BUCKETS.iter().zip(self.buckets) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum_seconds, self.count);
+    }
 }
 
 /// The longest a `/bookmark` request waits for fresh capture passes.
@@ -78,6 +113,12 @@ impl Metrics {
     /// Counts a catch-up after lost WAL continuity.
     pub fn record_catch_up(&self) {
         self.catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one hold of the app's write lock (a sync point, or a
+    /// TRUNCATE checkpoint, which takes it itself).
+    pub fn record_write_lock_hold(&self, held: std::time::Duration) {
+        lock(&self.write_lock_hold).observe(held.as_secs_f64());
     }
 
     /// Sets the WAL size of a database.
@@ -175,6 +216,11 @@ impl Metrics {
             out,
             "distributary_checkpoints_total{{mode=\"truncate\"}} {}",
             self.checkpoints_truncate.load(Ordering::Relaxed)
+        );
+        lock(&self.write_lock_hold).render(
+            &mut out,
+            "distributary_write_lock_hold_seconds",
+            "How long the replicator held the app's write lock (its writers wait meanwhile).",
         );
         let _ = writeln!(
             out,
@@ -280,5 +326,32 @@ pub async fn serve(
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_lock_holds_render_as_a_cumulative_histogram() {
+        let metrics = Metrics::default();
+        for micros in [30, 300, 2_000, 2_000_000] {
+            metrics.record_write_lock_hold(std::time::Duration::from_micros(micros));
+        }
+        let text = metrics.render();
+        let line = |le: &str| {
+            let prefix = format!("distributary_write_lock_hold_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no bucket {le}: {text}"))
+                .to_string()
+        };
+        assert_eq!(line("0.00005"), "1");
+        assert_eq!(line("0.001"), "2");
+        assert_eq!(line("0.0025"), "3");
+        assert_eq!(line("1"), "3", "2 s is past the last bound");
+        assert_eq!(line("+Inf"), "4");
+        assert!(text.contains("distributary_write_lock_hold_seconds_count 4"), "{text}");
     }
 }

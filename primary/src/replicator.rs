@@ -218,12 +218,12 @@ impl Capturer {
         if continuous && first_plans.iter().all(Option::is_none) {
             capturer.rebuild_wal_index()?;
             capturer.capture_available(usize::MAX)?;
-            capturer.source.unlock_writes()?;
+            capturer.unlock_writes()?;
             capturer.publish_progress();
             return Ok(capturer);
         }
         // The catch-up below scans every page at its own sync point.
-        capturer.source.unlock_writes()?;
+        capturer.unlock_writes()?;
         if stored.is_some() && !continuous {
             tracing::warn!(db = %capturer.db_label, "WAL continuity was lost while the replicator was stopped: catching up");
             capturer.metrics.record_catch_up();
@@ -306,7 +306,7 @@ impl Capturer {
             }
             Ok(Some(transactions.last().map_or(header.start(), |t| t.end)))
         })();
-        self.source.unlock_writes()?;
+        self.unlock_writes()?;
         let cursor = result?;
 
         let (page_size, commit) = self.source.page_geometry()?;
@@ -478,6 +478,14 @@ impl Capturer {
         lock_writes(&self.source, &self.db_label)
     }
 
+    /// Releases the write lock, recording how long the app was kept out.
+    fn unlock_writes(&self) -> Result<()> {
+        if let Some(held) = self.source.unlock_writes()? {
+            self.metrics.record_write_lock_hold(held);
+        }
+        Ok(())
+    }
+
     /// Runs the checkpoint policy: PASSIVE past `passive_frames` frames,
     /// TRUNCATE past `truncate_bytes`, never checkpointing a frame away
     /// before it was captured.
@@ -515,7 +523,10 @@ impl Capturer {
             None => self.source.data_version()?,
         };
         self.source.end_read()?;
+        // TRUNCATE holds the write lock itself, for the whole checkpoint.
+        let started = std::time::Instant::now();
         let truncate = self.source.checkpoint(CheckpointMode::Truncate);
+        self.metrics.record_write_lock_hold(started.elapsed());
         // Hold the WAL before looking: a commit after this is kept by the
         // read transaction, one before it shows in the data version.
         self.source.begin_read()?;
@@ -588,7 +599,7 @@ impl Capturer {
             self.source.begin_read()?;
             value
         })();
-        self.source.unlock_writes()?;
+        self.unlock_writes()?;
         result.map(Some)
     }
 

@@ -12,7 +12,7 @@
 //!   TRUNCATE past the size limit; never RESTART).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -35,6 +35,9 @@ pub struct Source {
     writer: Connection,
     checkpointer: Connection,
     reading: bool,
+    /// When the write lock was taken, while it is held (for the hold-time
+    /// metric: the app's writers wait, or fail, for that long).
+    locked_at: std::cell::Cell<Option<Instant>>,
     /// The database file, for reading pages the WAL does not hold. Opened
     /// once and kept: POSIX drops *every* lock a process holds on a file
     /// when it closes *any* descriptor of it, so opening and closing the
@@ -112,6 +115,7 @@ impl Source {
             true
         }))?;
         Ok(Source {
+            locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
             reader,
             writer,
@@ -157,18 +161,21 @@ impl Source {
     /// longer than the lock timeout (try again later).
     pub fn lock_writes(&self) -> Result<bool> {
         match self.writer.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.locked_at.set(Some(Instant::now()));
+                Ok(true)
+            }
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::DatabaseBusy => Ok(false),
             Err(e) => Err(e).context("take the write lock"),
         }
     }
 
-    /// Releases the write lock.
-    pub fn unlock_writes(&self) -> Result<()> {
+    /// Releases the write lock; returns how long it was held.
+    pub fn unlock_writes(&self) -> Result<Option<Duration>> {
         if !self.writer.is_autocommit() {
             self.writer.execute_batch("ROLLBACK")?;
         }
-        Ok(())
+        Ok(self.locked_at.take().map(|at| at.elapsed()))
     }
 
     /// Runs a checkpoint from the replicator's own connection.
