@@ -20,7 +20,13 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Starts a proxy to `target` (an `ip:port` on loopback).
     pub async fn start(target: SocketAddr) -> CountingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        CountingProxy::start_on(0, target).await
+    }
+
+    /// Starts a proxy listening on `port` of 127.0.0.1 (0: any free port):
+    /// a server "comes up" at an address clients already use, fully set up.
+    pub async fn start_on(port: u16, target: SocketAddr) -> CountingProxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let bytes_up = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));

@@ -14,7 +14,7 @@ use distributary_core::manifest::read_manifest;
 use distributary_core::store::{FileStore, Store};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::database_checksum;
-use distributary_tests::moto::free_port;
+use distributary_tests::moto::{MotoServer, free_port};
 use distributary_tests::static_files::StaticServer;
 
 /// A row text no encrypted object may show in the clear.
@@ -181,6 +181,14 @@ fn permanent_store_failures_stop_one_shot_commands_at_once() {
         let output = run_within(distributary(&["replicate", db.to_str().unwrap(), &url]), limit);
         assert_eq!(output.status.code(), Some(1), "{url}: {}", stderr(&output));
     }
+
+    // A bucket that does not exist is not an empty store (S3 answers 404).
+    let moto = MotoServer::start();
+    let mut command = distributary(&["replicate", db.to_str().unwrap(), &moto.url("no-such-bucket", "app")]);
+    command.envs(moto.env());
+    let output = run_within(command, limit);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("bucket does not exist"), "{}", stderr(&output));
 }
 
 /// Regression: `file:///` (the filesystem root) was accepted as a store and

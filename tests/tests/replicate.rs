@@ -386,9 +386,13 @@ async fn an_unreachable_store_is_retried_and_gets_everything_when_it_is_back() {
     let replicator = spawn_replicator(&db, &url, &env, &[]);
     std::thread::sleep(Duration::from_secs(3));
     write_rows(&db, 1, 100);
-    // The store comes up (with its bucket) only now.
-    let moto = MotoServer::start_on(port);
+    // The store comes up (with its bucket) only now. Its bucket exists
+    // before the endpoint answers: a missing bucket is a permanent failure,
+    // which stops the replicator (tests/tests/bad_inputs.rs).
+    let moto = MotoServer::start();
     moto.create_named_bucket("late");
+    let moto_addr: std::net::SocketAddr = format!("127.0.0.1:{}", moto.port()).parse().unwrap();
+    let _endpoint = distributary_tests::proxy::CountingProxy::start_on(port, moto_addr).await;
     let store = moto.store_at("late", "app").await;
     wait_until_shipped(store.as_ref(), &db, Duration::from_secs(90)).await;
     let stderr = terminate(replicator);
