@@ -23,22 +23,28 @@ import common
 
 def app(db, seconds):
     """The app: busy timeout 0 (SQLite's default), writes in batches with a
-    schema change after each. Returns (transactions committed, BUSY errors)."""
+    schema change after each. Returns (transactions committed, statements
+    refused with SQLITE_BUSY, episodes: runs of refusals between successes —
+    one hold of the lock refuses every statement the app tries meanwhile)."""
     conn = sqlite3.connect(db, isolation_level=None, timeout=0)
-    committed = busy = 0
+    committed = busy = episodes = 0
+    failing = False
     deadline = time.time() + seconds
     step = 0
 
     def attempt(sql, params=()):
-        nonlocal committed, busy
+        nonlocal committed, busy, episodes, failing
         try:
             conn.execute(sql, params)
             committed += 1
+            failing = False
             return True
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e):
                 raise
             busy += 1
+            episodes += 0 if failing else 1
+            failing = True
             return False
 
     while time.time() < deadline:
@@ -60,7 +66,7 @@ def app(db, seconds):
             attempt("VACUUM")
         step += 1
     conn.close()
-    return committed, busy
+    return committed, busy, episodes
 
 
 def content_digest(db):
@@ -111,8 +117,8 @@ def run(mode, seconds, binaries):
         proc = subprocess.Popen([binaries["litestream"], "replicate", db, "file://" + store],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=common.litestream_env())
         time.sleep(2)
-    committed, busy = app(db, seconds)
-    result = {"committed": committed, "busy": busy}
+    committed, busy, episodes = app(db, seconds)
+    result = {"committed": committed, "busy": busy, "busy_episodes": episodes}
     if mode == "distributary":
         text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
         result["hold_p99"], result["holds"] = hold_p99(text)
@@ -143,16 +149,17 @@ def main():
             results[mode].append(result)
             print("round %d %-12s %s" % (round_ + 1, mode, result), flush=True)
     print("\n%d s per run, %d rounds, medians:" % (args.seconds, args.rounds))
-    print("| replicator | transactions | SQLITE_BUSY in the app | write-lock hold p99 | restore equal |")
+    print("| replicator | statements committed | refused with SQLITE_BUSY (episodes) | write-lock hold p99 | restore equal |")
     print("|---|---|---|---|---|")
     for mode in modes:
         rows = results[mode]
         committed = statistics.median(r["committed"] for r in rows)
         busy = statistics.median(r["busy"] for r in rows)
+        episodes = statistics.median(r["busy_episodes"] for r in rows)
         p99 = ("%.2f ms (%d holds)" % (statistics.median(r["hold_p99"] for r in rows) * 1000,
                                         statistics.median(r["holds"] for r in rows))) if mode == "distributary" else "-"
         equal = ("%d/%d" % (sum(r["restored_equal"] for r in rows), len(rows))) if mode == "distributary" else "-"
-        print("| %s | %d | %d | %s | %s |" % (mode, committed, busy, p99, equal))
+        print("| %s | %d | %d (%d) | %s | %s |" % (mode, committed, busy, episodes, p99, equal))
     if any(not r["restored_equal"] for r in results["distributary"]):
         sys.exit("a restored database differs from the primary")
 

@@ -13,6 +13,13 @@
 //! pending position knows it was killed around a commit, computes the
 //! database's checksum once, and takes whichever of the two positions
 //! matches (or bootstraps from a snapshot if neither does).
+//!
+//! The sidecar also says which store the replica follows (`source`: the
+//! store URL as given, credentials stripped, see [`recorded_source`]), so a
+//! sync pointed at a database that is not that store's replica refuses it
+//! instead of overwriting it ([`ReplicaError::NotAReplica`],
+//! [`ReplicaError::OtherStore`]), and it records the last successful sync
+//! and the last failed one separately, for `edge-reader status`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -22,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Checksum, GenerationId, TxId};
 use crate::plan::ReplicaPosition;
+use crate::store::StoreUrl;
 
 /// The sidecar format this code writes and reads.
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -66,6 +74,37 @@ pub enum ReplicaError {
         /// The file's checksum.
         actual: Checksum,
     },
+    /// The database exists, holds data and has no sidecar: it is not a
+    /// replica (an ordinary SQLite file, or one whose sidecar was lost).
+    #[error(
+        "sync {db}: the file holds {found} and has no replica state ({sidecar} is missing), so it is not a replica of this store; refusing to overwrite it (pass another --db, or --force to replace it with the store's database)"
+    )]
+    NotAReplica {
+        /// The database.
+        db: PathBuf,
+        /// The sidecar that is missing.
+        sidecar: PathBuf,
+        /// What the file holds ("3 tables, 2 indexes", "data SQLite cannot read: ...").
+        found: String,
+    },
+    /// The sidecar names another store: the database is that store's replica.
+    #[error(
+        "sync {db}: it is a replica of {recorded} (generation {generation}, TXID {txid}), not of {source_url} (generation {store_generation}, which does not hold generation {generation}); refusing to overwrite it (pass the --source it follows, another --db, or --force to replace it)"
+    )]
+    OtherStore {
+        /// The database.
+        db: PathBuf,
+        /// The store its sidecar names.
+        recorded: String,
+        /// The generation its sidecar names.
+        generation: GenerationId,
+        /// The TXID its sidecar names.
+        txid: TxId,
+        /// The store this sync reads.
+        source_url: String,
+        /// That store's current generation.
+        store_generation: GenerationId,
+    },
     /// Another sync holds the replica's lock.
     #[error("lock {path}: another sync of this replica is running (retry later, or wait without --no-wait)")]
     Locked {
@@ -90,10 +129,20 @@ pub struct ReplicaState {
     pub checksum: Checksum,
     /// Commit time of `txid` on the primary, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// When the replica last synced successfully, milliseconds since the Unix epoch.
+    /// When a sync last finished successfully (the replica then held
+    /// everything the store held), milliseconds since the Unix epoch; 0
+    /// while none has (a first bootstrap in progress or failed). A failed
+    /// sync does not move it, even when it kept the objects it verified
+    /// before the failure.
     pub synced_ms: u64,
-    /// The store URL synced from (for `status`).
+    /// The store followed: its URL as given to the last sync, without
+    /// credentials ([`recorded_source`]). Sidecars of older versions hold
+    /// the store's display form instead; [`source_url`] reads both.
     pub source: String,
+    /// The last sync that failed, kept after later successes (compare its
+    /// time with `synced_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<SyncFailure>,
     /// Hash term ([`crate::checksum::page_hash`]) of the primary's page 1 at
     /// `txid`. SQLite restamps page 1's change counter and version fields
     /// (bytes 24..28 and 92..100) whenever it commits page 1, so the
@@ -105,6 +154,16 @@ pub struct ReplicaState {
     /// `txid` or at `pending` (the commit's result) when this is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingPosition>,
+}
+
+/// A failed sync, as the sidecar records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncFailure {
+    /// When it failed, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The error, with its causes.
+    pub error: String,
 }
 
 /// The position a commit in progress leads to.
@@ -131,6 +190,82 @@ impl ReplicaState {
             checksum: self.checksum,
             timestamp_ms: self.timestamp_ms,
         }
+    }
+}
+
+/// The form of a store URL a sidecar records: the URL as given, minus
+/// anything that may be a credential. `user:password@` is dropped from
+/// every URL (and from an S3 `endpoint=`), and an `http(s)://` store's
+/// query string is dropped whole: it exists to carry a shared token
+/// (`?token=...`) or a signature, and which of its parameters are secret
+/// cannot be told. A replica that follows such a store needs `--source`
+/// for `edge-reader status` to measure lag.
+pub fn recorded_source(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match scheme {
+        "http" | "https" => {
+            let location = rest.split(['?', '#']).next().unwrap_or_default();
+            format!("{scheme}://{}", strip_userinfo(location))
+        }
+        "s3" => {
+            let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let pairs: Vec<String> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|pair| match pair.split_once('=') {
+                    Some(("endpoint", value)) => match value.split_once("://") {
+                        Some((scheme, rest)) => format!("endpoint={scheme}://{}", strip_userinfo(rest)),
+                        None => pair.to_string(),
+                    },
+                    _ => pair.to_string(),
+                })
+                .collect();
+            let location = strip_userinfo(location);
+            if pairs.is_empty() { format!("s3://{location}") } else { format!("s3://{location}?{}", pairs.join("&")) }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `host/path` without a leading `user:password@`.
+fn strip_userinfo(location: &str) -> String {
+    let (authority, path) = location.split_at(location.find('/').unwrap_or(location.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{host}{path}")
+}
+
+/// The store URL a sidecar's `source` names. Older versions recorded the
+/// store's display form, which for an S3 store with a custom endpoint is
+/// `s3://bucket/prefix (endpoint http://host:port)`: that is turned back
+/// into `s3://bucket/prefix?endpoint=http://host:port` (the region and
+/// path-style settings it did not record come from the environment).
+pub fn source_url(recorded: &str) -> String {
+    if let Some(rest) = recorded.strip_prefix("s3://")
+        && let Some((location, endpoint)) = rest.split_once(" (endpoint ")
+        && let Some(endpoint) = endpoint.strip_suffix(')')
+    {
+        return format!("s3://{location}?endpoint={endpoint}");
+    }
+    recorded.to_string()
+}
+
+/// Whether two store URLs (or recorded sources) name the same place: the
+/// same folder, bucket + prefix + endpoint, or HTTP base, whatever their
+/// query settings (region, path style, token).
+pub fn same_location(a: &str, b: &str) -> bool {
+    let (a, b) = (source_url(a), source_url(b));
+    let trim = |endpoint: &Option<String>| endpoint.as_deref().map(|e| e.trim_end_matches('/').to_string());
+    match (StoreUrl::parse(&a), StoreUrl::parse(&b)) {
+        (Ok(StoreUrl::File { root: x }), Ok(StoreUrl::File { root: y })) => x == y,
+        (
+            Ok(StoreUrl::S3 { bucket: xb, prefix: xp, endpoint: xe, .. }),
+            Ok(StoreUrl::S3 { bucket: yb, prefix: yp, endpoint: ye, .. }),
+        ) => xb == yb && xp == yp && trim(&xe) == trim(&ye),
+        (Ok(StoreUrl::Http { base: x, .. }), Ok(StoreUrl::Http { base: y, .. })) => {
+            strip_userinfo(&x) == strip_userinfo(&y)
+        }
+        (Ok(_), Ok(_)) => false,
+        _ => a == b,
     }
 }
 
@@ -261,6 +396,7 @@ mod tests {
             timestamp_ms: 1,
             synced_ms: 2,
             source: "file:///x".into(),
+            last_failure: Some(SyncFailure { at_ms: 3, error: "read l0/7: checksum mismatch".into() }),
             page_one_hash: None,
             pending: None,
         };
@@ -270,5 +406,50 @@ mod tests {
         assert!(matches!(lock(&db, false), Err(ReplicaError::Locked { .. })));
         drop(held);
         lock(&db, false).unwrap();
+    }
+
+    #[test]
+    fn a_sidecar_without_the_failure_fields_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("replica.db");
+        // What version 1 sidecars of earlier builds hold: no failure fields,
+        // and the display form of an S3 store with an endpoint.
+        let mut old = serde_json::json!({
+            "format_version": 1, "generation": GenerationId([1; 16]).to_string(), "page_size": 4096,
+            "txid": TxId(3), "checksum": Checksum(7), "timestamp_ms": 1, "synced_ms": 2,
+            "source": "s3://app-bucket/app (endpoint http://127.0.0.1:9100)",
+        });
+        std::fs::write(state_path(&db), serde_json::to_vec(&old).unwrap()).unwrap();
+        let state = read_state(&db).unwrap().unwrap();
+        assert_eq!(state.last_failure, None);
+        assert_eq!(source_url(&state.source), "s3://app-bucket/app?endpoint=http://127.0.0.1:9100");
+        // An unknown field is still refused (deny_unknown_fields).
+        old["surprise"] = 1.into();
+        std::fs::write(state_path(&db), serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(matches!(read_state(&db), Err(ReplicaError::Invalid { .. })));
+    }
+
+    #[test]
+    fn recorded_sources_keep_the_url_and_drop_credentials() {
+        for (given, recorded) in [
+            (
+                "s3://app-bucket/app?endpoint=http://127.0.0.1:9100",
+                "s3://app-bucket/app?endpoint=http://127.0.0.1:9100",
+            ),
+            (
+                "s3://b/p?endpoint=http://key:secret@127.0.0.1:9100&region=eu-west-1",
+                "s3://b/p?endpoint=http://127.0.0.1:9100&region=eu-west-1",
+            ),
+            ("https://cdn.example.com/app?token=abc", "https://cdn.example.com/app"),
+            ("https://user:pw@cdn.example.com/app/?token=abc#x", "https://cdn.example.com/app/"),
+            ("file:///var/lib/store", "file:///var/lib/store"),
+        ] {
+            assert_eq!(recorded_source(given), recorded, "{given}");
+        }
+        assert!(same_location("s3://b/p (endpoint http://h:1)", "s3://b/p/?endpoint=http://h:1/&region=x"));
+        assert!(same_location("https://cdn.example.com/app?token=1", "https://cdn.example.com/app/"));
+        assert!(!same_location("s3://b/p?endpoint=http://h:1", "s3://b/p?endpoint=http://h:2"));
+        assert!(!same_location("file:///a", "file:///b"));
+        assert!(!same_location("file:///a", "s3://bucket/a"));
     }
 }

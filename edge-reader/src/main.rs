@@ -8,7 +8,9 @@
 //! | [`serve`] | `edge-reader serve`: continuous sync and read-only SQL over HTTP (`docs/API.md`) |
 //! | [`status`] | `edge-reader status`: the replica's position and lag |
 //! | [`query`] | `edge-reader query`: read-only SQL on the replica |
+//! | [`authorizer`] | what a query may do (`serve` and `query` alike) |
 
+mod authorizer;
 mod query;
 mod serve;
 mod status;
@@ -18,9 +20,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What every command's exit status means (`--help`, and docs/DEPLOY.md).
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success: sync brought the replica up to date with the store; serve
+     stopped on SIGTERM or Ctrl-C; status printed the replica's state (also
+     when the store could not be reached: lag is then reported unknown)
+  1  failure, with the error on stderr: the store or an object could not be
+     read or verified (the replica keeps its last good state, and its
+     sidecar records the failure for `status`), --db is not this store's
+     replica (nothing was written; --force replaces it), another sync holds
+     the replica (--no-wait), a query was refused or failed
+  2  invalid command line (clap's usage error)";
+
 /// Follows a Distributary store into a local read-only SQLite replica.
 #[derive(Parser)]
-#[command(name = "edge-reader", version, about, propagate_version = true)]
+#[command(name = "edge-reader", version, about, propagate_version = true, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

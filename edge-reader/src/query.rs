@@ -1,8 +1,9 @@
 //! `edge-reader query --db PATH "SQL"`: read-only SQL on the replica.
 //!
-//! The file is opened read-only with `query_only` on, so neither a write nor
-//! an ATTACH of another file can change anything; extension loading stays
-//! off (rusqlite's default).
+//! The file is opened read-only behind the same walls as `serve`'s queries
+//! ([`crate::authorizer`]): `query_only`, defensive mode, no ATTACH, and
+//! SQLite's authorizer (no writes, no PRAGMA that sets anything, no
+//! extension loading).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
+
+use crate::authorizer;
 
 /// Arguments of `edge-reader query`.
 #[derive(clap::Args)]
@@ -35,11 +38,14 @@ pub fn run(args: Args) -> Result<()> {
     if !args.db.exists() {
         bail!("open {}: no such file (run `edge-reader sync` first)", args.db.display());
     }
-    let conn =
+    let mut conn =
         Connection::open_with_flags(&args.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_context(|| format!("open {}", args.db.display()))?;
-    conn.execute_batch("PRAGMA query_only = ON;").context("set query_only")?;
     conn.busy_timeout(Duration::from_secs(5)).context("set busy timeout")?;
+    let denials = authorizer::harden(&mut conn).with_context(|| format!("open {} read-only", args.db.display()))?;
+    if let Err(reason) = authorizer::check_sql(&args.sql) {
+        bail!("refuse {:?}: {reason}", args.sql);
+    }
     // Bounds the time a query can take: a timer thread interrupts it.
     let interrupt = conn.get_interrupt_handle();
     let timeout = Duration::from_secs(args.timeout);
@@ -47,9 +53,16 @@ pub fn run(args: Args) -> Result<()> {
         std::thread::sleep(timeout);
         interrupt.interrupt();
     });
-    let mut statement = conn.prepare(&args.sql).with_context(|| format!("prepare {:?}", args.sql))?;
-    if !statement.readonly() {
-        bail!("refuse {:?}: the replica is read-only", args.sql);
+    denials.clear();
+    let mut statement = match conn.prepare(&args.sql) {
+        Ok(statement) => statement,
+        Err(e) => match denials.take() {
+            Some(reason) => bail!("refuse {:?}: {reason}", args.sql),
+            None => return Err(anyhow::Error::new(e).context(format!("prepare {:?}", args.sql))),
+        },
+    };
+    if let Err(reason) = authorizer::check_statement(&conn, &args.sql, &statement, &denials) {
+        bail!("refuse {:?}: {reason}", args.sql);
     }
     let columns: Vec<String> = statement.column_names().map(|c| c.to_string()).collect();
     let mut rows = statement.query([]).context("run the query")?;

@@ -5,13 +5,11 @@
 //! |---|---|
 //! | [`follower`] | the sync loop: cheap idle polls, `sync` when something changed, the published TXID |
 //! | [`pool`] | read-only connections, statement cache, per-query deadline and limits |
-//! | [`authorizer`] | what a query may do, decided by SQLite's authorizer |
 //! | [`api`] | request and response bodies, errors and their status codes |
 //! | [`server`] | the hyper server: routes, token, bookmark waits, graceful shutdown |
 //! | [`metrics`] | Prometheus metrics and the store-request counter |
 
 mod api;
-mod authorizer;
 mod follower;
 mod metrics;
 mod pool;
@@ -82,6 +80,10 @@ pub struct Args {
     /// Objects downloaded at once during a sync.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Replace --db even if it is not this store's replica (an ordinary
+    /// SQLite file, or another store's replica): its content is lost.
+    #[arg(long)]
+    force: bool,
     /// On shutdown, wait this long for requests in flight.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -126,11 +128,23 @@ pub async fn run(args: Args) -> Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     let store = distributary_core::store::open(&args.source).await?;
+    // Refuse a database that is not this store's replica before serving it
+    // (and before the first sync would): queries would read someone else's
+    // data, and the sync would overwrite it.
+    crate::sync::admit(store.as_ref(), &args.source, &args.db, args.force)
+        .await
+        .with_context(|| format!("serve {}", args.db.display()))?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
     let sync = SyncOptions { target: Target::Newest, key, concurrency: args.concurrency, ..SyncOptions::default() };
     let follower = Arc::new(Follower::new(
         store,
-        FollowerConfig { db: args.db.clone(), sync, poll: args.poll, max_staleness: args.max_staleness },
+        FollowerConfig {
+            db: args.db.clone(),
+            source: args.source.clone(),
+            sync,
+            poll: args.poll,
+            max_staleness: args.max_staleness,
+        },
         Arc::clone(&metrics),
     )?);
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -1,17 +1,24 @@
 //! `edge-reader sync --source URL --db PATH`: one catch-up, then exit.
 //!
-//! Bootstraps from a snapshot when the replica is missing, follows another
-//! generation or is behind the retention floor; otherwise applies what is
-//! new. Exit status 0 means the replica is up to date with the store.
+//! Bootstraps from a snapshot when the replica is missing (or empty),
+//! follows another generation or is behind the retention floor; otherwise
+//! applies what is new. Exit status 0 means the replica is up to date with
+//! the store.
+//!
+//! A `--db` that is not this store's replica — a file that holds data and
+//! has no sidecar, or one whose sidecar names another store — is refused
+//! and left as it is; `--force` replaces it (see
+//! [`distributary_core::apply::check_replica`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use distributary_core::apply::{SyncOptions, sync};
+use distributary_core::apply::{ApplyError, SyncOptions, check_replica, remove_replica, sync_replica};
 use distributary_core::format::EncryptionKey;
 use distributary_core::plan::{Base, Target};
-use distributary_core::replica;
+use distributary_core::replica::{self, ReplicaError};
+use distributary_core::store::Store;
 
 /// Arguments of `edge-reader sync`.
 #[derive(clap::Args)]
@@ -34,6 +41,25 @@ pub struct Args {
     /// Objects downloaded at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Replace --db even if it is not this store's replica (an ordinary
+    /// SQLite file, or another store's replica): its content is lost.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Refuses `db` unless it is missing, empty or this store's replica; with
+/// `force`, removes such a database (and its sidecar) instead, so the sync
+/// bootstraps it from the store. The caller holds the replica's lock.
+pub async fn admit(store: &dyn Store, source: &str, db: &std::path::Path, force: bool) -> Result<()> {
+    match check_replica(store, source, db).await {
+        Err(ApplyError::Replica(ReplicaError::NotAReplica { .. } | ReplicaError::OtherStore { .. })) if force => {
+            tracing::warn!(db = %db.display(), "--force: replacing a database that is not this store's replica");
+            eprintln!("edge-reader: --force: replacing {}, which is not a replica of {}", db.display(), store.url());
+            remove_replica(db).with_context(|| format!("replace {}", db.display()))?;
+            Ok(())
+        }
+        result => Ok(result?),
+    }
 }
 
 /// Reads the store's encryption key from `path` (32 raw bytes, 64 hex
@@ -50,7 +76,11 @@ pub async fn run(args: Args) -> Result<()> {
     let _lock = replica::lock(&args.db, !args.no_wait)?;
     let store = distributary_core::store::open(&args.source).await?;
     let options = SyncOptions { target: Target::Newest, key, concurrency: args.concurrency, ..SyncOptions::default() };
-    let summary = sync(Arc::clone(&store), &args.db, &options)
+    if args.force {
+        // Without --force, the sync's own check refuses such a file.
+        admit(store.as_ref(), &args.source, &args.db, true).await?;
+    }
+    let summary = sync_replica(Arc::clone(&store), &args.source, &args.db, &options)
         .await
         .with_context(|| format!("sync {} from {}", args.db.display(), store.url()))?;
     let bootstrapped = matches!(summary.plan.base, Base::Snapshot(_));

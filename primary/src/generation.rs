@@ -4,10 +4,10 @@
 //! (its metadata folder was deleted, or the database was restored).
 
 use anyhow::{Context, Result};
-use distributary_core::format::{HEADER_SIZE, KeyCheck, TRAILER_SIZE, Trailer, read_segment_header};
-use distributary_core::layout::l0_key;
+use distributary_core::format::KeyCheck;
 use distributary_core::manifest::read_manifest;
-use distributary_core::store::{ByteRange, Store};
+use distributary_core::plan::probe_newest_sealed;
+use distributary_core::store::Store;
 use distributary_core::{Checksum, GenerationId, TxId, clock};
 
 /// How the replicator starts on a store.
@@ -48,27 +48,12 @@ pub async fn plan_start(store: &dyn Store, page_size: u32, key_check: KeyCheck) 
         tracing::warn!(store = store.url(), "the encryption key changed: starting a new generation");
         return new_generation();
     }
-    let mut last_txid = manifest.newest.txid;
-    let mut checksum = manifest.newest.checksum;
-    loop {
-        let key = l0_key(manifest.generation, last_txid.next());
-        let head = match store.get_range(&key, ByteRange::Bounded { start: 0, end: HEADER_SIZE as u64 }).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => break,
-            Err(e) => return Err(e).context("walk the L0 chain"),
-        };
-        let header = read_segment_header(&key, &head)?;
-        if header.key_check != key_check {
-            // The manifest lags the chain: its tail was sealed otherwise.
-            tracing::warn!(store = store.url(), %key, "the encryption key changed: starting a new generation");
-            return new_generation();
-        }
-        let tail = store.get_range(&key, ByteRange::Suffix(TRAILER_SIZE as u64)).await?;
-        let trailer_bytes: [u8; TRAILER_SIZE] =
-            tail[..].try_into().with_context(|| format!("read the trailer of {key}: short read"))?;
-        let trailer = Trailer::decode(&trailer_bytes, &key)?;
-        last_txid = header.max_txid;
-        checksum = trailer.post_apply_checksum;
+    let (newest, tail_key_check) = probe_newest_sealed(store, &manifest).await.context("walk the L0 chain")?;
+    if tail_key_check.is_some_and(|tail| tail != key_check) {
+        // The manifest lags the chain: its tail was sealed otherwise.
+        tracing::warn!(store = store.url(), "the encryption key changed: starting a new generation");
+        return new_generation();
     }
+    let (last_txid, checksum) = (newest.txid, newest.checksum);
     Ok(StartPlan::Continue { generation: manifest.generation, last_txid, checksum })
 }

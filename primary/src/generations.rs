@@ -1,14 +1,18 @@
 //! `distributary generations STORE_URL`: the lineages a store holds. It
 //! LISTs the store (an inspection tool, not the steady state); on stores
 //! that cannot list (HTTP) it shows the manifest's current generation only.
+//!
+//! The current generation's newest TXID is found the way readers find it
+//! ([`probe_newest`]: L0 probed by name past the manifest's `newest`, which
+//! moves only when the compactor runs).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use distributary_core::GenerationId;
 use distributary_core::manifest::{read_manifest, read_snapshot_index};
-use distributary_core::plan::known_snapshots;
+use distributary_core::plan::{known_snapshots, probe_newest};
 use distributary_core::store::StoreError;
 
 use crate::time::format_rfc3339;
@@ -27,6 +31,14 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<ExitCode> {
     let store = distributary_core::store::open(&args.store_url).await?;
     let manifest = read_manifest(store.as_ref()).await?.map(|v| v.value);
+    let newest = match &manifest {
+        Some(m) => Some(
+            probe_newest(store.as_ref(), m)
+                .await
+                .with_context(|| format!("probe the newest state of {}", store.url()))?,
+        ),
+        None => None,
+    };
     let mut generations = BTreeSet::new();
     let mut sizes = std::collections::HashMap::<GenerationId, u64>::new();
     match store.list("").await {
@@ -59,8 +71,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "snapshots": snapshots.len(),
             "oldest_snapshot_txid": snapshots.first().map(|s| s.txid.0),
             "newest_snapshot_txid": snapshots.last().map(|s| s.txid.0),
-            "newest_txid": current.map(|m| m.newest.txid.0),
-            "newest_time": current.map(|m| format_rfc3339(m.newest.timestamp_ms)),
+            "newest_txid": current.and(newest).map(|n| n.txid.0),
+            "newest_time": current.and(newest).map(|n| format_rfc3339(n.timestamp_ms)),
             "bytes": sizes.get(generation),
         }));
     }

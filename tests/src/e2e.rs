@@ -14,7 +14,7 @@ use distributary_core::apply::replica_checksum;
 use serde_json::Value;
 
 use crate::bins::binary;
-use crate::process::Process;
+use crate::process::{Process, log_of};
 pub use crate::programs::{distributary, serve_txid};
 
 /// The app: a Python writer committing transactions of 1 to 5 inserts of
@@ -183,6 +183,10 @@ pub fn start_serve_with(
     extra: &[&str],
     env: &[(&'static str, String)],
 ) -> (Process, String) {
+    // The log is appended to across restarts: the newest address counts.
+    // Counted before spawning: serve may print its address before a count
+    // taken after the spawn, which would then wait for one more forever.
+    let before = log_of(dir, name).matches(" on http://").count();
     let mut serve = Process::spawn(
         name,
         dir,
@@ -192,8 +196,6 @@ pub fn start_serve_with(
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("EDGE_READER_LOG", "info"),
     );
-    // The log is appended to across restarts: the newest address counts.
-    let before = serve.log().matches(" on http://").count();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = serve.log();

@@ -28,7 +28,7 @@ impl Process {
     /// name keeps one log).
     pub fn spawn(name: impl Into<String>, dir: &Path, command: &mut Command) -> Process {
         let name = name.into();
-        let log = dir.join(format!("{name}.log"));
+        let log = log_path(dir, &name);
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         Process { name, child: Some(child), log }
@@ -97,6 +97,18 @@ impl Drop for Process {
             let _ = child.wait();
         }
     }
+}
+
+/// The log file of the program `name` spawned in `dir`.
+pub fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.log"))
+}
+
+/// What that log holds now (empty before the first spawn). Read it before
+/// spawning to tell what a restart adds: once spawned, the program may
+/// write before the caller looks.
+pub fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(log_path(dir, name)).unwrap_or_default()
 }
 
 /// What a soak watches stay flat.

@@ -477,3 +477,264 @@ async fn kill_9_mid_sync_leaves_a_consistent_replica_and_the_next_sync_converges
     assert_replica_at(&replica, &history, history.txid.0);
     assert_eq!(read_state(&replica).unwrap().unwrap().txid, history.txid);
 }
+
+/// `edge-reader` with `args` against `test_store`; exit code, stdout, stderr.
+fn edge_reader(test_store: &TestStore, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = test_store.command(&binary("edge-reader", "edge-reader")).args(args).output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `edge-reader status --json` of `db`, asserted successful.
+fn status_json(test_store: &TestStore, db: &Path, extra: &[&str]) -> serde_json::Value {
+    let (code, stdout, stderr) =
+        edge_reader(test_store, &[&["status", "--json", "--db", db.to_str().unwrap()][..], extra].concat());
+    assert_eq!(code, Some(0), "status: {stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// Rows of `table`, by plain SQLite.
+fn rows_of(db: &Path, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut statement = conn.prepare(&format!("SELECT body FROM {table} ORDER BY rowid")).unwrap();
+    statement.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+/// Issue 15 (3): `sync --db` on an ordinary SQLite file reported "synced
+/// from nothing" and the file's own rows were gone. Now `sync` and `serve`
+/// refuse a file that is not this store's replica, and `--force` replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_and_serve_refuse_a_database_that_is_not_the_stores_replica_and_force_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new(Kind::File, &dir.path().join("a")).await;
+    let mut history =
+        History::create(&dir.path().join("primary.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    for step in 0..3 {
+        history.commit(&transfer(step)).await;
+    }
+    let url = test_store.url.clone();
+
+    // An ordinary database: refused by sync, and by serve before it listens.
+    let mine = dir.path().join("mine.db");
+    rusqlite::Connection::open(&mine)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me'), ('me too');")
+        .unwrap();
+    let (code, stdout, stderr) = edge_reader(&test_store, &["sync", "--source", &url, "--db", mine.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "refused: {stdout} {stderr}");
+    assert!(stderr.contains("not a replica") && stderr.contains("--force") && stderr.contains("1 table"), "{stderr}");
+    assert_eq!(rows_of(&mine, "notes"), ["keep me", "me too"], "the file is untouched");
+    assert!(read_state(&mine).unwrap().is_none(), "no sidecar was written");
+    let mut serve = distributary_tests::process::Process::spawn(
+        "serve-mine",
+        dir.path(),
+        test_store.command(&binary("edge-reader", "edge-reader")).args([
+            "serve",
+            "--source",
+            &url,
+            "--db",
+            mine.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]),
+    );
+    let status = serve.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "serve refuses it: {}", serve.log());
+    assert!(serve.log().contains("not a replica") && !serve.log().contains(" on http://"), "{}", serve.log());
+    assert_eq!(rows_of(&mine, "notes"), ["keep me", "me too"]);
+
+    // --force replaces it with the store's database.
+    let (code, stdout, stderr) =
+        edge_reader(&test_store, &["sync", "--source", &url, "--db", mine.to_str().unwrap(), "--force"]);
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    assert_replica_at(&mine, &history, 4);
+
+    // An empty file is bootstrapped as before.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let (code, _, stderr) = edge_reader(&test_store, &["sync", "--source", &url, "--db", empty.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_replica_at(&empty, &history, 4);
+
+    // Another store's replica: refused, and left at its state.
+    let other = TestStore::new(Kind::File, &dir.path().join("b")).await;
+    let other_history =
+        History::create(&dir.path().join("other.db"), Arc::clone(&other.store), &accounts_setup()).await;
+    let theirs = dir.path().join("theirs.db");
+    let (code, _, stderr) = edge_reader(&other, &["sync", "--source", &other.url, "--db", theirs.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = edge_reader(&test_store, &["sync", "--source", &url, "--db", theirs.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a replica of") && stderr.contains(&other.url), "{stderr}");
+    assert_replica_at(&theirs, &other_history, 1);
+    assert_eq!(read_state(&theirs).unwrap().unwrap().generation, other_history.generation);
+
+    // The same store starting a new generation is followed, not refused.
+    let mut next =
+        History::create(&dir.path().join("primary2.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    next.commit(&transfer(0)).await;
+    let (code, stdout, stderr) = edge_reader(&test_store, &["sync", "--source", &url, "--db", mine.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    assert!(stdout.contains("bootstrapped"), "{stdout}");
+    assert_replica_at(&mine, &next, 2);
+}
+
+/// Issue 15 (6): after a sync that failed on a corrupt object, the
+/// sidecar's `synced_ms` had moved and `status` showed the failed attempt
+/// as the last sync, with "lag 0" while the store was ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_sync_is_recorded_apart_from_the_last_success_and_status_shows_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new(Kind::File, dir.path()).await;
+    let mut history =
+        History::create(&dir.path().join("primary.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    for step in 0..5 {
+        history.commit(&transfer(step)).await;
+    }
+    let replica = dir.path().join("replica.db");
+    let db = replica.to_str().unwrap();
+    let (code, _, stderr) = edge_reader(&test_store, &["sync", "--source", &test_store.url, "--db", db]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let succeeded = read_state(&replica).unwrap().unwrap();
+    assert!(succeeded.synced_ms > 0 && succeeded.last_failure.is_none(), "{succeeded:?}");
+    // Two good objects, then a corrupt one: the sync keeps the good ones.
+    for step in 5..10 {
+        history.commit(&transfer(step)).await;
+    }
+    let key = distributary_core::layout::l0_key(history.generation, TxId(9));
+    test_store.corrupt(&key).await;
+    let (code, _, stderr) = edge_reader(&test_store, &["sync", "--source", &test_store.url, "--db", db]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let failed = read_state(&replica).unwrap().unwrap();
+    assert_eq!(failed.txid, TxId(8), "the objects before the bad one are kept");
+    assert_eq!(failed.synced_ms, succeeded.synced_ms, "a failed sync is not a success");
+    let failure = failed.last_failure.clone().expect("the failure is recorded");
+    assert!(failure.at_ms >= succeeded.synced_ms && failure.error.contains(&key), "{failure:?}");
+
+    let status = status_json(&test_store, &replica, &[]);
+    assert_eq!(status["last_success_ms"], succeeded.synced_ms);
+    assert_eq!(status["last_failure_ms"], failure.at_ms);
+    assert!(status["last_failure"].as_str().unwrap().contains(&key), "{status}");
+    assert_eq!((status["txid"].clone(), status["store_newest_txid"].clone()), (8.into(), 11.into()), "{status}");
+    assert_eq!(status["lag_txids"], 3, "{status}");
+    let (code, stdout, stderr) = edge_reader(&test_store, &["status", "--db", db]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("last failure") && stdout.contains(&key) && stdout.contains("lag           3 transactions"),
+        "{stdout}"
+    );
+    // The help documents the exit codes.
+    let (_, help, _) = edge_reader(&test_store, &["--help"]);
+    assert!(help.contains("Exit status") && help.contains("--force replaces it"), "{help}");
+}
+
+/// Issue 15 (7): `distributary generations` showed NEWEST TXID 1 while the
+/// store held far more, and `edge-reader status` put the store's newest
+/// below the replica's own TXID: both read the manifest's `newest`, which
+/// moves only when the compactor runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_and_generations_find_the_newest_txid_past_a_stale_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new(Kind::File, dir.path()).await;
+    let mut history =
+        History::create(&dir.path().join("primary.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    // L0 segments only: the manifest stays at TXID 1.
+    for step in 0..20 {
+        history.commit_many(&[transfer(step)]).await;
+    }
+    let replica = dir.path().join("replica.db");
+    let (code, _, stderr) =
+        edge_reader(&test_store, &["sync", "--source", &test_store.url, "--db", replica.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_replica_at(&replica, &history, 21);
+    let status = status_json(&test_store, &replica, &[]);
+    assert_eq!((status["store_newest_txid"].clone(), status["lag_txids"].clone()), (21.into(), 0.into()), "{status}");
+    for step in 20..25 {
+        history.commit_many(&[transfer(step)]).await;
+    }
+    let status = status_json(&test_store, &replica, &[]);
+    assert_eq!((status["store_newest_txid"].clone(), status["lag_txids"].clone()), (26.into(), 5.into()), "{status}");
+    let output = test_store
+        .command(&binary("distributary", "distributary"))
+        .args(["generations", &test_store.url, "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let generations: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(generations[0]["newest_txid"], 26, "{generations}");
+}
+
+/// Issue 15 (11): after `sync --source "s3://bucket/app?endpoint=..."`,
+/// `status` could not reach the store: the sidecar kept the display form
+/// `s3://bucket/app (endpoint ...)`, which is no URL. Sidecars written that
+/// way still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_reaches_an_s3_store_with_an_endpoint_through_the_url_its_sidecar_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new(Kind::Moto, dir.path()).await;
+    let mut history =
+        History::create(&dir.path().join("primary.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    history.commit(&transfer(0)).await;
+    let replica = dir.path().join("replica.db");
+    let (code, _, stderr) =
+        edge_reader(&test_store, &["sync", "--source", &test_store.url, "--db", replica.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read_state(&replica).unwrap().unwrap().source, test_store.url, "the URL as given");
+    let status = status_json(&test_store, &replica, &[]);
+    assert_eq!(
+        (status["lag_txids"].clone(), status["lag_error"].clone()),
+        (0.into(), serde_json::Value::Null),
+        "{status}"
+    );
+    // A sidecar of an earlier version, with the display form.
+    let mut state = read_state(&replica).unwrap().unwrap();
+    let endpoint = test_store.moto.as_ref().unwrap().endpoint();
+    state.source = format!("{} (endpoint {endpoint})", test_store.url.split('?').next().unwrap());
+    distributary_core::replica::write_state(&replica, &state).unwrap();
+    let status = status_json(&test_store, &replica, &[]);
+    assert_eq!(
+        (status["lag_txids"].clone(), status["lag_error"].clone()),
+        (0.into(), serde_json::Value::Null),
+        "{status}"
+    );
+    // And the next sync, from the URL, is not refused as another store's.
+    let (code, _, stderr) =
+        edge_reader(&test_store, &["sync", "--source", &test_store.url, "--db", replica.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read_state(&replica).unwrap().unwrap().source, test_store.url);
+}
+
+/// Issue 15 (10): the local `edge-reader query` allowed `ATTACH` of an
+/// existing file and `PRAGMA writable_schema = ON`, and refused the
+/// `PRAGMA journal_mode` read: it now has serve's authorizer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_query_has_serves_authorizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new(Kind::File, dir.path()).await;
+    let _history =
+        History::create(&dir.path().join("primary.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    let replica = dir.path().join("replica.db");
+    let db = replica.to_str().unwrap();
+    let (code, _, stderr) = edge_reader(&test_store, &["sync", "--source", &test_store.url, "--db", db]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let other = dir.path().join("primary.db");
+    for sql in [
+        format!("ATTACH '{}' AS other", other.display()),
+        "PRAGMA writable_schema = ON".to_string(),
+        "PRAGMA journal_mode = DELETE".into(),
+        "DELETE FROM accounts".into(),
+    ] {
+        let (code, stdout, stderr) = edge_reader(&test_store, &["query", "--db", db, &sql]);
+        assert_eq!(code, Some(1), "{sql}: {stdout}");
+        assert!(stderr.contains("refuse") && stderr.contains("not allowed"), "{sql}: {stderr}");
+    }
+    let (code, stdout, stderr) = edge_reader(&test_store, &["query", "--db", db, "--json", "PRAGMA journal_mode"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        serde_json::json!([{"journal_mode": "wal"}])
+    );
+}

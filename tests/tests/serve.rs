@@ -88,6 +88,19 @@ impl Serve {
         }
     }
 
+    /// Waits until the replica is ready, asking `/status` with the token.
+    async fn wait_status_with_token(&self, token: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answer = self.send(self.client.get(format!("{}/status", self.base)).bearer_auth(token)).await;
+            if answer.body["ready"] == true {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ready: {answer:?}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_txid(&self, txid: u64) -> Value {
         self.wait_status(&format!("reach TXID {txid}"), |s| s["txid"] == txid).await
     }
@@ -343,6 +356,64 @@ async fn the_bearer_token_is_required_on_every_route_but_healthz() {
     assert_eq!((answer.status, answer.body["rows"].clone()), (200, json!([[500]])), "{answer:?}");
     let answer = serve.send(serve.client.get(format!("{}/status", serve.base)).bearer_auth(token)).await;
     assert_eq!(answer.status, 200);
+}
+
+/// Issue 15 (10): with two `Authorization` headers, the first one alone
+/// counted, so a request carrying the token and anything else passed.
+/// Such a request is now refused with 400 (two values of a singleton
+/// header are a malformed request, not missing credentials).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_with_two_authorization_headers_is_refused_with_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = file_store(&dir.path().join("store"));
+    let _history = History::create(&dir.path().join("primary.db"), store, SETUP).await;
+    let token = "s3cret-token-0123456789abcdef";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let db = dir.path().join("replica.db");
+    let serve = Serve::start(dir.path(), &url, &db, &["--token-file", token_file.to_str().unwrap()], &[]);
+    let query = || serve.client.post(format!("{}/query", serve.base)).body(r#"{"sql": "SELECT count(*) FROM items"}"#);
+    let bearer = format!("Bearer {token}");
+    for (first, second) in
+        [(bearer.as_str(), "Bearer wrong"), ("Bearer wrong", bearer.as_str()), (bearer.as_str(), bearer.as_str())]
+    {
+        let answer = serve.send(query().header("authorization", first).header("authorization", second)).await;
+        assert_eq!(
+            (answer.status, answer.body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{first} + {second}: {answer:?}"
+        );
+        assert!(answer.body["error"].as_str().unwrap().contains("2 Authorization headers"), "{answer:?}");
+    }
+    serve.wait_status_with_token(token).await;
+    let answer = serve.send(query().header("authorization", &bearer)).await;
+    assert_eq!((answer.status, answer.body["rows"].clone()), (200, json!([[500]])), "one header: {answer:?}");
+}
+
+/// Issue 15 (10): `PRAGMA journal_mode`, a read docs/API.md lists as
+/// allowed, was refused (SQLite classifies every journal_mode statement as
+/// writing), and a NUL byte in the SQL silently dropped what followed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_mode_is_readable_and_sql_holding_a_nul_byte_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = file_store(&dir.path().join("store"));
+    let _history = History::create(&dir.path().join("primary.db"), store, SETUP).await;
+    let db = dir.path().join("replica.db");
+    let serve = Serve::start(dir.path(), &url, &db, &[], &[]);
+    serve.wait_txid(1).await;
+    // Twice: the second one comes from the statement cache.
+    for sql in ["PRAGMA journal_mode", "PRAGMA journal_mode", "pragma main.JOURNAL_MODE"] {
+        let answer = serve.query(sql).await;
+        assert_eq!((answer.status, answer.body["rows"].clone()), (200, json!([["wal"]])), "{sql}: {answer:?}");
+    }
+    let answer = serve.query("PRAGMA journal_mode = DELETE").await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let answer = serve.query("SELECT count(*) FROM items\u{0} WHERE id < 10").await;
+    assert_eq!((answer.status, answer.body["code"].as_str()), (400, Some("sql_error")), "{answer:?}");
+    assert!(answer.body["error"].as_str().unwrap().contains("NUL byte at offset 26"), "{answer:?}");
+    let answer = serve.get("/query?sql=SELECT%201%00%3B%20DELETE%20FROM%20items").await;
+    assert_eq!(answer.status, 400, "from a query string too: {answer:?}");
+    assert_eq!(serve.query("SELECT count(*) FROM items").await.body["rows"], json!([[500]]));
 }
 
 /// `distributary replicate` of `db` into `url`, with its metrics endpoint.

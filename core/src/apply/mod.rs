@@ -37,7 +37,10 @@ use crate::store::StoreError;
 pub use chain::{Fetcher, Started, walk_chain};
 pub use memory::{DEFAULT_MEMORY_LIMIT, Downloaded, MAX_MEMORY_LIMIT, MemoryDatabase, download, sync_in_memory};
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
-pub use sqlite::{IntegrityCheck, RestoreOptions, database_checksum, integrity_check, replica_checksum, restore, sync};
+pub use sqlite::{
+    IntegrityCheck, RestoreOptions, check_replica, database_checksum, integrity_check, remove_replica,
+    replica_checksum, restore, sync, sync_replica,
+};
 pub use verify::{ObjectApplier, PageHashes, PageSink};
 
 /// Errors of restore and sync. Each names the object key, TXID range or

@@ -1,5 +1,15 @@
 //! Applying the log to a SQLite file (native, `sqlite` feature): [`sync`]
-//! and [`restore`].
+//! (and [`sync_replica`], which records the URL the replica follows) and
+//! [`restore`].
+//!
+//! Before it writes a replica that keeps a sidecar, a sync checks that the
+//! file is this store's replica ([`check_replica`]): a file that holds data
+//! and has no sidecar, or whose sidecar names another store, is refused,
+//! never overwritten ([`remove_replica`] is how a caller replaces it on
+//! purpose). A sidecar naming another *generation* is not enough to refuse:
+//! a store starts a new generation when its primary starts a new lineage,
+//! and its replicas then re-bootstrap; it is refused only when it also names
+//! another store URL and the store does not hold that generation.
 //!
 //! [`sync`] reads the manifest, [`plan`](crate::plan)s a chain, fetches its
 //! objects concurrently (a bounded window: the next L0 key is known as soon
@@ -47,9 +57,12 @@ use crate::checksum::page_hash;
 use crate::format::{HEADER_SIZE, Header, read_segment_header};
 use crate::ids::{Checksum, PageNo, TxId};
 use crate::layout::MANIFEST_KEY;
-use crate::manifest::{read_manifest, read_snapshot_index};
+use crate::manifest::{Manifest, read_manifest, read_snapshot_index};
 use crate::plan::{Base, Plan, ReplicaPosition, Target, plan};
-use crate::replica::{PendingPosition, ReplicaState, STATE_FORMAT_VERSION, read_state, write_state};
+use crate::replica::{
+    PendingPosition, ReplicaError, ReplicaState, STATE_FORMAT_VERSION, SyncFailure, read_state, recorded_source,
+    remove_state, same_location, state_path, write_state,
+};
 use crate::store::{GetOptions, Store};
 
 /// Objects at most this large are held in memory between download and
@@ -74,14 +87,185 @@ impl ApplyError {
 }
 
 /// Brings the SQLite file `db` to `options.target` from `store`: the whole
-/// of `edge-reader sync`, and of `distributary restore` on a temp file.
-/// The caller holds the replica's lock ([`crate::replica::lock`]).
+/// of `distributary restore` on a temp file. [`sync_replica`] with the
+/// store's display URL as the source a sidecar records.
 pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Result<SyncSummary, ApplyError> {
+    let source = store.url().to_string();
+    sync_replica(store, &source, db, options).await
+}
+
+/// Brings the replica `db` to `options.target` from `store`, whose URL as
+/// the user gave it is `source`: the whole of `edge-reader sync`, and each
+/// sync of `edge-reader serve`. The caller holds the replica's lock
+/// ([`crate::replica::lock`]).
+///
+/// With `options.keep_state` (a replica, not a restore), the file must be
+/// this store's replica or empty ([`check_replica`]), and the sidecar
+/// records the outcome: `synced_ms` moves only when the sync succeeded, a
+/// failure is recorded as `last_failure` (time and error).
+pub async fn sync_replica(
+    store: Arc<dyn Store>,
+    source: &str,
+    db: &Path,
+    options: &SyncOptions,
+) -> Result<SyncSummary, ApplyError> {
+    let result = sync_inner(store, source, db, options).await;
+    if !options.keep_state || options.dry_run {
+        return result;
+    }
+    match result {
+        Ok(summary) => {
+            // Even an idle sync confirms the replica is up to date.
+            if let Some(state) = read_state(db)? {
+                write_state(
+                    db,
+                    &ReplicaState { synced_ms: crate::clock::now_ms(), source: recorded_source(source), ..state },
+                )?;
+            }
+            Ok(summary)
+        }
+        // A refused file is not touched at all.
+        Err(error @ ApplyError::Replica(ReplicaError::NotAReplica { .. } | ReplicaError::OtherStore { .. })) => {
+            Err(error)
+        }
+        Err(error) => {
+            record_failure(db, &error);
+            Err(error)
+        }
+    }
+}
+
+/// Records a failed sync in the replica's sidecar, if it has one. Best
+/// effort: the sync's own error is what the caller reports.
+fn record_failure(db: &Path, error: &ApplyError) {
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = e.source();
+    }
+    let recorded = read_state(db).and_then(|state| match state {
+        Some(state) => write_state(
+            db,
+            &ReplicaState {
+                last_failure: Some(SyncFailure { at_ms: crate::clock::now_ms(), error: message }),
+                ..state
+            },
+        ),
+        None => Ok(()),
+    });
+    if let Err(e) = recorded {
+        tracing::warn!(db = %db.display(), error = %e, "record the failed sync in the replica state");
+    }
+}
+
+/// Checks that `db` may be synced from `store` (URL `source`): it is
+/// missing or empty (bootstrapped), or it is this store's replica. Refuses
+/// with [`ReplicaError::NotAReplica`] a file that holds data and has no
+/// sidecar, and with [`ReplicaError::OtherStore`] one whose sidecar names
+/// another store URL and a generation this store does not hold. Reads the
+/// manifest (and, only in the second case, one snapshot index).
+pub async fn check_replica(store: &dyn Store, source: &str, db: &Path) -> Result<(), ApplyError> {
+    let manifest = read_manifest(store).await?.map(|v| v.value);
+    check_replica_against(store, source, db, manifest.as_ref()).await
+}
+
+async fn check_replica_against(
+    store: &dyn Store,
+    source: &str,
+    db: &Path,
+    manifest: Option<&Manifest>,
+) -> Result<(), ApplyError> {
+    if !db.exists() {
+        return Ok(());
+    }
+    let Some(state) = read_state(db)? else {
+        return match database_contents(db) {
+            Some(found) => {
+                Err(ReplicaError::NotAReplica { db: db.to_path_buf(), sidecar: state_path(db), found }.into())
+            }
+            None => Ok(()),
+        };
+    };
+    let Some(manifest) = manifest else { return Ok(()) };
+    // The same generation is the same lineage, whatever URL reaches it (a
+    // CDN in front of the bucket); the same URL with a new generation is
+    // the store starting a new lineage: re-bootstrap.
+    if state.generation == manifest.generation || same_location(&state.source, source) {
+        return Ok(());
+    }
+    // Another URL and another generation: still this store if it holds the
+    // replica's generation (a new lineage, reached through another URL).
+    if read_snapshot_index(store, state.generation).await?.is_some() {
+        return Ok(());
+    }
+    Err(ReplicaError::OtherStore {
+        db: db.to_path_buf(),
+        recorded: crate::replica::source_url(&state.source),
+        generation: state.generation,
+        txid: state.txid,
+        source_url: store.url().to_string(),
+        store_generation: manifest.generation,
+    }
+    .into())
+}
+
+/// What a file without a sidecar holds, or `None` if it holds nothing a
+/// bootstrap could lose: zero bytes, or a SQLite database without a single
+/// table, index, view or trigger (what a first sync killed before its
+/// first commit leaves).
+fn database_contents(db: &Path) -> Option<String> {
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut wal = db.as_os_str().to_os_string();
+    wal.push("-wal");
+    if size(db) == 0 && size(Path::new(&wal)) == 0 {
+        return None;
+    }
+    let conn = match Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    {
+        Ok(conn) => conn,
+        Err(e) => return Some(format!("{} bytes SQLite cannot open ({e})", size(db))),
+    };
+    let counted = conn.query_row(
+        "SELECT count(*), coalesce(sum(type = 'table'), 0), coalesce(sum(type = 'index'), 0) FROM sqlite_schema",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+    );
+    match counted {
+        Ok((0, _, _)) => None,
+        Ok((all, tables, indexes)) => Some(format!(
+            "a SQLite database with {tables} table(s), {indexes} index(es) and {} other schema object(s)",
+            all - tables - indexes
+        )),
+        Err(e) => Some(format!("{} bytes SQLite cannot read ({e})", size(db))),
+    }
+}
+
+/// Removes a replica: the database, its WAL and shared-memory files, and
+/// its sidecar (for `--force`, before a sync bootstraps it again).
+pub fn remove_replica(db: &Path) -> Result<(), ApplyError> {
+    remove_database(db)?;
+    remove_state(db)?;
+    Ok(())
+}
+
+async fn sync_inner(
+    store: Arc<dyn Store>,
+    source: &str,
+    db: &Path,
+    options: &SyncOptions,
+) -> Result<SyncSummary, ApplyError> {
     let started = Instant::now();
     let manifest = read_manifest(store.as_ref())
         .await?
         .ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?
         .value;
+    if options.keep_state {
+        check_replica_against(store.as_ref(), source, db, Some(&manifest)).await?;
+    }
     let index = match options.target {
         Target::Newest => None,
         _ => read_snapshot_index(store.as_ref(), manifest.generation).await?.map(|v| v.value),
@@ -96,7 +280,7 @@ pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Re
 
     let spool_dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let (tx, rx) = mpsc::channel::<Item>(options.concurrency.max(1));
-    let source = store.url().to_string();
+    let source = recorded_source(source);
     let applier = {
         let db = db.to_path_buf();
         let plan = plan.clone();
@@ -617,6 +801,10 @@ struct SqliteSink {
     lock_byte_page: u32,
     keep_state: bool,
     source: String,
+    /// The last success and failure the sidecar recorded before this sync
+    /// (kept as they are until the sync ends: see [`sync_replica`]).
+    synced_ms: u64,
+    last_failure: Option<SyncFailure>,
     /// Position as last committed.
     committed: ReplicaPosition,
     /// Database size in pages after every object kept.
@@ -688,10 +876,12 @@ impl SqliteSink {
         reader.busy_timeout(std::time::Duration::from_secs(30)).map_err(ApplyError::sqlite("configure", db))?;
         let size: u32 =
             reader.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(ApplyError::sqlite("read", db))?;
+        let previous = if options.keep_state { read_state(db)? } else { None };
         let page_one_hash = match plan.base {
-            Base::Replica(_) if options.keep_state => read_state(db)?.and_then(|s| s.page_one_hash).map(|c| c.0),
+            Base::Replica(_) => previous.as_ref().and_then(|s| s.page_one_hash).map(|c| c.0),
             _ => None,
         };
+        let (synced_ms, last_failure) = previous.map_or((0, None), |s| (s.synced_ms, s.last_failure));
         Ok(SqliteSink {
             db: db.to_path_buf(),
             conn,
@@ -700,6 +890,8 @@ impl SqliteSink {
             lock_byte_page: lock_byte_page(page_size),
             keep_state: options.keep_state,
             source: source.to_string(),
+            synced_ms,
+            last_failure,
             committed: empty_position(plan.generation),
             size,
             physical: size,
@@ -768,8 +960,9 @@ impl SqliteSink {
             txid: position.txid,
             checksum: position.checksum,
             timestamp_ms: position.timestamp_ms,
-            synced_ms: crate::clock::now_ms(),
+            synced_ms: self.synced_ms,
             source: self.source.clone(),
+            last_failure: self.last_failure.clone(),
             page_one_hash: self.page_one_hash.map(Checksum),
             pending: None,
         }

@@ -5,15 +5,15 @@
 //!
 //! # Requests per poll
 //!
-//! A full [`sync`] reads the manifest (a whole GET) and then probes
+//! A full [`sync_replica`] reads the manifest (a whole GET) and then probes
 //! `l0/{t+1}` (a GET that finds nothing): two GETs when idle. The follower
 //! is cheaper, using only the public `Store` trait:
 //!
-//! 1. `HEAD l0/{t+1}`: found means there is something to apply: run [`sync`].
+//! 1. `HEAD l0/{t+1}`: found means there is something to apply: run [`sync_replica`].
 //! 2. Otherwise a conditional `GET manifest.json` (`If-None-Match` on the
 //!    ETag last seen): `304 Not Modified` when nothing changed. When the
 //!    manifest did change (a new generation, retention passing the replica,
-//!    newer TXIDs only in L1), run [`sync`]; a manifest that asks for
+//!    newer TXIDs only in L1), run [`sync_replica`]; a manifest that asks for
 //!    nothing (compaction of TXIDs the replica has) costs nothing more.
 //!
 //! So an idle poll is one 404 and one 304, never a LIST. The ETag is kept
@@ -22,7 +22,7 @@
 //!
 //! # What TXID a query read at
 //!
-//! [`sync`] commits the replica's SQLite transaction, then writes the
+//! [`sync_replica`] commits the replica's SQLite transaction, then writes the
 //! sidecar, then returns. The follower publishes the TXID only after it
 //! returns, and a query takes the published value *before* its statement's
 //! first step (which is when SQLite picks the WAL snapshot it reads). So the
@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distributary_core::apply::{SyncOptions, SyncSummary, sync};
+use distributary_core::apply::{SyncOptions, SyncSummary, sync_replica};
 use distributary_core::clock::now_ms;
 use distributary_core::layout::{MANIFEST_KEY, l0_key};
 use distributary_core::manifest::{Manifest, parse_document};
@@ -131,7 +131,9 @@ pub struct Status {
 pub struct FollowerConfig {
     /// The replica.
     pub db: PathBuf,
-    /// Options of each [`sync`] (key, concurrency).
+    /// The store's URL as given (recorded in the replica's sidecar).
+    pub source: String,
+    /// Options of each [`sync_replica`] (key, concurrency).
     pub sync: SyncOptions,
     /// Time between polls while healthy.
     pub poll: Duration,
@@ -325,7 +327,7 @@ impl Follower {
     }
 
     async fn sync(&self) -> anyhow::Result<Polled> {
-        let summary = sync(Arc::clone(&self.store), &self.config.db, &self.config.sync)
+        let summary = sync_replica(Arc::clone(&self.store), &self.config.source, &self.config.db, &self.config.sync)
             .await
             .map_err(|e| anyhow::Error::new(e).context(format!("sync from {}", self.store.url())))?;
         let view = View { generation: summary.generation, txid: summary.to_txid, timestamp_ms: summary.timestamp_ms };

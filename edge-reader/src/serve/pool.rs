@@ -23,8 +23,8 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Statement};
 use tokio::sync::{Semaphore, watch};
 
-use super::authorizer::{Denials, authorizer};
 use super::follower::View;
+use crate::authorizer::{self, Denials};
 
 /// Parameters of a statement.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -192,12 +192,7 @@ fn open(config: &PoolConfig) -> Result<Reader, QueryError> {
     };
     let mut conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(failed("open"))?;
-    conn.pragma_update(None, "query_only", true).map_err(failed("set query_only on"))?;
-    // Defensive mode: no writable_schema, no shadow-table writes, no
-    // journal_mode=OFF, even if something got past the rest.
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).map_err(failed("configure"))?;
-    // No database can be attached, whatever the SQL.
-    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(failed("configure"))?;
+    let denials = authorizer::harden(&mut conn).map_err(failed("put the read-only walls up on"))?;
     // No single value larger than a whole result may be (zeroblob(1e9) and
     // friends fail fast instead of allocating).
     let max_length = i32::try_from(config.limits.max_bytes.max(1024)).unwrap_or(i32::MAX);
@@ -207,9 +202,6 @@ fn open(config: &PoolConfig) -> Result<Reader, QueryError> {
     // sync's commits are short; a reader waits for WAL recovery at most this.
     conn.busy_timeout(Duration::from_secs(5)).map_err(failed("configure"))?;
     conn.set_prepared_statement_cache_capacity(config.statement_cache);
-    let denials = Denials::default();
-    // Last: the authorizer would refuse the PRAGMA above.
-    conn.authorizer(Some(authorizer(denials.clone()))).map_err(failed("install the authorizer on"))?;
     let deadline = Arc::new(AtomicU64::new(u64::MAX));
     let watched = Arc::clone(&deadline);
     conn.progress_handler(PROGRESS_STEPS, Some(move || micros_since_epoch() > watched.load(Ordering::Relaxed)))
@@ -228,6 +220,7 @@ fn run(
     if sql.trim().is_empty() {
         return Err(QueryError::Invalid("the SQL is empty".into()));
     }
+    authorizer::check_sql(sql).map_err(QueryError::Invalid)?;
     reader.denials.clear();
     let deadline = micros_since_epoch().saturating_add(limits.timeout.as_micros() as u64);
     reader.deadline.store(deadline, Ordering::Relaxed);
@@ -266,9 +259,7 @@ fn execute(
     let mut statement = reader.conn.prepare_cached(sql)?;
     // Statements SQLite itself classifies as writing (VACUUM INTO, which
     // the authorizer is never asked about, is one) are refused.
-    if !statement.readonly() {
-        return Err(QueryError::Forbidden("the statement would write (the replica is read-only)".into()).into());
-    }
+    authorizer::check_statement(&reader.conn, sql, &statement, &reader.denials).map_err(QueryError::Forbidden)?;
     bind(&mut statement, params)?;
     let columns: Vec<String> = statement.column_names().map(str::to_string).collect();
     // Taken before the first step, when SQLite picks the snapshot: the

@@ -96,14 +96,9 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> 
         "/metrics" => "/metrics",
         _ => "other",
     };
-    let result = if route != "/healthz" && !authorized(app, &request) {
-        Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "missing or wrong bearer token (send Authorization: Bearer <the --token-file's token>)".into(),
-        })
-    } else {
-        route_request(app, route, request).await
+    let result = match if route == "/healthz" { Ok(()) } else { authorize(app, &request) } {
+        Ok(()) => route_request(app, route, request).await,
+        Err(error) => Err(error),
     };
     let mut response = result.unwrap_or_else(|error| {
         let mut response = json(error.status, error.body());
@@ -122,16 +117,31 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> 
     response
 }
 
-fn authorized(app: &App, request: &Request<Incoming>) -> bool {
+/// Checks the bearer token, if one is required. A request with more than
+/// one `Authorization` header is refused with 400, not 401: the header is a
+/// singleton (RFC 9110), two of them are a malformed request rather than
+/// missing credentials, and which one counts would differ between this
+/// server and each proxy in front of it (until this check, the first one
+/// did, so a wrong second header passed unnoticed).
+fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
     let Some(token) = &app.token else {
-        return true;
+        return Ok(());
     };
-    let Some(given) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-    else {
-        return false;
+    let headers = request.headers().get_all(header::AUTHORIZATION);
+    let count = headers.iter().count();
+    if count > 1 {
+        return Err(ApiError::bad_request(format!(
+            "the request has {count} Authorization headers: send exactly one (Authorization: Bearer <the --token-file's token>)"
+        )));
+    }
+    let unauthorized = || ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: "missing or wrong bearer token (send Authorization: Bearer <the --token-file's token>)".into(),
     };
+    let given = headers.iter().next().and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).ok_or_else(unauthorized)?;
     // Constant time in the token's content (its length is not a secret).
-    bool::from(given.ct_eq(token.as_slice()))
+    if bool::from(given.ct_eq(token.as_slice())) { Ok(()) } else { Err(unauthorized()) }
 }
 
 async fn route_request(

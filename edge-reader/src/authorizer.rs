@@ -1,5 +1,6 @@
-//! What a query may do, decided by SQLite's authorizer while a statement is
-//! prepared: reading tables, calling side-effect-free functions and a short
+//! What a query may do — the same for `edge-reader serve`'s HTTP queries
+//! and the local `edge-reader query` — decided by SQLite's authorizer while
+//! a statement is prepared: reading tables, calling side-effect-free functions and a short
 //! list of read-only PRAGMAs. Everything else — writes, schema changes,
 //! ATTACH/DETACH, transactions and savepoints, ANALYZE, REINDEX, PRAGMAs
 //! that set or change anything, extension loading — is denied.
@@ -9,13 +10,21 @@
 //! connection is also opened read-only with `query_only` on and in defensive
 //! mode, ATTACH is limited to zero databases, and statements SQLite does not
 //! classify as read-only (`sqlite3_stmt_readonly`) are refused after
-//! prepare (see `pool.rs`): the authorizer is the first of several walls,
-//! not the only one. That last wall is the one that stops `VACUUM` and
-//! `VACUUM INTO`: SQLite has no authorizer action for them.
+//! prepare ([`check_statement`]): the authorizer is the first of several
+//! walls, not the only one. That last wall is the one that stops `VACUUM`
+//! and `VACUUM INTO`: SQLite has no authorizer action for them. It has one
+//! exception: SQLite classifies every `PRAGMA journal_mode` as writing
+//! (it could switch the mode), and the authorizer lets through only the
+//! form without an argument, which just reports the mode.
+//!
+//! [`harden`] puts every wall up on a connection; [`check_sql`] refuses
+//! text SQLite would silently cut short (a NUL byte ends SQLite's reading
+//! of the text, so what follows it would be dropped without a word).
 
 use std::sync::{Arc, Mutex};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, Statement};
 
 /// PRAGMAs that only report, and may name a table or index as argument
 /// (`PRAGMA table_info(t)`, `SELECT * FROM pragma_index_list('t')`).
@@ -56,25 +65,86 @@ const DENIED_FUNCTIONS: &[&str] = &[
     "edit",
 ];
 
-/// The reason of the last refusal on one connection, so the HTTP error can
-/// say what was refused instead of SQLite's bare "not authorized".
+/// What the authorizer saw on one connection: the reason of the last
+/// refusal, so the error can say what was refused instead of SQLite's bare
+/// "not authorized", and whether it allowed a `PRAGMA journal_mode` read.
 #[derive(Clone, Default)]
-pub struct Denials(Arc<Mutex<Option<String>>>);
+pub struct Denials(Arc<Mutex<Seen>>);
+
+#[derive(Default)]
+struct Seen {
+    reason: Option<String>,
+    journal_mode_read: bool,
+}
 
 impl Denials {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // Plain values: a panic elsewhere cannot leave them torn.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Takes the reason recorded since the last call, if any.
     pub fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.seen().reason.take()
     }
 
     fn record(&self, reason: String) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.seen().reason = Some(reason);
     }
 
-    /// Forgets any reason recorded (before a new statement is prepared).
+    /// Forgets what was recorded (before a new statement is prepared).
     pub fn clear(&self) {
-        self.take();
+        *self.seen() = Seen::default();
     }
+}
+
+/// Refuses SQL text that SQLite would not read whole: a NUL byte ends
+/// SQLite's reading of the text, so whatever follows it would be dropped
+/// silently (`SELECT 1\0; DELETE ...` runs `SELECT 1`, and a query cut
+/// short returns the wrong rows without an error).
+pub fn check_sql(sql: &str) -> Result<(), String> {
+    match sql.find('\0') {
+        Some(offset) => Err(format!(
+            "the SQL holds a NUL byte at offset {offset}: SQLite would ignore everything after it; remove it (pass values as parameters)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Puts every wall of this module up on a read connection: `query_only`,
+/// defensive mode, no database can be attached, and the authorizer (last:
+/// it would refuse the PRAGMA before it). Returns what the authorizer
+/// records. The caller opened `conn` read-only.
+pub fn harden(conn: &mut Connection) -> rusqlite::Result<Denials> {
+    conn.pragma_update(None, "query_only", true)?;
+    // Defensive mode: no writable_schema, no shadow-table writes, no
+    // journal_mode=OFF, even if something got past the rest.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    // No database can be attached, whatever the SQL.
+    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    let denials = Denials::default();
+    conn.authorizer(Some(authorizer(denials.clone())))?;
+    Ok(denials)
+}
+
+/// The last wall, after a statement passed the authorizer: refuses one that
+/// SQLite classifies as writing (`sqlite3_stmt_readonly`), except a
+/// `PRAGMA journal_mode` read. `statement` may come from a statement cache,
+/// whose hits the authorizer never sees: such a statement is prepared once
+/// more, uncached, to learn what it does (only statements SQLite calls
+/// writing pay this, and they are refused or rare).
+pub fn check_statement(
+    conn: &Connection,
+    sql: &str,
+    statement: &Statement<'_>,
+    denials: &Denials,
+) -> Result<(), String> {
+    if statement.readonly() {
+        return Ok(());
+    }
+    denials.clear();
+    let reads_journal_mode = conn.prepare(sql).is_ok() && denials.seen().journal_mode_read;
+    if reads_journal_mode { Ok(()) } else { Err("the statement would write (the replica is read-only)".into()) }
 }
 
 /// Decides one action; `Err(reason)` to deny.
@@ -153,7 +223,14 @@ fn is_schema_table(name: &str) -> bool {
 /// reason of a refusal in `denials`.
 pub fn authorizer(denials: Denials) -> impl for<'r> FnMut(AuthContext<'r>) -> Authorization + Send + 'static {
     move |context| match check(&context) {
-        Ok(()) => Authorization::Allow,
+        Ok(()) => {
+            if let AuthAction::Pragma { pragma_name, pragma_value: None } = context.action
+                && pragma_name.eq_ignore_ascii_case("journal_mode")
+            {
+                denials.seen().journal_mode_read = true;
+            }
+            Authorization::Allow
+        }
         Err(reason) => {
             denials.record(reason);
             Authorization::Deny
