@@ -18,6 +18,7 @@ use distributary_core::apply::{ApplyError, SyncOptions, check_replica, remove_re
 use distributary_core::format::EncryptionKey;
 use distributary_core::plan::{Base, Target};
 use distributary_core::replica::{self, ReplicaError};
+use distributary_core::retry::{RetryBound, retry_bounded};
 use distributary_core::store::Store;
 
 /// Arguments of `edge-reader sync`.
@@ -45,6 +46,11 @@ pub struct Args {
     /// SQLite file, or another store's replica): its content is lost.
     #[arg(long)]
     force: bool,
+    /// How long to keep retrying a store that fails transiently (5xx,
+    /// throttling, timeouts) before exiting with status 1. Permanent
+    /// failures (access denied, no such bucket) and damaged objects fail at once.
+    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    retry_for: std::time::Duration,
 }
 
 /// Refuses `db` unless it is missing, empty or this store's replica; with
@@ -80,9 +86,14 @@ pub async fn run(args: Args) -> Result<()> {
         // Without --force, the sync's own check refuses such a file.
         admit(store.as_ref(), &args.source, &args.db, true).await?;
     }
-    let summary = sync_replica(Arc::clone(&store), &args.source, &args.db, &options)
-        .await
-        .with_context(|| format!("sync {} from {}", args.db.display(), store.url()))?;
+    // A sync cut short converges on the next attempt (the sidecar and the
+    // SQLite transaction make every attempt start from a consistent state).
+    let bound = RetryBound { give_up_after: args.retry_for };
+    let summary = retry_bounded(bound, "sync", ApplyError::class, || {
+        sync_replica(Arc::clone(&store), &args.source, &args.db, &options)
+    })
+    .await
+    .with_context(|| format!("sync {} from {}", args.db.display(), store.url()))?;
     let bootstrapped = matches!(summary.plan.base, Base::Snapshot(_));
     if args.json {
         let json = serde_json::json!({

@@ -247,6 +247,16 @@ fn s3_stores_without_a_region_or_an_answer_fail_within_seconds() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("unreachable"), "{}", stderr(&output));
     assert!(!out.exists());
+    // The edge reader's one-shot sync gives up the same way.
+    let mut command = Command::new(binary("edge-reader", "edge-reader"));
+    command.args(["sync", "--source", &url, "--db", out.to_str().unwrap(), "--retry-for", "3s"]);
+    isolated(&mut command);
+    command.env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing");
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    let output = run_within(command, Duration::from_secs(90));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("unreachable"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("retrying"), "the retries are logged: {}", stderr(&output));
 }
 
 /// The names in `folder`, sorted.
