@@ -30,3 +30,23 @@ pub mod programs;
 pub mod proxy;
 pub mod static_files;
 pub mod synthetic;
+
+/// Runs test body `$name(kind)` once per store kind, as `$name::file` and
+/// `$name::moto`: the calling module defines `enum Kind { File, Moto }` and
+/// `async fn $name(kind: Kind)`.
+#[macro_export]
+macro_rules! on_every_store {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn file() {
+                super::$name(super::Kind::File).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn moto() {
+                super::$name(super::Kind::Moto).await;
+            }
+        }
+    };
+}

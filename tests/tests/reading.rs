@@ -23,6 +23,7 @@ use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
 use distributary_tests::history::{History, time_of};
 use distributary_tests::moto::MotoServer;
+use distributary_tests::on_every_store;
 
 const ACCOUNTS: usize = 40;
 const TOTAL: i64 = 40 * 1000;
@@ -127,24 +128,6 @@ impl TestStore {
         let (stored, _) = self.store.get_bytes(key).await.unwrap();
         assert_eq!(stored[middle], original ^ 0x10, "{key} is served corrupted");
     }
-}
-
-/// Runs test body `$name(kind)` once per store kind, as `$name::file` and
-/// `$name::moto`.
-macro_rules! on_every_store {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn file() {
-                super::$name(super::Kind::File).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn moto() {
-                super::$name(super::Kind::Moto).await;
-            }
-        }
-    };
 }
 
 /// A restored file is byte for byte the primary's at `txid`.

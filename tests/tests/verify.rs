@@ -20,6 +20,7 @@ use distributary_core::{Checksum, GenerationId, TxId};
 use distributary_tests::bins::binary;
 use distributary_tests::history::History;
 use distributary_tests::moto::MotoServer;
+use distributary_tests::on_every_store;
 use distributary_tests::synthetic::{SyntheticDb, put};
 use serde_json::Value;
 
@@ -235,24 +236,6 @@ fn transfer(step: u64) -> String {
         "UPDATE accounts SET balance = balance - 5, note = printf('%.600c', char(65 + {step} % 26)) WHERE id = {from};
          UPDATE accounts SET balance = balance + 5 WHERE id = {to};"
     )
-}
-
-/// Runs test body `$name(kind)` once per store kind, as `$name::file` and
-/// `$name::moto`.
-macro_rules! on_every_store {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn file() {
-                super::$name(super::Kind::File).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn moto() {
-                super::$name(super::Kind::Moto).await;
-            }
-        }
-    };
 }
 
 on_every_store!(each_kind_of_damage_is_reported_by_key_with_exit_status_1);
