@@ -446,9 +446,9 @@ mod tests {
         ] {
             assert_eq!(recorded_source(given), recorded, "{given}");
         }
-        assert!(same_location("s3://b/p (endpoint http://h:1)", "s3://b/p/?endpoint=http://h:1/&region=x"));
+        assert!(same_location("s3://bkt/p (endpoint http://h:1)", "s3://bkt/p/?endpoint=http://h:1/&region=x"));
         assert!(same_location("https://cdn.example.com/app?token=1", "https://cdn.example.com/app/"));
-        assert!(!same_location("s3://b/p?endpoint=http://h:1", "s3://b/p?endpoint=http://h:2"));
+        assert!(!same_location("s3://bkt/p?endpoint=http://h:1", "s3://bkt/p?endpoint=http://h:2"));
         assert!(!same_location("file:///a", "file:///b"));
         assert!(!same_location("file:///a", "s3://bucket/a"));
     }
