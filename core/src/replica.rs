@@ -50,7 +50,9 @@ pub enum ReplicaError {
         source: std::io::Error,
     },
     /// The sidecar is not valid.
-    #[error("read {path}: invalid replica state: {reason} (delete it to bootstrap the replica again)")]
+    #[error(
+        "read {path}: invalid replica state: {reason} (sync with --force to replace the database with the store's)"
+    )]
     Invalid {
         /// The sidecar's path.
         path: PathBuf,
@@ -60,7 +62,7 @@ pub enum ReplicaError {
     /// The database file is not at the state its sidecar names: it was
     /// replaced or restored without its sidecar (or with another one).
     #[error(
-        "{db} does not hold the state its sidecar names (TXID {txid}, checksum {recorded}; the file's checksum is {actual}): the database was replaced or restored without its sidecar (delete {sidecar} to bootstrap the replica again)"
+        "{db} does not hold the state its sidecar names (TXID {txid}, checksum {recorded}; the file's checksum is {actual}): the database was replaced or restored without its sidecar {sidecar} (sync with --force to replace it with the store's database)"
     )]
     Mismatch {
         /// The database.

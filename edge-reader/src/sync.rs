@@ -89,10 +89,22 @@ pub async fn run(args: Args) -> Result<()> {
     // A sync cut short converges on the next attempt (the sidecar and the
     // SQLite transaction make every attempt start from a consistent state).
     let bound = RetryBound { give_up_after: args.retry_for };
-    let summary = retry_bounded(bound, "sync", ApplyError::class, || {
-        sync_replica(Arc::clone(&store), &args.source, &args.db, &options)
-    })
-    .await
+    let attempt = || {
+        retry_bounded(bound, "sync", ApplyError::class, || {
+            sync_replica(Arc::clone(&store), &args.source, &args.db, &options)
+        })
+    };
+    let summary = match attempt().await {
+        // A file that is not at the state its sidecar names (replaced or
+        // restored apart from it), or an unreadable sidecar: --force
+        // replaces both with the store's database.
+        Err(ApplyError::Replica(ReplicaError::Mismatch { .. } | ReplicaError::Invalid { .. })) if args.force => {
+            eprintln!("edge-reader: --force: replacing {}, which is not at its sidecar's state", args.db.display());
+            remove_replica(&args.db).with_context(|| format!("replace {}", args.db.display()))?;
+            attempt().await
+        }
+        result => result,
+    }
     .with_context(|| format!("sync {} from {}", args.db.display(), store.url()))?;
     let bootstrapped = matches!(summary.plan.base, Base::Snapshot(_));
     if args.json {

@@ -58,12 +58,22 @@ impl History {
     /// Creates the primary at `path` (WAL mode), runs `setup` as TXID 1 and
     /// publishes it as the generation's first snapshot.
     pub async fn create(path: &Path, store: Arc<dyn Store>, setup: &str) -> History {
+        History::create_generation(path, store, setup, GenerationId::new(BASE_MS).unwrap()).await
+    }
+
+    /// [`History::create`] as `generation` (a store's newer lineage needs a
+    /// later id: ids order by their creation time, then by chance).
+    pub async fn create_generation(
+        path: &Path,
+        store: Arc<dyn Store>,
+        setup: &str,
+        generation: GenerationId,
+    ) -> History {
         let conn = Connection::open(path).unwrap();
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         conn.execute_batch(setup).unwrap();
         let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-        let generation = GenerationId::new(BASE_MS).unwrap();
         let codec = PageCodec::new(generation, None, Compression { level: 1 }).unwrap();
         let mut history = History {
             path: path.to_path_buf(),

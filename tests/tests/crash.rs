@@ -21,7 +21,7 @@
 //! - a replica folder restored from an older copy (database, WAL and
 //!   sidecar) syncs forward to the newest state; a mismatched copy (older
 //!   database, newer sidecar) meeting a new segment is refused with an
-//!   error naming the fix (delete the sidecar; the replica then bootstraps),
+//!   error naming the fix (`sync --force`; the replica then bootstraps),
 //!   or syncs to a file at exactly the state the sync reports. (With nothing
 //!   new in the store, a sync does not look at the file: that case is a
 //!   known gap, not exercised.)
@@ -53,7 +53,7 @@ use distributary_tests::chain::{self, walk};
 use distributary_tests::e2e::start_serve;
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, tail};
-use distributary_tests::programs::{Env, distributary, edge_sync, serve_query, serve_txid};
+use distributary_tests::programs::{Env, distributary, edge_reader, edge_sync, serve_query, serve_txid};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -521,13 +521,15 @@ async fn every_program_killed_at_random_moments_ends_consistent() {
                     }
                     Err(e) => {
                         assert!(*kind == Kind::MismatchedCopy, "an older copy of the whole replica must sync: {e}");
-                        // The fix the error names: delete the sidecar.
+                        // The fix the error names: sync with --force.
                         assert!(
-                            e.contains("does not hold the state its sidecar names") && e.contains("delete "),
+                            e.contains("does not hold the state its sidecar names") && e.contains("--force"),
                             "a mismatched copy is refused with an error naming the fix: {e}"
                         );
                         integrity_check(&sync_db, IntegrityCheck::Full).unwrap();
-                        std::fs::remove_file(replica_files(&sync_db)[3].clone()).unwrap();
+                        let db = sync_db.to_str().unwrap();
+                        let forced = edge_reader(&["sync", "--force", "--source", &url, "--db", db], &env);
+                        assert!(forced.status.success(), "sync --force: {}", String::from_utf8_lossy(&forced.stderr));
                         let summary = sync_ok(&url, &sync_db, &env, store.as_ref(), &mut states).await;
                         format!(
                             "copy at {}, sidecar at {newer}: refused; rebuilt to {}",

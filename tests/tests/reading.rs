@@ -556,8 +556,9 @@ async fn sync_and_serve_refuse_a_database_that_is_not_the_stores_replica_and_for
     assert_eq!(read_state(&theirs).unwrap().unwrap().generation, other_history.generation);
 
     // The same store starting a new generation is followed, not refused.
-    let mut next =
-        History::create(&dir.path().join("primary2.db"), Arc::clone(&test_store.store), &accounts_setup()).await;
+    let later = distributary_core::GenerationId::new(distributary_tests::history::BASE_MS + 1).unwrap();
+    let path = dir.path().join("primary2.db");
+    let mut next = History::create_generation(&path, Arc::clone(&test_store.store), &accounts_setup(), later).await;
     next.commit(&transfer(0)).await;
     let (code, stdout, stderr) = edge_reader(&test_store, &["sync", "--source", &url, "--db", mine.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stdout} {stderr}");

@@ -642,7 +642,10 @@ async fn an_idle_poll_costs_one_404_and_one_304_and_never_a_list() {
     let probes = delta(requests, "op=\"head\",result=\"not_found\"");
     let unchanged = delta(requests, "op=\"get_conditional\",result=\"not_modified\"");
     assert!(probes >= 5, "about 20 polls in 2 s at --poll 100ms, saw {probes} probes\n{after}");
-    assert_eq!(unchanged, probes, "one 304 per probe\n{after}");
+    // A poll in flight when a snapshot of the counters is taken has made
+    // its probe but not yet its conditional GET: one of either may stand
+    // at each end of the window (CI saw 25 probes against 23 304s).
+    assert!(unchanged.abs_diff(probes) <= 2, "one 304 per probe: {probes} probes, {unchanged} 304s\n{after}");
     assert_eq!(delta(requests, "") - probes - unchanged, 0, "nothing else while idle\n{after}");
     assert_eq!(counter(&after, requests, "op=\"list\""), 0, "never a LIST");
 
