@@ -10,6 +10,7 @@
 //! `docs/REPLICATE.md` carries the same table for users.
 
 use std::error::Error;
+#[cfg(not(target_arch = "wasm32"))]
 use std::future::Future;
 use std::time::Duration;
 
@@ -172,6 +173,7 @@ impl Default for RetryBound {
 }
 
 /// Capped exponential backoff with jitter: 0.5 s doubling to 30 s.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn backoff(attempt: u32) -> Duration {
     let base = 500u64 << attempt.min(6);
     let jitter = jitter_bits() % (base / 2 + 1);
@@ -180,6 +182,7 @@ pub fn backoff(attempt: u32) -> Duration {
 
 /// Cheap varying bits for retry jitter (the clock's milliseconds, mixed):
 /// jitter only spreads retries, it needs no quality.
+#[cfg(not(target_arch = "wasm32"))]
 fn jitter_bits() -> u64 {
     crate::clock::now_ms().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17
 }
