@@ -66,6 +66,12 @@ impl StoreError {
 pub trait WrapsStoreError {
     /// The store error inside, if that is what this error is.
     fn store_error(&self) -> Option<&StoreError>;
+
+    /// The class of this error (see the module's table): the store error's,
+    /// or [`ErrorClass::Other`].
+    fn class(&self) -> ErrorClass {
+        self.store_error().map_or(ErrorClass::Other, StoreError::class)
+    }
 }
 
 impl WrapsStoreError for crate::manifest::ManifestError {
@@ -86,13 +92,6 @@ impl WrapsStoreError for crate::plan::PlanError {
     }
 }
 
-impl crate::apply::ApplyError {
-    /// The class of this error (see the module's table).
-    pub fn class(&self) -> ErrorClass {
-        self.store_error().map_or(ErrorClass::Other, StoreError::class)
-    }
-}
-
 impl WrapsStoreError for crate::apply::ApplyError {
     fn store_error(&self) -> Option<&StoreError> {
         use crate::apply::ApplyError;
@@ -102,14 +101,6 @@ impl WrapsStoreError for crate::apply::ApplyError {
             ApplyError::Plan(e) => e.store_error(),
             _ => None,
         }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl crate::compact::CompactError {
-    /// The class of this error (see the module's table).
-    pub fn class(&self) -> ErrorClass {
-        self.store_error().map_or(ErrorClass::Other, StoreError::class)
     }
 }
 

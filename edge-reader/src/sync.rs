@@ -18,7 +18,7 @@ use distributary_core::apply::{ApplyError, SyncOptions, check_replica, remove_re
 use distributary_core::format::EncryptionKey;
 use distributary_core::plan::{Base, Target};
 use distributary_core::replica::{self, ReplicaError};
-use distributary_core::retry::{RetryBound, retry_bounded};
+use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store::Store;
 
 /// Arguments of `edge-reader sync`.

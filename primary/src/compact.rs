@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use distributary_core::compact::{
     CompactConfig, CompactError, HeaderCache, SystemClock, compact, compact_with, parse_duration,
 };
-use distributary_core::retry::{ErrorClass, RetryBound, retry_bounded};
+use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;
 
 /// Merge L0 segments into L1 and snapshots, advance the manifest, apply retention.

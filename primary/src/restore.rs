@@ -14,7 +14,7 @@ use distributary_core::apply::{ApplyError, IntegrityCheck, Progress, RestoreOpti
 use distributary_core::format::EncryptionKey;
 use distributary_core::manifest::read_manifest;
 use distributary_core::plan::{Base, Target};
-use distributary_core::retry::{RetryBound, retry_bounded};
+use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 
 use crate::config::Config;
 use crate::time::{format_rfc3339, parse_rfc3339};

@@ -219,9 +219,7 @@ async fn check_replica_against(
 /// first commit leaves).
 fn database_contents(db: &Path) -> Option<String> {
     let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-    let mut wal = db.as_os_str().to_os_string();
-    wal.push("-wal");
-    if size(db) == 0 && size(Path::new(&wal)) == 0 {
+    if size(db) == 0 && size(&with_suffix(db, "-wal")) == 0 {
         return None;
     }
     let conn = match Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -520,15 +518,17 @@ pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions
     result
 }
 
+/// `db` with `suffix` appended to its file name (`app.db` → `app.db-wal`).
+fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Removes the WAL and shared-memory files of a database nobody has open,
 /// once its WAL is checkpointed (empty); a WAL with frames is an error.
 fn remove_empty_wal(db: &Path) -> Result<(), ApplyError> {
-    let with_suffix = |suffix: &str| {
-        let mut name = db.as_os_str().to_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let wal = with_suffix("-wal");
+    let wal = with_suffix(db, "-wal");
     match std::fs::metadata(&wal) {
         Ok(meta) if meta.len() > 0 => {
             return Err(ApplyError::Io {
@@ -541,7 +541,7 @@ fn remove_empty_wal(db: &Path) -> Result<(), ApplyError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(ApplyError::Io { op: "stat", path: wal, source }),
     }
-    let shm = with_suffix("-shm");
+    let shm = with_suffix(db, "-shm");
     match std::fs::remove_file(&shm) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -552,9 +552,7 @@ fn remove_empty_wal(db: &Path) -> Result<(), ApplyError> {
 /// Removes a database and its WAL and shared-memory files, if present.
 fn remove_database(db: &Path) -> Result<(), ApplyError> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut name = db.as_os_str().to_os_string();
-        name.push(suffix);
-        let path = PathBuf::from(name);
+        let path = with_suffix(db, suffix);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
