@@ -154,12 +154,28 @@ fn replicate_once(store: &TestStore, db: &Path) {
     assert!(output.status.success(), "replicate --once: {}", stderr(&output));
 }
 
+/// The L1 window `compact_cli` uses; the newest window closes a whole window
+/// past its end.
+const L1_WINDOW_MS: u64 = 100;
+
 fn compact_cli(store: &TestStore, snapshot_retention: &str) {
+    // Every segment written so far must fall in a closed window, or this
+    // compaction leaves the newest ones in L0 (on a fast machine, all of
+    // them). The wait is for the clock to reach the window's closing time.
+    let closes_at = (distributary_core::clock::now_ms() / L1_WINDOW_MS + 2) * L1_WINDOW_MS;
+    loop {
+        let left = closes_at.saturating_sub(distributary_core::clock::now_ms());
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(left));
+    }
+    let l1_window = format!("{L1_WINDOW_MS}ms");
     let output = store.distributary(&[
         "compact",
         &store.url,
         "--l1-window",
-        "100ms",
+        &l1_window,
         "--snapshot-interval",
         "1ms",
         "--l0-retention",
