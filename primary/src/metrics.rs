@@ -47,6 +47,9 @@ pub struct Metrics {
     /// requests waiting on them.
     capture_passes: Mutex<BTreeMap<String, u64>>,
     capture_pass_done: tokio::sync::Notify,
+    /// Bumped by `/bookmark` requests: a capture thread that sees it move
+    /// runs a pass at once instead of at its next interval.
+    pass_requests: AtomicU64,
     write_lock_hold: Mutex<Histogram>,
 }
 
@@ -137,6 +140,16 @@ impl Metrics {
         update(entry);
     }
 
+    /// Registers a database whose capture passes `/bookmark` waits for.
+    pub fn register_database(&self, db: &str) {
+        lock(&self.capture_passes).entry(db.to_string()).or_default();
+    }
+
+    /// The number of pass requests so far ([`Metrics::bookmark`]).
+    pub fn pass_requests(&self) -> u64 {
+        self.pass_requests.load(Ordering::SeqCst)
+    }
+
     /// Marks the end of one capture pass over `db` (every commit in the WAL
     /// when the pass began is captured).
     pub fn record_capture_pass(&self, db: &str) {
@@ -155,6 +168,8 @@ impl Metrics {
             lock(&self.capture_passes).iter().map(|(db, n)| (db.clone(), n + 2)).collect();
         let deadline = tokio::time::Instant::now() + BOOKMARK_TIMEOUT;
         loop {
+            // Ask for the passes now rather than at the next sync interval.
+            self.pass_requests.fetch_add(1, Ordering::SeqCst);
             let notified = self.capture_pass_done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

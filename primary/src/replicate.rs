@@ -19,7 +19,8 @@ use crate::metrics::Metrics;
 use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect};
 use crate::shipper::Shipper;
 
-/// The longest time between two captures (and checkpoint decisions).
+/// How often the capture thread looks for new commits between captures: a
+/// commit after a quiet period is captured (and shipped) within one tick.
 const CAPTURE_TICK: Duration = Duration::from_millis(100);
 
 /// Arguments of `distributary replicate`.
@@ -368,7 +369,10 @@ async fn replicate_once(
     let capturer = open_capturer(path, replicas, policy, metrics.clone(), &shutdown, false, Some(bound)).await?;
     let capturer = tokio::task::spawn_blocking(move || -> Result<Capturer> {
         let mut capturer = capturer;
-        while capturer.capture()? > 0 {}
+        capturer.capture_pass(|_| {})?;
+        // A second pass finds nothing and marks the app quiet, so the
+        // checkpoint policy (TRUNCATE past the size limit) applies.
+        capturer.capture_pass(|_| {})?;
         capturer.maybe_checkpoint()?;
         Ok(capturer)
     })
@@ -384,6 +388,15 @@ async fn replicate_once(
     Ok(())
 }
 
+/// Sends the captured TXIDs to the shippers if they moved.
+fn publish(captured_tx: &watch::Sender<Vec<distributary_core::TxId>>, captured: Vec<distributary_core::TxId>) {
+    captured_tx.send_if_modified(|current| {
+        let moved = *current != captured;
+        *current = captured;
+        moved
+    });
+}
+
 /// Starts capture (on its own thread) and one upload task per store;
 /// returns a handle that finishes once everything captured before the
 /// shutdown signal is uploaded.
@@ -397,12 +410,13 @@ async fn start_database(
     let Running { metrics, shutdown, stop } = run;
     let capturer = open_capturer(&path, &replicas, policy, metrics.clone(), &shutdown, wait_for_db, None).await?;
     let shippers = shippers(&capturer, &replicas, &metrics);
-    // Capture and the checkpoint policy run at least every CAPTURE_TICK
-    // whatever the upload intervals (captures are local; the shippers merge
-    // what accumulates into one upload per interval), so the WAL stays
-    // bounded by what the app writes in a tick, not in a sync interval.
-    let tick =
-        replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL).min(CAPTURE_TICK);
+    // Capture runs once per sync interval (the shortest of the stores'):
+    // each capture writes a pending segment and commits the metadata, so
+    // capturing more often than uploads only costs the app CPU and I/O. The
+    // checkpoint policy runs after each capture. Between captures the thread
+    // only looks for a new commit, so that a commit after a quiet period
+    // ships at once instead of waiting for the interval.
+    let interval = replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL);
     let (captured_tx, captured_rx) = watch::channel(capturer.captured());
     let (done_tx, done_rx) = watch::channel(false);
     let db_label = path.display().to_string();
@@ -413,19 +427,36 @@ async fn start_database(
     let capture_thread = std::thread::Builder::new().name("capture".into()).spawn(move || -> Result<()> {
         let mut capturer = capturer;
         let mut failures = 0u32;
+        let mut last_capture = std::time::Instant::now();
+        let mut seen_requests = capture_metrics.pass_requests();
+        capture_metrics.register_database(&capture_label);
         loop {
             let stopping = *capture_shutdown.borrow();
-            let result = (|| -> Result<()> {
-                while capturer.capture()? > 0 {
-                    let _ = captured_tx.send(capturer.captured());
+            let requests = capture_metrics.pass_requests();
+            let result = (|| -> Result<bool> {
+                // Due at the interval, at shutdown, or for a `/bookmark`.
+                let due = stopping || last_capture.elapsed() >= interval || requests != seen_requests;
+                // Or for the first commit after a quiet pass (ships at once).
+                let woken = !due && capturer.is_quiet() && capturer.has_new_commits()?;
+                if !due && !woken {
+                    return Ok(false);
                 }
+                capturer.capture_pass(|c| publish(&captured_tx, c.captured()))?;
                 if !stopping {
                     capturer.maybe_checkpoint()?;
                 }
-                Ok(())
+                Ok(true)
             })();
             match result {
-                Ok(()) => failures = 0,
+                Ok(captured) => {
+                    failures = 0;
+                    if captured {
+                        last_capture = std::time::Instant::now();
+                        seen_requests = requests;
+                        publish(&captured_tx, capturer.captured());
+                        capture_metrics.record_capture_pass(&capture_label);
+                    }
+                }
                 Err(e) => {
                     failures += 1;
                     capture_metrics.record_error();
@@ -438,13 +469,11 @@ async fn start_database(
                     continue;
                 }
             }
-            let _ = captured_tx.send(capturer.captured());
-            capture_metrics.record_capture_pass(&capture_label);
             if stopping {
                 let _ = done_tx.send(true);
                 return Ok(());
             }
-            std::thread::sleep(tick);
+            std::thread::sleep(CAPTURE_TICK.min(interval));
         }
     })?;
 
@@ -454,14 +483,16 @@ async fn start_database(
         let (mut captured_rx, mut done_rx) = (captured_rx.clone(), done_rx.clone());
         tasks.push(tokio::spawn(async move {
             let mut attempt = 0u32;
+            let mut last_upload = tokio::time::Instant::now() - replica.sync_interval;
             loop {
-                let finished = *done_rx.borrow();
+                let finished = *done_rx.borrow_and_update();
                 let captured = captured_rx.borrow_and_update()[index];
                 // An unreadable pending file is reported by `ship`, with retries.
                 if shipper.has_pending(captured).unwrap_or(true) {
                     match shipper.ship(captured).await {
                         Ok(shipped) => {
                             attempt = 0;
+                            last_upload = tokio::time::Instant::now();
                             metrics.update_replica(&label, &replica.url, |s| {
                                 s.shipped_txid = s.shipped_txid.max(shipped.max_txid.map_or(0, |t| t.0));
                                 s.oldest_unshipped_ms = None;
@@ -487,8 +518,19 @@ async fn start_database(
                 } else if finished {
                     return Ok::<(), anyhow::Error>(());
                 }
+                if finished {
+                    // Flushing: upload what is left without waiting.
+                    continue;
+                }
+                // At most one upload per interval: wait out the interval
+                // since the last upload, then for the next capture (after a
+                // quiet period both are immediate).
                 tokio::select! {
-                    _ = tokio::time::sleep(replica.sync_interval) => {}
+                    _ = tokio::time::sleep_until(last_upload + replica.sync_interval) => {}
+                    _ = done_rx.changed() => continue,
+                }
+                tokio::select! {
+                    _ = captured_rx.changed() => {}
                     _ = done_rx.changed() => {}
                 }
             }

@@ -109,6 +109,8 @@ pub struct Capturer {
     checkpointed_at: Option<WalPosition>,
     /// Whether the last capture found no new commit (the app is quiet).
     quiet: bool,
+    /// `PRAGMA data_version` when last looked at: it moves when the app commits.
+    seen_version: Option<i64>,
 }
 
 impl Capturer {
@@ -212,6 +214,7 @@ impl Capturer {
             metrics,
             checkpointed_at: None,
             quiet: false,
+            seen_version: None,
         };
         let in_step = stored.is_some() && capturer.hashes.commit() == capturer.capture.commit;
         let continuous = in_step && capturer.wal_continues()?;
@@ -345,12 +348,36 @@ impl Capturer {
         Ok(())
     }
 
-    /// Captures the transactions committed since the last capture. Returns
-    /// how many there were.
-    pub fn capture(&mut self) -> Result<u64> {
-        let captured = self.capture_available(1)?;
-        self.quiet = captured == 0;
-        Ok(captured)
+    /// Captures everything committed since the last pass, in batches of at
+    /// most [`MAX_FRAMES_PER_CAPTURE`] frames, calling `after_batch` after
+    /// each. Returns how many transactions there were; a pass that finds
+    /// none marks the app as quiet.
+    pub fn capture_pass(&mut self, mut after_batch: impl FnMut(&Capturer)) -> Result<u64> {
+        // Commits after this reading are seen by `has_new_commits`.
+        self.seen_version = Some(self.source.data_version()?);
+        let mut total = 0;
+        loop {
+            let captured = self.capture_available(1)?;
+            if captured == 0 {
+                break;
+            }
+            total += captured;
+            after_batch(self);
+        }
+        self.quiet = total == 0;
+        Ok(total)
+    }
+
+    /// Whether the last capture found nothing new.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Whether the app committed since the last call (one cheap query; the
+    /// first call after a start answers yes).
+    pub fn has_new_commits(&mut self) -> Result<bool> {
+        let version = self.source.data_version()?;
+        Ok(self.seen_version.replace(version) != Some(version))
     }
 
     fn capture_available(&mut self, max_batches: usize) -> Result<u64> {

@@ -184,10 +184,18 @@ impl Source {
             CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
             CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
         };
-        let (busy, log_frames, checkpointed_frames) = self
+        // TRUNCATE holds the app's write lock from start to end: with a busy
+        // timeout it would keep holding it while waiting for the app's
+        // readers to finish (and the app's writers would wait, or fail, all
+        // that time). Without one it gives up at once and is tried again.
+        let wait = if mode == CheckpointMode::Truncate { Duration::ZERO } else { LOCK_TIMEOUT };
+        self.checkpointer.busy_timeout(wait)?;
+        let result = self
             .checkpointer
             .query_row(sql, [], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?)))
-            .with_context(|| format!("checkpoint {}", self.db_path.display()))?;
+            .with_context(|| format!("checkpoint {}", self.db_path.display()));
+        self.checkpointer.busy_timeout(LOCK_TIMEOUT)?;
+        let (busy, log_frames, checkpointed_frames) = result?;
         Ok(CheckpointResult { busy: busy != 0, log_frames, checkpointed_frames })
     }
 
