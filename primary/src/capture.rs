@@ -215,6 +215,23 @@ pub fn fold_transactions(
     WalBatch { transactions: transactions.len() as u64, commit: size, pages }
 }
 
+/// Where the bytes of a batch's pages come from while its segments are
+/// written.
+pub trait ReadPage {
+    /// The bytes of `pgno`, which the batch says are at `source`.
+    fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]>;
+}
+
+/// Pages read into memory beforehand (a sync point's tail: read under the
+/// app's write lock, written out after it is released).
+pub struct PagesInMemory(pub BTreeMap<u32, Vec<u8>>);
+
+impl ReadPage for PagesInMemory {
+    fn read(&mut self, pgno: u32, _source: PageSource) -> Result<&[u8]> {
+        self.0.get(&pgno).map(Vec::as_slice).with_context(|| format!("page {pgno} was not read into memory"))
+    }
+}
+
 /// Reads the bytes of pages named by a batch.
 pub struct PageReader<'a> {
     wal: Option<File>,
@@ -235,8 +252,19 @@ impl<'a> PageReader<'a> {
         Ok(PageReader { wal, db, page: vec![0; page_size as usize] })
     }
 
+    /// Reads every page of `batch` into memory.
+    pub fn read_all(&mut self, batch: &WalBatch) -> Result<PagesInMemory> {
+        let mut pages = BTreeMap::new();
+        for (&pgno, &source) in &batch.pages {
+            pages.insert(pgno, self.read(pgno, source)?.to_vec());
+        }
+        Ok(PagesInMemory(pages))
+    }
+}
+
+impl ReadPage for PageReader<'_> {
     /// The bytes of `pgno` from `source`.
-    pub fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]> {
+    fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]> {
         use std::os::unix::fs::FileExt;
         match source {
             PageSource::Wal(offset) => {
@@ -313,7 +341,7 @@ impl PageHashes {
 /// segments in `set`. Returns the changed hashes and the new checksum.
 pub fn capture_batch(
     batch: &WalBatch,
-    reader: &mut PageReader<'_>,
+    reader: &mut impl ReadPage,
     hashes: &mut PageHashes,
     mut checksum: Checksum,
     set: &mut SegmentSet,

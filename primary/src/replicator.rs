@@ -27,6 +27,11 @@ use crate::wal::{self, WalPosition};
 /// even after a huge transaction backlog.
 const MAX_FRAMES_PER_CAPTURE: u64 = 64 * 1024;
 
+/// Frames a sync point reads into memory under the app's write lock at
+/// most (16 MiB of 4 KiB pages); a longer tail is left to the capture before
+/// the next sync point.
+const TAIL_MAX_FRAMES: u64 = 4096;
+
 /// One store of a database, as configured.
 #[derive(Clone)]
 pub struct ReplicaSpec {
@@ -91,6 +96,19 @@ pub fn inspect(db_path: &Path) -> Result<Inspection> {
     Ok(Inspection { page_size, resumable })
 }
 
+/// Transactions read from the WAL and folded into one batch, not yet
+/// written as segments.
+struct ReadBatch {
+    batch: capture::WalBatch,
+    /// The WAL position after the batch's last commit.
+    end: WalPosition,
+    /// The pages' bytes, when read into memory (a sync point's tail);
+    /// otherwise they are read from the files while the batch is written.
+    pages: Option<capture::PagesInMemory>,
+    /// Whether the batch reaches the WAL's last commit.
+    reached_end: bool,
+}
+
 /// The capture side of one database.
 pub struct Capturer {
     db_label: String,
@@ -111,6 +129,10 @@ pub struct Capturer {
     quiet: bool,
     /// `PRAGMA data_version` when last looked at: it moves when the app commits.
     seen_version: Option<i64>,
+    /// A sync point's tail was read and the read mark let go, but the tail
+    /// was not written (an error): the WAL may have restarted over it, so
+    /// the next pass catches up by page hashes.
+    catch_up_due: bool,
 }
 
 impl Capturer {
@@ -215,6 +237,7 @@ impl Capturer {
             checkpointed_at: None,
             quiet: false,
             seen_version: None,
+            catch_up_due: false,
         };
         let in_step = stored.is_some() && capturer.hashes.commit() == capturer.capture.commit;
         let continuous = in_step && capturer.wal_continues()?;
@@ -355,6 +378,13 @@ impl Capturer {
     pub fn capture_pass(&mut self, mut after_batch: impl FnMut(&Capturer)) -> Result<u64> {
         // Commits after this reading are seen by `has_new_commits`.
         self.seen_version = Some(self.source.data_version()?);
+        if self.catch_up_due {
+            tracing::warn!(db = %self.db_label, "a sync point's tail was not written: catching up by page hashes");
+            self.metrics.record_catch_up();
+            let plans = self.diff_plans();
+            self.resync(plans, false)?;
+            self.catch_up_due = false;
+        }
         let mut total = 0;
         loop {
             let captured = self.capture_available(1)?;
@@ -398,8 +428,19 @@ impl Capturer {
     }
 
     fn capture_batch(&mut self, include: &[bool]) -> Result<u64> {
+        match self.read_batch(MAX_FRAMES_PER_CAPTURE, false)? {
+            Some(read) => self.write_batch(read, include),
+            None => Ok(0),
+        }
+    }
+
+    /// Reads the next run of committed transactions from the WAL (at most
+    /// `max_frames` frames) and folds them into one batch; with
+    /// `in_memory`, reads their pages too. `None` if nothing new was
+    /// committed. The capture state moves only when the batch is written.
+    fn read_batch(&mut self, max_frames: u64, in_memory: bool) -> Result<Option<ReadBatch>> {
         let wal_path = wal::wal_path(self.source.db_path());
-        let Some(header) = wal::read_header(&wal_path)? else { return Ok(0) };
+        let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
         if header.page_size != self.capture.page_size {
             bail!(
                 "the page size of {} changed from {} to {} while replicating",
@@ -418,16 +459,39 @@ impl Capturer {
                 header.start()
             }
         };
-        let transactions = wal::read_transactions(&wal_path, &header, cursor, MAX_FRAMES_PER_CAPTURE)?;
+        let mut scan = wal::scan_transactions(&wal_path, &header, cursor, max_frames)?;
+        if scan.transactions.is_empty() && scan.at_limit {
+            if in_memory {
+                // A transaction longer than the limit: not for a sync point.
+                let batch = capture::WalBatch { transactions: 0, commit: self.capture.commit, pages: BTreeMap::new() };
+                return Ok(Some(ReadBatch { batch, end: cursor, pages: None, reached_end: false }));
+            }
+            // Read it whole: only its page offsets are kept in memory.
+            scan = wal::scan_transactions(&wal_path, &header, cursor, u64::MAX)?;
+        }
+        let wal::Scan { transactions, at_limit } = scan;
         let Some(last) = transactions.last() else {
             if self.capture.wal != Some(cursor) && cursor.frame == 0 {
                 // Remember the new WAL even before it has a commit.
                 self.capture.wal = Some(cursor);
             }
-            return Ok(0);
+            return Ok(None);
         };
         let end = last.end;
         let batch = fold_transactions(&transactions, self.capture.commit, &mut self.wal_index);
+        let pages = if in_memory {
+            let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
+            Some(reader.read_all(&batch)?)
+        } else {
+            None
+        };
+        Ok(Some(ReadBatch { batch, end, pages, reached_end: !at_limit }))
+    }
+
+    /// Writes a batch read by [`Capturer::read_batch`] as one segment per
+    /// included store, then records it in the metadata.
+    fn write_batch(&mut self, read: ReadBatch, include: &[bool]) -> Result<u64> {
+        let ReadBatch { batch, end, pages, .. } = read;
         let _span = tracing::debug_span!("capture", db = %self.db_label, transactions = batch.transactions).entered();
         let plans: Vec<Option<SegmentPlan>> = self
             .targets
@@ -444,15 +508,17 @@ impl Capturer {
             })
             .collect();
         let mut set = SegmentSet::begin(&self.targets, &plans, self.capture.page_size, batch.commit)?;
-        let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
-        let (changed, checksum) = capture::capture_batch(
-            &batch,
-            &mut reader,
-            &mut self.hashes,
-            self.capture.checksum,
-            &mut set,
-            &mut self.targets,
-        )?;
+        let checksum = self.capture.checksum;
+        let (changed, checksum) = match pages {
+            Some(mut pages) => {
+                capture::capture_batch(&batch, &mut pages, &mut self.hashes, checksum, &mut set, &mut self.targets)?
+            }
+            None => {
+                let mut reader =
+                    PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
+                capture::capture_batch(&batch, &mut reader, &mut self.hashes, checksum, &mut set, &mut self.targets)?
+            }
+        };
         set.finish(checksum)?;
         for (target, _) in self.targets.iter_mut().zip(include).filter(|(_, included)| **included) {
             target.captured_txid = TxId(target.captured_txid.0 + batch.transactions);
@@ -611,23 +677,43 @@ impl Capturer {
     }
 
     /// Runs `between` at a sync point: with the write lock held (no commit
-    /// can happen), capture to the WAL's end, let go of the read mark, run
-    /// `between`, take a new read mark, release the lock. `None` if the app
-    /// held the write lock past the lock timeout.
+    /// can happen), read what was committed since the last capture into
+    /// memory, let go of the read mark, run `between`, take a new read
+    /// mark, release the lock; then write what was read. Nothing under the
+    /// lock touches a file but the WAL (read) and what `between` does, so
+    /// the app waits for a few frame reads, never for an fsync. `None` if
+    /// the app held the write lock past the lock timeout, or if more than
+    /// one batch was committed since the last capture (try again later).
     fn sync_point<T>(&mut self, between: impl FnOnce(&Source) -> Result<T>) -> Result<Option<T>> {
         if !self.source.lock_writes()? {
             return Ok(None);
         }
-        let result = (|| -> Result<T> {
-            self.capture_available(usize::MAX)?;
+        let result = (|| -> Result<(Option<ReadBatch>, Option<Result<T>>)> {
+            let tail = self.read_batch(TAIL_MAX_FRAMES, true)?;
+            if tail.as_ref().is_some_and(|t| !t.reached_end) {
+                // Too much for one batch: keep the read mark and come back
+                // after the next capture (the batch read is dropped: reading
+                // moved nothing but the page index, which the next read
+                // rebuilds the same).
+                return Ok((None, None));
+            }
+            // From here until the tail is written, the WAL may restart over
+            // it: if writing it fails, only a catch-up by page hashes can
+            // tell what the store misses.
+            self.catch_up_due = tail.is_some();
             self.source.end_read()?;
             let value = between(&self.source);
             // Hold the WAL again before any commit can happen.
             self.source.begin_read()?;
-            value
+            Ok((tail, Some(value)))
         })();
         self.unlock_writes()?;
-        result.map(Some)
+        let (tail, value) = result?;
+        if let Some(tail) = tail {
+            self.write_batch(tail, &vec![true; self.targets.len()])?;
+        }
+        self.catch_up_due = false;
+        value.transpose()
     }
 
     fn diff_plans(&self) -> Vec<Option<SegmentPlan>> {

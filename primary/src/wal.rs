@@ -195,10 +195,29 @@ pub fn read_transactions(
     from: WalPosition,
     max_frames: u64,
 ) -> Result<Vec<WalTransaction>, WalError> {
+    Ok(scan_transactions(path, header, from, max_frames)?.transactions)
+}
+
+/// What [`scan_transactions`] found.
+pub struct Scan {
+    /// The committed transactions, in order.
+    pub transactions: Vec<WalTransaction>,
+    /// Whether the scan stopped at `max_frames` (more frames may follow)
+    /// rather than at the WAL's end.
+    pub at_limit: bool,
+}
+
+/// [`read_transactions`], also telling whether the scan reached the end.
+pub fn scan_transactions(
+    path: &Path,
+    header: &WalHeader,
+    from: WalPosition,
+    max_frames: u64,
+) -> Result<Scan, WalError> {
     let io_err = |source| WalError::Io { path: path.to_path_buf(), source };
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scan { transactions: Vec::new(), at_limit: false }),
         Err(e) => return Err(io_err(e)),
     };
     let file_len = file.metadata().map_err(io_err)?.len();
@@ -210,9 +229,11 @@ pub fn read_transactions(
     let mut position = from;
     let mut index = from.frame;
     let end_index = from.frame.saturating_add(max_frames);
+    let mut at_limit = true;
     while index < end_index {
         let offset = header.frame_offset(index);
         if offset + FRAME_HEADER_SIZE + page_size > file_len {
+            at_limit = false;
             break;
         }
         file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
@@ -221,11 +242,13 @@ pub fn read_transactions(
         let pgno = be32(&frame_header[0..4]);
         let commit = be32(&frame_header[4..8]);
         if be32(&frame_header[8..12]) != header.salt1 || be32(&frame_header[12..16]) != header.salt2 || pgno == 0 {
+            at_limit = false;
             break; // a leftover frame of an earlier WAL cycle: the log ends here
         }
         let sum = checksum(header.big_endian_checksums, position.checksum, &frame_header[..8]);
         let sum = checksum(header.big_endian_checksums, sum, &page);
         if sum != (be32(&frame_header[16..20]), be32(&frame_header[20..24])) {
+            at_limit = false;
             break; // torn or stale frame
         }
         position.checksum = sum;
@@ -240,7 +263,7 @@ pub fn read_transactions(
             });
         }
     }
-    Ok(transactions)
+    Ok(Scan { transactions, at_limit })
 }
 
 #[cfg(test)]
@@ -275,6 +298,28 @@ mod tests {
         let more = read_transactions(&wal, &header, last.end, u64::MAX).unwrap();
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].commit, last.commit);
+    }
+
+    #[test]
+    fn a_scan_says_whether_it_stopped_at_its_limit_or_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (connection, db) = wal_database(dir.path());
+        for i in 0..3 {
+            connection.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let wal = wal_path(&db);
+        let header = read_header(&wal).unwrap().unwrap();
+        let all = scan_transactions(&wal, &header, header.start(), u64::MAX).unwrap();
+        assert!(!all.at_limit, "a scan without a limit ends at the end");
+        let frames = all.transactions.last().unwrap().end.frame;
+        let short = scan_transactions(&wal, &header, header.start(), frames - 1).unwrap();
+        assert!(short.at_limit, "a scan one frame short stops at its limit");
+        assert!(short.transactions.len() < all.transactions.len());
+        // Exactly as many frames as there are: the scan cannot tell, and
+        // says it may have stopped early (the safe answer for a sync point).
+        let exact = scan_transactions(&wal, &header, header.start(), frames).unwrap();
+        assert_eq!(exact.transactions.len(), all.transactions.len());
+        assert!(exact.at_limit);
     }
 
     #[test]
