@@ -376,6 +376,11 @@ impl Capturer {
     /// each. Returns how many transactions there were; a pass that finds
     /// none marks the app as quiet.
     pub fn capture_pass(&mut self, mut after_batch: impl FnMut(&Capturer)) -> Result<u64> {
+        // First: once the file is replaced, the old connections' queries
+        // can fail ("file is not a database").
+        if self.source.replaced()? {
+            self.follow_replaced_file()?;
+        }
         // Commits after this reading are seen by `has_new_commits`.
         self.seen_version = Some(self.source.data_version()?);
         if self.catch_up_due {
@@ -398,6 +403,37 @@ impl Capturer {
         Ok(total)
     }
 
+    /// The database file was deleted and created again under the
+    /// replicator (some programs do this at start): its connections still
+    /// read the old, deleted file. Opens the new one and catches up by page
+    /// hashes, so each store continues its chain with the new file's
+    /// content as the next TXID; a new page size stops capture with an
+    /// error that says to restart (which starts a new generation).
+    fn follow_replaced_file(&mut self) -> Result<()> {
+        let db_path = self.source.db_path().to_path_buf();
+        tracing::warn!(db = %self.db_label, "the database file was replaced (deleted and created again): catching up by page hashes");
+        let mut source = Source::open(&db_path)?;
+        source.begin_read()?;
+        let (page_size, _) = source.page_geometry()?;
+        if page_size != self.capture.page_size {
+            bail!(
+                "{} was replaced by a database with page size {page_size} (was {}): restart the replicator, \
+                 which starts a new generation for it",
+                self.db_label,
+                self.capture.page_size
+            );
+        }
+        // The old connections (and the old file's descriptor) go: the old
+        // file is deleted, so closing them releases no lock of the new one.
+        self.source = source;
+        self.wal_index.clear();
+        self.capture.wal = None;
+        self.checkpointed_at = None;
+        self.metrics.record_catch_up();
+        let plans = self.diff_plans();
+        self.resync(plans, false)
+    }
+
     /// Whether the last capture found nothing new.
     pub fn is_quiet(&self) -> bool {
         self.quiet
@@ -406,6 +442,9 @@ impl Capturer {
     /// Whether the app committed since the last call (one cheap query; the
     /// first call after a start answers yes).
     pub fn has_new_commits(&mut self) -> Result<bool> {
+        if self.source.replaced()? {
+            return Ok(true); // a pass follows the new file
+        }
         let version = self.source.data_version()?;
         Ok(self.seen_version.replace(version) != Some(version))
     }
@@ -468,6 +507,11 @@ impl Capturer {
             }
             // Read it whole: only its page offsets are kept in memory.
             scan = wal::scan_transactions(&wal_path, &header, cursor, u64::MAX)?;
+        }
+        if self.source.path_moved()? {
+            // The WAL at the path may be another database's: the next pass
+            // follows the replaced file (or waits for it to appear).
+            return Ok(None);
         }
         let wal::Scan { transactions, at_limit } = scan;
         let Some(last) = transactions.last() else {

@@ -47,6 +47,17 @@ pub struct Source {
     db_file: std::fs::File,
 }
 
+/// What the database's path names now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileAtPath {
+    /// The file the connections have open.
+    Ours,
+    /// Another file (the database was replaced).
+    Another,
+    /// Nothing (deleted, maybe about to be created again).
+    None,
+}
+
 /// The result of `PRAGMA wal_checkpoint`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointResult {
@@ -134,6 +145,32 @@ impl Source {
     /// another descriptor of it: see the field's comment).
     pub fn db_file(&self) -> &std::fs::File {
         &self.db_file
+    }
+
+    /// Whether the file at the database's path is no longer the one these
+    /// connections have open: the app deleted (or renamed over) it and
+    /// created another. A path with no file yet is not "replaced" (an app
+    /// that deletes and recreates it is between the two steps).
+    pub fn replaced(&self) -> Result<bool> {
+        Ok(self.file_at_path()? == FileAtPath::Another)
+    }
+
+    /// Whether the database's path still names the file these connections
+    /// have open. A WAL read by path belongs to the file at the path, so a
+    /// capture that finds the path moved (mid-replacement) drops what it read.
+    pub fn path_moved(&self) -> Result<bool> {
+        Ok(self.file_at_path()? != FileAtPath::Ours)
+    }
+
+    fn file_at_path(&self) -> Result<FileAtPath> {
+        use std::os::unix::fs::MetadataExt;
+        let open = self.db_file.metadata().with_context(|| format!("stat {}", self.db_path.display()))?;
+        match std::fs::metadata(&self.db_path) {
+            Ok(now) if (now.dev(), now.ino()) == (open.dev(), open.ino()) => Ok(FileAtPath::Ours),
+            Ok(_) => Ok(FileAtPath::Another),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileAtPath::None),
+            Err(e) => Err(e).with_context(|| format!("stat {}", self.db_path.display())),
+        }
     }
 
     /// Starts holding a read transaction (a no-op if already held).

@@ -503,3 +503,57 @@ async fn bookmark_covers_every_write_committed_before_it() {
     terminate(replicator);
     assert_eq!(walk(&store, None).await.unwrap().last_txid, TxId(previous));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_replaced_under_the_replicator_is_caught_up_in_the_same_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    let app = create_app_db(&db);
+    for i in 0..20 {
+        app.execute("INSERT INTO events (writer, body) VALUES (0, ?1)", [format!("old row {i}")]).unwrap();
+    }
+    let replicator = spawn_replicator(&db, &url, &[], &[]);
+    wait_for_manifest(&store).await;
+    wait_until_shipped(&store, &db, Duration::from_secs(30)).await;
+    let before = walk(&store, None).await.unwrap();
+
+    // The app puts another database at the same path, as some programs do
+    // at start (here: a restored copy whose rows are all in the database
+    // file, none in a WAL, renamed over the old one); the replicator still
+    // has the old file open.
+    let copy = dir.path().join("restored-copy.db");
+    {
+        let other = create_app_db(&copy);
+        for i in 0..50 {
+            other.execute("INSERT INTO events (writer, body) VALUES (1, ?1)", [format!("restored row {i}")]).unwrap();
+        }
+    } // closing the last connection checkpoints and deletes its WAL
+    assert!(!PathBuf::from(format!("{}-wal", copy.display())).exists());
+    drop(app);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::rename(&copy, &db).unwrap();
+    let app = create_app_db(&db);
+    app.execute("INSERT INTO events (writer, body) VALUES (1, 'the new file')", []).unwrap();
+
+    // The store follows the new file: its chain ends at the new content,
+    // in the same generation, after the old file's TXIDs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while walk(&store, None).await.map(|c| c.checksum).ok() != database_checksum(&db).ok() {
+        assert!(Instant::now() < deadline, "the store did not follow the new file:\n{}", replicator.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = walk(&store, None).await.unwrap();
+    assert_eq!(after.generation, before.generation);
+    assert!(after.last_txid > before.last_txid, "{:?} after {:?}", after.last_txid, before.last_txid);
+    let rows: i64 = app.query_row("SELECT count(*) FROM events", [], |row| row.get(0)).unwrap();
+    assert_eq!(rows, 51, "the new file is the app's database now");
+    // Writes after the switch keep flowing.
+    app.execute("INSERT INTO events (writer, body) VALUES (1, 'and one more')", []).unwrap();
+    wait_until_shipped(&store, &db, Duration::from_secs(30)).await;
+    let log = terminate(replicator);
+    assert!(log.contains("the database file was replaced"), "{log}");
+}
