@@ -385,9 +385,7 @@ impl Capturer {
         self.seen_version = Some(self.source.data_version()?);
         if self.catch_up_due {
             tracing::warn!(db = %self.db_label, "a sync point's tail was not written: catching up by page hashes");
-            self.metrics.record_catch_up();
-            let plans = self.diff_plans();
-            self.resync(plans, false)?;
+            self.catch_up()?;
             self.catch_up_due = false;
         }
         let mut total = 0;
@@ -411,7 +409,7 @@ impl Capturer {
     /// error that says to restart (which starts a new generation).
     fn follow_replaced_file(&mut self) -> Result<()> {
         let db_path = self.source.db_path().to_path_buf();
-        tracing::warn!(db = %self.db_label, "the database file was replaced (deleted and created again): catching up by page hashes");
+        tracing::warn!(db = %self.db_label, "the database file was replaced (another file is at its path now): catching up by page hashes");
         let mut source = Source::open(&db_path)?;
         source.begin_read()?;
         let (page_size, _) = source.page_geometry()?;
@@ -429,9 +427,7 @@ impl Capturer {
         self.wal_index.clear();
         self.capture.wal = None;
         self.checkpointed_at = None;
-        self.metrics.record_catch_up();
-        let plans = self.diff_plans();
-        self.resync(plans, false)
+        self.catch_up()
     }
 
     /// Whether the last capture found nothing new.
@@ -673,9 +669,7 @@ impl Capturer {
         tracing::info!(db = %self.db_label, busy = truncate.busy, "checkpoint (truncate)");
         if raced {
             tracing::info!(db = %self.db_label, "a commit raced the TRUNCATE checkpoint: catching up by page hashes");
-            self.metrics.record_catch_up();
-            let plans = self.diff_plans();
-            self.resync(plans, false)?;
+            self.catch_up()?;
         } else if !truncate.busy {
             self.wal_index.clear();
             self.capture.wal = None;
@@ -758,6 +752,14 @@ impl Capturer {
         }
         self.catch_up_due = false;
         value.transpose()
+    }
+
+    /// Catches every store up by page hashes: one segment each with every
+    /// page that differs from the captured state (nothing if none does).
+    fn catch_up(&mut self) -> Result<()> {
+        self.metrics.record_catch_up();
+        let plans = self.diff_plans();
+        self.resync(plans, false)
     }
 
     fn diff_plans(&self) -> Vec<Option<SegmentPlan>> {
