@@ -371,10 +371,11 @@ impl Capturer {
         Ok(())
     }
 
-    /// Captures everything committed since the last pass, in batches of at
-    /// most [`MAX_FRAMES_PER_CAPTURE`] frames, calling `after_batch` after
-    /// each. Returns how many transactions there were; a pass that finds
-    /// none marks the app as quiet.
+    /// Captures everything committed since the last pass, up to the WAL's
+    /// end as the pass finds it, in batches of at most
+    /// [`MAX_FRAMES_PER_CAPTURE`] frames, calling `after_batch` after each.
+    /// Returns how many transactions there were; a pass that finds none
+    /// marks the app as quiet.
     pub fn capture_pass(&mut self, mut after_batch: impl FnMut(&Capturer)) -> Result<u64> {
         // First: once the file is replaced, the old connections' queries
         // can fail ("file is not a database").
@@ -390,12 +391,14 @@ impl Capturer {
         }
         let mut total = 0;
         loop {
-            let captured = self.capture_available(1)?;
-            if captured == 0 {
+            let (captured, more) = self.capture_batch(&vec![true; self.targets.len()])?;
+            if captured > 0 {
+                total += captured;
+                after_batch(self);
+            }
+            if captured == 0 || !more {
                 break;
             }
-            total += captured;
-            after_batch(self);
         }
         self.quiet = total == 0;
         Ok(total)
@@ -450,22 +453,31 @@ impl Capturer {
         self.capture_available_for(max_batches, &include)
     }
 
+    /// Captures what is committed now, in batches (at most `max_batches`).
+    /// It stops at the end of the WAL as the last batch found it: chasing
+    /// an app that commits continuously would write one small segment after
+    /// another (hundreds a second) and never end.
     fn capture_available_for(&mut self, max_batches: usize, include: &[bool]) -> Result<u64> {
         let mut total = 0;
         for _ in 0..max_batches.max(1) {
-            let captured = self.capture_batch(include)?;
-            if captured == 0 {
+            let (captured, more) = self.capture_batch(include)?;
+            total += captured;
+            if captured == 0 || !more {
                 break;
             }
-            total += captured;
         }
         Ok(total)
     }
 
-    fn capture_batch(&mut self, include: &[bool]) -> Result<u64> {
+    /// Captures one batch: how many transactions, and whether more were
+    /// committed than one batch holds.
+    fn capture_batch(&mut self, include: &[bool]) -> Result<(u64, bool)> {
         match self.read_batch(MAX_FRAMES_PER_CAPTURE, false)? {
-            Some(read) => self.write_batch(read, include),
-            None => Ok(0),
+            Some(read) => {
+                let more = !read.reached_end;
+                Ok((self.write_batch(read, include)?, more))
+            }
+            None => Ok((0, false)),
         }
     }
 
