@@ -45,6 +45,14 @@ pub struct Source {
     /// the app's last connection to close would then checkpoint and delete
     /// the WAL under the replicator. Declared last: dropped after them.
     db_file: std::fs::File,
+    /// `db_file`'s device and inode, to tell whether the path still names it.
+    db_identity: (u64, u64),
+}
+
+/// A file's device and inode.
+fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
 }
 
 /// What the database's path names now.
@@ -125,6 +133,8 @@ impl Source {
             std::thread::sleep(LOCK_POLL);
             true
         }))?;
+        let db_file = std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
+        let db_identity = identity(&db_file.metadata().with_context(|| format!("stat {}", db_path.display()))?);
         Ok(Source {
             locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
@@ -132,7 +142,8 @@ impl Source {
             writer,
             checkpointer: open(db_path)?,
             reading: false,
-            db_file: std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?,
+            db_identity,
+            db_file,
         })
     }
 
@@ -163,10 +174,8 @@ impl Source {
     }
 
     fn file_at_path(&self) -> Result<FileAtPath> {
-        use std::os::unix::fs::MetadataExt;
-        let open = self.db_file.metadata().with_context(|| format!("stat {}", self.db_path.display()))?;
         match std::fs::metadata(&self.db_path) {
-            Ok(now) if (now.dev(), now.ino()) == (open.dev(), open.ino()) => Ok(FileAtPath::Ours),
+            Ok(now) if identity(&now) == self.db_identity => Ok(FileAtPath::Ours),
             Ok(_) => Ok(FileAtPath::Another),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileAtPath::None),
             Err(e) => Err(e).with_context(|| format!("stat {}", self.db_path.display())),
