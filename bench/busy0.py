@@ -103,10 +103,7 @@ def run(mode, seconds, binaries):
     work = tempfile.mkdtemp(prefix="bench-busy0-")
     db = os.path.join(work, "app.db")
     store = os.path.join(work, "store")
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT, n INTEGER)")
-    conn.close()
+    common.events_db(db, "body TEXT, n INTEGER").close()
     proc, port = None, common.free_port()
     if mode == "distributary":
         proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", "--metrics-addr",

@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts in bench/ (replicate.py, restore.py,
 serve.py and the one-command suite, suite.py)."""
-import os, shutil, signal, socket, subprocess, sys, time
+import os, shutil, signal, socket, sqlite3, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # scripts/bench builds here, so the release builds do not fight over the
@@ -51,6 +51,16 @@ def machine(path="/tmp"):
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{os.cpu_count()} cores ({cpu}), {mem_kb / 2**20:.1f} GiB RAM, {free / 2**30:.1f} GiB free on the "
             f"disk of {path}, load average {load}")
+
+
+def events_db(path, columns="body TEXT"):
+    """Creates the app database the write benchmarks use: WAL mode and an
+    `events` table (`id` plus `columns`). Returns its open connection
+    (autocommit), which the caller keeps open as apps do, or closes."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, %s)" % columns)
+    return conn
 
 
 def free_port():

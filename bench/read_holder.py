@@ -21,6 +21,7 @@ Usage: python3 bench/read_holder.py [--transactions 60000] [--rounds 3]
 """
 import argparse, multiprocessing, os, shutil, sqlite3, statistics, tempfile, time
 
+from common import events_db
 from replicate import write_workload
 
 
@@ -46,9 +47,7 @@ def holder(db, mode, started, stop):
 def run(mode, transactions):
     work = tempfile.mkdtemp(prefix="bench-holder-")
     db = os.path.join(work, "app.db")
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
+    conn = events_db(db)
     started, stop = multiprocessing.Event(), multiprocessing.Event()
     process = None
     if mode != "none":

@@ -29,9 +29,7 @@ def run(mode, transactions, binaries):
     work = tempfile.mkdtemp(prefix="bench-replicate-")
     db = os.path.join(work, "app.db")
     store = os.path.join(work, "store")
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
+    conn = common.events_db(db)
     keeper = conn  # the app keeps a connection open, as apps do
     env = litestream_env()
     proc = None
@@ -59,10 +57,8 @@ def soak(seconds, binaries):
     the WAL's size to show it stays bounded by the checkpoint policy."""
     work = tempfile.mkdtemp(prefix="bench-soak-")
     db = os.path.join(work, "app.db")
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = common.events_db(db)
     conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
     proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", db, "file://" + os.path.join(work, "store")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2)

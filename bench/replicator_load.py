@@ -11,7 +11,7 @@ write-lock holds (count, total), the checkpoints and the catch-ups. With
 Usage: python3 bench/replicator_load.py [--transactions 60000] [--none] [-- EXTRA REPLICATE ARGS]
   DISTRIBUTARY: as in bench/common.py
 """
-import argparse, os, shutil, sqlite3, subprocess, tempfile, urllib.request
+import argparse, os, shutil, subprocess, tempfile, urllib.request
 
 import common
 from replicate import write_workload
@@ -24,10 +24,7 @@ def cpu_seconds(pid):
 
 def fresh_db(work):
     db = os.path.join(work, "app.db")
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
-    return db, conn
+    return db, common.events_db(db)
 
 
 def main():
