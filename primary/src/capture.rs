@@ -222,8 +222,8 @@ pub trait ReadPage {
     fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]>;
 }
 
-/// Pages read into memory beforehand (a sync point's tail: read under the
-/// app's write lock, written out after it is released).
+/// Pages read into memory beforehand (a previous WAL's tail, read before
+/// the new WAL can grow over it).
 pub struct PagesInMemory(pub BTreeMap<u32, Vec<u8>>);
 
 impl ReadPage for PagesInMemory {
@@ -250,15 +250,6 @@ impl<'a> PageReader<'a> {
             Err(e) => return Err(e).context("open the WAL"),
         };
         Ok(PageReader { wal, db, page: vec![0; page_size as usize] })
-    }
-
-    /// Reads every page of `batch` into memory.
-    pub fn read_all(&mut self, batch: &WalBatch) -> Result<PagesInMemory> {
-        let mut pages = BTreeMap::new();
-        for (&pgno, &source) in &batch.pages {
-            pages.insert(pgno, self.read(pgno, source)?.to_vec());
-        }
-        Ok(PagesInMemory(pages))
     }
 }
 

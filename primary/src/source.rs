@@ -3,13 +3,15 @@
 //! - `reader` holds a read transaction almost all the time, so no
 //!   checkpoint can discard WAL frames the replicator has not captured: with
 //!   a read mark in the WAL, SQLite cannot restart the WAL; with read mark 0
-//!   (started on a fully checkpointed WAL), it cannot backfill at all.
-//! - `writer` takes the write lock (`BEGIN IMMEDIATE`) for the few
-//!   milliseconds of a *sync point*: capture up to the WAL's end, then move
-//!   the read transaction (and maybe checkpoint) while no commit can slip in
-//!   between. The app's writers wait on their busy timeout meanwhile.
+//!   (started on a fully checkpointed WAL), it cannot backfill at all, so
+//!   the WAL can restart at most once. It lets go only for a checkpoint
+//!   window (see `Capturer::checkpoint_window`), never while the app waits.
+//! - `writer` takes the write lock (`BEGIN IMMEDIATE`) only where nothing
+//!   else can tell what was committed: at the start, and for a catch-up by
+//!   page hashes after continuity was lost. The app's writers wait on their
+//!   busy timeout (or fail, without one) meanwhile.
 //! - `checkpointer` runs the replicator's own checkpoints (PASSIVE, or
-//!   TRUNCATE past the size limit; never RESTART).
+//!   TRUNCATE past the size limit on a quiet tick; never RESTART).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +49,10 @@ pub struct Source {
     db_file: std::fs::File,
     /// `db_file`'s device and inode, to tell whether the path still names it.
     db_identity: (u64, u64),
+    /// The WAL index (`-shm`), for the WAL's frame count on every short
+    /// tick. Kept open for the same reason as `db_file`: the read mark is a
+    /// lock on this file, and closing any descriptor of it would drop it.
+    index_file: Option<std::fs::File>,
 }
 
 /// A file's device and inode.
@@ -135,7 +141,15 @@ impl Source {
         }))?;
         let db_file = std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
         let db_identity = identity(&db_file.metadata().with_context(|| format!("stat {}", db_path.display()))?);
+        // The connections above opened (or created) it.
+        let index_path = crate::wal::index_path(db_path);
+        let index_file = match std::fs::File::open(&index_path) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("open {}", index_path.display())),
+        };
         Ok(Source {
+            index_file,
             locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
             reader,
@@ -156,6 +170,13 @@ impl Source {
     /// another descriptor of it: see the field's comment).
     pub fn db_file(&self) -> &std::fs::File {
         &self.db_file
+    }
+
+    /// The number of committed frames in the WAL as the WAL index says,
+    /// without reading the WAL; `None` when the index cannot tell now.
+    pub fn wal_frames(&self) -> Result<Option<u32>> {
+        let Some(index) = &self.index_file else { return Ok(None) };
+        crate::wal::index_frames(index).with_context(|| format!("read the WAL index of {}", self.db_path.display()))
     }
 
     /// Whether the file at the database's path is no longer the one these
