@@ -222,8 +222,9 @@ pub trait ReadPage {
     fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]>;
 }
 
-/// Pages read into memory beforehand (a previous WAL's tail, read before
-/// the new WAL can grow over it).
+/// Pages read into memory beforehand: a checkpoint window's batch (read
+/// before the read mark is let go, written after), or a previous WAL's
+/// tail (read before the new WAL can grow over it).
 pub struct PagesInMemory(pub BTreeMap<u32, Vec<u8>>);
 
 impl ReadPage for PagesInMemory {
@@ -250,6 +251,15 @@ impl<'a> PageReader<'a> {
             Err(e) => return Err(e).context("open the WAL"),
         };
         Ok(PageReader { wal, db, page: vec![0; page_size as usize] })
+    }
+
+    /// Reads every page of `batch` into memory.
+    pub fn read_all(&mut self, batch: &WalBatch) -> Result<PagesInMemory> {
+        let mut pages = BTreeMap::new();
+        for (&pgno, &source) in &batch.pages {
+            pages.insert(pgno, self.read(pgno, source)?.to_vec());
+        }
+        Ok(PagesInMemory(pages))
     }
 }
 

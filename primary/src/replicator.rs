@@ -733,7 +733,12 @@ impl Capturer {
         if frames < self.policy.passive_frames && !oversized_and_quiet {
             return Ok(());
         }
-        let already_complete = self.checkpointed_at.is_some() && self.checkpointed_at == self.capture.wal;
+        // A window that completed at this position, with nothing committed
+        // since, has nothing to add (a WAL that stays past the threshold
+        // because the app is idle).
+        let already_complete = self.checkpointed_at.is_some()
+            && self.checkpointed_at == self.capture.wal
+            && self.capture.wal.is_some_and(|c| c.frame >= frames);
         if !already_complete {
             if !self.checkpoint_window()? {
                 return Ok(());
@@ -780,25 +785,45 @@ impl Capturer {
     /// A checkpoint window: lets the app checkpoint and restart its WAL
     /// without ever taking its write lock.
     ///
-    /// 1. capture to the WAL's end as found (those frames are in pending
-    ///    segments now, so the WAL need not keep them);
+    /// 1. read what was committed since the last capture into memory (a few
+    ///    milliseconds: the app's commits past SQLite's checkpoint threshold
+    ///    cost it more until the window opens, so nothing slow goes first);
     /// 2. let go of the read mark, run PASSIVE (it copies every frame: no
     ///    reader of ours is in the way) and wait, up to [`RESTART_WINDOW`],
     ///    for the app's next commit to restart the WAL from its first frame
     ///    (SQLite does that when every frame is copied and no reader holds a
     ///    mark); the app's own autocheckpoint copies what it commits
     ///    meanwhile;
-    /// 3. hold a read mark again and capture at once: what was committed
-    ///    after step 1 is the previous WAL's tail, still at the end of the
-    ///    file until the new WAL grows that far ([`Capturer::read_old_tail`]
-    ///    reads it and proves it whole, or a catch-up follows).
+    /// 3. hold a read mark again, write the batch of step 1 as segments, and
+    ///    capture at once: what was committed after step 1 is the previous
+    ///    WAL's tail, still at the end of the file until the new WAL grows
+    ///    that far ([`Capturer::read_old_tail`] reads it and proves it
+    ///    whole, or a catch-up follows).
     ///
     /// Returns whether the WAL was restarted or can restart at the app's
     /// next commit; `false` when something kept the checkpoint from
     /// completing (the app's readers, or a commit stream that never let the
     /// app's checkpoint finish): try again later.
     fn checkpoint_window(&mut self) -> Result<bool> {
-        self.capture_available(usize::MAX)?;
+        let include = vec![true; self.targets.len()];
+        let batch = loop {
+            let Some(mut read) = self.read_batch(MAX_FRAMES_PER_CAPTURE)? else {
+                if self.catch_up_due {
+                    self.catch_up()?;
+                    self.catch_up_due = false;
+                }
+                break None;
+            };
+            if !read.reached_end {
+                // A previous WAL's tail, or a backlog longer than a batch:
+                // written now, then read on.
+                self.write_batch(read, &include)?;
+                continue;
+            }
+            let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
+            read.pages = Some(reader.read_all(&read.batch)?);
+            break Some(read);
+        };
         let wal_path = wal::wal_path(self.source.db_path());
         let salts = |header: Option<wal::WalHeader>| header.map(|h| (h.salt1, h.salt2));
         let before = salts(wal::read_header(&wal_path)?);
@@ -830,6 +855,13 @@ impl Capturer {
         })();
         // Hold the WAL again, whatever happened, before reading its tail.
         self.source.begin_read()?;
+        if let Some(batch) = batch {
+            // Until it is written, the WAL may have restarted over it: if
+            // writing fails, only a catch-up can tell what the stores miss.
+            self.catch_up_due = true;
+            self.write_batch(batch, &include)?;
+            self.catch_up_due = false;
+        }
         let restarted = outcome?;
         self.metrics.record_checkpoint(false);
         tracing::debug!(db = %self.db_label, restarted, window_ms = opened.elapsed().as_millis() as u64, "checkpoint window");
