@@ -331,11 +331,17 @@ impl Capturer {
     /// `continuous`, only stores with a plan get a segment and the capture
     /// state is unchanged; otherwise every in-step store gets the pages that
     /// differ from the hash map.
+    ///
+    /// A catch-up takes no lock: the snapshot says where in the WAL it
+    /// ends ([`Source::snapshot_wal_end`]), and capture continues from
+    /// there. Only the start's `continuous` case (stores resuming beside
+    /// stores that begin) needs a sync point: the resuming stores get what
+    /// was committed before the snapshot as changes, the others see it in
+    /// the scan, and no commit may fall between the two.
     fn resync(&mut self, plans: Vec<Option<SegmentPlan>>, continuous: bool) -> Result<()> {
-        let wal_path = wal::wal_path(self.source.db_path());
-        // A sync point: while no commit can happen, capture what is pending
-        // (stores in step only), then move the read snapshot to the end.
-        self.lock_writes()?;
+        if continuous {
+            self.lock_writes()?;
+        }
         let result = (|| -> Result<Option<WalPosition>> {
             if continuous {
                 // Stores about to get their first segment must not get
@@ -345,15 +351,11 @@ impl Capturer {
             }
             self.source.end_read()?;
             self.source.begin_read()?;
-            self.wal_index.clear();
-            let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
-            let transactions = wal::read_transactions(&wal_path, &header, header.start(), u64::MAX)?;
-            for transaction in &transactions {
-                self.wal_index.extend(transaction.pages.iter().copied());
-            }
-            Ok(Some(transactions.last().map_or(header.start(), |t| t.end)))
+            self.snapshot_cursor()
         })();
-        self.unlock_writes()?;
+        if continuous {
+            self.unlock_writes()?;
+        }
         let cursor = result?;
 
         let (page_size, commit) = self.source.page_geometry()?;
@@ -390,6 +392,38 @@ impl Capturer {
         self.commit_state(&all, true)?;
         self.publish_progress();
         Ok(())
+    }
+
+    /// The WAL position where the read transaction's snapshot ends, with the
+    /// page index rebuilt up to it. `None` when the snapshot saw an empty
+    /// WAL: any frames in the file then are older than the snapshot (they
+    /// were all copied into the database before the WAL was reset), so
+    /// reading them again from the start only repeats page images the
+    /// snapshot already holds, and ends in the same state.
+    fn snapshot_cursor(&mut self) -> Result<Option<WalPosition>> {
+        self.wal_index.clear();
+        let Some(end) = self.source.snapshot_wal_end()? else { return Ok(None) };
+        let wal_path = wal::wal_path(self.source.db_path());
+        let header = wal::read_header(&wal_path)?;
+        let Some(header) = header.filter(|h| (h.salt1, h.salt2) == (end.salt1, end.salt2)) else {
+            // The WAL restarted after the snapshot (it was read mark 0: the
+            // WAL fully copied, so the snapshot holds all of it). The next
+            // read finds the previous WAL's tail empty and moves on.
+            return Ok(Some(end));
+        };
+        let transactions = wal::read_transactions(&wal_path, &header, header.start(), end.frame)?;
+        if transactions.last().map(|t| t.end) != Some(end) {
+            bail!(
+                "the WAL of {} does not hold the frames its snapshot ends at (frame {}): the WAL changed under \
+                 the replicator's read transaction",
+                self.db_label,
+                end.frame
+            );
+        }
+        for transaction in transactions {
+            self.wal_index.extend(transaction.pages);
+        }
+        Ok(Some(end))
     }
 
     /// Captures everything committed since the last pass, up to the WAL's

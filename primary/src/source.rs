@@ -272,6 +272,53 @@ impl Source {
         Ok(self.checkpointer.query_row("PRAGMA data_version", [], |row| row.get(0))?)
     }
 
+    /// Where in the WAL the read transaction's snapshot ends: the WAL's
+    /// salts, its committed frame count and the checksum chain after the
+    /// last of them, from `sqlite3_snapshot_get`. Its opaque bytes are a copy
+    /// of the WAL index header the snapshot was taken from (sqlite.org's
+    /// wal.c, `WalIndexHdr`): frame count at 16 and checksum at 24 in the
+    /// machine's byte order, salts at 32 as the WAL file stores them. `None`
+    /// for a snapshot of an empty WAL (frame 0 of a WAL whose header may not
+    /// be written yet). Needs SQLite built with SQLITE_ENABLE_SNAPSHOT.
+    pub fn snapshot_wal_end(&self) -> Result<Option<crate::wal::WalPosition>> {
+        if !self.reading {
+            bail!("snapshot_wal_end needs the read transaction");
+        }
+        let mut snapshot: *mut rusqlite::ffi::sqlite3_snapshot = std::ptr::null_mut();
+        // SAFETY: the handle is the reader's, used on this thread only; the
+        // snapshot is copied out and freed before returning.
+        let bytes = unsafe {
+            let rc = rusqlite::ffi::sqlite3_snapshot_get(self.reader.handle(), c"main".as_ptr(), &mut snapshot);
+            // SQLITE_ERROR with a read transaction held in WAL mode: the
+            // snapshot is of a WAL no frame was written to since it was
+            // reset (its header has no frame checksum yet).
+            if rc == rusqlite::ffi::SQLITE_ERROR {
+                return Ok(None);
+            }
+            if rc != rusqlite::ffi::SQLITE_OK {
+                bail!(
+                    "read the snapshot of {} (SQLite error {rc}; is SQLite built with SQLITE_ENABLE_SNAPSHOT?)",
+                    self.db_path.display()
+                );
+            }
+            let bytes = (*snapshot).hidden;
+            rusqlite::ffi::sqlite3_snapshot_free(snapshot);
+            bytes
+        };
+        let native = |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let stored = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let frames = native(16);
+        if frames == 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::wal::WalPosition {
+            salt1: stored(32),
+            salt2: stored(36),
+            frame: u64::from(frames),
+            checksum: (native(24), native(28)),
+        }))
+    }
+
     /// The page size and page count as the read transaction sees them.
     pub fn page_geometry(&self) -> Result<(u32, u32)> {
         let page_size: u32 = self.reader.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -302,5 +349,43 @@ impl Source {
             visit(pgno, data)?;
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_says_which_wal_frame_the_read_transaction_ends_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let app = Connection::open(&db).unwrap();
+        app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);").unwrap();
+        let mut source = Source::open(&db).unwrap();
+        let wal = crate::wal::wal_path(&db);
+        let end_now = || {
+            let header = crate::wal::read_header(&wal).unwrap().unwrap();
+            crate::wal::read_transactions(&wal, &header, header.start(), u64::MAX).unwrap().last().unwrap().end
+        };
+        for i in 0..3 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        source.begin_read().unwrap();
+        let seen = end_now();
+        // Commits after the snapshot do not move it.
+        app.execute("INSERT INTO t VALUES (99)", []).unwrap();
+        assert_eq!(source.snapshot_wal_end().unwrap(), Some(seen));
+        assert_ne!(end_now(), seen);
+        source.end_read().unwrap();
+        source.begin_read().unwrap();
+        assert_eq!(source.snapshot_wal_end().unwrap(), Some(end_now()));
+        assert_eq!(source.wal_frames().unwrap(), Some(end_now().frame as u32));
+        // A fully checkpointed, reset WAL: the snapshot is of an empty WAL.
+        source.end_read().unwrap();
+        source.checkpoint(CheckpointMode::Truncate).unwrap();
+        source.begin_read().unwrap();
+        assert_eq!(source.snapshot_wal_end().unwrap(), None);
     }
 }
