@@ -147,7 +147,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             let store = store::open(&replica.url).await?;
             replicas.push(ReplicaSpec { url: replica.url.clone(), store, sync_interval: replica.sync_interval, key });
         }
-        let policy = CheckpointPolicy { passive_frames: db.checkpoint_frames, truncate_bytes: db.truncate_bytes };
+        let policy = CheckpointPolicy {
+            passive_frames: db.checkpoint_frames,
+            truncate_bytes: db.truncate_bytes,
+            ..CheckpointPolicy::default()
+        };
         databases.push((db.path.clone(), replicas, policy));
     }
 
@@ -370,6 +374,8 @@ async fn replicate_once(
     bound: RetryBound,
 ) -> Result<()> {
     let (_tx, shutdown) = watch::channel(false);
+    // Two passes that find nothing are all the quiet `--once` waits for.
+    let policy = CheckpointPolicy { truncate_after_quiet: Duration::ZERO, ..policy };
     let capturer = open_capturer(path, replicas, policy, metrics.clone(), &shutdown, false, Some(bound)).await?;
     let capturer = tokio::task::spawn_blocking(move || -> Result<Capturer> {
         let mut capturer = capturer;

@@ -64,6 +64,11 @@ pub struct CheckpointPolicy {
     pub passive_frames: u64,
     /// Run a TRUNCATE checkpoint once the WAL file is larger than this.
     pub truncate_bytes: u64,
+    /// ... and the app has committed nothing for this long: TRUNCATE runs
+    /// under the app's write lock, so it waits for the app to be idle, not
+    /// merely between two statements (a long VACUUM makes a capture pass
+    /// find nothing new).
+    pub truncate_after_quiet: std::time::Duration,
 }
 
 impl Default for CheckpointPolicy {
@@ -71,7 +76,11 @@ impl Default for CheckpointPolicy {
         // SQLite's own autocheckpoint threshold, and a size limit well above
         // it that is only reached when the app's readers keep PASSIVE
         // checkpoints from completing.
-        CheckpointPolicy { passive_frames: 1_000, truncate_bytes: 64 << 20 }
+        CheckpointPolicy {
+            passive_frames: 1_000,
+            truncate_bytes: 64 << 20,
+            truncate_after_quiet: std::time::Duration::from_secs(5),
+        }
     }
 }
 
@@ -148,6 +157,8 @@ pub struct Capturer {
     checkpointed_at: Option<WalPosition>,
     /// Whether the last capture found no new commit (the app is quiet).
     quiet: bool,
+    /// Since when no capture found a commit (`None`: the last one did).
+    quiet_since: Option<std::time::Instant>,
     /// `PRAGMA data_version` when last looked at: it moves when the app commits.
     seen_version: Option<i64>,
     /// The WAL restarted over frames not captured, or a previous WAL's
@@ -257,6 +268,7 @@ impl Capturer {
             metrics,
             checkpointed_at: None,
             quiet: false,
+            quiet_since: None,
             seen_version: None,
             catch_up_due: false,
         };
@@ -451,6 +463,9 @@ impl Capturer {
             }
         }
         self.quiet = total == 0;
+        if self.quiet {
+            self.quiet_since.get_or_insert_with(std::time::Instant::now);
+        }
         Ok(total)
     }
 
@@ -691,6 +706,7 @@ impl Capturer {
             target.captured_txid = TxId(target.captured_txid.0 + batch.transactions);
         }
         self.capture = CaptureState { commit: batch.commit, checksum, wal: Some(end), ..self.capture };
+        self.quiet_since = None;
         self.commit_state(&changed, false)?;
         tracing::debug!(db = %self.db_label, transactions = batch.transactions, captured = ?self.captured(), "captured");
         self.publish_progress();
@@ -763,7 +779,8 @@ impl Capturer {
         // size limit still needs the checkpoint (and the TRUNCATE after it)
         // on a quiet tick, however few frames it holds now. Without this a
         // WAL restarted below `passive_frames` stayed oversized forever.
-        let oversized_and_quiet = self.quiet && wal_bytes() > self.policy.truncate_bytes;
+        let idle = self.quiet && self.quiet_since.is_some_and(|t| t.elapsed() >= self.policy.truncate_after_quiet);
+        let oversized_and_quiet = idle && wal_bytes() > self.policy.truncate_bytes;
         if frames < self.policy.passive_frames && !oversized_and_quiet {
             return Ok(());
         }
@@ -785,7 +802,7 @@ impl Capturer {
         // itself, so it cannot run inside a sync point: it waits for a quiet
         // tick, and a commit slipping in anyway is detected by the data
         // version and caught up like lost continuity.
-        if wal_bytes() <= self.policy.truncate_bytes || !self.quiet {
+        if wal_bytes() <= self.policy.truncate_bytes || !idle {
             return Ok(());
         }
         // A commit after this reading shows in the data version; one
