@@ -625,24 +625,42 @@ impl Capturer {
     /// that is not the new WAL's. Anything less is `Unproven`, and the
     /// caller catches up by page hashes instead.
     fn read_old_tail(&mut self, header: &wal::WalHeader, cursor: WalPosition) -> Result<OldTail> {
+        // A WAL that restarted under the held read transaction ended where
+        // its snapshot ends: the restart needs every frame copied, so the
+        // transaction holds read mark 0, begun on a fully copied WAL; and a
+        // commit appended after it could never be copied while the
+        // transaction is held, so none came before the restart. Captured to
+        // that point, nothing of the previous WAL is missing, however far
+        // the new one has grown since.
+        if self.source.held_snapshot_end() == Some(cursor) {
+            self.wal_index.clear();
+            return Ok(OldTail::Complete(None));
+        }
         let wal_path = wal::wal_path(self.source.db_path());
         let old = wal::WalHeader { salt1: cursor.salt1, salt2: cursor.salt2, ..*header };
         let (scan, frames) = wal::scan_keeping_pages(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES)?;
         // Read after the tail: had the new WAL reached the tail's first
         // frame before, it would hold at least that many frames now.
         let new_wal = wal::scan_transactions(&wal_path, header, header.start(), cursor.frame + 1)?;
-        let ended_at_new_frame = scan.end == Some(wal::LogEnd::Salts(header.salt1, header.salt2));
-        // Salt-1 grows by one per restart: more than one restart since the
-        // cursor means a WAL in between may have overwritten the tail.
-        let restarted_once = header.salt1 == cursor.salt1.wrapping_add(1);
-        if !restarted_once || scan.at_limit || new_wal.at_limit || ended_at_new_frame || self.source.path_moved()? {
+        // Salt-1 grows by one per restart. The old frames end at a frame
+        // of a WAL started after theirs (this one, or one in between when
+        // the WAL restarted twice) only if that WAL overwrote the tail;
+        // a frame of an older WAL, or none, is the tail's true end. (A WAL
+        // in between cannot have overwritten a later frame of the tail
+        // without overwriting its first, since WALs grow from frame 0.)
+        let restarts = header.salt1.wrapping_sub(cursor.salt1);
+        let ended_at_later_wal = match scan.end {
+            Some(wal::LogEnd::Salts(salt1, _)) => (1..=restarts).contains(&salt1.wrapping_sub(cursor.salt1)),
+            _ => false,
+        };
+        if scan.at_limit || new_wal.at_limit || ended_at_later_wal || self.source.path_moved()? {
             tracing::warn!(
                 db = %self.db_label,
                 from_frame = cursor.frame,
-                restarted_once,
+                restarts,
                 tail_too_long = scan.at_limit,
                 new_wal_reached_it = new_wal.at_limit,
-                ended_at_new_frame,
+                ended_at_later_wal,
                 "the WAL restarted and its previous tail could not be read whole: catching up by page hashes"
             );
             return Ok(OldTail::Unproven);

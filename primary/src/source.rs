@@ -53,6 +53,8 @@ pub struct Source {
     /// tick. Kept open for the same reason as `db_file`: the read mark is a
     /// lock on this file, and closing any descriptor of it would drop it.
     index_file: Option<std::fs::File>,
+    /// Where the held read transaction's snapshot ends in the WAL.
+    snapshot_end: Option<crate::wal::WalPosition>,
 }
 
 /// A file's device and inode.
@@ -149,6 +151,7 @@ impl Source {
             Err(e) => return Err(e).with_context(|| format!("open {}", index_path.display())),
         };
         Ok(Source {
+            snapshot_end: None,
             index_file,
             locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
@@ -212,7 +215,14 @@ impl Source {
         // A read transaction takes its snapshot at its first read.
         self.reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
         self.reading = true;
+        self.snapshot_end = self.snapshot_wal_end()?;
         Ok(())
+    }
+
+    /// Where the held read transaction's snapshot ends in the WAL (`None`
+    /// without one, or for a snapshot of an empty WAL).
+    pub fn held_snapshot_end(&self) -> Option<crate::wal::WalPosition> {
+        if self.reading { self.snapshot_end } else { None }
     }
 
     /// Ends the read transaction.
