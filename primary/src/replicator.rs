@@ -320,7 +320,7 @@ impl Capturer {
                 // Stores about to get their first segment must not get
                 // changes before it.
                 let include: Vec<bool> = plans.iter().map(Option::is_none).collect();
-                self.capture_available_for(usize::MAX, &include)?;
+                self.capture_batches(usize::MAX, &include, |_| {})?;
             }
             self.source.end_read()?;
             self.source.begin_read()?;
@@ -389,17 +389,8 @@ impl Capturer {
             self.catch_up()?;
             self.catch_up_due = false;
         }
-        let mut total = 0;
-        loop {
-            let (captured, more) = self.capture_batch(&vec![true; self.targets.len()])?;
-            if captured > 0 {
-                total += captured;
-                after_batch(self);
-            }
-            if captured == 0 || !more {
-                break;
-            }
-        }
+        let include = vec![true; self.targets.len()];
+        let total = self.capture_batches(usize::MAX, &include, &mut after_batch)?;
         self.quiet = total == 0;
         Ok(total)
     }
@@ -450,18 +441,27 @@ impl Capturer {
 
     fn capture_available(&mut self, max_batches: usize) -> Result<u64> {
         let include = vec![true; self.targets.len()];
-        self.capture_available_for(max_batches, &include)
+        self.capture_batches(max_batches, &include, |_| {})
     }
 
-    /// Captures what is committed now, in batches (at most `max_batches`).
-    /// It stops at the end of the WAL as the last batch found it: chasing
-    /// an app that commits continuously would write one small segment after
-    /// another (hundreds a second) and never end.
-    fn capture_available_for(&mut self, max_batches: usize, include: &[bool]) -> Result<u64> {
+    /// Captures what is committed now, in batches (at most `max_batches`),
+    /// calling `after_batch` after each. It stops at the end of the WAL as
+    /// the last batch found it: chasing an app that commits continuously
+    /// would write one small segment after another (hundreds a second) and
+    /// never end.
+    fn capture_batches(
+        &mut self,
+        max_batches: usize,
+        include: &[bool],
+        mut after_batch: impl FnMut(&Capturer),
+    ) -> Result<u64> {
         let mut total = 0;
         for _ in 0..max_batches.max(1) {
             let (captured, more) = self.capture_batch(include)?;
-            total += captured;
+            if captured > 0 {
+                total += captured;
+                after_batch(self);
+            }
             if captured == 0 || !more {
                 break;
             }
