@@ -222,8 +222,9 @@ pub trait ReadPage {
     fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]>;
 }
 
-/// Pages read into memory beforehand (a sync point's tail: read under the
-/// app's write lock, written out after it is released).
+/// Pages read into memory beforehand: a checkpoint window's batch (read
+/// before the read mark is let go, written after), or a previous WAL's
+/// tail (read before the new WAL can grow over it).
 pub struct PagesInMemory(pub BTreeMap<u32, Vec<u8>>);
 
 impl ReadPage for PagesInMemory {
