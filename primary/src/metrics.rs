@@ -118,6 +118,11 @@ impl Metrics {
         self.catch_ups.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Catch-ups so far.
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
+    }
+
     /// Records one hold of the app's write lock (a sync point, or a
     /// TRUNCATE checkpoint, which takes it itself).
     pub fn record_write_lock_hold(&self, held: std::time::Duration) {

@@ -621,8 +621,9 @@ impl Capturer {
     /// checksum chain, and trusted only when provably whole: the new WAL
     /// had not reached the tail's first frame when the tail was read (it
     /// writes its frames in order from the start, so it cannot have touched
-    /// any frame after that one either), and the old frames end at a frame
-    /// that is not the new WAL's. Anything less is `Unproven`, and the
+    /// any frame after that one either), the old frames end at a frame
+    /// that is not the new WAL's, and the WAL restarted once since the
+    /// cursor, not again meanwhile. Anything less is `Unproven`, and the
     /// caller catches up by page hashes instead.
     fn read_old_tail(&mut self, header: &wal::WalHeader, cursor: WalPosition) -> Result<OldTail> {
         // A WAL that restarted under the held read transaction ended where
@@ -642,25 +643,32 @@ impl Capturer {
         // Read after the tail: had the new WAL reached the tail's first
         // frame before, it would hold at least that many frames now.
         let new_wal = wal::scan_transactions(&wal_path, header, header.start(), cursor.frame + 1)?;
-        // Salt-1 grows by one per restart. The old frames end at a frame
-        // of a WAL started after theirs (this one, or one in between when
-        // the WAL restarted twice) only if that WAL overwrote the tail;
-        // a frame of an older WAL, or none, is the tail's true end. (A WAL
-        // in between cannot have overwritten a later frame of the tail
-        // without overwriting its first, since WALs grow from frame 0.)
+        // Salt-1 grows by one per restart. Two or more restarts since the
+        // cursor mean a whole WAL came and went in between: its commits are
+        // in no frame left to read (regression: the pipeline test came up
+        // TXIDs short with no catch-up logged). Nor may the WAL restart
+        // again while the tail is read: a third WAL overwriting the tail
+        // would end it at frames this proof cannot tell from older ones.
         let restarts = header.salt1.wrapping_sub(cursor.salt1);
-        let ended_at_later_wal = match scan.end {
-            Some(wal::LogEnd::Salts(salt1, _)) => (1..=restarts).contains(&salt1.wrapping_sub(cursor.salt1)),
-            _ => false,
-        };
-        if scan.at_limit || new_wal.at_limit || ended_at_later_wal || self.source.path_moved()? {
+        let restarted_since = wal::read_header(&wal_path)?.map(|h| (h.salt1, h.salt2)) != Some((header.salt1, header.salt2));
+        // The old frames end at a frame of the new WAL only if it overwrote
+        // the tail; a frame of an older WAL, or none, is the tail's true end.
+        let ended_at_new_wal = matches!(scan.end, Some(wal::LogEnd::Salts(salt1, _)) if salt1 == header.salt1);
+        if restarts != 1
+            || restarted_since
+            || scan.at_limit
+            || new_wal.at_limit
+            || ended_at_new_wal
+            || self.source.path_moved()?
+        {
             tracing::warn!(
                 db = %self.db_label,
                 from_frame = cursor.frame,
                 restarts,
+                restarted_since,
                 tail_too_long = scan.at_limit,
                 new_wal_reached_it = new_wal.at_limit,
-                ended_at_later_wal,
+                ended_at_new_wal,
                 "the WAL restarted and its previous tail could not be read whole: catching up by page hashes"
             );
             return Ok(OldTail::Unproven);
@@ -1034,5 +1042,95 @@ fn clear_pending(dir: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("clear {}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distributary_core::GenerationId;
+    use distributary_core::store::MemoryStore;
+    use rusqlite::Connection;
+
+    /// A capturer of a new database whose app checkpoints only when told.
+    fn start(dir: &Path) -> (Connection, Capturer, Arc<Metrics>) {
+        let db = dir.join("app.db");
+        let app = Connection::open(&db).unwrap();
+        app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);").unwrap();
+        let spec = ReplicaSpec {
+            url: "memory://a".into(),
+            store: Arc::new(MemoryStore::new()),
+            sync_interval: std::time::Duration::from_secs(1),
+            key: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let starts = [Start::Plan(StartPlan::NewGeneration(GenerationId::new(1).unwrap()))];
+        let capturer = Capturer::start(
+            &db,
+            &[spec],
+            &starts,
+            CheckpointPolicy::default(),
+            Compression::default(),
+            metrics.clone(),
+        )
+        .unwrap();
+        (app, capturer, metrics)
+    }
+
+    fn commit(app: &Connection) {
+        app.execute("INSERT INTO t VALUES (randomblob(3000))", []).unwrap();
+    }
+
+    fn restart_wal(app: &Connection) {
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+        commit(app); // the first commit after a complete checkpoint restarts the WAL
+    }
+
+    /// What a checkpoint window lets happen while the capturer holds no
+    /// read mark: a commit into the old WAL's tail, then `restarts` restarts
+    /// of the WAL, each with one commit.
+    fn window(app: &Connection, capturer: &mut Capturer, restarts: usize) {
+        capturer.source.end_read().unwrap();
+        commit(app);
+        for _ in 0..restarts {
+            restart_wal(app);
+        }
+        capturer.source.begin_read().unwrap();
+    }
+
+    #[test]
+    fn one_restart_during_a_window_captures_the_old_tail_and_the_new_wal_one_txid_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        commit(&app);
+        capturer.capture_pass(|_| {}).unwrap();
+        let before = capturer.captured()[0];
+        window(&app, &mut capturer, 1);
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 0);
+        assert_eq!(capturer.captured()[0].0, before.0 + 2, "the tail's commit and the new WAL's");
+    }
+
+    /// Regression: a WAL that came and went during a window (two restarts)
+    /// was skipped without a word, its commits in no TXID.
+    #[test]
+    fn two_restarts_during_a_window_are_caught_up_never_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        commit(&app);
+        capturer.capture_pass(|_| {}).unwrap();
+        window(&app, &mut capturer, 2);
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 1, "the middle WAL's commit is in no frame left to read");
+        // The catch-up's state is the database's.
+        let mut scanned = PageHashes::empty();
+        let pages = capturer.source.for_each_page(|pgno, page| {
+            scanned.resize(pgno);
+            scanned.set(pgno, page_hash(PageNo(pgno), page));
+            Ok(())
+        });
+        assert_eq!(pages.unwrap(), capturer.capture.commit);
+        assert_eq!(scanned.checksum(), capturer.capture.checksum);
     }
 }
