@@ -110,13 +110,24 @@ def metric(text, name):
     return 0.0
 
 
-def fsyncs_per_upload(seconds, binaries):
+def metric_or_zero(url, name):
+    """A metric's value, 0 while the metrics server is not up yet."""
+    try:
+        return metric(urllib.request.urlopen(url, timeout=2).read().decode(), name)
+    except OSError:
+        return 0.0
+
+
+def fsyncs_per_upload(seconds, binaries, store):
     """`distributary replicate` while an app commits 10 single-row
     transactions a second for `seconds`, every thread of it traced by
     `strace -c` once its first upload is done: the fsync-family calls it
     makes per object it uploads (from its metrics), and the write-lock hold
-    p99 over the whole run."""
-    import busy0
+    p99 over the whole run. `store` is "s3" (moto on loopback: only the
+    replicator's own fsyncs) or "file" (a local folder, whose objects the
+    replicator itself makes durable: an fsync of each object and its
+    folder)."""
+    import busy0, suite
     if not shutil.which("strace"):
         print("fsyncs per upload: strace is not installed (apt-get install strace); skipped")
         return
@@ -125,11 +136,20 @@ def fsyncs_per_upload(seconds, binaries):
     conn = common.events_db(db)
     port = common.free_port()
     counts = os.path.join(work, "strace.txt")
+    moto = None
+    env = dict(os.environ)
+    if store == "s3":
+        moto, moto_port = suite.start_moto()
+        suite.create_bucket(moto_port, "fsyncs")
+        env.update(suite.S3_ENV)
+        target = "s3://fsyncs/db?endpoint=http://127.0.0.1:%d&region=us-east-1" % moto_port
+    else:
+        target = "file://" + os.path.join(work, "store")
     proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", "--metrics-addr",
-                             "127.0.0.1:%d" % port, db, "file://" + os.path.join(work, "store")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "127.0.0.1:%d" % port, db, target],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = "http://127.0.0.1:%d/metrics" % port
-    common.wait_for(lambda: os.path.exists(os.path.join(work, "store", "manifest.json")), "the first upload", 60)
+    common.wait_for(lambda: metric_or_zero(url, "distributary_upload_objects_total") >= 1, "the first upload", 60)
     threads = []
     for tid in os.listdir("/proc/%d/task" % proc.pid):
         threads += ["-p", tid]
@@ -150,6 +170,8 @@ def fsyncs_per_upload(seconds, binaries):
     tracer.send_signal(signal.SIGINT)  # detaches and writes the summary
     tracer.wait()
     common.stop(proc)
+    if moto:
+        common.stop(moto)
     fsyncs = 0
     with open(counts) as f:
         for line in f:
@@ -158,7 +180,7 @@ def fsyncs_per_upload(seconds, binaries):
                 fsyncs += int(fields[3])
     conn.close()
     shutil.rmtree(work, ignore_errors=True)
-    print(f"fsyncs at 10 commits/s for {seconds} s: {commits} commits, {uploads:.0f} uploads, {fsyncs} fsync calls: "
+    print(f"fsyncs at 10 commits/s for {seconds} s, {store} store: {commits} commits, {uploads:.0f} uploads, {fsyncs} fsync calls: "
           f"{fsyncs / max(uploads, 1):.1f} per upload; write-lock holds {holds} (the start), p99 "
           f"{p99 * 1000:.2f} ms (bucket)")
 
@@ -200,7 +222,8 @@ def main():
         if "litestream" in cpus and cpus["litestream"] > 0:
             print(f"replicator CPU, distributary / litestream: {cpus['distributary'] / cpus['litestream']:.2f}")
     if args.fsync_seconds:
-        fsyncs_per_upload(args.fsync_seconds, binaries)
+        for store in ("s3", "file"):
+            fsyncs_per_upload(args.fsync_seconds, binaries, store)
     if args.soak:
         soak(args.soak, binaries)
 

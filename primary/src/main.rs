@@ -28,6 +28,7 @@ mod generations;
 mod metrics;
 mod replicate;
 mod replicator;
+mod resume;
 mod restore;
 mod shipper;
 mod signals;

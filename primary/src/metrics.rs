@@ -21,7 +21,7 @@ pub struct ReplicaStatus {
     pub url: String,
     /// Its generation.
     pub generation: String,
-    /// Newest TXID captured (durable locally).
+    /// Newest TXID captured (recorded locally, not yet uploaded).
     pub captured_txid: u64,
     /// Newest TXID in the store.
     pub shipped_txid: u64,
@@ -119,6 +119,7 @@ impl Metrics {
     }
 
     /// Catch-ups so far.
+    #[cfg(test)]
     pub fn catch_ups(&self) -> u64 {
         self.catch_ups.load(Ordering::Relaxed)
     }

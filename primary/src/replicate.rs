@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use distributary_core::format::{Compression, EncryptionKey, KeyCheck};
 use distributary_core::retry::{ErrorClass, RetryBound, backoff, classify, retry_bounded};
-use distributary_core::store;
+use distributary_core::{TxId, store};
 use tokio::sync::watch;
 
 use crate::config::{self, Config, DbConfig, ReplicaConfig};
@@ -18,6 +18,8 @@ use crate::generation::plan_start;
 use crate::metrics::Metrics;
 use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect};
 use crate::shipper::Shipper;
+use crate::state::{ReplicaState, StateDir};
+use crate::resume;
 
 /// How often the capture thread looks at the database between captures: a
 /// commit after a quiet period is captured (and shipped) within one tick,
@@ -287,45 +289,120 @@ async fn plan_starts(
     let mut starts = Vec::with_capacity(replicas.len());
     for replica in replicas {
         let key_check = replica.key.as_ref().map_or(KeyCheck::NONE, EncryptionKey::check);
+        let store = replica.store.as_ref();
         if let Some(known) = inspection.resumable.iter().find(|r| r.url == replica.url) {
             if known.key_check == Some(key_check) {
-                starts.push(Start::Resume);
-                continue;
-            }
-            // A generation never mixes keys (or keys and plaintext): the
-            // store's manifest decides below, and a changed key starts a
-            // new generation there.
-            tracing::warn!(
-                store = %replica.url,
-                recorded = %known.key_check.map_or("unknown".to_string(), describe_key),
-                configured = %describe_key(key_check),
-                "the encryption key differs from the one this store was replicated with"
-            );
-        }
-        let store = replica.store.as_ref();
-        let plan = match bound {
-            Some(bound) => {
-                retry_bounded(bound, "reach the store", class_of, || plan_start(store, inspection.page_size, key_check))
-                    .await?
-            }
-            None => {
-                let mut attempt = 0u32;
-                loop {
-                    match plan_start(store, inspection.page_size, key_check).await {
-                        Ok(plan) => break plan,
-                        Err(e) if *shutdown.borrow() || class_of(&e) == ErrorClass::Permanent => return Err(e),
-                        Err(e) => {
-                            attempt += 1;
-                            tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "reach the store; retrying");
-                            tokio::time::sleep(backoff(attempt)).await;
-                        }
+                let check = resume_problem(path, replica, known, inspection.other_boot, shutdown, bound);
+                match check.await? {
+                    None => {
+                        starts.push(Start::Resume);
+                        continue;
                     }
+                    Some(problem) => tracing::warn!(
+                        store = %replica.url,
+                        %problem,
+                        "the metadata folder does not continue the store's chain (writes lost in a machine \
+                         restart?): continuing from the store's newest TXID with a full catch-up"
+                    ),
                 }
+            } else {
+                // A generation never mixes keys (or keys and plaintext): the
+                // store's manifest decides below, and a changed key starts a
+                // new generation there.
+                tracing::warn!(
+                    store = %replica.url,
+                    recorded = %known.key_check.map_or("unknown".to_string(), describe_key),
+                    configured = %describe_key(key_check),
+                    "the encryption key differs from the one this store was replicated with"
+                );
             }
-        };
-        starts.push(Start::Plan(plan));
+        }
+        let plan = reach_store(&replica.url, shutdown, bound, || plan_start(store, inspection.page_size, key_check));
+        starts.push(Start::Plan(plan.await?));
     }
     Ok(starts)
+}
+
+/// What keeps `known`, a store's progress in the metadata, from being
+/// resumed as it stands (`None`: nothing). The pending files must continue
+/// the store's chain whole; after a machine restart (`other_boot`) the
+/// store is asked how far its chain goes, and the recorded upload progress
+/// moves up to it (see `crate::resume`).
+async fn resume_problem(
+    path: &Path,
+    replica: &ReplicaSpec,
+    known: &ReplicaState,
+    other_boot: bool,
+    shutdown: &watch::Receiver<bool>,
+    bound: Option<RetryBound>,
+) -> Result<Option<String>> {
+    let mut after = known.shipped_txid;
+    // Folders written before the genesis upload was recorded say nothing
+    // was uploaded even when the store holds the generation: ask it.
+    if other_boot || known.shipped_txid == TxId::ZERO {
+        let store = replica.store.as_ref();
+        let newest = reach_store(&replica.url, shutdown, bound, || {
+            resume::store_newest(store, known.generation, known.shipped_txid)
+        })
+        .await?;
+        after = match newest {
+            None if known.shipped_txid > TxId::ZERO => {
+                return Ok(Some(format!("the store holds no manifest of generation {}", known.generation)));
+            }
+            None => TxId::ZERO,
+            Some(newest) if newest < known.shipped_txid => {
+                return Ok(Some(format!(
+                    "the store's chain ends at TXID {newest}, before the {} recorded as uploaded",
+                    known.shipped_txid
+                )));
+            }
+            Some(newest) if newest > known.captured_txid => {
+                return Ok(Some(format!(
+                    "the store holds TXIDs up to {newest}, past the {} recorded as captured",
+                    known.captured_txid
+                )));
+            }
+            Some(newest) => newest,
+        };
+    }
+    let (path, url, captured, known_shipped) =
+        (path.to_path_buf(), replica.url.clone(), known.captured_txid, known.shipped_txid);
+    tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+        let state = StateDir::open(&path)?;
+        if let Some(gap) = resume::pending_gap(&state.pending_dir(&url), after, captured, other_boot)? {
+            return Ok(Some(gap));
+        }
+        if after > known_shipped {
+            state.set_shipped(&url, after)?;
+        }
+        Ok(None)
+    })
+    .await?
+}
+
+/// Runs `op` against a store: a permanent failure is returned at once;
+/// transient ones are retried until `bound` (one-shot) or forever
+/// (daemons, until shutdown).
+async fn reach_store<T, F, Fut>(url: &str, shutdown: &watch::Receiver<bool>, bound: Option<RetryBound>, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    if let Some(bound) = bound {
+        return retry_bounded(bound, "reach the store", class_of, op).await;
+    }
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if *shutdown.borrow() || class_of(&e) == ErrorClass::Permanent => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(store = %url, error = %format!("{e:#}"), "reach the store; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
 }
 
 /// A key check for a log line: "none" for plaintext.

@@ -100,6 +100,10 @@ pub struct Inspection {
     /// Stores whose progress can be resumed from the metadata (if the key
     /// they were sealed with is still the one configured).
     pub resumable: Vec<ReplicaState>,
+    /// Whether the folder was last written in another boot of the machine
+    /// (or does not say): writes to it may have been lost, so each store is
+    /// checked before it resumes (`crate::resume`).
+    pub other_boot: bool,
 }
 
 /// Looks at the database and its metadata to learn which stores need a
@@ -114,7 +118,9 @@ pub fn inspect(db_path: &Path) -> Result<Inspection> {
         _ => false,
     };
     let resumable = if in_step { state.replicas()? } else { Vec::new() };
-    Ok(Inspection { page_size, resumable })
+    let boot = crate::resume::current_boot_id();
+    let other_boot = boot.is_none() || state.boot_id()? != boot;
+    Ok(Inspection { page_size, resumable, other_boot })
 }
 
 /// Transactions read from the WAL and folded into one batch, not yet
@@ -191,6 +197,11 @@ impl Capturer {
         source.begin_read()?;
         let (page_size, _) = source.page_geometry()?;
         let state = StateDir::open(db_path)?;
+        // Every store was checked against this boot's folder (`inspect`):
+        // from here on, the folder is written in this boot.
+        if let Some(boot) = crate::resume::current_boot_id() {
+            state.set_boot_id(&boot)?;
+        }
         let stored = state.capture()?.filter(|c| c.page_size == page_size);
         let hashes = match stored {
             Some(c) => PageHashes::from_stored(state.page_hashes()?, c.commit),
@@ -267,8 +278,11 @@ impl Capturer {
             policy,
             metrics,
             checkpointed_at: None,
-            quiet: false,
-            quiet_since: None,
+            // The start captures everything committed before it: the app's
+            // next commit is the first after a quiet period, and is captured
+            // at once rather than a sync interval later.
+            quiet: true,
+            quiet_since: Some(std::time::Instant::now()),
             seen_version: None,
             catch_up_due: false,
         };
