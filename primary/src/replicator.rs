@@ -654,9 +654,20 @@ impl Capturer {
         let wal_path = wal::wal_path(self.source.db_path());
         let old = wal::WalHeader { salt1: cursor.salt1, salt2: cursor.salt2, ..*header };
         let (scan, frames) = wal::scan_keeping_pages(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES)?;
-        // Read after the tail: had the new WAL reached the tail's first
-        // frame before, it would hold at least that many frames now.
-        let new_wal = wal::scan_transactions(&wal_path, header, header.start(), cursor.frame + 1)?;
+        // Read after the tail: had the new WAL been writing the tail's
+        // first frame (index `cursor.frame`) while the tail was read, it
+        // would hold every frame before it now. (Regression, crash matrix:
+        // a limit one frame higher let through a tail whose first frame was
+        // being overwritten, read torn as the tail's end: the tail's commits
+        // were lost and a replica's B-tree broke.)
+        let new_wal = wal::scan_transactions(&wal_path, header, header.start(), cursor.frame)?;
+        // And the tail must read the same again: a frame the app was
+        // writing when first read (a torn frame reads as the tail's end)
+        // has changed since.
+        let again = wal::scan_transactions(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES)?;
+        let unstable = again.end != scan.end
+            || again.transactions.len() != scan.transactions.len()
+            || again.transactions.last().map(|t| t.end) != scan.transactions.last().map(|t| t.end);
         // Salt-1 grows by one per restart. Two or more restarts since the
         // cursor mean a whole WAL came and went in between: its commits are
         // in no frame left to read (regression: the pipeline test came up
@@ -672,6 +683,7 @@ impl Capturer {
             || restarted_since
             || scan.at_limit
             || new_wal.at_limit
+            || unstable
             || ended_at_new_wal
             || self.source.path_moved()?
         {
@@ -682,6 +694,7 @@ impl Capturer {
                 restarted_since,
                 tail_too_long = scan.at_limit,
                 new_wal_reached_it = new_wal.at_limit,
+                unstable,
                 ended_at_new_wal,
                 "the WAL restarted and its previous tail could not be read whole: catching up by page hashes"
             );
@@ -1117,13 +1130,52 @@ mod tests {
     fn one_restart_during_a_window_captures_the_old_tail_and_the_new_wal_one_txid_each() {
         let dir = tempfile::tempdir().unwrap();
         let (app, mut capturer, metrics) = start(dir.path());
-        commit(&app);
+        for _ in 0..10 {
+            commit(&app); // the tail starts past the frames the new WAL gets
+        }
         capturer.capture_pass(|_| {}).unwrap();
         let before = capturer.captured()[0];
         window(&app, &mut capturer, 1);
         capturer.capture_pass(|_| {}).unwrap();
         assert_eq!(metrics.catch_ups(), 0);
         assert_eq!(capturer.captured()[0].0, before.0 + 2, "the tail's commit and the new WAL's");
+    }
+
+    /// Regression (crash matrix, a replica's B-tree broken): while the tail
+    /// was read, the app was writing the new WAL's frame at the tail's first
+    /// frame; read torn, it ended the tail there, and the tail's commits
+    /// were lost. Here the new WAL holds exactly the frames before the
+    /// tail's first, and that frame's page is torn.
+    #[test]
+    fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        for _ in 0..10 {
+            commit(&app);
+        }
+        capturer.capture_pass(|_| {}).unwrap();
+        let tail_start = capturer.capture.wal.unwrap().frame;
+        capturer.source.end_read().unwrap();
+        commit(&app); // the tail
+        restart_wal(&app);
+        let wal_path = wal::wal_path(capturer.db_path());
+        let wal_frames = || {
+            let header = wal::read_header(&wal_path).unwrap().unwrap();
+            let scan = wal::scan_transactions(&wal_path, &header, header.start(), u64::MAX).unwrap();
+            scan.transactions.last().map_or(0, |t| t.end.frame)
+        };
+        while wal_frames() < tail_start {
+            // One frame each: the same leaf page again.
+            app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
+        }
+        assert_eq!(wal_frames(), tail_start, "the new WAL stops right before the tail");
+        let header = wal::read_header(&wal_path).unwrap().unwrap();
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&wal_path).unwrap();
+        file.write_all_at(&[0xA5; 64], header.frame_offset(tail_start) + wal::FRAME_HEADER_SIZE).unwrap();
+        capturer.source.begin_read().unwrap();
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 1, "a tail that ends at a torn frame the new WAL reached is not proven whole");
     }
 
     /// Regression: a WAL that came and went during a window (two restarts)
