@@ -21,6 +21,22 @@ fn distributary() -> PathBuf {
     binary("distributary", "distributary")
 }
 
+/// A temporary folder holding the app's database and a local-folder store.
+struct Local {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    url: String,
+    store: FileStore,
+}
+
+fn local() -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = FileStore::new(dir.path().join("store"));
+    Local { dir, db, url, store }
+}
+
 fn create_app_db(path: &Path) -> rusqlite::Connection {
     let connection = rusqlite::Connection::open(path).unwrap();
     connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
@@ -139,10 +155,7 @@ async fn ten_thousand_transactions_from_four_writers_reach_s3_as_one_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_ships_what_is_committed_and_nothing_when_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir: _dir, db, url, store } = local();
     // The app keeps a connection open, so the WAL persists between runs.
     let _app = create_app_db(&db);
     write_rows(&db, 0, 50);
@@ -208,10 +221,7 @@ async fn kill_nine_at_random_moments_loses_nothing_and_uploads_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_and_vacuum_while_stopped_are_caught_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
     write_rows(&db, 0, 200);
     run_once(&db, &url, &[], &[]);
@@ -316,10 +326,7 @@ fn refuses_bad_databases_with_clear_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_size_change_starts_a_new_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir: _dir, db, url, store } = local();
     drop(create_app_db(&db));
     write_rows(&db, 0, 20);
     run_once(&db, &url, &[], &[]);
@@ -401,10 +408,7 @@ async fn an_unreachable_store_is_retried_and_gets_everything_when_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir: _dir, db, url, store } = local();
     let _app = create_app_db(&db);
     let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "100", "--truncate-size", "256KiB"]);
     wait_for_manifest(&store).await;
@@ -437,10 +441,7 @@ async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
 /// frame) was never checkpointed nor truncated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_past_the_size_limit_is_truncated_however_few_frames_it_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir: _dir, db, url, store } = local();
     let app = create_app_db(&db);
     let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "1000", "--truncate-size", "256KiB"]);
     wait_for_manifest(&store).await;
@@ -477,10 +478,7 @@ fn get_bookmark(addr: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookmark_covers_every_write_committed_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir: _dir, db, url, store } = local();
     let app = create_app_db(&db);
     let addr = format!("127.0.0.1:{}", distributary_tests::moto::free_port());
     let replicator = spawn_replicator(&db, &url, &[], &["--metrics-addr", &addr]);
@@ -506,10 +504,7 @@ async fn bookmark_covers_every_write_committed_before_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_replaced_under_the_replicator_is_caught_up_in_the_same_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir, db, url, store } = local();
     let app = create_app_db(&db);
     for i in 0..20 {
         app.execute("INSERT INTO events (writer, body) VALUES (0, ?1)", [format!("old row {i}")]).unwrap();
@@ -714,10 +709,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// and continues the chain from the store's newest TXID, with no fork.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_machine_restart_a_metadata_folder_behind_the_store_continues_from_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
     let replicator = spawn_replicator(&db, &url, &[], &[]);
     wait_for_manifest(&store).await;
@@ -755,10 +747,7 @@ async fn after_a_machine_restart_a_metadata_folder_behind_the_store_continues_fr
 /// resumed after them; the store continues from its newest TXID instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_segments_missing_from_the_metadata_folder_make_the_store_continue_without_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("store").display());
-    let store = FileStore::new(dir.path().join("store"));
+    let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
     // An hour between uploads: what is captured after the first stays pending.
     let mut replicator = Process::spawn(
