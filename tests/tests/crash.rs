@@ -184,7 +184,8 @@ fn assert_replica_intact(db: &Path, states: &States) -> Vec<u64> {
         let mut candidates = vec![file];
         if let Ok(Some(state)) = &sidecar {
             let hashes = [state.page_one_hash, state.pending.as_ref().and_then(|p| p.page_one_hash)];
-            candidates.extend(hashes.into_iter().flatten().map(|h| Checksum(file.0 ^ page_hash(PageNo(1), &page_one) ^ h.0)));
+            candidates
+                .extend(hashes.into_iter().flatten().map(|h| Checksum(file.0 ^ page_hash(PageNo(1), &page_one) ^ h.0)));
         }
         let shipped: Vec<u64> =
             states.checksums.iter().filter(|(_, c)| candidates.contains(c)).map(|(t, _)| *t).collect();

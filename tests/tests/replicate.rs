@@ -658,7 +658,10 @@ async fn every_transaction_is_captured_through_checkpoint_windows_even_when_its_
     let url = format!("file://{}", store_dir.display());
     let store = FileStore::new(&store_dir);
     drop(create_app_db(&db));
-    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE leaves (id INTEGER PRIMARY KEY, b BLOB)").unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE leaves (id INTEGER PRIMARY KEY, b BLOB)")
+        .unwrap();
     let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "100"]);
     wait_for_manifest(&store).await;
     let writers: Vec<_> = (0..WRITERS)
