@@ -437,12 +437,9 @@ fn shippers(capturer: &Capturer, replicas: &[ReplicaSpec], metrics: &Arc<Metrics
         .pending_dirs()
         .into_iter()
         .zip(replicas)
-        .map(|(pending_dir, replica)| Shipper {
-            store: replica.store.clone(),
-            pending_dir,
-            metrics: metrics.clone(),
-            db_path: capturer.db_path().to_path_buf(),
-            url: replica.url.clone(),
+        .map(|(pending_dir, replica)| {
+            let db_path = capturer.db_path().to_path_buf();
+            Shipper::new(replica.store.clone(), pending_dir, metrics.clone(), db_path, replica.url.clone())
         })
         .collect()
 }

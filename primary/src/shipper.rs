@@ -38,6 +38,9 @@ pub struct Shipper {
     pub db_path: PathBuf,
     /// The store's URL as configured (the metadata's key for it).
     pub url: String,
+    /// The metadata, opened at the first upload and kept: opening it runs
+    /// its schema and pragmas, too much to repeat per upload.
+    state: Arc<std::sync::Mutex<Option<StateDir>>>,
 }
 
 /// A pending segment file and its header.
@@ -58,6 +61,18 @@ pub struct Shipped {
 }
 
 impl Shipper {
+    /// The uploader of the store at `url`, whose captured segments wait in
+    /// `pending_dir`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        pending_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        db_path: PathBuf,
+        url: String,
+    ) -> Shipper {
+        Shipper { store, pending_dir, metrics, db_path, url, state: Arc::default() }
+    }
+
     /// Uploads everything pending up to `committed`, the newest TXID whose
     /// capture is recorded in the metadata. A segment past it may still be
     /// undone: capture writes the file before it commits its state, and a
@@ -130,8 +145,15 @@ impl Shipper {
     /// Otherwise a leftover file starting inside the uploaded object would
     /// be uploaded again under its own key, forking the chain.
     async fn record_shipped(&self, txid: TxId) -> Result<()> {
-        let (db_path, url) = (self.db_path.clone(), self.url.clone());
-        tokio::task::spawn_blocking(move || StateDir::open(&db_path)?.set_shipped(&url, txid)).await?
+        let (db_path, url, state) = (self.db_path.clone(), self.url.clone(), self.state.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.is_none() {
+                *state = Some(StateDir::open(&db_path)?);
+            }
+            state.as_ref().expect("opened above").set_shipped(&url, txid)
+        })
+        .await?
     }
 
     /// Whether anything up to `committed` waits for upload.
