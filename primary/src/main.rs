@@ -29,7 +29,6 @@ mod metrics;
 mod replicate;
 mod replicator;
 mod restore;
-mod resume;
 mod shipper;
 mod signals;
 mod snapshots;
