@@ -19,7 +19,7 @@ throughput only if the WAL restarts about as often as it would alone.
 
 Usage: python3 bench/read_holder.py [--transactions 60000] [--rounds 3]
 """
-import argparse, multiprocessing, os, shutil, sqlite3, statistics, tempfile, time
+import argparse, mmap, multiprocessing, struct, os, shutil, sqlite3, statistics, tempfile, time
 
 from common import events_db
 from replicate import write_workload
@@ -30,7 +30,44 @@ def begin(connection):
     connection.execute("SELECT count(*) FROM sqlite_schema").fetchall()
 
 
+def shm_header(shm):
+    """(mxFrame, salt-1, nBackfill) from the WAL index's first header copy."""
+    mx_frame, = struct.unpack_from("=I", shm, 16)
+    salt1, = struct.unpack_from("=I", shm, 32)
+    backfill, = struct.unpack_from("=I", shm, 96)
+    return mx_frame, salt1, backfill
+
+
+def window_holder(db, started, stop, threshold=1000):
+    """Holds a read transaction, and lets go of it whenever the WAL holds
+    `threshold` frames, until the app has restarted the WAL."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    begin(conn)
+    fd = os.open(db + "-shm", os.O_RDONLY)
+    shm = mmap.mmap(fd, 32768, prot=mmap.PROT_READ)
+    started.set()
+    windows = 0
+    tick = float(os.environ.get("WINDOW_TICK", "0.001"))
+    while not stop.is_set():
+        time.sleep(tick)
+        mx_frame, salt1, _ = shm_header(shm)
+        if mx_frame < threshold:
+            continue
+        conn.execute("COMMIT")
+        windows += 1
+        deadline = time.time() + 0.05
+        while time.time() < deadline:
+            now_frame, now_salt, _ = shm_header(shm)
+            if now_salt != salt1 or now_frame < mx_frame:
+                break
+            time.sleep(0.0002)
+        begin(conn)
+    print("windows", windows)
+
+
 def holder(db, mode, started, stop):
+    if mode == "window":
+        return window_holder(db, started, stop)
     first = sqlite3.connect(db, isolation_level=None, timeout=10)
     second = sqlite3.connect(db, isolation_level=None, timeout=10)
     begin(first)
@@ -69,7 +106,7 @@ def main():
     parser.add_argument("--transactions", type=int, default=60000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    modes = ["none", "hold", "rotate"]
+    modes = ["none", "hold", "rotate", "window"]
     rates = {mode: [] for mode in modes}
     wal = {mode: [] for mode in modes}
     for _ in range(args.rounds):

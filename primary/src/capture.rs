@@ -129,8 +129,8 @@ impl SegmentSet {
         Ok(())
     }
 
-    /// Finishes every segment with `post_apply_checksum` and makes it
-    /// durable under its final name. Returns the sizes written.
+    /// Finishes every segment with `post_apply_checksum` and renames it to
+    /// its final name. Returns the sizes written.
     pub fn finish(self, post_apply_checksum: Checksum) -> Result<u64> {
         let keep = vec![true; self.open.len()];
         self.finish_kept(post_apply_checksum, &keep)
@@ -148,19 +148,16 @@ impl SegmentSet {
                 continue;
             }
             let (writer, summary) = open.encoder.finish(post_apply_checksum)?;
-            let file = writer.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all().with_context(|| format!("fsync {}", open.temp.display()))?;
+            // Written, not fsynced: a killed process loses nothing the
+            // kernel holds, and after a machine restart the start checks
+            // the pending files and the store before trusting either
+            // (`crate::resume`). An fsync here cost two per capture.
+            writer.into_inner().map_err(|e| e.into_error())?;
             std::fs::rename(&open.temp, &open.target).with_context(|| format!("rename {}", open.target.display()))?;
-            fsync_dir(open.target.parent().expect("pending files live in a folder"))?;
             bytes += summary.size;
         }
         Ok(bytes)
     }
-}
-
-/// fsyncs a folder so a rename in it is durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync folder {}", dir.display()))
 }
 
 /// The effect of a run of WAL transactions on the database's pages.
@@ -222,8 +219,9 @@ pub trait ReadPage {
     fn read(&mut self, pgno: u32, source: PageSource) -> Result<&[u8]>;
 }
 
-/// Pages read into memory beforehand (a sync point's tail: read under the
-/// app's write lock, written out after it is released).
+/// Pages read into memory beforehand: a checkpoint window's batch (read
+/// before the read mark is let go, written after), or a previous WAL's
+/// tail (read before the new WAL can grow over it).
 pub struct PagesInMemory(pub BTreeMap<u32, Vec<u8>>);
 
 impl ReadPage for PagesInMemory {

@@ -29,6 +29,7 @@ mod metrics;
 mod replicate;
 mod replicator;
 mod restore;
+mod resume;
 mod shipper;
 mod signals;
 mod snapshots;

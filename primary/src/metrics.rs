@@ -21,7 +21,7 @@ pub struct ReplicaStatus {
     pub url: String,
     /// Its generation.
     pub generation: String,
-    /// Newest TXID captured (durable locally).
+    /// Newest TXID captured (recorded locally, not yet uploaded).
     pub captured_txid: u64,
     /// Newest TXID in the store.
     pub shipped_txid: u64,
@@ -116,6 +116,12 @@ impl Metrics {
     /// Counts a catch-up after lost WAL continuity.
     pub fn record_catch_up(&self) {
         self.catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Catch-ups so far.
+    #[cfg(test)]
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
     }
 
     /// Records one hold of the app's write lock (a sync point, or a

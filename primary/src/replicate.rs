@@ -10,18 +10,24 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use distributary_core::format::{Compression, EncryptionKey, KeyCheck};
 use distributary_core::retry::{ErrorClass, RetryBound, backoff, classify, retry_bounded};
-use distributary_core::store;
+use distributary_core::{TxId, store};
 use tokio::sync::watch;
 
 use crate::config::{self, Config, DbConfig, ReplicaConfig};
 use crate::generation::plan_start;
 use crate::metrics::Metrics;
 use crate::replicator::{Capturer, CheckpointPolicy, ReplicaSpec, Start, inspect};
+use crate::resume;
 use crate::shipper::Shipper;
+use crate::state::{ReplicaState, StateDir};
 
-/// How often the capture thread looks for new commits between captures: a
-/// commit after a quiet period is captured (and shipped) within one tick.
-const CAPTURE_TICK: Duration = Duration::from_millis(100);
+/// How often the capture thread looks at the database between captures: a
+/// commit after a quiet period is captured (and shipped) within one tick,
+/// and a WAL that reached the checkpoint threshold gets its checkpoint
+/// window within one tick (an app that commits continuously fills
+/// SQLite's 1,000 frames in tens of milliseconds, and each frame past them
+/// costs its commits more). A tick is two small reads.
+const SHORT_TICK: Duration = Duration::from_millis(20);
 
 /// Arguments of `distributary replicate`.
 #[derive(clap::Args, Debug)]
@@ -143,7 +149,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             let store = store::open(&replica.url).await?;
             replicas.push(ReplicaSpec { url: replica.url.clone(), store, sync_interval: replica.sync_interval, key });
         }
-        let policy = CheckpointPolicy { passive_frames: db.checkpoint_frames, truncate_bytes: db.truncate_bytes };
+        let policy = CheckpointPolicy {
+            passive_frames: db.checkpoint_frames,
+            truncate_bytes: db.truncate_bytes,
+            ..CheckpointPolicy::default()
+        };
         databases.push((db.path.clone(), replicas, policy));
     }
 
@@ -279,45 +289,125 @@ async fn plan_starts(
     let mut starts = Vec::with_capacity(replicas.len());
     for replica in replicas {
         let key_check = replica.key.as_ref().map_or(KeyCheck::NONE, EncryptionKey::check);
+        let store = replica.store.as_ref();
         if let Some(known) = inspection.resumable.iter().find(|r| r.url == replica.url) {
             if known.key_check == Some(key_check) {
-                starts.push(Start::Resume);
-                continue;
-            }
-            // A generation never mixes keys (or keys and plaintext): the
-            // store's manifest decides below, and a changed key starts a
-            // new generation there.
-            tracing::warn!(
-                store = %replica.url,
-                recorded = %known.key_check.map_or("unknown".to_string(), describe_key),
-                configured = %describe_key(key_check),
-                "the encryption key differs from the one this store was replicated with"
-            );
-        }
-        let store = replica.store.as_ref();
-        let plan = match bound {
-            Some(bound) => {
-                retry_bounded(bound, "reach the store", class_of, || plan_start(store, inspection.page_size, key_check))
-                    .await?
-            }
-            None => {
-                let mut attempt = 0u32;
-                loop {
-                    match plan_start(store, inspection.page_size, key_check).await {
-                        Ok(plan) => break plan,
-                        Err(e) if *shutdown.borrow() || class_of(&e) == ErrorClass::Permanent => return Err(e),
-                        Err(e) => {
-                            attempt += 1;
-                            tracing::warn!(store = %replica.url, error = %format!("{e:#}"), "reach the store; retrying");
-                            tokio::time::sleep(backoff(attempt)).await;
-                        }
+                let check = resume_problem(path, replica, known, inspection.other_boot, shutdown, bound);
+                match check.await? {
+                    None => {
+                        starts.push(Start::Resume);
+                        continue;
                     }
+                    Some(problem) => tracing::warn!(
+                        store = %replica.url,
+                        %problem,
+                        "the metadata folder does not continue the store's chain (writes lost in a machine \
+                         restart?): continuing from the store's newest TXID with a full catch-up"
+                    ),
                 }
+            } else {
+                // A generation never mixes keys (or keys and plaintext): the
+                // store's manifest decides below, and a changed key starts a
+                // new generation there.
+                tracing::warn!(
+                    store = %replica.url,
+                    recorded = %known.key_check.map_or("unknown".to_string(), describe_key),
+                    configured = %describe_key(key_check),
+                    "the encryption key differs from the one this store was replicated with"
+                );
             }
-        };
-        starts.push(Start::Plan(plan));
+        }
+        let plan = reach_store(&replica.url, shutdown, bound, || plan_start(store, inspection.page_size, key_check));
+        starts.push(Start::Plan(plan.await?));
     }
     Ok(starts)
+}
+
+/// What keeps `known`, a store's progress in the metadata, from being
+/// resumed as it stands (`None`: nothing). The pending files must continue
+/// the store's chain whole; after a machine restart (`other_boot`) the
+/// store is asked how far its chain goes, and the recorded upload progress
+/// moves up to it (see `crate::resume`).
+async fn resume_problem(
+    path: &Path,
+    replica: &ReplicaSpec,
+    known: &ReplicaState,
+    other_boot: bool,
+    shutdown: &watch::Receiver<bool>,
+    bound: Option<RetryBound>,
+) -> Result<Option<String>> {
+    let mut after = known.shipped_txid;
+    // Folders written before the genesis upload was recorded say nothing
+    // was uploaded even when the store holds the generation: ask it.
+    if other_boot || known.shipped_txid == TxId::ZERO {
+        let store = replica.store.as_ref();
+        let newest = reach_store(&replica.url, shutdown, bound, || {
+            resume::store_newest(store, known.generation, known.shipped_txid)
+        })
+        .await?;
+        after = match newest {
+            None if known.shipped_txid > TxId::ZERO => {
+                return Ok(Some(format!("the store holds no manifest of generation {}", known.generation)));
+            }
+            None => TxId::ZERO,
+            Some(newest) if newest < known.shipped_txid => {
+                return Ok(Some(format!(
+                    "the store's chain ends at TXID {newest}, before the {} recorded as uploaded",
+                    known.shipped_txid
+                )));
+            }
+            Some(newest) if newest > known.captured_txid => {
+                return Ok(Some(format!(
+                    "the store holds TXIDs up to {newest}, past the {} recorded as captured",
+                    known.captured_txid
+                )));
+            }
+            Some(newest) => newest,
+        };
+    }
+    let (path, url, captured, known_shipped) =
+        (path.to_path_buf(), replica.url.clone(), known.captured_txid, known.shipped_txid);
+    tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+        let state = StateDir::open(&path)?;
+        if let Some(gap) = resume::pending_gap(&state.pending_dir(&url), after, captured, other_boot)? {
+            return Ok(Some(gap));
+        }
+        if after > known_shipped {
+            state.set_shipped(&url, after)?;
+        }
+        Ok(None)
+    })
+    .await?
+}
+
+/// Runs `op` against a store: a permanent failure is returned at once;
+/// transient ones are retried until `bound` (one-shot) or forever
+/// (daemons, until shutdown).
+async fn reach_store<T, F, Fut>(
+    url: &str,
+    shutdown: &watch::Receiver<bool>,
+    bound: Option<RetryBound>,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    if let Some(bound) = bound {
+        return retry_bounded(bound, "reach the store", class_of, op).await;
+    }
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if *shutdown.borrow() || class_of(&e) == ErrorClass::Permanent => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(store = %url, error = %format!("{e:#}"), "reach the store; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
 }
 
 /// A key check for a log line: "none" for plaintext.
@@ -347,12 +437,9 @@ fn shippers(capturer: &Capturer, replicas: &[ReplicaSpec], metrics: &Arc<Metrics
         .pending_dirs()
         .into_iter()
         .zip(replicas)
-        .map(|(pending_dir, replica)| Shipper {
-            store: replica.store.clone(),
-            pending_dir,
-            metrics: metrics.clone(),
-            db_path: capturer.db_path().to_path_buf(),
-            url: replica.url.clone(),
+        .map(|(pending_dir, replica)| {
+            let db_path = capturer.db_path().to_path_buf();
+            Shipper::new(replica.store.clone(), pending_dir, metrics.clone(), db_path, replica.url.clone())
         })
         .collect()
 }
@@ -366,6 +453,8 @@ async fn replicate_once(
     bound: RetryBound,
 ) -> Result<()> {
     let (_tx, shutdown) = watch::channel(false);
+    // Two passes that find nothing are all the quiet `--once` waits for.
+    let policy = CheckpointPolicy { truncate_after_quiet: Duration::ZERO, ..policy };
     let capturer = open_capturer(path, replicas, policy, metrics.clone(), &shutdown, false, Some(bound)).await?;
     let capturer = tokio::task::spawn_blocking(move || -> Result<Capturer> {
         let mut capturer = capturer;
@@ -438,22 +527,23 @@ async fn start_database(
                 let due = stopping || last_capture.elapsed() >= interval || requests != seen_requests;
                 // Or for the first commit after a quiet pass (ships at once).
                 let woken = !due && capturer.is_quiet() && capturer.has_new_commits()?;
-                if !due && !woken {
-                    return Ok(false);
+                if due || woken {
+                    capturer.capture_pass(|c| publish(&captured_tx, c.captured()))?;
                 }
-                capturer.capture_pass(|c| publish(&captured_tx, c.captured()))?;
                 if !stopping {
+                    // Looks at the WAL's size; a window captures first.
                     capturer.maybe_checkpoint()?;
                 }
-                Ok(true)
+                Ok(due || woken)
             })();
             match result {
                 Ok(captured) => {
                     failures = 0;
+                    // A checkpoint window captures too.
+                    publish(&captured_tx, capturer.captured());
                     if captured {
                         last_capture = std::time::Instant::now();
                         seen_requests = requests;
-                        publish(&captured_tx, capturer.captured());
                         capture_metrics.record_capture_pass(&capture_label);
                     }
                 }
@@ -473,7 +563,7 @@ async fn start_database(
                 let _ = done_tx.send(true);
                 return Ok(());
             }
-            std::thread::sleep(CAPTURE_TICK.min(interval));
+            std::thread::sleep(SHORT_TICK.min(interval));
         }
     })?;
 

@@ -27,10 +27,22 @@ use crate::wal::{self, WalPosition};
 /// even after a huge transaction backlog.
 const MAX_FRAMES_PER_CAPTURE: u64 = 64 * 1024;
 
-/// Frames a sync point reads into memory under the app's write lock at
-/// most (16 MiB of 4 KiB pages); a longer tail is left to the capture before
-/// the next sync point.
-const TAIL_MAX_FRAMES: u64 = 4096;
+/// Frames of a previous WAL's tail read into memory at most (16 MiB of
+/// 4 KiB pages); a longer tail is caught up by page hashes instead. The
+/// tail is what the app committed during a checkpoint window, a few
+/// milliseconds of writes.
+const OLD_TAIL_MAX_FRAMES: u64 = 4096;
+
+/// How long a checkpoint window waits for the app to restart the WAL.
+const RESTART_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How often a checkpoint window looks at the WAL's header meanwhile: the
+/// previous WAL's tail must be read before the new WAL grows over it.
+const RESTART_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How often a checkpoint window runs PASSIVE again, for an app that does
+/// not checkpoint itself (`wal_autocheckpoint=0`).
+const WINDOW_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One store of a database, as configured.
 #[derive(Clone)]
@@ -52,6 +64,11 @@ pub struct CheckpointPolicy {
     pub passive_frames: u64,
     /// Run a TRUNCATE checkpoint once the WAL file is larger than this.
     pub truncate_bytes: u64,
+    /// ... and the app has committed nothing for this long: TRUNCATE runs
+    /// under the app's write lock, so it waits for the app to be idle, not
+    /// merely between two statements (a long VACUUM makes a capture pass
+    /// find nothing new).
+    pub truncate_after_quiet: std::time::Duration,
 }
 
 impl Default for CheckpointPolicy {
@@ -59,7 +76,11 @@ impl Default for CheckpointPolicy {
         // SQLite's own autocheckpoint threshold, and a size limit well above
         // it that is only reached when the app's readers keep PASSIVE
         // checkpoints from completing.
-        CheckpointPolicy { passive_frames: 1_000, truncate_bytes: 64 << 20 }
+        CheckpointPolicy {
+            passive_frames: 1_000,
+            truncate_bytes: 64 << 20,
+            truncate_after_quiet: std::time::Duration::from_secs(5),
+        }
     }
 }
 
@@ -79,6 +100,10 @@ pub struct Inspection {
     /// Stores whose progress can be resumed from the metadata (if the key
     /// they were sealed with is still the one configured).
     pub resumable: Vec<ReplicaState>,
+    /// Whether the folder was last written in another boot of the machine
+    /// (or does not say): writes to it may have been lost, so each store is
+    /// checked before it resumes (`crate::resume`).
+    pub other_boot: bool,
 }
 
 /// Looks at the database and its metadata to learn which stores need a
@@ -93,7 +118,9 @@ pub fn inspect(db_path: &Path) -> Result<Inspection> {
         _ => false,
     };
     let resumable = if in_step { state.replicas()? } else { Vec::new() };
-    Ok(Inspection { page_size, resumable })
+    let boot = crate::resume::current_boot_id();
+    let other_boot = boot.is_none() || state.boot_id()? != boot;
+    Ok(Inspection { page_size, resumable, other_boot })
 }
 
 /// Transactions read from the WAL and folded into one batch, not yet
@@ -102,11 +129,20 @@ struct ReadBatch {
     batch: capture::WalBatch,
     /// The WAL position after the batch's last commit.
     end: WalPosition,
-    /// The pages' bytes, when read into memory (a sync point's tail);
+    /// The pages' bytes, when read into memory (a previous WAL's tail);
     /// otherwise they are read from the files while the batch is written.
     pages: Option<capture::PagesInMemory>,
     /// Whether the batch reaches the WAL's last commit.
     reached_end: bool,
+}
+
+/// What [`Capturer::read_old_tail`] found.
+enum OldTail {
+    /// The previous WAL's tail, provably whole (`None`: nothing after the
+    /// cursor).
+    Complete(Option<ReadBatch>),
+    /// Maybe overwritten in part: catch up by page hashes.
+    Unproven,
 }
 
 /// The capture side of one database.
@@ -127,11 +163,13 @@ pub struct Capturer {
     checkpointed_at: Option<WalPosition>,
     /// Whether the last capture found no new commit (the app is quiet).
     quiet: bool,
+    /// Since when no capture found a commit (`None`: the last one did).
+    quiet_since: Option<std::time::Instant>,
     /// `PRAGMA data_version` when last looked at: it moves when the app commits.
     seen_version: Option<i64>,
-    /// A sync point's tail was read and the read mark let go, but the tail
-    /// was not written (an error): the WAL may have restarted over it, so
-    /// the next pass catches up by page hashes.
+    /// The WAL restarted over frames not captured, or a previous WAL's
+    /// tail could not be proven whole: the next capture catches up by page
+    /// hashes.
     catch_up_due: bool,
 }
 
@@ -159,6 +197,11 @@ impl Capturer {
         source.begin_read()?;
         let (page_size, _) = source.page_geometry()?;
         let state = StateDir::open(db_path)?;
+        // Every store was checked against this boot's folder (`inspect`):
+        // from here on, the folder is written in this boot.
+        if let Some(boot) = crate::resume::current_boot_id() {
+            state.set_boot_id(&boot)?;
+        }
         let stored = state.capture()?.filter(|c| c.page_size == page_size);
         let hashes = match stored {
             Some(c) => PageHashes::from_stored(state.page_hashes()?, c.commit),
@@ -235,7 +278,11 @@ impl Capturer {
             policy,
             metrics,
             checkpointed_at: None,
-            quiet: false,
+            // The start captures everything committed before it: the app's
+            // next commit is the first after a quiet period, and is captured
+            // at once rather than a sync interval later.
+            quiet: true,
+            quiet_since: Some(std::time::Instant::now()),
             seen_version: None,
             catch_up_due: false,
         };
@@ -310,11 +357,17 @@ impl Capturer {
     /// `continuous`, only stores with a plan get a segment and the capture
     /// state is unchanged; otherwise every in-step store gets the pages that
     /// differ from the hash map.
+    ///
+    /// A catch-up takes no lock: the snapshot says where in the WAL it
+    /// ends ([`Source::snapshot_wal_end`]), and capture continues from
+    /// there. Only the start's `continuous` case (stores resuming beside
+    /// stores that begin) needs a sync point: the resuming stores get what
+    /// was committed before the snapshot as changes, the others see it in
+    /// the scan, and no commit may fall between the two.
     fn resync(&mut self, plans: Vec<Option<SegmentPlan>>, continuous: bool) -> Result<()> {
-        let wal_path = wal::wal_path(self.source.db_path());
-        // A sync point: while no commit can happen, capture what is pending
-        // (stores in step only), then move the read snapshot to the end.
-        self.lock_writes()?;
+        if continuous {
+            self.lock_writes()?;
+        }
         let result = (|| -> Result<Option<WalPosition>> {
             if continuous {
                 // Stores about to get their first segment must not get
@@ -324,15 +377,11 @@ impl Capturer {
             }
             self.source.end_read()?;
             self.source.begin_read()?;
-            self.wal_index.clear();
-            let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
-            let transactions = wal::read_transactions(&wal_path, &header, header.start(), u64::MAX)?;
-            for transaction in &transactions {
-                self.wal_index.extend(transaction.pages.iter().copied());
-            }
-            Ok(Some(transactions.last().map_or(header.start(), |t| t.end)))
+            self.snapshot_cursor()
         })();
-        self.unlock_writes()?;
+        if continuous {
+            self.unlock_writes()?;
+        }
         let cursor = result?;
 
         let (page_size, commit) = self.source.page_geometry()?;
@@ -371,6 +420,38 @@ impl Capturer {
         Ok(())
     }
 
+    /// The WAL position where the read transaction's snapshot ends, with the
+    /// page index rebuilt up to it. `None` when the snapshot saw an empty
+    /// WAL: any frames in the file then are older than the snapshot (they
+    /// were all copied into the database before the WAL was reset), so
+    /// reading them again from the start only repeats page images the
+    /// snapshot already holds, and ends in the same state.
+    fn snapshot_cursor(&mut self) -> Result<Option<WalPosition>> {
+        self.wal_index.clear();
+        let Some(end) = self.source.snapshot_wal_end()? else { return Ok(None) };
+        let wal_path = wal::wal_path(self.source.db_path());
+        let header = wal::read_header(&wal_path)?;
+        let Some(header) = header.filter(|h| (h.salt1, h.salt2) == (end.salt1, end.salt2)) else {
+            // The WAL restarted after the snapshot (it was read mark 0: the
+            // WAL fully copied, so the snapshot holds all of it). The next
+            // read finds the previous WAL's tail empty and moves on.
+            return Ok(Some(end));
+        };
+        let transactions = wal::read_transactions(&wal_path, &header, header.start(), end.frame)?;
+        if transactions.last().map(|t| t.end) != Some(end) {
+            bail!(
+                "the WAL of {} does not hold the frames its snapshot ends at (frame {}): the WAL changed under \
+                 the replicator's read transaction",
+                self.db_label,
+                end.frame
+            );
+        }
+        for transaction in transactions {
+            self.wal_index.extend(transaction.pages);
+        }
+        Ok(Some(end))
+    }
+
     /// Captures everything committed since the last pass, up to the WAL's
     /// end as the pass finds it, in batches of at most
     /// [`MAX_FRAMES_PER_CAPTURE`] frames, calling `after_batch` after each.
@@ -384,14 +465,12 @@ impl Capturer {
         }
         // Commits after this reading are seen by `has_new_commits`.
         self.seen_version = Some(self.source.data_version()?);
-        if self.catch_up_due {
-            tracing::warn!(db = %self.db_label, "a sync point's tail was not written: catching up by page hashes");
-            self.catch_up()?;
-            self.catch_up_due = false;
-        }
         let include = vec![true; self.targets.len()];
         let total = self.capture_batches(usize::MAX, &include, &mut after_batch)?;
         self.quiet = total == 0;
+        if self.quiet {
+            self.quiet_since.get_or_insert_with(std::time::Instant::now);
+        }
         Ok(total)
     }
 
@@ -472,20 +551,28 @@ impl Capturer {
     /// Captures one batch: how many transactions, and whether more were
     /// committed than one batch holds.
     fn capture_batch(&mut self, include: &[bool]) -> Result<(u64, bool)> {
-        match self.read_batch(MAX_FRAMES_PER_CAPTURE, false)? {
+        match self.read_batch(MAX_FRAMES_PER_CAPTURE)? {
             Some(read) => {
                 let more = !read.reached_end;
                 Ok((self.write_batch(read, include)?, more))
+            }
+            None if self.catch_up_due => {
+                self.catch_up()?;
+                self.catch_up_due = false;
+                Ok((0, false))
             }
             None => Ok((0, false)),
         }
     }
 
     /// Reads the next run of committed transactions from the WAL (at most
-    /// `max_frames` frames) and folds them into one batch; with
-    /// `in_memory`, reads their pages too. `None` if nothing new was
-    /// committed. The capture state moves only when the batch is written.
-    fn read_batch(&mut self, max_frames: u64, in_memory: bool) -> Result<Option<ReadBatch>> {
+    /// `max_frames` frames) and folds them into one batch. `None` if nothing
+    /// new was committed. The capture state moves only when the batch is
+    /// written.
+    fn read_batch(&mut self, max_frames: u64) -> Result<Option<ReadBatch>> {
+        if self.catch_up_due {
+            return Ok(None); // only the catch-up can tell what the stores miss
+        }
         let wal_path = wal::wal_path(self.source.db_path());
         let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
         if header.page_size != self.capture.page_size {
@@ -498,22 +585,29 @@ impl Capturer {
         }
         let cursor = match self.capture.wal {
             Some(cursor) if cursor.salt1 == header.salt1 && cursor.salt2 == header.salt2 => cursor,
-            // The WAL restarted. While the read transaction is held that can
-            // only happen after every frame of the previous WAL was captured
-            // and checkpointed (see source.rs), so the new WAL continues it.
-            _ => {
+            // The WAL restarted after the read mark was let go (a checkpoint
+            // window) or while it was read mark 0: the previous WAL's last
+            // frames may not be captured yet. They are read first.
+            Some(cursor) => match self.read_old_tail(&header, cursor)? {
+                OldTail::Complete(Some(tail)) => return Ok(Some(tail)),
+                OldTail::Complete(None) => {
+                    self.wal_index.clear();
+                    header.start()
+                }
+                OldTail::Unproven => {
+                    self.catch_up_due = true;
+                    return Ok(None);
+                }
+            },
+            None => {
                 self.wal_index.clear();
                 header.start()
             }
         };
         let mut scan = wal::scan_transactions(&wal_path, &header, cursor, max_frames)?;
         if scan.transactions.is_empty() && scan.at_limit {
-            if in_memory {
-                // A transaction longer than the limit: not for a sync point.
-                let batch = capture::WalBatch { transactions: 0, commit: self.capture.commit, pages: BTreeMap::new() };
-                return Ok(Some(ReadBatch { batch, end: cursor, pages: None, reached_end: false }));
-            }
-            // Read it whole: only its page offsets are kept in memory.
+            // One transaction longer than the limit: read it whole (only its
+            // page offsets are kept in memory).
             scan = wal::scan_transactions(&wal_path, &header, cursor, u64::MAX)?;
         }
         if self.source.path_moved()? {
@@ -521,7 +615,7 @@ impl Capturer {
             // follows the replaced file (or waits for it to appear).
             return Ok(None);
         }
-        let wal::Scan { transactions, at_limit } = scan;
+        let wal::Scan { transactions, at_limit, .. } = scan;
         let Some(last) = transactions.last() else {
             if self.capture.wal != Some(cursor) && cursor.frame == 0 {
                 // Remember the new WAL even before it has a commit.
@@ -531,13 +625,103 @@ impl Capturer {
         };
         let end = last.end;
         let batch = fold_transactions(&transactions, self.capture.commit, &mut self.wal_index);
-        let pages = if in_memory {
-            let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
-            Some(reader.read_all(&batch)?)
-        } else {
-            None
-        };
-        Ok(Some(ReadBatch { batch, end, pages, reached_end: !at_limit }))
+        Ok(Some(ReadBatch { batch, end, pages: None, reached_end: !at_limit }))
+    }
+
+    /// Reads what the previous WAL (the cursor's) committed after the
+    /// cursor, now that a new WAL (`header`) has started over it. Its frames
+    /// stay at the end of the file until the new WAL grows that far, so the
+    /// tail is read with the pages, validated by the old salts and the
+    /// checksum chain, and trusted only when provably whole: the new WAL
+    /// had not reached the tail's first frame when the tail was read (it
+    /// writes its frames in order from the start, so it cannot have touched
+    /// any frame after that one either), the old frames end at a frame
+    /// that is not the new WAL's, and the WAL restarted once since the
+    /// cursor, not again meanwhile. Anything less is `Unproven`, and the
+    /// caller catches up by page hashes instead.
+    fn read_old_tail(&mut self, header: &wal::WalHeader, cursor: WalPosition) -> Result<OldTail> {
+        // A WAL that restarted under the held read transaction ended where
+        // its snapshot ends: the restart needs every frame copied, so the
+        // transaction holds read mark 0, begun on a fully copied WAL; and a
+        // commit appended after it could never be copied while the
+        // transaction is held, so none came before the restart. Captured to
+        // that point, nothing of the previous WAL is missing, however far
+        // the new one has grown since.
+        if self.source.held_snapshot_end() == Some(cursor) {
+            self.wal_index.clear();
+            return Ok(OldTail::Complete(None));
+        }
+        let wal_path = wal::wal_path(self.source.db_path());
+        let old = wal::WalHeader { salt1: cursor.salt1, salt2: cursor.salt2, ..*header };
+        let (scan, frames) = wal::scan_keeping_pages(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES)?;
+        // Read after the tail: had the new WAL been writing the tail's
+        // first frame (index `cursor.frame`) while the tail was read, it
+        // would hold every frame before it now. (Regression, crash matrix:
+        // a limit one frame higher let through a tail whose first frame was
+        // being overwritten, read torn as the tail's end: the tail's commits
+        // were lost and a replica's B-tree broke.)
+        let new_wal = wal::scan_transactions(&wal_path, header, header.start(), cursor.frame)?;
+        // And the tail must read the same again: a frame the app was
+        // writing when first read (a torn frame reads as the tail's end)
+        // has changed since.
+        let again = wal::scan_transactions(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES)?;
+        let unstable = again.end != scan.end
+            || again.transactions.len() != scan.transactions.len()
+            || again.transactions.last().map(|t| t.end) != scan.transactions.last().map(|t| t.end);
+        // Salt-1 grows by one per restart. Two or more restarts since the
+        // cursor mean a whole WAL came and went in between: its commits are
+        // in no frame left to read (regression: the pipeline test came up
+        // TXIDs short with no catch-up logged). Nor may the WAL restart
+        // again while the tail is read: a third WAL overwriting the tail
+        // would end it at frames this proof cannot tell from older ones.
+        let restarts = header.salt1.wrapping_sub(cursor.salt1);
+        let restarted_since =
+            wal::read_header(&wal_path)?.map(|h| (h.salt1, h.salt2)) != Some((header.salt1, header.salt2));
+        // The old frames end at a frame of the new WAL only if it overwrote
+        // the tail; a frame of an older WAL, or none, is the tail's true end.
+        let ended_at_new_wal = matches!(scan.end, Some(wal::LogEnd::Salts(salt1, _)) if salt1 == header.salt1);
+        if restarts != 1
+            || restarted_since
+            || scan.at_limit
+            || new_wal.at_limit
+            || unstable
+            || ended_at_new_wal
+            || self.source.path_moved()?
+        {
+            tracing::warn!(
+                db = %self.db_label,
+                from_frame = cursor.frame,
+                restarts,
+                restarted_since,
+                tail_too_long = scan.at_limit,
+                new_wal_reached_it = new_wal.at_limit,
+                unstable,
+                ended_at_new_wal,
+                "the WAL restarted and its previous tail could not be read whole: catching up by page hashes"
+            );
+            return Ok(OldTail::Unproven);
+        }
+        let Some(last) = scan.transactions.last() else { return Ok(OldTail::Complete(None)) };
+        let commit_before = self.capture.commit;
+        let batch = fold_transactions(&scan.transactions, commit_before, &mut self.wal_index);
+        self.wal_index.clear();
+        // Every page must come from a frame of the tail: a page the fold
+        // takes from an older frame or the database file (the database grew
+        // back over it) may have been overwritten since.
+        let mut pages = BTreeMap::new();
+        for (&pgno, source) in &batch.pages {
+            let capture::PageSource::Wal(offset) = source else { return Ok(OldTail::Unproven) };
+            let Some(bytes) = frames.get(offset) else { return Ok(OldTail::Unproven) };
+            pages.insert(pgno, bytes.clone());
+        }
+        tracing::debug!(db = %self.db_label, transactions = batch.transactions, to = last.end.frame, "read the previous WAL's tail");
+        Ok(OldTail::Complete(Some(ReadBatch {
+            batch,
+            // The next read starts the new WAL.
+            end: header.start(),
+            pages: Some(capture::PagesInMemory(pages)),
+            reached_end: false,
+        })))
     }
 
     /// Writes a batch read by [`Capturer::read_batch`] as one segment per
@@ -576,6 +760,7 @@ impl Capturer {
             target.captured_txid = TxId(target.captured_txid.0 + batch.transactions);
         }
         self.capture = CaptureState { commit: batch.commit, checksum, wal: Some(end), ..self.capture };
+        self.quiet_since = None;
         self.commit_state(&changed, false)?;
         tracing::debug!(db = %self.db_label, transactions = batch.transactions, captured = ?self.captured(), "captured");
         self.publish_progress();
@@ -637,22 +822,33 @@ impl Capturer {
     pub fn maybe_checkpoint(&mut self) -> Result<()> {
         let wal_path = wal::wal_path(self.source.db_path());
         let wal_bytes = || std::fs::metadata(&wal_path).map_or(0, |m| m.len());
-        let frames = self.capture.wal.map_or(0, |c| c.frame);
+        // The WAL index says how many frames the WAL holds without reading
+        // one: this runs on every short tick.
+        let frames = match self.source.wal_frames()? {
+            Some(frames) => u64::from(frames),
+            None => self.capture.wal.map_or(0, |c| c.frame),
+        };
         // Once the app restarts the WAL from its first frame, the file keeps
         // its high-water mark while few frames are in use: a file past the
         // size limit still needs the checkpoint (and the TRUNCATE after it)
         // on a quiet tick, however few frames it holds now. Without this a
         // WAL restarted below `passive_frames` stayed oversized forever.
-        let oversized_and_quiet = self.quiet && wal_bytes() > self.policy.truncate_bytes;
+        let idle = self.quiet && self.quiet_since.is_some_and(|t| t.elapsed() >= self.policy.truncate_after_quiet);
+        let oversized_and_quiet = idle && wal_bytes() > self.policy.truncate_bytes;
         if frames < self.policy.passive_frames && !oversized_and_quiet {
             return Ok(());
         }
-        let already_complete = self.checkpointed_at.is_some() && self.checkpointed_at == self.capture.wal;
-        let mut version = None;
+        // A window that completed at this position, with nothing committed
+        // since, has nothing to add (a WAL that stays past the threshold
+        // because the app is idle).
+        let already_complete = self.checkpointed_at.is_some()
+            && self.checkpointed_at == self.capture.wal
+            && self.capture.wal.is_some_and(|c| c.frame >= frames);
         if !already_complete {
-            let Some(data_version) = self.checkpoint_passive()? else { return Ok(()) };
+            if !self.checkpoint_window()? {
+                return Ok(());
+            }
             self.checkpointed_at = self.capture.wal;
-            version = Some(data_version);
         }
         // A complete PASSIVE checkpoint lets the next commit restart the WAL
         // from its start, so the file stops growing; TRUNCATE only gives the
@@ -660,13 +856,13 @@ impl Capturer {
         // itself, so it cannot run inside a sync point: it waits for a quiet
         // tick, and a commit slipping in anyway is detected by the data
         // version and caught up like lost continuity.
-        if wal_bytes() <= self.policy.truncate_bytes || !self.quiet {
+        if wal_bytes() <= self.policy.truncate_bytes || !idle {
             return Ok(());
         }
-        let version = match version {
-            Some(version) => version,
-            None => self.source.data_version()?,
-        };
+        // A commit after this reading shows in the data version; one
+        // before it is captured here.
+        let version = self.source.data_version()?;
+        self.capture_available(usize::MAX)?;
         self.source.end_read()?;
         // TRUNCATE holds the write lock itself, for the whole checkpoint.
         let started = std::time::Instant::now();
@@ -691,79 +887,94 @@ impl Capturer {
         Ok(())
     }
 
-    /// A PASSIVE checkpoint that completes under steady writes while holding
-    /// the app's write lock only for two short sync points:
+    /// A checkpoint window: lets the app checkpoint and restart its WAL
+    /// without ever taking its write lock.
     ///
-    /// 1. sync point: capture to the WAL's end and move the read mark there;
-    /// 2. no lock: PASSIVE copies the frames up to that mark while the app
-    ///    keeps committing (the mark keeps the checkpoint from reaching
-    ///    frames not yet captured, and the WAL from restarting);
-    /// 3. sync point: capture what was committed meanwhile, let go of the
-    ///    mark, PASSIVE copies that short tail, hold a new mark.
+    /// 1. read what was committed since the last capture into memory (a few
+    ///    milliseconds: the app's commits past SQLite's checkpoint threshold
+    ///    cost it more until the window opens, so nothing slow goes first);
+    /// 2. let go of the read mark, run PASSIVE (it copies every frame: no
+    ///    reader of ours is in the way) and wait, up to [`RESTART_WINDOW`],
+    ///    for the app's next commit to restart the WAL from its first frame
+    ///    (SQLite does that when every frame is copied and no reader holds a
+    ///    mark); the app's own autocheckpoint copies what it commits
+    ///    meanwhile;
+    /// 3. hold a read mark again, write the batch of step 1 as segments, and
+    ///    capture at once: what was committed after step 1 is the previous
+    ///    WAL's tail, still at the end of the file until the new WAL grows
+    ///    that far ([`Capturer::read_old_tail`] reads it and proves it
+    ///    whole, or a catch-up follows).
     ///
-    /// The WAL is then fully checkpointed, so the app's next commit starts
-    /// it again from its first frame and the file stops growing. Returns the
-    /// data version at the last sync point (for TRUNCATE's race check) when
-    /// the checkpoint completed; `None` when the app kept the write lock or
-    /// its readers kept part of the WAL (try again on a later tick).
-    fn checkpoint_passive(&mut self) -> Result<Option<i64>> {
-        // Capturing first keeps the sync points' own captures short.
-        self.capture_available(usize::MAX)?;
-        if self.sync_point(|_| Ok(()))?.is_none() {
-            return Ok(None);
-        }
-        let bulk = self.source.checkpoint(CheckpointMode::Passive)?;
-        tracing::debug!(db = %self.db_label, log = bulk.log_frames, done = bulk.checkpointed_frames, "checkpoint (passive, up to the read mark)");
-        self.capture_available(usize::MAX)?;
-        let tail = self.sync_point(|source| {
-            let version = source.data_version()?;
-            Ok((source.checkpoint(CheckpointMode::Passive)?, version))
-        })?;
-        let Some((tail, version)) = tail else { return Ok(None) };
-        self.metrics.record_checkpoint(false);
-        tracing::debug!(db = %self.db_label, busy = tail.busy, log = tail.log_frames, done = tail.checkpointed_frames, "checkpoint (passive)");
-        let complete = !tail.busy && tail.log_frames == tail.checkpointed_frames;
-        Ok(complete.then_some(version))
-    }
-
-    /// Runs `between` at a sync point: with the write lock held (no commit
-    /// can happen), read what was committed since the last capture into
-    /// memory, let go of the read mark, run `between`, take a new read
-    /// mark, release the lock; then write what was read. Nothing under the
-    /// lock touches a file but the WAL (read) and what `between` does, so
-    /// the app waits for a few frame reads, never for an fsync. `None` if
-    /// the app held the write lock past the lock timeout, or if more than
-    /// one batch was committed since the last capture (try again later).
-    fn sync_point<T>(&mut self, between: impl FnOnce(&Source) -> Result<T>) -> Result<Option<T>> {
-        if !self.source.lock_writes()? {
-            return Ok(None);
-        }
-        let result = (|| -> Result<(Option<ReadBatch>, Option<Result<T>>)> {
-            let tail = self.read_batch(TAIL_MAX_FRAMES, true)?;
-            if tail.as_ref().is_some_and(|t| !t.reached_end) {
-                // Too much for one batch: keep the read mark and come back
-                // after the next capture (the batch read is dropped: reading
-                // moved nothing but the page index, which the next read
-                // rebuilds the same).
-                return Ok((None, None));
+    /// Returns whether the WAL was restarted or can restart at the app's
+    /// next commit; `false` when something kept the checkpoint from
+    /// completing (the app's readers, or a commit stream that never let the
+    /// app's checkpoint finish): try again later.
+    fn checkpoint_window(&mut self) -> Result<bool> {
+        let include = vec![true; self.targets.len()];
+        let batch = loop {
+            let Some(mut read) = self.read_batch(MAX_FRAMES_PER_CAPTURE)? else {
+                if self.catch_up_due {
+                    self.catch_up()?;
+                    self.catch_up_due = false;
+                }
+                break None;
+            };
+            if !read.reached_end {
+                // A previous WAL's tail, or a backlog longer than a batch:
+                // written now, then read on.
+                self.write_batch(read, &include)?;
+                continue;
             }
-            // From here until the tail is written, the WAL may restart over
-            // it: if writing it fails, only a catch-up by page hashes can
-            // tell what the store misses.
-            self.catch_up_due = tail.is_some();
-            self.source.end_read()?;
-            let value = between(&self.source);
-            // Hold the WAL again before any commit can happen.
-            self.source.begin_read()?;
-            Ok((tail, Some(value)))
+            let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
+            read.pages = Some(reader.read_all(&read.batch)?);
+            break Some(read);
+        };
+        let wal_path = wal::wal_path(self.source.db_path());
+        let salts = |header: Option<wal::WalHeader>| header.map(|h| (h.salt1, h.salt2));
+        let before = salts(wal::read_header(&wal_path)?);
+        let version = self.source.data_version()?;
+        self.source.end_read()?;
+        let opened = std::time::Instant::now();
+        let outcome = (|| -> Result<bool> {
+            let mut checkpointed_at = opened;
+            let mut last = self.source.checkpoint(CheckpointMode::Passive)?;
+            loop {
+                if salts(wal::read_header(&wal_path)?) != before {
+                    return Ok(true);
+                }
+                let complete = !last.busy && last.log_frames == last.checkpointed_frames;
+                // Everything copied and nothing committed since: the app's
+                // next commit restarts the WAL, with no tail to read.
+                if complete && self.source.data_version()? == version {
+                    return Ok(true);
+                }
+                if opened.elapsed() >= RESTART_WINDOW {
+                    return Ok(false);
+                }
+                std::thread::sleep(RESTART_POLL);
+                if checkpointed_at.elapsed() >= WINDOW_CHECKPOINT_EVERY {
+                    last = self.source.checkpoint(CheckpointMode::Passive)?;
+                    checkpointed_at = std::time::Instant::now();
+                }
+            }
         })();
-        self.unlock_writes()?;
-        let (tail, value) = result?;
-        if let Some(tail) = tail {
-            self.write_batch(tail, &vec![true; self.targets.len()])?;
+        // Hold the WAL again, whatever happened, before reading its tail.
+        self.source.begin_read()?;
+        if let Some(batch) = batch {
+            // Until it is written, the WAL may have restarted over it: if
+            // writing fails, only a catch-up can tell what the stores miss.
+            self.catch_up_due = true;
+            if let Err(e) = self.write_batch(batch, &include) {
+                tracing::warn!(db = %self.db_label, "a checkpoint window's batch was not written: the next capture catches up by page hashes");
+                return Err(e);
+            }
+            self.catch_up_due = false;
         }
-        self.catch_up_due = false;
-        value.transpose()
+        let restarted = outcome?;
+        self.metrics.record_checkpoint(false);
+        tracing::debug!(db = %self.db_label, restarted, window_ms = opened.elapsed().as_millis() as u64, "checkpoint window");
+        self.capture_available(usize::MAX)?;
+        Ok(restarted)
     }
 
     /// Catches every store up by page hashes: one segment each with every
@@ -859,5 +1070,134 @@ fn clear_pending(dir: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("clear {}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distributary_core::GenerationId;
+    use distributary_core::store::MemoryStore;
+    use rusqlite::Connection;
+
+    /// A capturer of a new database whose app checkpoints only when told.
+    fn start(dir: &Path) -> (Connection, Capturer, Arc<Metrics>) {
+        let db = dir.join("app.db");
+        let app = Connection::open(&db).unwrap();
+        app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);").unwrap();
+        let spec = ReplicaSpec {
+            url: "memory://a".into(),
+            store: Arc::new(MemoryStore::new()),
+            sync_interval: std::time::Duration::from_secs(1),
+            key: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let starts = [Start::Plan(StartPlan::NewGeneration(GenerationId::new(1).unwrap()))];
+        let capturer = Capturer::start(
+            &db,
+            &[spec],
+            &starts,
+            CheckpointPolicy::default(),
+            Compression::default(),
+            metrics.clone(),
+        )
+        .unwrap();
+        (app, capturer, metrics)
+    }
+
+    fn commit(app: &Connection) {
+        app.execute("INSERT INTO t VALUES (randomblob(3000))", []).unwrap();
+    }
+
+    fn restart_wal(app: &Connection) {
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+        commit(app); // the first commit after a complete checkpoint restarts the WAL
+    }
+
+    /// What a checkpoint window lets happen while the capturer holds no
+    /// read mark: a commit into the old WAL's tail, then `restarts` restarts
+    /// of the WAL, each with one commit.
+    fn window(app: &Connection, capturer: &mut Capturer, restarts: usize) {
+        capturer.source.end_read().unwrap();
+        commit(app);
+        for _ in 0..restarts {
+            restart_wal(app);
+        }
+        capturer.source.begin_read().unwrap();
+    }
+
+    #[test]
+    fn one_restart_during_a_window_captures_the_old_tail_and_the_new_wal_one_txid_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        for _ in 0..10 {
+            commit(&app); // the tail starts past the frames the new WAL gets
+        }
+        capturer.capture_pass(|_| {}).unwrap();
+        let before = capturer.captured()[0];
+        window(&app, &mut capturer, 1);
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 0);
+        assert_eq!(capturer.captured()[0].0, before.0 + 2, "the tail's commit and the new WAL's");
+    }
+
+    /// Regression (crash matrix, a replica's B-tree broken): while the tail
+    /// was read, the app was writing the new WAL's frame at the tail's first
+    /// frame; read torn, it ended the tail there, and the tail's commits
+    /// were lost. Here the new WAL holds exactly the frames before the
+    /// tail's first, and that frame's page is torn.
+    #[test]
+    fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        for _ in 0..10 {
+            commit(&app);
+        }
+        capturer.capture_pass(|_| {}).unwrap();
+        let tail_start = capturer.capture.wal.unwrap().frame;
+        capturer.source.end_read().unwrap();
+        commit(&app); // the tail
+        restart_wal(&app);
+        let wal_path = wal::wal_path(capturer.db_path());
+        let wal_frames = || {
+            let header = wal::read_header(&wal_path).unwrap().unwrap();
+            let scan = wal::scan_transactions(&wal_path, &header, header.start(), u64::MAX).unwrap();
+            scan.transactions.last().map_or(0, |t| t.end.frame)
+        };
+        while wal_frames() < tail_start {
+            // One frame each: the same leaf page again.
+            app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
+        }
+        assert_eq!(wal_frames(), tail_start, "the new WAL stops right before the tail");
+        let header = wal::read_header(&wal_path).unwrap().unwrap();
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&wal_path).unwrap();
+        file.write_all_at(&[0xA5; 64], header.frame_offset(tail_start) + wal::FRAME_HEADER_SIZE).unwrap();
+        capturer.source.begin_read().unwrap();
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 1, "a tail that ends at a torn frame the new WAL reached is not proven whole");
+    }
+
+    /// Regression: a WAL that came and went during a window (two restarts)
+    /// was skipped without a word, its commits in no TXID.
+    #[test]
+    fn two_restarts_during_a_window_are_caught_up_never_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        commit(&app);
+        capturer.capture_pass(|_| {}).unwrap();
+        window(&app, &mut capturer, 2);
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 1, "the middle WAL's commit is in no frame left to read");
+        // The catch-up's state is the database's.
+        let mut scanned = PageHashes::empty();
+        let pages = capturer.source.for_each_page(|pgno, page| {
+            scanned.resize(pgno);
+            scanned.set(pgno, page_hash(PageNo(pgno), page));
+            Ok(())
+        });
+        assert_eq!(pages.unwrap(), capturer.capture.commit);
+        assert_eq!(scanned.checksum(), capturer.capture.checksum);
     }
 }

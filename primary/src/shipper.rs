@@ -38,6 +38,9 @@ pub struct Shipper {
     pub db_path: PathBuf,
     /// The store's URL as configured (the metadata's key for it).
     pub url: String,
+    /// The metadata, opened at the first upload and kept: opening it runs
+    /// its schema and pragmas, too much to repeat per upload.
+    state: Arc<std::sync::Mutex<Option<StateDir>>>,
 }
 
 /// A pending segment file and its header.
@@ -58,6 +61,18 @@ pub struct Shipped {
 }
 
 impl Shipper {
+    /// The uploader of the store at `url`, whose captured segments wait in
+    /// `pending_dir`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        pending_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        db_path: PathBuf,
+        url: String,
+    ) -> Shipper {
+        Shipper { store, pending_dir, metrics, db_path, url, state: Arc::default() }
+    }
+
     /// Uploads everything pending up to `committed`, the newest TXID whose
     /// capture is recorded in the metadata. A segment past it may still be
     /// undone: capture writes the file before it commits its state, and a
@@ -130,8 +145,15 @@ impl Shipper {
     /// Otherwise a leftover file starting inside the uploaded object would
     /// be uploaded again under its own key, forking the chain.
     async fn record_shipped(&self, txid: TxId) -> Result<()> {
-        let (db_path, url) = (self.db_path.clone(), self.url.clone());
-        tokio::task::spawn_blocking(move || StateDir::open(&db_path)?.set_shipped(&url, txid)).await?
+        let (db_path, url, state) = (self.db_path.clone(), self.url.clone(), self.state.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.is_none() {
+                *state = Some(StateDir::open(&db_path)?);
+            }
+            state.as_ref().expect("opened above").set_shipped(&url, txid)
+        })
+        .await?
     }
 
     /// Whether anything up to `committed` waits for upload.
@@ -209,6 +231,9 @@ impl Shipper {
         .await
         .context("publish the manifest of the new generation")?;
         tracing::info!(store = self.store.url(), %generation, "started generation");
+        // Recorded before the file goes, as for every upload: a start
+        // checks that the pending files continue the store from here.
+        self.record_shipped(TxId(1)).await?;
         std::fs::remove_file(path)?;
         Ok(size)
     }
@@ -289,7 +314,8 @@ async fn merge_files(pending: &[PendingFile], key: &str) -> Result<tempfile::Nam
         let temp = tempfile::Builder::new().prefix(".merge-").tempfile_in(&dir)?;
         let out = BufWriter::new(temp.reopen()?);
         let (writer, _) = merge(&key, inputs, out)?;
-        writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        // Uploaded, then deleted: nothing to make durable.
+        writer.into_inner().map_err(|e| e.into_error())?;
         Ok(temp)
     })
     .await

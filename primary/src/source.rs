@@ -3,13 +3,15 @@
 //! - `reader` holds a read transaction almost all the time, so no
 //!   checkpoint can discard WAL frames the replicator has not captured: with
 //!   a read mark in the WAL, SQLite cannot restart the WAL; with read mark 0
-//!   (started on a fully checkpointed WAL), it cannot backfill at all.
-//! - `writer` takes the write lock (`BEGIN IMMEDIATE`) for the few
-//!   milliseconds of a *sync point*: capture up to the WAL's end, then move
-//!   the read transaction (and maybe checkpoint) while no commit can slip in
-//!   between. The app's writers wait on their busy timeout meanwhile.
+//!   (started on a fully checkpointed WAL), it cannot backfill at all, so
+//!   the WAL can restart at most once. It lets go only for a checkpoint
+//!   window (see `Capturer::checkpoint_window`), never while the app waits.
+//! - `writer` takes the write lock (`BEGIN IMMEDIATE`) only where nothing
+//!   else can tell what was committed: at the start, and for a catch-up by
+//!   page hashes after continuity was lost. The app's writers wait on their
+//!   busy timeout (or fail, without one) meanwhile.
 //! - `checkpointer` runs the replicator's own checkpoints (PASSIVE, or
-//!   TRUNCATE past the size limit; never RESTART).
+//!   TRUNCATE past the size limit on a quiet tick; never RESTART).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +49,12 @@ pub struct Source {
     db_file: std::fs::File,
     /// `db_file`'s device and inode, to tell whether the path still names it.
     db_identity: (u64, u64),
+    /// The WAL index (`-shm`), for the WAL's frame count on every short
+    /// tick. Kept open for the same reason as `db_file`: the read mark is a
+    /// lock on this file, and closing any descriptor of it would drop it.
+    index_file: Option<std::fs::File>,
+    /// Where the held read transaction's snapshot ends in the WAL.
+    snapshot_end: Option<crate::wal::WalPosition>,
 }
 
 /// A file's device and inode.
@@ -135,7 +143,16 @@ impl Source {
         }))?;
         let db_file = std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
         let db_identity = identity(&db_file.metadata().with_context(|| format!("stat {}", db_path.display()))?);
+        // The connections above opened (or created) it.
+        let index_path = crate::wal::index_path(db_path);
+        let index_file = match std::fs::File::open(&index_path) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("open {}", index_path.display())),
+        };
         Ok(Source {
+            snapshot_end: None,
+            index_file,
             locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
             reader,
@@ -156,6 +173,13 @@ impl Source {
     /// another descriptor of it: see the field's comment).
     pub fn db_file(&self) -> &std::fs::File {
         &self.db_file
+    }
+
+    /// The number of committed frames in the WAL as the WAL index says,
+    /// without reading the WAL; `None` when the index cannot tell now.
+    pub fn wal_frames(&self) -> Result<Option<u32>> {
+        let Some(index) = &self.index_file else { return Ok(None) };
+        crate::wal::index_frames(index).with_context(|| format!("read the WAL index of {}", self.db_path.display()))
     }
 
     /// Whether the file at the database's path is no longer the one these
@@ -191,7 +215,14 @@ impl Source {
         // A read transaction takes its snapshot at its first read.
         self.reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
         self.reading = true;
+        self.snapshot_end = self.snapshot_wal_end()?;
         Ok(())
+    }
+
+    /// Where the held read transaction's snapshot ends in the WAL (`None`
+    /// without one, or for a snapshot of an empty WAL).
+    pub fn held_snapshot_end(&self) -> Option<crate::wal::WalPosition> {
+        if self.reading { self.snapshot_end } else { None }
     }
 
     /// Ends the read transaction.
@@ -251,6 +282,53 @@ impl Source {
         Ok(self.checkpointer.query_row("PRAGMA data_version", [], |row| row.get(0))?)
     }
 
+    /// Where in the WAL the read transaction's snapshot ends: the WAL's
+    /// salts, its committed frame count and the checksum chain after the
+    /// last of them, from `sqlite3_snapshot_get`. Its opaque bytes are a copy
+    /// of the WAL index header the snapshot was taken from (sqlite.org's
+    /// wal.c, `WalIndexHdr`): frame count at 16 and checksum at 24 in the
+    /// machine's byte order, salts at 32 as the WAL file stores them. `None`
+    /// for a snapshot of an empty WAL (frame 0 of a WAL whose header may not
+    /// be written yet). Needs SQLite built with SQLITE_ENABLE_SNAPSHOT.
+    pub fn snapshot_wal_end(&self) -> Result<Option<crate::wal::WalPosition>> {
+        if !self.reading {
+            bail!("snapshot_wal_end needs the read transaction");
+        }
+        let mut snapshot: *mut rusqlite::ffi::sqlite3_snapshot = std::ptr::null_mut();
+        // SAFETY: the handle is the reader's, used on this thread only; the
+        // snapshot is copied out and freed before returning.
+        let bytes = unsafe {
+            let rc = rusqlite::ffi::sqlite3_snapshot_get(self.reader.handle(), c"main".as_ptr(), &mut snapshot);
+            // SQLITE_ERROR with a read transaction held in WAL mode: the
+            // snapshot is of a WAL no frame was written to since it was
+            // reset (its header has no frame checksum yet).
+            if rc == rusqlite::ffi::SQLITE_ERROR {
+                return Ok(None);
+            }
+            if rc != rusqlite::ffi::SQLITE_OK {
+                bail!(
+                    "read the snapshot of {} (SQLite error {rc}; is SQLite built with SQLITE_ENABLE_SNAPSHOT?)",
+                    self.db_path.display()
+                );
+            }
+            let bytes = (*snapshot).hidden;
+            rusqlite::ffi::sqlite3_snapshot_free(snapshot);
+            bytes
+        };
+        let native = |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let stored = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let frames = native(16);
+        if frames == 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::wal::WalPosition {
+            salt1: stored(32),
+            salt2: stored(36),
+            frame: u64::from(frames),
+            checksum: (native(24), native(28)),
+        }))
+    }
+
     /// The page size and page count as the read transaction sees them.
     pub fn page_geometry(&self) -> Result<(u32, u32)> {
         let page_size: u32 = self.reader.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -281,5 +359,43 @@ impl Source {
             visit(pgno, data)?;
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_says_which_wal_frame_the_read_transaction_ends_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let app = Connection::open(&db).unwrap();
+        app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);").unwrap();
+        let mut source = Source::open(&db).unwrap();
+        let wal = crate::wal::wal_path(&db);
+        let end_now = || {
+            let header = crate::wal::read_header(&wal).unwrap().unwrap();
+            crate::wal::read_transactions(&wal, &header, header.start(), u64::MAX).unwrap().last().unwrap().end
+        };
+        for i in 0..3 {
+            app.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        source.begin_read().unwrap();
+        let seen = end_now();
+        // Commits after the snapshot do not move it.
+        app.execute("INSERT INTO t VALUES (99)", []).unwrap();
+        assert_eq!(source.snapshot_wal_end().unwrap(), Some(seen));
+        assert_ne!(end_now(), seen);
+        source.end_read().unwrap();
+        source.begin_read().unwrap();
+        assert_eq!(source.snapshot_wal_end().unwrap(), Some(end_now()));
+        assert_eq!(source.wal_frames().unwrap(), Some(end_now().frame as u32));
+        // A fully checkpointed, reset WAL: the snapshot is of an empty WAL.
+        source.end_read().unwrap();
+        source.checkpoint(CheckpointMode::Truncate).unwrap();
+        source.begin_read().unwrap();
+        assert_eq!(source.snapshot_wal_end().unwrap(), None);
     }
 }

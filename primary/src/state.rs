@@ -5,9 +5,16 @@
 //! holding captured segments not yet uploaded.
 //!
 //! Everything captured is committed here in one SQLite transaction, after the
-//! pending segment files are durable, so a crash at any point leaves either
-//! the old or the new state; pending files newer than the state are orphans
-//! of a crash and are removed on open.
+//! pending segment files are written, so a killed process leaves either the
+//! old or the new state; pending files newer than the state are orphans of a
+//! crash and are removed on open.
+//!
+//! Nothing here is fsynced on the hot path (`synchronous=NORMAL`, pending
+//! files written but not synced): a killed process loses nothing the kernel
+//! holds, and only a machine restart (power loss, kernel crash) can lose
+//! writes. So the folder records the boot it was written in; a start in
+//! another boot checks the pending files and the store before resuming
+//! (`crate::resume`).
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +79,7 @@ CREATE TABLE IF NOT EXISTS replica (
     shipped_txid INTEGER NOT NULL,
     key_check INTEGER
 );
+CREATE TABLE IF NOT EXISTS host (id INTEGER PRIMARY KEY CHECK (id = 1), boot_id TEXT NOT NULL);
 ";
 
 impl StateDir {
@@ -90,7 +98,7 @@ impl StateDir {
         })?;
         let db = Connection::open(root.join("state.db"))
             .with_context(|| format!("open {}", root.join("state.db").display()))?;
-        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         db.execute_batch(SCHEMA).with_context(|| format!("initialise {}", root.join("state.db").display()))?;
         add_key_check_column(&db).with_context(|| format!("upgrade {}", root.join("state.db").display()))?;
         Ok(StateDir { root, db })
@@ -223,6 +231,21 @@ impl StateDir {
             )?;
         }
         transaction.commit().context("commit capture state")?;
+        Ok(())
+    }
+
+    /// The boot of the machine the folder was last written in (`None`: not
+    /// recorded, as in folders written before it was).
+    pub fn boot_id(&self) -> Result<Option<String>> {
+        self.db
+            .query_row("SELECT boot_id FROM host WHERE id = 1", [], |row| row.get(0))
+            .optional()
+            .context("read the recorded boot")
+    }
+
+    /// Records that the folder is written in `boot_id` from now on.
+    pub fn set_boot_id(&self, boot_id: &str) -> Result<()> {
+        self.db.execute("INSERT OR REPLACE INTO host (id, boot_id) VALUES (1, ?1)", [boot_id])?;
         Ok(())
     }
 

@@ -205,6 +205,20 @@ pub struct Scan {
     /// Whether the scan stopped at `max_frames` (more frames may follow)
     /// rather than at the WAL's end.
     pub at_limit: bool,
+    /// Where the scan stopped, when it stopped at the WAL's end.
+    pub end: Option<LogEnd>,
+}
+
+/// What ends a WAL's frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEnd {
+    /// The end of the file.
+    EndOfFile,
+    /// A frame with other salts (a leftover of an earlier WAL cycle, or the
+    /// first frame of a later one that has reached this far), or page 0.
+    Salts(u32, u32),
+    /// A frame whose checksum does not follow (torn, or rolled back).
+    Checksum,
 }
 
 /// [`read_transactions`], also telling whether the scan reached the end.
@@ -214,10 +228,36 @@ pub fn scan_transactions(
     from: WalPosition,
     max_frames: u64,
 ) -> Result<Scan, WalError> {
+    scan(path, header, from, max_frames, None)
+}
+
+/// [`scan_transactions`] that also keeps the page bytes of every committed
+/// frame, by the offset of its page data: for a WAL that may be overwritten
+/// at any moment (the frames the checksums validated are the frames kept).
+pub fn scan_keeping_pages(
+    path: &Path,
+    header: &WalHeader,
+    from: WalPosition,
+    max_frames: u64,
+) -> Result<(Scan, std::collections::BTreeMap<u64, Vec<u8>>), WalError> {
+    let mut pages = std::collections::BTreeMap::new();
+    let scan = scan(path, header, from, max_frames, Some(&mut pages))?;
+    Ok((scan, pages))
+}
+
+fn scan(
+    path: &Path,
+    header: &WalHeader,
+    from: WalPosition,
+    max_frames: u64,
+    mut keep: Option<&mut std::collections::BTreeMap<u64, Vec<u8>>>,
+) -> Result<Scan, WalError> {
     let io_err = |source| WalError::Io { path: path.to_path_buf(), source };
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scan { transactions: Vec::new(), at_limit: false }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Scan { transactions: Vec::new(), at_limit: false, end: Some(LogEnd::EndOfFile) });
+        }
         Err(e) => return Err(io_err(e)),
     };
     let file_len = file.metadata().map_err(io_err)?.len();
@@ -230,35 +270,43 @@ pub fn scan_transactions(
     let mut page = vec![0u8; header.page_size as usize];
     let mut transactions = Vec::new();
     let mut pending: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    let mut uncommitted: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut position = from;
     let mut index = from.frame;
     let end_index = from.frame.saturating_add(max_frames);
-    let mut at_limit = true;
+    let mut end = None;
     while index < end_index {
         let offset = header.frame_offset(index);
         if offset + FRAME_HEADER_SIZE + page_size > file_len {
-            at_limit = false;
+            end = Some(LogEnd::EndOfFile);
             break;
         }
         file.read_exact(&mut frame_header).map_err(io_err)?;
         file.read_exact(&mut page).map_err(io_err)?;
         let pgno = be32(&frame_header[0..4]);
         let commit = be32(&frame_header[4..8]);
-        if be32(&frame_header[8..12]) != header.salt1 || be32(&frame_header[12..16]) != header.salt2 || pgno == 0 {
-            at_limit = false;
+        let salts = (be32(&frame_header[8..12]), be32(&frame_header[12..16]));
+        if salts != (header.salt1, header.salt2) || pgno == 0 {
+            end = Some(LogEnd::Salts(salts.0, salts.1));
             break; // a leftover frame of an earlier WAL cycle: the log ends here
         }
         let sum = checksum(header.big_endian_checksums, position.checksum, &frame_header[..8]);
         let sum = checksum(header.big_endian_checksums, sum, &page);
         if sum != (be32(&frame_header[16..20]), be32(&frame_header[20..24])) {
-            at_limit = false;
+            end = Some(LogEnd::Checksum);
             break; // torn or stale frame
         }
         position.checksum = sum;
         index += 1;
         pending.insert(pgno, offset + FRAME_HEADER_SIZE);
+        if keep.is_some() {
+            uncommitted.push((offset + FRAME_HEADER_SIZE, page.clone()));
+        }
         if commit != 0 {
             position.frame = index;
+            if let Some(keep) = keep.as_deref_mut() {
+                keep.extend(uncommitted.drain(..));
+            }
             transactions.push(WalTransaction {
                 pages: std::mem::take(&mut pending).into_iter().collect(),
                 commit,
@@ -266,7 +314,38 @@ pub fn scan_transactions(
             });
         }
     }
-    Ok(Scan { transactions, at_limit })
+    Ok(Scan { transactions, at_limit: end.is_none(), end })
+}
+
+/// Offset of the WAL index's header in the `-shm` file, and its size: two
+/// copies of a 48-byte header (a reader trusts them only when they agree).
+const INDEX_HEADER_SIZE: usize = 48;
+
+/// The path of a database's WAL index (shared memory) file.
+pub fn index_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push("-shm");
+    PathBuf::from(name)
+}
+
+/// The number of committed frames in the WAL, from the header of the WAL
+/// index SQLite keeps for its connections (`index`, the open `-shm` file):
+/// one small read, no frame read. `None` while a writer is changing the
+/// header (its two copies differ) or before it is initialised: ask later.
+pub fn index_frames(index: &File) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; 2 * INDEX_HEADER_SIZE];
+    match index.read_exact_at(&mut bytes, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (first, second) = bytes.split_at(INDEX_HEADER_SIZE);
+    // The header is in the machine's byte order; byte 12 is "initialised".
+    if first != second || first[12] == 0 {
+        return Ok(None);
+    }
+    Ok(Some(u32::from_ne_bytes([first[16], first[17], first[18], first[19]])))
 }
 
 #[cfg(test)]

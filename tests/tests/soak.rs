@@ -271,14 +271,18 @@ async fn memory_and_descriptors_stay_flat_while_replicas_come_and_go() {
     assert!(status.success(), "replicate --exec exited with {status}:\n{}", tail(&replicator.log()));
     let committed: u64 = std::fs::read_to_string(&count_file).unwrap().trim().parse().unwrap();
     let primary = database_checksum(&db).unwrap();
+    // One TXID per transaction, except that a catch-up by page hashes folds
+    // the transactions it recovers into one (each says so in the log): then
+    // the replicas' state, not their TXID, tells that they converged.
+    let folded = replicator.log().contains("catching up");
+    let one_txid_each = |txid: Option<u64>| folded || txid == Some(1 + committed);
     let ((mut serve_b, base_b), sync_b) = late.expect("the late replicas joined");
 
     let client = reqwest::Client::new();
     let deadline = Instant::now() + CONVERGE_LIMIT;
     let converged_from = Instant::now();
     for (name, base, file) in [("serve-a", &base_a, "serve-a.db"), ("serve-b", &base_b, "serve-b.db")] {
-        while serve_txid(&client, base).await != Some(1 + committed)
-            || replica_checksum(&replica(file)).ok() != Some(primary)
+        while !one_txid_each(serve_txid(&client, base).await) || replica_checksum(&replica(file)).ok() != Some(primary)
         {
             assert!(Instant::now() < deadline, "{name} did not converge:\n{}", tail(&serve_a.log()));
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -294,7 +298,10 @@ async fn memory_and_descriptors_stay_flat_while_replicas_come_and_go() {
     for (name, sync) in [("sync-a", sync_a), ("sync-b", sync_b)] {
         let seen = sync.finish();
         assert!(seen.anomalies.is_empty(), "{name} misbehaved: {:#?}", seen.anomalies);
-        assert_eq!(seen.last.map(|(txid, _)| txid), Some(1 + committed), "{name}: one TXID per transaction");
+        assert!(
+            one_txid_each(seen.last.as_ref().map(|(txid, _)| *txid)),
+            "{name}: one TXID per transaction ({seen:?})"
+        );
         eprintln!("{name}: {} syncs, {} failed while offline or racing retention", seen.successes, seen.failures);
     }
     for file in ["serve-a.db", "serve-b.db", "sync-a.db", "sync-b.db"] {
