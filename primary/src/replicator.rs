@@ -678,14 +678,25 @@ impl Capturer {
         let restarted_since =
             wal::read_header(&wal_path)?.map(|h| (h.salt1, h.salt2)) != Some((header.salt1, header.salt2));
         // The old frames end at a frame of the new WAL only if it overwrote
-        // the tail; a frame of an older WAL, or none, is the tail's true end.
+        // the tail; a frame of an older WAL is the tail's true end.
         let ended_at_new_wal = matches!(scan.end, Some(wal::LogEnd::Salts(salt1, _)) if salt1 == header.salt1);
+        // The end of the file is the tail's end only if the file was not
+        // cut meanwhile. The app can cut it: `wal_checkpoint(TRUNCATE)`
+        // empties it, and with `journal_size_limit` the new WAL's first
+        // commit shortens it to the limit, inside the tail or before it
+        // (regression: the soak test's snapshot came out malformed, a
+        // tail's commit in no TXID). A file cut to zero has lost the
+        // cursor's own frame; SQLite ends a log on a frame's boundary, and a
+        // limit cuts where it falls.
+        let cut = scan.end == Some(wal::LogEnd::EndOfFile)
+            && (!scan.ended_on_file_boundary(&old) || !frame_checksum_matches(&wal_path, &old, cursor)?);
         if restarts != 1
             || restarted_since
             || scan.at_limit
             || new_wal.at_limit
             || unstable
             || ended_at_new_wal
+            || cut
             || self.source.path_moved()?
         {
             tracing::warn!(
@@ -697,6 +708,7 @@ impl Capturer {
                 new_wal_reached_it = new_wal.at_limit,
                 unstable,
                 ended_at_new_wal,
+                cut,
                 "the WAL restarted and its previous tail could not be read whole: catching up by page hashes"
             );
             return Ok(OldTail::Unproven);
@@ -1179,6 +1191,67 @@ mod tests {
         assert_eq!(metrics.catch_ups(), 1, "a tail that ends at a torn frame the new WAL reached is not proven whole");
     }
 
+    /// Regression (soak and pipeline tests, a snapshot "malformed"): the
+    /// app ran `wal_checkpoint(TRUNCATE)` during a window, after a commit
+    /// into the old WAL's tail. The WAL file was cut to zero bytes, the
+    /// tail scan met the end of the file at once and took it for the
+    /// tail's end: the tail's commit was in no TXID.
+    #[test]
+    fn a_tail_the_app_truncated_away_during_a_window_is_caught_up_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        for _ in 0..10 {
+            commit(&app);
+        }
+        capturer.capture_pass(|_| {}).unwrap();
+        capturer.source.end_read().unwrap();
+        commit(&app); // the tail
+        app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        commit(&app); // the new WAL, shorter than the cursor
+        capturer.source.begin_read().unwrap();
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 1, "a tail cut off with the file is not an empty tail");
+        assert_capture_is_the_database(&mut capturer);
+    }
+
+    /// The same with `journal_size_limit`: SQLite cuts the WAL file to the
+    /// limit at the new WAL's first commit, in the middle of the old tail.
+    #[test]
+    fn a_tail_cut_short_by_journal_size_limit_is_caught_up_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, mut capturer, metrics) = start(dir.path());
+        for _ in 0..10 {
+            commit(&app);
+        }
+        capturer.capture_pass(|_| {}).unwrap();
+        let wal_path = wal::wal_path(capturer.db_path());
+        let cursor_bytes = std::fs::metadata(&wal_path).unwrap().len();
+        capturer.source.end_read().unwrap();
+        for _ in 0..10 {
+            commit(&app); // the tail, past the limit below
+        }
+        // Past the cursor, inside the tail, not on a frame's boundary.
+        app.query_row(&format!("PRAGMA journal_size_limit = {}", cursor_bytes + 5_000), [], |_| Ok(())).unwrap();
+        restart_wal(&app);
+        assert_eq!(std::fs::metadata(&wal_path).unwrap().len(), cursor_bytes + 5_000, "cut inside the tail");
+        capturer.source.begin_read().unwrap();
+        capturer.capture_pass(|_| {}).unwrap();
+        assert_eq!(metrics.catch_ups(), 1, "a tail cut short with the file is not proven whole");
+        assert_capture_is_the_database(&mut capturer);
+    }
+
+    /// The captured state's checksum is the database's, scanned now.
+    fn assert_capture_is_the_database(capturer: &mut Capturer) {
+        let mut scanned = PageHashes::empty();
+        let pages = capturer.source.for_each_page(|pgno, page| {
+            scanned.resize(pgno);
+            scanned.set(pgno, page_hash(PageNo(pgno), page));
+            Ok(())
+        });
+        assert_eq!(pages.unwrap(), capturer.capture.commit);
+        assert_eq!(scanned.checksum(), capturer.capture.checksum);
+    }
+
     /// Regression: a WAL that came and went during a window (two restarts)
     /// was skipped without a word, its commits in no TXID.
     #[test]
@@ -1190,14 +1263,6 @@ mod tests {
         window(&app, &mut capturer, 2);
         capturer.capture_pass(|_| {}).unwrap();
         assert_eq!(metrics.catch_ups(), 1, "the middle WAL's commit is in no frame left to read");
-        // The catch-up's state is the database's.
-        let mut scanned = PageHashes::empty();
-        let pages = capturer.source.for_each_page(|pgno, page| {
-            scanned.resize(pgno);
-            scanned.set(pgno, page_hash(PageNo(pgno), page));
-            Ok(())
-        });
-        assert_eq!(pages.unwrap(), capturer.capture.commit);
-        assert_eq!(scanned.checksum(), capturer.capture.checksum);
+        assert_capture_is_the_database(&mut capturer);
     }
 }

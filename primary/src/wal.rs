@@ -207,6 +207,20 @@ pub struct Scan {
     pub at_limit: bool,
     /// Where the scan stopped, when it stopped at the WAL's end.
     pub end: Option<LogEnd>,
+    /// The frame index the scan stopped at (the first frame not read).
+    pub stopped_at: u64,
+    /// The file's length when the scan began.
+    pub file_len: u64,
+}
+
+impl Scan {
+    /// Whether the scan stopped at the end of the file exactly where a
+    /// frame would begin. SQLite writes whole frames, so a log that ends
+    /// with the file ends on a frame's boundary; a file cut elsewhere was
+    /// truncated under the log (`journal_size_limit`) or is being written.
+    pub fn ended_on_file_boundary(&self, header: &WalHeader) -> bool {
+        self.end == Some(LogEnd::EndOfFile) && self.file_len == header.frame_offset(self.stopped_at)
+    }
 }
 
 /// What ends a WAL's frames.
@@ -256,7 +270,13 @@ fn scan(
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Scan { transactions: Vec::new(), at_limit: false, end: Some(LogEnd::EndOfFile) });
+            return Ok(Scan {
+                transactions: Vec::new(),
+                at_limit: false,
+                end: Some(LogEnd::EndOfFile),
+                stopped_at: from.frame,
+                file_len: 0,
+            });
         }
         Err(e) => return Err(io_err(e)),
     };
@@ -281,8 +301,16 @@ fn scan(
             end = Some(LogEnd::EndOfFile);
             break;
         }
-        file.read_exact(&mut frame_header).map_err(io_err)?;
-        file.read_exact(&mut page).map_err(io_err)?;
+        // A file cut short meanwhile ends the log where it was cut (a
+        // previous WAL's tail can be truncated while it is read).
+        match file.read_exact(&mut frame_header).and_then(|()| file.read_exact(&mut page)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                end = Some(LogEnd::EndOfFile);
+                break;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
         let pgno = be32(&frame_header[0..4]);
         let commit = be32(&frame_header[4..8]);
         let salts = (be32(&frame_header[8..12]), be32(&frame_header[12..16]));
@@ -314,7 +342,7 @@ fn scan(
             });
         }
     }
-    Ok(Scan { transactions, at_limit: end.is_none(), end })
+    Ok(Scan { transactions, at_limit: end.is_none(), end, stopped_at: index, file_len })
 }
 
 /// Offset of the WAL index's header in the `-shm` file, and its size: two
