@@ -56,6 +56,43 @@ pub async fn walk(store: &dyn Store, key: Option<&EncryptionKey>) -> Result<Chai
     Ok(chain)
 }
 
+/// Applies the current generation's chain to a database file at `path`,
+/// segment by segment from its first snapshot, and calls `check` with the
+/// file after each (every state a replica can be in, as `edge-reader`
+/// applies it: each page written in place, the file cut to the segment's
+/// size). Returns how many states were checked.
+pub async fn replay_each(
+    store: &dyn Store,
+    path: &Path,
+    mut check: impl FnMut(&Path, TxId) -> Result<()>,
+) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let manifest = read_manifest(store).await?.context("the store has no manifest")?.value;
+    let generation = manifest.generation;
+    let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?;
+    let mut object = snapshot_key(generation, TxId(1));
+    let mut checked = 0;
+    loop {
+        let (bytes, _) = match store.get_bytes(&object).await {
+            Ok(got) => got,
+            Err(e) if e.is_not_found() && checked > 0 => break,
+            Err(e) => return Err(e).with_context(|| format!("get {object}")),
+        };
+        let mut reader = SegmentReader::open(object.as_str(), &bytes[..])?;
+        let header = reader.header().clone();
+        let mut codec = PageCodec::new(header.generation, None, Compression::default())?;
+        let mut page = vec![0u8; header.page_size as usize];
+        while let Some(pgno) = reader.next_page(&mut codec, &mut page)? {
+            file.write_all_at(&page, u64::from(pgno.0 - 1) * u64::from(header.page_size))?;
+        }
+        file.set_len(u64::from(header.commit) * u64::from(header.page_size))?;
+        check(path, header.max_txid).with_context(|| format!("the state at TXID {}", header.max_txid))?;
+        checked += 1;
+        object = l0_key(generation, header.max_txid.next());
+    }
+    Ok(checked)
+}
+
 async fn verify_object(
     store: &dyn Store,
     object: &str,
