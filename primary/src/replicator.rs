@@ -1118,6 +1118,17 @@ mod tests {
         (app, capturer, metrics)
     }
 
+    /// [`start`], then ten commits captured: a later tail starts past the
+    /// frames a new WAL's first commits take.
+    fn start_past_ten_commits(dir: &Path) -> (Connection, Capturer, Arc<Metrics>) {
+        let (app, mut capturer, metrics) = start(dir);
+        for _ in 0..10 {
+            commit(&app);
+        }
+        capturer.capture_pass(|_| {}).unwrap();
+        (app, capturer, metrics)
+    }
+
     fn commit(app: &Connection) {
         app.execute("INSERT INTO t VALUES (randomblob(3000))", []).unwrap();
     }
@@ -1162,11 +1173,7 @@ mod tests {
     #[test]
     fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, mut capturer, metrics) = start(dir.path());
-        for _ in 0..10 {
-            commit(&app);
-        }
-        capturer.capture_pass(|_| {}).unwrap();
+        let (app, mut capturer, metrics) = start_past_ten_commits(dir.path());
         let tail_start = capturer.capture.wal.unwrap().frame;
         capturer.source.end_read().unwrap();
         commit(&app); // the tail
@@ -1199,11 +1206,7 @@ mod tests {
     #[test]
     fn a_tail_the_app_truncated_away_during_a_window_is_caught_up_never_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, mut capturer, metrics) = start(dir.path());
-        for _ in 0..10 {
-            commit(&app);
-        }
-        capturer.capture_pass(|_| {}).unwrap();
+        let (app, mut capturer, metrics) = start_past_ten_commits(dir.path());
         capturer.source.end_read().unwrap();
         commit(&app); // the tail
         app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
@@ -1219,11 +1222,7 @@ mod tests {
     #[test]
     fn a_tail_cut_short_by_journal_size_limit_is_caught_up_never_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, mut capturer, metrics) = start(dir.path());
-        for _ in 0..10 {
-            commit(&app);
-        }
-        capturer.capture_pass(|_| {}).unwrap();
+        let (app, mut capturer, metrics) = start_past_ten_commits(dir.path());
         let wal_path = wal::wal_path(capturer.db_path());
         let cursor_bytes = std::fs::metadata(&wal_path).unwrap().len();
         capturer.source.end_read().unwrap();
