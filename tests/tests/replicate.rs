@@ -613,11 +613,7 @@ fn busy0_app(db: &Path, seconds: u64) -> Busy0Run {
 /// restores to a database equal to the primary, page for page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_with_busy_timeout_zero_is_never_refused_and_the_store_restores_equal() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let store_dir = dir.path().join("store");
-    let url = format!("file://{}", store_dir.display());
-    let store = FileStore::new(&store_dir);
+    let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
     let replicator = spawn_replicator(&db, &url, &[], &[]);
     // The start is the one moment the replicator takes the write lock.
