@@ -1,6 +1,6 @@
 //! Capturing: turning committed WAL transactions (or a scan of every page)
-//! into segments, one per store, written durably to the store's `pending/`
-//! folder before the capture is recorded in the metadata. Page hashes and the
+//! into segments, one per store, built in memory (or, for a segment that
+//! holds every page, in the store's `pending/` folder). Page hashes and the
 //! rolling checksum are updated in the same pass, so the post-apply checksum
 //! of every segment is known without re-reading the database.
 
@@ -50,11 +50,38 @@ pub fn pending_name(min_txid: TxId) -> String {
 /// snapshot, then the manifest).
 pub const GENESIS_NAME: &str = "genesis.seg";
 
+/// Where a segment being written goes.
+enum Sink {
+    /// Into memory: the common case, a capture uploaded from there.
+    Memory(SegmentEncoder<Vec<u8>>),
+    /// Into a file of the store's pending folder (temp name, renamed when
+    /// finished): a segment too large to hold in memory.
+    File { encoder: SegmentEncoder<BufWriter<File>>, temp: PathBuf, path: PathBuf },
+}
+
 struct Open {
-    encoder: SegmentEncoder<BufWriter<File>>,
-    temp: PathBuf,
-    target: PathBuf,
-    kind: SegmentKind,
+    sink: Sink,
+    header: Header,
+    genesis: bool,
+}
+
+/// A finished segment, in memory or in a pending file.
+pub struct Finished {
+    /// Its header.
+    pub header: Header,
+    /// The first snapshot of a generation.
+    pub genesis: bool,
+    /// Its bytes.
+    pub body: Body,
+}
+
+/// Where a captured segment's bytes are.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// In memory.
+    Memory(bytes::Bytes),
+    /// In a file of the store's pending folder.
+    File(PathBuf),
 }
 
 /// Segments being written, one per target, fed the same pages.
@@ -79,11 +106,18 @@ pub struct SegmentPlan {
 
 impl SegmentSet {
     /// Starts one segment per target, `plans[i]` for `targets[i]` (`None`
-    /// skips that target).
-    pub fn begin(targets: &[Target], plans: &[Option<SegmentPlan>], page_size: u32, commit: u32) -> Result<SegmentSet> {
+    /// skips that target). With `in_memory`, changes are written to memory
+    /// (full segments always go to a pending file: they hold every page).
+    pub fn begin<'t>(
+        targets: impl IntoIterator<Item = &'t Target>,
+        plans: &[Option<SegmentPlan>],
+        page_size: u32,
+        commit: u32,
+        in_memory: bool,
+    ) -> Result<SegmentSet> {
         let now = clock::now_ms();
-        let mut open = Vec::with_capacity(targets.len());
-        for (target, plan) in targets.iter().zip(plans) {
+        let mut open = Vec::with_capacity(plans.len());
+        for (target, plan) in targets.into_iter().zip(plans) {
             let Some(plan) = *plan else {
                 open.push(None);
                 continue;
@@ -104,59 +138,86 @@ impl SegmentSet {
                 generation: target.generation,
                 key_check,
             };
-            std::fs::create_dir_all(&target.pending_dir)
-                .with_context(|| format!("create {}", target.pending_dir.display()))?;
             let name = if plan.genesis { GENESIS_NAME.to_string() } else { pending_name(plan.min_txid) };
-            let final_path = target.pending_dir.join(&name);
-            let temp = target.pending_dir.join(format!(".{name}.tmp"));
-            let file = File::create(&temp).with_context(|| format!("create {}", temp.display()))?;
-            let encoder = SegmentEncoder::new(name, header, BufWriter::with_capacity(256 * 1024, file))?;
-            open.push(Some(Open { encoder, temp, target: final_path, kind: plan.kind }));
+            let sink = if in_memory && plan.kind == SegmentKind::Changes {
+                Sink::Memory(SegmentEncoder::new(name, header.clone(), Vec::new())?)
+            } else {
+                std::fs::create_dir_all(&target.pending_dir)
+                    .with_context(|| format!("create {}", target.pending_dir.display()))?;
+                let path = target.pending_dir.join(&name);
+                let temp = target.pending_dir.join(format!(".{name}.tmp"));
+                let file = File::create(&temp).with_context(|| format!("create {}", temp.display()))?;
+                let encoder = SegmentEncoder::new(name, header.clone(), BufWriter::with_capacity(256 * 1024, file))?;
+                Sink::File { encoder, temp, path }
+            };
+            open.push(Some(Open { sink, header, genesis: plan.genesis }));
         }
         Ok(SegmentSet { open })
     }
 
     /// Writes a page to every segment that wants it: all of them if
-    /// `changed`, only full ones otherwise.
-    pub fn write_page(&mut self, targets: &mut [Target], pgno: u32, page: &[u8], changed: bool) -> Result<()> {
-        for (slot, target) in self.open.iter_mut().zip(targets.iter_mut()) {
-            if let Some(open) = slot
-                && (changed || open.kind == SegmentKind::Full)
-            {
-                open.encoder.write_page(&mut target.codec, PageNo(pgno), page)?;
+    /// `changed`, only full ones otherwise. `codecs` are the targets'.
+    pub fn write_page<'c>(
+        &mut self,
+        codecs: impl IntoIterator<Item = &'c mut PageCodec>,
+        pgno: u32,
+        page: &[u8],
+        changed: bool,
+    ) -> Result<()> {
+        for (slot, codec) in self.open.iter_mut().zip(codecs) {
+            let Some(open) = slot else { continue };
+            if !changed && !open.header.flags.snapshot() {
+                continue;
+            }
+            match &mut open.sink {
+                Sink::Memory(encoder) => encoder.write_page(codec, PageNo(pgno), page)?,
+                Sink::File { encoder, .. } => encoder.write_page(codec, PageNo(pgno), page)?,
             }
         }
         Ok(())
     }
 
-    /// Finishes every segment with `post_apply_checksum` and renames it to
-    /// its final name. Returns the sizes written.
-    pub fn finish(self, post_apply_checksum: Checksum) -> Result<u64> {
+    /// Finishes every segment with `post_apply_checksum` (a file is renamed
+    /// to its final name). One entry per target, `None` where it had none.
+    pub fn finish(self, post_apply_checksum: Checksum) -> Result<Vec<Option<Finished>>> {
         let keep = vec![true; self.open.len()];
         self.finish_kept(post_apply_checksum, &keep)
     }
 
     /// Like [`SegmentSet::finish`], but discards the segments of targets
     /// whose `keep` is false.
-    pub fn finish_kept(self, post_apply_checksum: Checksum, keep: &[bool]) -> Result<u64> {
-        let mut bytes = 0;
+    pub fn finish_kept(self, post_apply_checksum: Checksum, keep: &[bool]) -> Result<Vec<Option<Finished>>> {
+        let mut finished = Vec::with_capacity(self.open.len());
         for (open, keep) in self.open.into_iter().zip(keep) {
-            let Some(open) = open else { continue };
-            if !keep {
-                drop(open.encoder);
-                std::fs::remove_file(&open.temp).with_context(|| format!("remove {}", open.temp.display()))?;
+            let Some(Open { sink, header, genesis }) = open else {
+                finished.push(None);
                 continue;
-            }
-            let (writer, summary) = open.encoder.finish(post_apply_checksum)?;
-            // Written, not fsynced: a killed process loses nothing the
-            // kernel holds, and after a machine restart the start checks
-            // the pending files and the store before trusting either
-            // (`crate::resume`). An fsync here cost two per capture.
-            writer.into_inner().map_err(|e| e.into_error())?;
-            std::fs::rename(&open.temp, &open.target).with_context(|| format!("rename {}", open.target.display()))?;
-            bytes += summary.size;
+            };
+            let body = match sink {
+                Sink::Memory(_) if !*keep => None,
+                Sink::File { encoder, temp, .. } if !*keep => {
+                    drop(encoder);
+                    std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
+                    None
+                }
+                Sink::Memory(encoder) => {
+                    let (bytes, _) = encoder.finish(post_apply_checksum)?;
+                    Some(Body::Memory(bytes.into()))
+                }
+                Sink::File { encoder, temp, path } => {
+                    let (writer, _) = encoder.finish(post_apply_checksum)?;
+                    // Written, not fsynced: a killed process loses nothing
+                    // the kernel holds, and after a machine restart the
+                    // start checks the pending files and the store before
+                    // trusting either (`crate::resume`).
+                    writer.into_inner().map_err(|e| e.into_error())?;
+                    std::fs::rename(&temp, &path).with_context(|| format!("rename {}", path.display()))?;
+                    Some(Body::File(path))
+                }
+            };
+            finished.push(body.map(|body| Finished { header, genesis, body }));
         }
-        Ok(bytes)
+        Ok(finished)
     }
 }
 
@@ -343,7 +404,7 @@ pub fn capture_batch(
     hashes: &mut PageHashes,
     mut checksum: Checksum,
     set: &mut SegmentSet,
-    targets: &mut [Target],
+    targets: &mut [&mut Target],
 ) -> Result<(Vec<(u32, u64)>, Checksum)> {
     let old_commit = hashes.commit();
     // Pages removed by a shrink leave the checksum.
@@ -356,7 +417,7 @@ pub fn capture_batch(
         let hash = page_hash(PageNo(pgno), page);
         let old = if pgno <= old_commit { hashes.get(pgno).unwrap_or(0) } else { 0 };
         checksum = Checksum(checksum.0 ^ old ^ hash);
-        set.write_page(targets, pgno, page, true)?;
+        set.write_page(targets.iter_mut().map(|t| &mut t.codec), pgno, page, true)?;
         changed.push((pgno, hash));
     }
     hashes.resize(batch.commit);

@@ -1,47 +1,10 @@
-//! `distributary`: the primary-side CLI. Thin glue over `distributary-core`
-//! and this crate's modules; every command lives in its own file.
-//!
-//! | module | command |
-//! |---|---|
-//! | [`replicate`] | `distributary replicate`: tail the WAL, ship segments |
-//! | [`compact`] | `distributary compact`: L1 segments, snapshots, retention (without Lambda) |
-//! | [`config`] | YAML configuration (Litestream-style keys) |
-//! | [`wal`] | reading SQLite's WAL: frames, salts, checksums, commits |
-//! | [`source`] | the replicator's connections: read lock, write lock, checkpoints |
-//! | [`state`] | the metadata folder: capture position, page hashes, per-store TXIDs |
-//! | [`capture`] | WAL transactions (or a page scan) into pending segments |
-//! | [`replicator`] | one database's capture loop, checkpoint policy and catch-up |
-//! | [`generation`] | what a store holds: start a generation or continue one |
-//! | [`shipper`] | uploading pending segments, genesis snapshot and manifest |
-//! | [`metrics`] | Prometheus metrics and the `/status` endpoint |
-//! | [`restore`] | `distributary restore`: a database file at a TXID, a time or a snapshot |
-//! | [`snapshots`] | `distributary snapshots`: the snapshots that can be restored |
-//! | [`generations`] | `distributary generations`: the lineages a store holds |
-//! | [`verify`] | `distributary verify`: chains, checksums, manifest and snapshots checked; nothing changed |
-//! | [`time`] | RFC 3339 formatting and parsing |
-
-mod capture;
-mod compact;
-mod config;
-mod generation;
-mod generations;
-mod metrics;
-mod replicate;
-mod replicator;
-mod restore;
-mod resume;
-mod shipper;
-mod signals;
-mod snapshots;
-mod source;
-mod state;
-mod time;
-mod verify;
-mod wal;
+//! `distributary`: the primary-side CLI. Parses arguments and runs the
+//! command; everything else is the library (`src/lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use distributary::{compact, generations, replicate, restore, snapshots, verify};
 
 /// Streams a SQLite database to object storage for read-only replicas.
 #[derive(Parser)]

@@ -1,14 +1,16 @@
-//! Uploading captured segments: each store's `pending/` folder is shipped
-//! in TXID order. Several pending segments are merged into one upload (after
-//! an outage, or for a store with a longer sync interval than the capture),
-//! each upload is create-if-absent under its deterministic key, and a key
-//! that exists already (an upload retried after a crash) is read to continue
-//! after its `max_txid`. The genesis snapshot of a generation goes first,
-//! then the snapshot index and the manifest.
+//! Uploading captured segments: a store's queue is shipped in TXID order,
+//! several segments merged into one object (after an outage, or for a store
+//! with a longer sync interval than the capture), each upload
+//! create-if-absent under its deterministic key. A key that exists already
+//! (an upload retried after its answer was lost) is read to continue after
+//! its `max_txid`. The genesis snapshot of a generation goes first, then
+//! the snapshot index and the manifest. What the store acknowledged is the
+//! replicator's to record ([`crate::replicator`]); nothing here writes the
+//! metadata.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
-use std::path::{Path, PathBuf};
+use std::io::BufReader;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -22,143 +24,75 @@ use distributary_core::merge::merge;
 use distributary_core::store::{ByteRange, Payload, PutMode, Store, StoreError};
 use distributary_core::{TxId, clock};
 
-use crate::capture::GENESIS_NAME;
+use crate::capture::Body;
 use crate::metrics::Metrics;
-use crate::state::StateDir;
+use crate::queue::Queued;
+
+/// Merged uploads up to this size are built in memory; larger ones in a
+/// temporary file of the pending folder.
+const MERGE_IN_MEMORY_BYTES: u64 = 8 << 20;
 
 /// One store's uploader.
+#[derive(Clone)]
 pub struct Shipper {
     /// The store.
     pub store: Arc<dyn Store>,
-    /// Its pending folder.
-    pub pending_dir: PathBuf,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
-    /// The database, whose metadata records what the store holds.
-    pub db_path: PathBuf,
-    /// The store's URL as configured (the metadata's key for it).
-    pub url: String,
-    /// The metadata, opened at the first upload and kept: opening it runs
-    /// its schema and pragmas, too much to repeat per upload.
-    state: Arc<std::sync::Mutex<Option<StateDir>>>,
-}
-
-/// A pending segment file and its header.
-struct PendingFile {
-    path: PathBuf,
-    header: Header,
-}
-
-/// What one call to [`Shipper::ship`] uploaded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Shipped {
-    /// Objects uploaded.
-    pub objects: u64,
-    /// Bytes uploaded.
-    pub bytes: u64,
-    /// The newest TXID now in the store, if anything was shipped.
-    pub max_txid: Option<TxId>,
 }
 
 impl Shipper {
-    /// The uploader of the store at `url`, whose captured segments wait in
-    /// `pending_dir`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        pending_dir: PathBuf,
-        metrics: Arc<Metrics>,
-        db_path: PathBuf,
-        url: String,
-    ) -> Shipper {
-        Shipper { store, pending_dir, metrics, db_path, url, state: Arc::default() }
-    }
-
-    /// Uploads everything pending up to `committed`, the newest TXID whose
-    /// capture is recorded in the metadata. A segment past it may still be
-    /// undone: capture writes the file before it commits its state, and a
-    /// crash in between makes the restart discard the file and capture that
-    /// range again, maybe with other boundaries or other pages; once in the
-    /// store, such a segment would fork the chain. Errors leave the pending
-    /// files in place for the next attempt.
-    pub async fn ship(&self, committed: TxId) -> Result<Shipped> {
-        let mut shipped = Shipped::default();
-        let genesis = self.pending_dir.join(GENESIS_NAME);
-        if genesis.exists() {
-            let size = self.publish_genesis(&genesis).await?;
-            shipped.objects += 1;
-            shipped.bytes += size;
-            shipped.max_txid = Some(TxId(1));
+    /// Uploads `segments` (from [`crate::queue::SegmentQueue::next_upload`]:
+    /// the genesis snapshot alone, or contiguous segments) as one object;
+    /// returns the newest TXID the store now holds.
+    pub async fn upload(&self, segments: Vec<Queued>, spill_dir: &Path) -> Result<TxId> {
+        let Some(first) = segments.first() else { bail!("nothing to upload") };
+        if first.genesis {
+            let Body::File(path) = &first.body else { bail!("a genesis snapshot is always a file") };
+            self.publish_genesis(path).await?;
+            return Ok(TxId(1));
         }
-        loop {
-            let pending = self.pending_files(committed)?;
-            let Some(first) = pending.first() else { break };
-            let key = l0_key(first.header.generation, first.header.min_txid);
-            let (payload_path, _temp) = if pending.len() == 1 {
-                (first.path.clone(), None)
-            } else {
-                let merged = merge_files(&pending, &key).await?;
-                (merged.path().to_path_buf(), Some(merged))
-            };
-            let size = std::fs::metadata(&payload_path)?.len();
-            let max_txid = pending.last().expect("not empty").header.max_txid;
-            let span = tracing::info_span!("ship", key = %key, max_txid = %max_txid);
-            let upload = self.store.put(&key, Payload::File(payload_path), PutMode::Create);
-            match tracing::Instrument::instrument(upload, span).await {
-                Ok(_) => {
-                    tracing::debug!(key = %key, %max_txid, segments = pending.len(), "uploaded");
-                    self.metrics.record_upload(size);
-                    shipped.objects += 1;
-                    shipped.bytes += size;
-                    shipped.max_txid = Some(max_txid);
-                    self.record_shipped(max_txid).await?;
-                    remove_through(&pending, max_txid)?;
-                }
-                Err(StoreError::AlreadyExists { .. }) => {
-                    // A retry after a crash: the object holds a prefix of
-                    // what is pending (or all of it).
-                    let existing = self.existing_header(&key).await?;
-                    if existing.pre_apply_checksum != first.header.pre_apply_checksum {
-                        bail!(
-                            "upload {key}: the store already holds a different segment under this key \
-                             (pre-apply checksum {} vs {}): is another primary writing this prefix?",
-                            existing.pre_apply_checksum,
-                            first.header.pre_apply_checksum
-                        );
-                    }
-                    tracing::info!(key = %key, max_txid = %existing.max_txid, "already uploaded; continuing after it");
-                    self.record_shipped(existing.max_txid).await?;
-                    remove_through(&pending, existing.max_txid)?;
-                    shipped.max_txid = Some(existing.max_txid);
-                }
-                Err(e) => {
-                    self.metrics.record_error();
-                    return Err(e).with_context(|| format!("upload {key}"));
-                }
+        for pair in segments.windows(2) {
+            if pair[1].header.min_txid != pair[0].header.max_txid.next() {
+                bail!(
+                    "queued segments {} and {} are not contiguous (metadata folder damaged?)",
+                    pair[0].header.range(),
+                    pair[1].header.range()
+                );
             }
         }
-        Ok(shipped)
-    }
-
-    /// Records that the store holds everything up to `txid`, before the
-    /// pending files are removed: a crash while removing them leaves files
-    /// the restart recognises as shipped (and removes) by this record.
-    /// Otherwise a leftover file starting inside the uploaded object would
-    /// be uploaded again under its own key, forking the chain.
-    async fn record_shipped(&self, txid: TxId) -> Result<()> {
-        let (db_path, url, state) = (self.db_path.clone(), self.url.clone(), self.state.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if state.is_none() {
-                *state = Some(StateDir::open(&db_path)?);
+        let key = l0_key(first.header.generation, first.header.min_txid);
+        let first_header = first.header.clone();
+        let max_txid = segments.last().expect("not empty").header.max_txid;
+        let (payload, size, _temp) = payload(segments, &key, spill_dir).await?;
+        let span = tracing::info_span!("ship", key = %key, max_txid = %max_txid);
+        let upload = self.store.put(&key, payload, PutMode::Create);
+        match tracing::Instrument::instrument(upload, span).await {
+            Ok(_) => {
+                tracing::debug!(key = %key, %max_txid, "uploaded");
+                self.metrics.record_upload(size);
+                Ok(max_txid)
             }
-            state.as_ref().expect("opened above").set_shipped(&url, txid)
-        })
-        .await?
-    }
-
-    /// Whether anything up to `committed` waits for upload.
-    pub fn has_pending(&self, committed: TxId) -> Result<bool> {
-        Ok(self.pending_dir.join(GENESIS_NAME).exists() || !self.pending_files(committed)?.is_empty())
+            Err(StoreError::AlreadyExists { .. }) => {
+                // A retry whose first answer was lost: the object holds a
+                // prefix of what is queued (or all of it).
+                let existing = self.existing_header(&key).await?;
+                if existing.pre_apply_checksum != first_header.pre_apply_checksum {
+                    bail!(
+                        "upload {key}: the store already holds a different segment under this key \
+                         (pre-apply checksum {} vs {}): is another primary writing this prefix?",
+                        existing.pre_apply_checksum,
+                        first_header.pre_apply_checksum
+                    );
+                }
+                tracing::info!(key = %key, max_txid = %existing.max_txid, "already uploaded; continuing after it");
+                Ok(existing.max_txid)
+            }
+            Err(e) => {
+                self.metrics.record_error();
+                Err(e).with_context(|| format!("upload {key}"))
+            }
+        }
     }
 
     async fn existing_header(&self, key: &str) -> Result<Header> {
@@ -231,57 +165,8 @@ impl Shipper {
         .await
         .context("publish the manifest of the new generation")?;
         tracing::info!(store = self.store.url(), %generation, "started generation");
-        // Recorded before the file goes, as for every upload: a start
-        // checks that the pending files continue the store from here.
-        self.record_shipped(TxId(1)).await?;
-        std::fs::remove_file(path)?;
         Ok(size)
     }
-
-    /// Pending L0 segments up to `committed` in TXID order, validated as
-    /// one contiguous run.
-    fn pending_files(&self, committed: TxId) -> Result<Vec<PendingFile>> {
-        let mut files = Vec::new();
-        let entries = match std::fs::read_dir(&self.pending_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
-            Err(e) => return Err(e).context("list pending segments"),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name == GENESIS_NAME || !name.ends_with(".seg") {
-                continue;
-            }
-            let path = entry.path();
-            let header = read_file_header(&path)?;
-            if header.max_txid <= committed {
-                files.push(PendingFile { path, header });
-            }
-        }
-        files.sort_by_key(|f| f.header.min_txid);
-        // Uploads of more than this many segments at once are split, to
-        // bound the merge's open files after a long outage.
-        files.truncate(256);
-        for pair in files.windows(2) {
-            if pair[1].header.min_txid != pair[0].header.max_txid.next() {
-                bail!(
-                    "pending segments {} and {} are not contiguous (metadata folder damaged?)",
-                    pair[0].path.display(),
-                    pair[1].path.display()
-                );
-            }
-        }
-        Ok(files)
-    }
-}
-
-fn read_file_header(path: &Path) -> Result<Header> {
-    let mut bytes = [0u8; HEADER_SIZE];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .with_context(|| format!("read pending segment {}", path.display()))?;
-    Ok(read_segment_header(&path.display().to_string(), &bytes)?)
 }
 
 /// Reads and verifies a whole pending file, returning its header and
@@ -294,30 +179,46 @@ fn read_header_and_post(path: &Path) -> Result<(Header, distributary_core::Check
     Ok((header, trailer.post_apply_checksum))
 }
 
-fn remove_through(pending: &[PendingFile], max_txid: TxId) -> Result<()> {
-    for file in pending.iter().filter(|f| f.header.max_txid <= max_txid) {
-        std::fs::remove_file(&file.path).with_context(|| format!("remove {}", file.path.display()))?;
+/// The body of an upload: a single segment as it is; several merged, in
+/// memory or (past [`MERGE_IN_MEMORY_BYTES`]) in a temporary file, kept
+/// until the upload ends.
+async fn payload(
+    segments: Vec<Queued>,
+    key: &str,
+    spill_dir: &Path,
+) -> Result<(Payload, u64, Option<tempfile::NamedTempFile>)> {
+    if segments.len() == 1 {
+        return Ok(match &segments[0].body {
+            Body::Memory(bytes) => (Payload::Bytes(bytes.clone()), bytes.len() as u64, None),
+            Body::File(path) => {
+                let size = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?.len();
+                (Payload::File(path.clone()), size, None)
+            }
+        });
     }
-    Ok(())
-}
-
-async fn merge_files(pending: &[PendingFile], key: &str) -> Result<tempfile::NamedTempFile> {
-    let paths: Vec<PathBuf> = pending.iter().map(|f| f.path.clone()).collect();
-    let dir = paths[0].parent().expect("pending files are in a folder").to_path_buf();
-    let key = key.to_string();
-    tokio::task::spawn_blocking(move || -> Result<tempfile::NamedTempFile> {
-        let mut inputs = Vec::with_capacity(paths.len());
-        for path in &paths {
-            let file = BufReader::with_capacity(16 * 1024, File::open(path)?);
-            inputs.push(SegmentReader::open(path.display().to_string(), file)?);
+    let (key, dir) = (key.to_string(), spill_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || -> Result<(Payload, u64, Option<tempfile::NamedTempFile>)> {
+        let mut inputs = Vec::with_capacity(segments.len());
+        let mut estimate = 0u64;
+        for queued in &segments {
+            estimate += match &queued.body {
+                Body::Memory(bytes) => bytes.len() as u64,
+                Body::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            };
+            inputs.push(SegmentReader::open(queued.header.range().to_string(), queued.reader()?)?);
         }
+        if estimate <= MERGE_IN_MEMORY_BYTES {
+            let (bytes, summary) = merge(&key, inputs, Vec::new())?;
+            return Ok((Payload::Bytes(bytes.into()), summary.size, None));
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let temp = tempfile::Builder::new().prefix(".merge-").tempfile_in(&dir)?;
-        let out = BufWriter::new(temp.reopen()?);
-        let (writer, _) = merge(&key, inputs, out)?;
+        let out = std::io::BufWriter::new(temp.reopen()?);
+        let (writer, summary) = merge(&key, inputs, out)?;
         // Uploaded, then deleted: nothing to make durable.
         writer.into_inner().map_err(|e| e.into_error())?;
-        Ok(temp)
+        Ok((Payload::File(temp.path().to_path_buf()), summary.size, Some(temp)))
     })
     .await
-    .context("merge pending segments")?
+    .context("merge queued segments")?
 }

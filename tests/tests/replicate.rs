@@ -106,14 +106,28 @@ async fn wait_for_manifest(store: &dyn Store) {
 
 /// Waits until the store's chain ends at the database's current checksum.
 async fn wait_until_shipped(store: &dyn Store, db: &Path, limit: Duration) {
+    if let Err(chain) = shipped_within(store, db, limit).await {
+        panic!("the replicator did not ship the writes within {limit:?}: {chain}");
+    }
+}
+
+/// Whether the store's chain ends at the database's current checksum
+/// within `limit`; otherwise, where the chain ended.
+async fn shipped_within(store: &dyn Store, db: &Path, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(chain) = walk(store, None).await
+        let chain = walk(store, None).await;
+        if let Ok(chain) = &chain
             && chain.checksum == database_checksum(db).unwrap()
         {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "the replicator did not ship the writes within {limit:?}");
+        if Instant::now() >= deadline {
+            return Err(match chain {
+                Ok(chain) => format!("the chain ends at TXID {} with checksum {}", chain.last_txid, chain.checksum),
+                Err(e) => format!("the chain does not walk: {e:#}"),
+            });
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -718,7 +732,9 @@ async fn capture_through_windows(transactions: usize, setup: &'static str, besid
         let completed = side.join().unwrap();
         eprintln!("{completed} checkpoints of the app's completed beside the writer");
     }
-    wait_until_shipped(&store, &db, Duration::from_secs(60)).await;
+    if let Err(chain) = shipped_within(&store, &db, Duration::from_secs(60)).await {
+        panic!("the replicator did not ship the writes within 60 s: {chain}; its log:\n{}", replicator.log());
+    }
     let log = terminate(replicator);
     let chain = walk(&store, None).await.unwrap();
     assert_eq!(chain.checksum, database_checksum(&db).unwrap(), "the chain ends at the database's state:\n{log}");
@@ -805,11 +821,15 @@ async fn after_a_machine_restart_a_metadata_folder_behind_the_store_continues_fr
 async fn pending_segments_missing_from_the_metadata_folder_make_the_store_continue_without_a_gap() {
     let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
-    // An hour between uploads: what is captured after the first stays pending.
+    // An hour between uploads, and no memory for them: what is captured
+    // after the first is spilled to the pending folder.
     let mut replicator = Process::spawn(
         "replicate-hourly",
         dir.path(),
-        Command::new(distributary()).args(["replicate", "--sync-interval", "1h"]).arg(&db).arg(&url),
+        Command::new(distributary())
+            .args(["replicate", "--sync-interval", "1h", "--spill-size", "0"])
+            .arg(&db)
+            .arg(&url),
     );
     wait_for_manifest(&store).await;
     write_rows(&db, 1, 50);

@@ -1,0 +1,236 @@
+//! Stepping a [`Replicator`]: one short tick ([`Replicator::tick`]),
+//! everything now ([`Replicator::sync_once`]), or until told to stop
+//! ([`Replicator::run`]), with each store's uploads running beside the
+//! ticks and their answers recorded as they come.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use distributary_core::TxId;
+use distributary_core::retry::{ErrorClass, RetryBound, backoff, classify, retry_bounded};
+use tokio::sync::{mpsc, watch};
+
+use super::{Replicator, SHORT_TICK};
+use crate::shipper::Shipper;
+
+/// Where a store's uploads stand.
+#[derive(Default)]
+pub(crate) struct UploadState {
+    /// An upload is under way.
+    pub(super) in_flight: bool,
+    /// When the last one succeeded.
+    last_success: Option<Instant>,
+    /// Failures in a row.
+    failures: u32,
+    /// Not before this, after a failure.
+    retry_at: Option<Instant>,
+}
+
+/// What a permanent store failure (access denied, no such bucket) does to
+/// [`Replicator::run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnPermanentFailure {
+    /// Stop, returning the error (a replicator on its own exits 1).
+    Stop,
+    /// Keep retrying (a replicator supervising the app never stops it).
+    Retry,
+}
+
+/// The answer to one upload.
+struct UploadDone {
+    store: usize,
+    result: Result<TxId>,
+}
+
+/// What one [`Replicator::tick`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Whether a capture pass ran.
+    pub captured: bool,
+}
+
+impl Replicator {
+    /// One short tick: a capture pass when due (the sync interval passed,
+    /// a `/bookmark` asked, or the first commit after a quiet pass, which
+    /// ships at once), then the checkpoint policy (which looks at the
+    /// WAL's size). With `stopping`, a last capture pass and no checkpoint.
+    pub fn tick(&mut self, stopping: bool) -> Result<Tick> {
+        let requests = self.metrics.pass_requests();
+        let due = stopping || self.last_capture.elapsed() >= self.interval || requests != self.seen_requests;
+        let woken = !due && self.is_quiet() && self.has_new_commits()?;
+        if due || woken {
+            self.capture_pass()?;
+            self.last_capture = Instant::now();
+            self.seen_requests = requests;
+            self.metrics.record_capture_pass(&self.db_label);
+        }
+        if !stopping {
+            self.maybe_checkpoint()?;
+        }
+        self.publish_progress();
+        Ok(Tick { captured: due || woken })
+    }
+
+    /// Captures everything committed now and uploads it to every store,
+    /// retrying transient failures until `bound`; returns each store's
+    /// newest TXID. (`replicate --once`.)
+    pub async fn sync_once(&mut self, bound: RetryBound) -> Result<Vec<(String, TxId)>> {
+        tokio::task::block_in_place(|| -> Result<()> {
+            self.capture_pass()?;
+            // A second pass finds nothing and marks the app quiet, so the
+            // checkpoint policy (TRUNCATE past the size limit) applies.
+            self.capture_pass()?;
+            self.maybe_checkpoint()
+        })?;
+        for index in 0..self.stores.len() {
+            while !self.stores[index].queue.is_empty() {
+                let store = &self.stores[index];
+                let segments = store.queue.next_upload();
+                let shipper = self.shipper(index);
+                let dir = store.queue.dir().to_path_buf();
+                let label = format!("upload to {}", store.spec.url);
+                let through =
+                    retry_bounded(bound, &label, classify_error, || shipper.upload(segments.clone(), &dir)).await?;
+                self.acknowledge(index, through)?;
+                self.publish_shipped(index);
+            }
+        }
+        Ok(self.stores.iter().map(|s| (s.spec.url.clone(), s.shipped)).collect())
+    }
+
+    /// Ticks until `shutdown` turns true, uploading each store's queue at
+    /// most once per its sync interval (at once after a quiet period);
+    /// then captures once more and uploads everything before returning.
+    /// A capture that fails is retried with backoff (and logged); at the
+    /// shutdown its error is returned.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, on_permanent: OnPermanentFailure) -> Result<()> {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<UploadDone>();
+        self.metrics.register_database(&self.db_label);
+        let mut failures = 0u32;
+        let mut retry_capture_at: Option<Instant> = None;
+        let mut flushing = false;
+        // A dropped sender stops the replicator like a signal.
+        let mut sender_gone = false;
+        let tick = SHORT_TICK.min(self.interval);
+        loop {
+            let stopping = sender_gone || *shutdown.borrow();
+            // One last capture at the shutdown, then only uploads.
+            let capture_now = !flushing && retry_capture_at.is_none_or(|at| Instant::now() >= at);
+            if capture_now {
+                match tokio::task::block_in_place(|| self.tick(stopping)) {
+                    Ok(_) => {
+                        failures = 0;
+                        retry_capture_at = None;
+                        flushing = stopping;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        self.metrics.record_error();
+                        tracing::error!(db = %self.db_label, error = %format!("{e:#}"), "capture failed; retrying");
+                        if stopping {
+                            return Err(e);
+                        }
+                        retry_capture_at = Some(Instant::now() + backoff(failures));
+                    }
+                }
+            }
+            self.start_uploads(&done_tx, flushing);
+            if flushing && self.stores.iter().all(|s| s.queue.is_empty() && !s.upload.in_flight) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                Some(done) = done_rx.recv() => self.upload_done(done, on_permanent)?,
+                changed = shutdown.changed(), if !stopping => sender_gone = changed.is_err(),
+            }
+            // Answers that came meanwhile, without waiting.
+            while let Ok(done) = done_rx.try_recv() {
+                self.upload_done(done, on_permanent)?;
+            }
+        }
+    }
+
+    /// Starts an upload for every store with segments queued, none under
+    /// way, its sync interval passed since its last upload (or `now_all`),
+    /// and no failure to wait out.
+    fn start_uploads(&mut self, done: &mpsc::UnboundedSender<UploadDone>, now_all: bool) {
+        let now = Instant::now();
+        for index in 0..self.stores.len() {
+            let store = &self.stores[index];
+            let upload = &store.upload;
+            let interval_passed = upload.last_success.is_none_or(|t| now >= t + store.spec.sync_interval);
+            if upload.in_flight
+                || store.queue.is_empty()
+                || upload.retry_at.is_some_and(|at| now < at)
+                || !(interval_passed || now_all)
+            {
+                continue;
+            }
+            let segments = store.queue.next_upload();
+            let dir = store.queue.dir().to_path_buf();
+            let shipper = self.shipper(index);
+            let done = done.clone();
+            self.stores[index].upload.in_flight = true;
+            tokio::spawn(async move {
+                let result = shipper.upload(segments, &dir).await;
+                let _ = done.send(UploadDone { store: index, result });
+            });
+        }
+    }
+
+    /// Records an upload's answer: progress on success; on failure a
+    /// retry after backoff, or the error when permanent and `on_permanent`
+    /// says stop.
+    fn upload_done(&mut self, done: UploadDone, on_permanent: OnPermanentFailure) -> Result<()> {
+        let UploadDone { store: index, result } = done;
+        self.stores[index].upload.in_flight = false;
+        match result {
+            Ok(through) => {
+                let upload = &mut self.stores[index].upload;
+                upload.failures = 0;
+                upload.retry_at = None;
+                upload.last_success = Some(Instant::now());
+                self.acknowledge(index, through)?;
+                self.publish_shipped(index);
+                Ok(())
+            }
+            Err(e) => {
+                let url = self.stores[index].spec.url.clone();
+                if on_permanent == OnPermanentFailure::Stop && classify_error(&e) == ErrorClass::Permanent {
+                    tracing::error!(store = %url, error = %format!("{e:#}"), "the store refuses uploads: stopping");
+                    bail!("replicate to {url}: {e:#}");
+                }
+                let upload = &mut self.stores[index].upload;
+                upload.failures += 1;
+                upload.retry_at = Some(Instant::now() + backoff(upload.failures));
+                let message = format!("{e:#}");
+                tracing::warn!(store = %url, error = %message, "upload failed; retrying");
+                self.metrics.update_replica(&self.db_label, &url, |s| s.last_error = Some(message));
+                Ok(())
+            }
+        }
+    }
+
+    /// The uploader of the store at `index`.
+    fn shipper(&self, index: usize) -> Shipper {
+        Shipper { store: self.stores[index].spec.store.clone(), metrics: self.metrics.clone() }
+    }
+
+    /// Publishes a store's acknowledged progress.
+    fn publish_shipped(&self, index: usize) {
+        let store = &self.stores[index];
+        let all_shipped = store.queue.is_empty();
+        self.metrics.update_replica(&self.db_label, &store.spec.url, |s| {
+            s.shipped_txid = s.shipped_txid.max(store.shipped.0);
+            if all_shipped {
+                s.oldest_unshipped_ms = None;
+            }
+            s.last_error = None;
+        });
+    }
+}
+
+/// The class of a failure, from its whole cause chain.
+fn classify_error(error: &anyhow::Error) -> ErrorClass {
+    classify(error.as_ref())
+}
