@@ -394,14 +394,25 @@ impl PageHashes {
     pub fn set(&mut self, pgno: u32, hash: u64) {
         self.hashes[pgno as usize] = hash;
     }
+
+    /// Moves the map to the state after a batch: `commit` pages, `changed`
+    /// as [`capture_batch`] returned them.
+    pub fn apply(&mut self, commit: u32, changed: &[(u32, u64)]) {
+        self.resize(commit);
+        for &(pgno, hash) in changed {
+            self.set(pgno, hash);
+        }
+    }
 }
 
-/// Applies a batch to the hash map and checksum, writing every page to the
-/// segments in `set`. Returns the changed hashes and the new checksum.
+/// Writes every page of a batch to the segments in `set`. Returns the
+/// changed hashes and the new checksum; `hashes` is left as it was, for the
+/// caller to update ([`PageHashes::apply`]) once it knows the pages it read
+/// were the batch's (a WAL restarted under the reader can overwrite them).
 pub fn capture_batch(
     batch: &WalBatch,
     reader: &mut impl ReadPage,
-    hashes: &mut PageHashes,
+    hashes: &PageHashes,
     mut checksum: Checksum,
     set: &mut SegmentSet,
     targets: &mut [&mut Target],
@@ -419,10 +430,6 @@ pub fn capture_batch(
         checksum = Checksum(checksum.0 ^ old ^ hash);
         set.write_page(targets.iter_mut().map(|t| &mut t.codec), pgno, page, true)?;
         changed.push((pgno, hash));
-    }
-    hashes.resize(batch.commit);
-    for &(pgno, hash) in &changed {
-        hashes.set(pgno, hash);
     }
     Ok((changed, checksum))
 }

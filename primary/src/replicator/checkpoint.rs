@@ -134,6 +134,10 @@ impl Replicator {
             }
             let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
             read.pages = Some(reader.read_all(&read.batch)?);
+            if !self.wal_not_restarted_since(read.end)? {
+                self.catch_up_due = true;
+                break None;
+            }
             break Some(read);
         };
         let wal_path = wal::wal_path(self.source.db_path());

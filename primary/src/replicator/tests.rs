@@ -357,3 +357,43 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A read transaction begun on a WAL the app had copied whole holds read
+/// mark 0, which does not keep the app from restarting the WAL. Pages are
+/// read by offset after the scan that validated their frames: if the new
+/// WAL grew over those frames in between, the pages read are other pages'
+/// (here the new WAL's commits touch another table only, so nothing later
+/// rewrites the tail's pages and hides the damage).
+#[test]
+fn frames_overwritten_by_a_restart_between_the_scan_and_the_page_reads_are_caught_up_never_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, mut replicator, metrics) = start_past_ten_commits(dir.path());
+    app.execute_batch("CREATE TABLE u(x); INSERT INTO u VALUES (randomblob(3000));").unwrap();
+    replicator.capture_pass().unwrap();
+    let tail_start = replicator.capture.wal.unwrap().frame;
+    replicator.source.end_read().unwrap();
+    for _ in 0..3 {
+        commit(&app); // the frames to capture
+    }
+    app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+    replicator.source.begin_read().unwrap(); // read mark 0: everything is copied
+    let read = replicator.read_batch(MAX_FRAMES_PER_CAPTURE).unwrap().expect("three commits to capture");
+    let tail_end = read.end.frame;
+    let wal_path = wal::wal_path(replicator.db_path());
+    let new_wal_frames = || {
+        let header = wal::read_header(&wal_path).unwrap().unwrap();
+        let scan = wal::scan_transactions(&wal_path, &header, header.start(), u64::MAX).unwrap();
+        scan.transactions.last().map_or(0, |t| t.end.frame)
+    };
+    // The app restarts the WAL and writes over the frames just scanned.
+    app.execute("UPDATE u SET x = randomblob(3000)", []).unwrap();
+    while new_wal_frames() < tail_end {
+        app.execute("UPDATE u SET x = randomblob(3000)", []).unwrap();
+    }
+    assert!(tail_start < tail_end);
+    let include = vec![true; replicator.stores.len()];
+    assert_eq!(replicator.write_batch(read, &include).unwrap(), 0, "nothing shipped from overwritten frames");
+    replicator.capture_pass().unwrap();
+    assert_eq!(metrics.catch_ups(), 1);
+    assert_capture_is_the_database(&mut replicator);
+}

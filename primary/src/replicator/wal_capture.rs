@@ -393,15 +393,25 @@ impl Replicator {
         let checksum = self.capture.checksum;
         let mut targets: Vec<&mut capture::Target> = self.stores.iter_mut().map(|s| &mut s.target).collect();
         let (changed, checksum) = match pages {
+            // Read while provably whole (a checkpoint window's batch, a
+            // previous WAL's tail).
             Some(mut pages) => {
-                capture::capture_batch(&batch, &mut pages, &mut self.hashes, checksum, &mut set, &mut targets)?
+                capture::capture_batch(&batch, &mut pages, &self.hashes, checksum, &mut set, &mut targets)?
             }
             None => {
                 let mut reader =
                     PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
-                capture::capture_batch(&batch, &mut reader, &mut self.hashes, checksum, &mut set, &mut targets)?
+                let captured =
+                    capture::capture_batch(&batch, &mut reader, &self.hashes, checksum, &mut set, &mut targets)?;
+                if !self.wal_not_restarted_since(end)? {
+                    set.finish_kept(checksum, &vec![false; plans.len()])?;
+                    self.catch_up_due = true;
+                    return Ok(0);
+                }
+                captured
             }
         };
+        self.hashes.apply(batch.commit, &changed);
         let finished = set.finish(checksum)?;
         let seq = self.next_seq;
         for ((store, segment), _) in
@@ -418,6 +428,26 @@ impl Replicator {
         tracing::debug!(db = %self.db_label, transactions = batch.transactions, captured = ?self.captured(), "captured");
         self.publish_progress();
         Ok(batch.transactions)
+    }
+}
+
+impl Replicator {
+    /// Whether the WAL file still begins with the header of `position`'s
+    /// WAL. Pages are read by their frames' offsets after the scan that
+    /// validated those frames, and a read transaction on read mark 0 (begun
+    /// on a WAL the app had copied whole, as after a checkpoint window) does
+    /// not keep the app from restarting the WAL meanwhile and overwriting
+    /// them. SQLite writes a restarted WAL's header before any of its
+    /// frames, so the old header, read after the pages, proves they were
+    /// the frames the scan validated; otherwise only a catch-up by page
+    /// hashes can tell what the stores miss.
+    pub(super) fn wal_not_restarted_since(&self, position: WalPosition) -> Result<bool> {
+        let wal_path = wal::wal_path(self.source.db_path());
+        let same = wal::read_header(&wal_path)?.is_some_and(|h| (h.salt1, h.salt2) == (position.salt1, position.salt2));
+        if !same {
+            tracing::warn!(db = %self.db_label, to_frame = position.frame, "the WAL restarted while its frames were read: catching up by page hashes");
+        }
+        Ok(same)
     }
 }
 
