@@ -22,7 +22,7 @@ Usage: python3 bench/replicate.py [--transactions N] [--rounds R] [--workload si
 """
 import argparse, multiprocessing, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
 
-import common
+import busy0, common
 from common import dir_bytes, litestream_env
 
 def write_workload(db, transactions):
@@ -83,9 +83,11 @@ def run(mode, transactions, binaries, workload="single"):
     keeper = conn  # the app keeps a connection open, as apps do
     env = litestream_env()
     proc = None
+    metrics_port = common.free_port()
     if mode == "distributary":
         extra = os.environ.get("DISTRIBUTARY_REPLICATE_ARGS", "").split()
-        proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s", *extra, db,
+        proc = subprocess.Popen([binaries["distributary"], "replicate", "--sync-interval", "1s",
+                                 "--metrics-addr", f"127.0.0.1:{metrics_port}", *extra, db,
                                  "file://" + store], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     elif mode == "litestream":
         proc = subprocess.Popen([binaries["litestream"], "replicate", db, "file://" + store],
@@ -93,8 +95,13 @@ def run(mode, transactions, binaries, workload="single"):
     time.sleep(2)
     rate = work_load(db, transactions)
     cpu = rss = None
+    holds = (0.0, 0)
     if proc:
         time.sleep(3)  # let the last sync happen
+        if mode == "distributary":
+            # The write-lock hold histogram over the whole run (p99 bucket, count).
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            holds = busy0.hold_p99(urllib.request.urlopen(url, timeout=5).read().decode())
         proc.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(proc.pid, 0)
         cpu = usage.ru_utime + usage.ru_stime
@@ -102,7 +109,7 @@ def run(mode, transactions, binaries, workload="single"):
     stored = dir_bytes(store) if os.path.exists(store) else 0
     keeper.close()
     shutil.rmtree(work, ignore_errors=True)
-    return rate, cpu, stored, rss
+    return rate, cpu, stored, rss, holds
 
 
 def metric(text, name):
@@ -129,7 +136,7 @@ def fsyncs_per_upload(seconds, binaries, store):
     replicator's own fsyncs) or "file" (a local folder, whose objects the
     replicator itself makes durable: an fsync of each object and its
     folder)."""
-    import busy0, suite
+    import suite
     if not shutil.which("strace"):
         print("fsyncs per upload: strace is not installed (apt-get install strace); skipped")
         return
@@ -211,18 +218,25 @@ def main():
         base = statistics.median(r[0] for r in results["none"])
         print(f"\n{workload}: {args.transactions} transactions per run, {args.rounds} rounds, medians; "
               "local-folder store, 1 s sync interval")
-        print("| replicator | app txn/s | vs none | replicator CPU s per 1,000 txn | peak RSS MiB | stored bytes per txn |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| replicator | app txn/s | vs none | replicator CPU s per 1,000 txn | peak RSS MiB | stored bytes per txn "
+              "| write-lock holds, p99 |")
+        print("|---|---:|---:|---:|---:|---:|---|")
         cpus = {}
         for mode in modes:
             rate = statistics.median(r[0] for r in results[mode])
             if mode == "none":
-                print(f"| none | {rate:,.0f} | 1.00 | – | – | – |")
+                print(f"| none | {rate:,.0f} | 1.00 | – | – | – | – |")
                 continue
             cpus[mode] = statistics.median(r[1] for r in results[mode]) / args.transactions * 1000
             rss = statistics.median(r[3] for r in results[mode])
             stored = statistics.median(r[2] for r in results[mode]) / args.transactions
-            print(f"| {mode} | {rate:,.0f} | {rate / base:.2f} | {cpus[mode]:.3f} | {rss:.1f} | {stored:.0f} |")
+            holds = "–"
+            if mode == "distributary":
+                count = max(r[4][1] for r in results[mode])
+                p99 = max(r[4][0] for r in results[mode])
+                holds = f"{count} at most per run, p99 bucket {p99 * 1000:.2f} ms" if count else "none"
+            print(f"| {mode} | {rate:,.0f} | {rate / base:.2f} | {cpus[mode]:.3f} | {rss:.1f} | {stored:.0f} "
+                  f"| {holds} |")
         if "litestream" in cpus and cpus["litestream"] > 0:
             print(f"replicator CPU, distributary / litestream: {cpus['distributary'] / cpus['litestream']:.2f}")
     if args.fsync_seconds:

@@ -47,7 +47,6 @@ use crate::queue::SegmentQueue;
 use crate::source::Source;
 use crate::state::{CaptureState, ReplicaState, StateDir};
 use crate::wal::WalPosition;
-use checkpoint::lock_writes;
 
 /// Frames read per capture at most, so one capture's segment stays bounded
 /// even after a huge transaction backlog.
@@ -227,12 +226,14 @@ impl Replicator {
     ) -> Result<Replicator> {
         let db_label = db_path.display().to_string();
         let mut source = Source::open(db_path)?;
-        // Start at a sync point: with the WAL fully checkpointed while the
-        // replicator was down, the read transaction gets no read mark in it,
-        // and the app's next commit could restart the WAL over frames not
-        // yet captured. Under the write lock no commit can happen until
-        // capture has reached the WAL's end.
-        lock_writes(&source, &db_label)?;
+        // No write lock: with the WAL fully checkpointed while the
+        // replicator was down, the read transaction gets read mark 0 and
+        // the app's next commit may restart the WAL over frames not yet
+        // captured, but every capture proves its frames were not
+        // overwritten (a previous WAL's tail is proven whole, pages read by
+        // offset are checked against the WAL header afterwards) or catches
+        // up by page hashes. A start used to take the lock for this, and
+        // captured a whole backlog under it.
         source.begin_read()?;
         let (page_size, _) = source.page_geometry()?;
         let state = StateDir::open(db_path)?;
@@ -350,12 +351,9 @@ impl Replicator {
         if continuous && first_plans.iter().all(Option::is_none) {
             replicator.rebuild_wal_index()?;
             replicator.capture_available(usize::MAX)?;
-            replicator.unlock_writes()?;
             replicator.publish_progress();
             return Ok(replicator);
         }
-        // The catch-up below scans every page at its own sync point.
-        replicator.unlock_writes()?;
         if stored.is_some() && !continuous {
             tracing::warn!(db = %replicator.db_label, "WAL continuity was lost while the replicator was stopped: catching up");
             replicator.metrics.record_catch_up();

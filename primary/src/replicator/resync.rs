@@ -23,16 +23,19 @@ impl Replicator {
     /// there. Only the start's `continuous` case (stores resuming beside
     /// stores that begin) needs a sync point: the resuming stores get what
     /// was committed before the snapshot as changes, the others see it in
-    /// the scan, and no commit may fall between the two.
+    /// the scan, and no commit may fall between the two. The backlog is
+    /// captured before the lock is taken, so the lock covers only what the
+    /// app committed in the moments between.
     pub(super) fn resync(&mut self, plans: Vec<Option<SegmentPlan>>, continuous: bool) -> Result<()> {
+        // Stores about to get their first segment must not get changes
+        // before it.
+        let include: Vec<bool> = plans.iter().map(Option::is_none).collect();
         if continuous {
+            self.capture_batches(usize::MAX, &include)?;
             self.lock_writes()?;
         }
         let result = (|| -> Result<Option<WalPosition>> {
             if continuous {
-                // Stores about to get their first segment must not get
-                // changes before it.
-                let include: Vec<bool> = plans.iter().map(Option::is_none).collect();
                 self.capture_batches(usize::MAX, &include)?;
             }
             self.source.end_read()?;

@@ -397,3 +397,29 @@ fn frames_overwritten_by_a_restart_between_the_scan_and_the_page_reads_are_caugh
     assert_eq!(metrics.catch_ups(), 1);
     assert_capture_is_the_database(&mut replicator);
 }
+
+/// A start takes none of the app's locks: it resumes, and captures the
+/// backlog the app committed while the replicator was stopped, while the
+/// app holds its write lock in a transaction (an app with busy timeout 0
+/// writing at that moment is never refused). A start used to take the
+/// write lock and capture the backlog under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_captures_the_backlog_while_the_app_holds_its_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, app) = app_db(dir.path());
+    let store = Arc::new(MemoryStore::new());
+    let (mut replicator, _) = open(&db, &store);
+    replicator.sync_once(bound()).await.unwrap();
+    drop(replicator);
+    for _ in 0..20 {
+        commit(&app);
+    }
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);").unwrap();
+    let (mut replicator, metrics) = open(&db, &store);
+    assert_eq!(replicator.stores()[0].captured(), TxId(21), "the backlog, one TXID per commit");
+    replicator.sync_once(bound()).await.unwrap();
+    writer.execute_batch("COMMIT").unwrap();
+    assert_eq!(metrics.catch_ups(), 0);
+    assert_eq!(store_chain(&store).await.0, TxId(21));
+}
