@@ -18,8 +18,11 @@ use crate::shipper::Shipper;
 pub(crate) struct UploadState {
     /// An upload is under way.
     pub(super) in_flight: bool,
-    /// When the last one succeeded.
-    last_success: Option<Instant>,
+    /// When the last one started: the next may start one sync interval
+    /// later. (Counted from its answer, each upload came a little later
+    /// than the capture it was meant to ship, until the two were nearly an
+    /// interval apart: steady writes waited up to two intervals.)
+    last_started: Option<Instant>,
     /// Failures in a row.
     failures: u32,
     /// Not before this, after a failure.
@@ -56,11 +59,14 @@ impl Replicator {
     /// WAL's size). With `stopping`, a last capture pass and no checkpoint.
     pub fn tick(&mut self, stopping: bool) -> Result<Tick> {
         let requests = self.metrics.pass_requests();
-        let due = stopping || self.last_capture.elapsed() >= self.interval || requests != self.seen_requests;
+        // Due within this tick: captures keep to the interval instead of
+        // falling one tick behind it each time.
+        let due =
+            stopping || self.last_capture.elapsed() + SHORT_TICK >= self.interval || requests != self.seen_requests;
         let woken = !due && self.is_quiet() && self.has_new_commits()?;
         if due || woken {
-            self.capture_pass()?;
             self.last_capture = Instant::now();
+            self.capture_pass()?;
             self.seen_requests = requests;
             self.metrics.record_capture_pass(&self.db_label);
         }
@@ -158,7 +164,9 @@ impl Replicator {
         for index in 0..self.stores.len() {
             let store = &self.stores[index];
             let upload = &store.upload;
-            let interval_passed = upload.last_success.is_none_or(|t| now >= t + store.spec.sync_interval);
+            // Within one tick of the interval: the capture that just ran
+            // (same cadence) ships now, not a tick later.
+            let interval_passed = upload.last_started.is_none_or(|t| now + SHORT_TICK >= t + store.spec.sync_interval);
             if upload.in_flight
                 || store.queue.is_empty()
                 || upload.retry_at.is_some_and(|at| now < at)
@@ -171,6 +179,7 @@ impl Replicator {
             let shipper = self.shipper(index);
             let done = done.clone();
             self.stores[index].upload.in_flight = true;
+            self.stores[index].upload.last_started = Some(now);
             tokio::spawn(async move {
                 let result = shipper.upload(segments, &dir).await;
                 let _ = done.send(UploadDone { store: index, result });
@@ -189,7 +198,6 @@ impl Replicator {
                 let upload = &mut self.stores[index].upload;
                 upload.failures = 0;
                 upload.retry_at = None;
-                upload.last_success = Some(Instant::now());
                 self.acknowledge(index, through)?;
                 self.publish_shipped(index);
                 Ok(())
