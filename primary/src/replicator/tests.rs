@@ -90,11 +90,7 @@ fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
     commit(&app); // the tail
     restart_wal(&app);
     let wal_path = wal::wal_path(replicator.db_path());
-    let wal_frames = || {
-        let header = wal::read_header(&wal_path).unwrap().unwrap();
-        let scan = wal::scan_transactions(&wal_path, &header, header.start(), u64::MAX).unwrap();
-        scan.transactions.last().map_or(0, |t| t.end.frame)
-    };
+    let wal_frames = || committed_frames(&wal_path);
     while wal_frames() < tail_start {
         // One frame each: the same leaf page again.
         app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
@@ -148,6 +144,13 @@ fn a_tail_cut_short_by_journal_size_limit_is_caught_up_never_dropped() {
     replicator.capture_pass().unwrap();
     assert_eq!(metrics.catch_ups(), 1, "a tail cut short with the file is not proven whole");
     assert_capture_is_the_database(&mut replicator);
+}
+
+/// The frames up to the WAL's last commit.
+fn committed_frames(wal_path: &Path) -> u64 {
+    let header = wal::read_header(wal_path).unwrap().unwrap();
+    let scan = wal::scan_transactions(wal_path, &header, header.start(), u64::MAX).unwrap();
+    scan.transactions.last().map_or(0, |t| t.end.frame)
 }
 
 /// The captured state's checksum is the database's, scanned now.
@@ -380,11 +383,7 @@ fn frames_overwritten_by_a_restart_between_the_scan_and_the_page_reads_are_caugh
     let read = replicator.read_batch(MAX_FRAMES_PER_CAPTURE).unwrap().expect("three commits to capture");
     let tail_end = read.end.frame;
     let wal_path = wal::wal_path(replicator.db_path());
-    let new_wal_frames = || {
-        let header = wal::read_header(&wal_path).unwrap().unwrap();
-        let scan = wal::scan_transactions(&wal_path, &header, header.start(), u64::MAX).unwrap();
-        scan.transactions.last().map_or(0, |t| t.end.frame)
-    };
+    let new_wal_frames = || committed_frames(&wal_path);
     // The app restarts the WAL and writes over the frames just scanned.
     app.execute("UPDATE u SET x = randomblob(3000)", []).unwrap();
     while new_wal_frames() < tail_end {

@@ -66,11 +66,15 @@ impl Replicator {
         // queue for its store's next upload (bench/serve.py, steady writes:
         // captures at .93 of each second, uploads at .70).
         let now = Instant::now();
+        let may_upload = self.stores.iter().any(|s| s.may_upload_at(now));
         let interval_passed = self.last_capture.elapsed() + SHORT_TICK >= self.interval;
-        let due = stopping
-            || (interval_passed && self.stores.iter().any(|s| s.may_upload_at(now)))
-            || requests != self.seen_requests;
-        let woken = !due && self.is_quiet() && self.has_new_commits()?;
+        let due = stopping || (interval_passed && may_upload) || requests != self.seen_requests;
+        // The first commit after a quiet pass ships at once, if no upload
+        // went out within the interval; otherwise it waits for the upload
+        // it would wait for anyway, and is captured then (captured at once,
+        // it waited in the queue, and readers that align their polls to
+        // capture times polled early).
+        let woken = !due && may_upload && self.is_quiet() && self.has_new_commits()?;
         if due || woken {
             self.last_capture = Instant::now();
             self.capture_pass()?;
