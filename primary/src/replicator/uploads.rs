@@ -53,10 +53,11 @@ pub struct Tick {
 }
 
 impl Replicator {
-    /// One short tick: a capture pass when due (the sync interval passed,
-    /// a `/bookmark` asked, or the first commit after a quiet pass, which
-    /// ships at once), then the checkpoint policy (which looks at the
-    /// WAL's size). With `stopping`, a last capture pass and no checkpoint.
+    /// One short tick: a capture pass when due (the sync interval passed
+    /// and a store may upload, a `/bookmark` asked, or the first commit
+    /// after a quiet pass with no upload within the interval, which ships
+    /// at once), then the checkpoint policy (which looks at the WAL's
+    /// size). With `stopping`, a last capture pass and no checkpoint.
     pub fn tick(&mut self, stopping: bool) -> Result<Tick> {
         let requests = self.metrics.pass_requests();
         // Due within this tick (captures keep to the interval instead of
