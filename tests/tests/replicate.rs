@@ -822,12 +822,14 @@ async fn pending_segments_missing_from_the_metadata_folder_make_the_store_contin
     let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
     // An hour between uploads, and no memory for them: what is captured
-    // after the first is spilled to the pending folder.
+    // after the first is spilled to the pending folder. With uploads an
+    // hour apart captures wait for the WAL to reach the checkpoint
+    // threshold (a checkpoint window captures what it holds), set low here.
     let mut replicator = Process::spawn(
         "replicate-hourly",
         dir.path(),
         Command::new(distributary())
-            .args(["replicate", "--sync-interval", "1h", "--spill-size", "0"])
+            .args(["replicate", "--sync-interval", "1h", "--spill-size", "0", "--checkpoint-frames", "20"])
             .arg(&db)
             .arg(&url),
     );
