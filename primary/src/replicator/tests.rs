@@ -90,12 +90,11 @@ fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
     commit(&app); // the tail
     restart_wal(&app);
     let wal_path = wal::wal_path(replicator.db_path());
-    let wal_frames = || committed_frames(&wal_path);
-    while wal_frames() < tail_start {
+    while committed_frames(&wal_path) < tail_start {
         // One frame each: the same leaf page again.
         app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
     }
-    assert_eq!(wal_frames(), tail_start, "the new WAL stops right before the tail");
+    assert_eq!(committed_frames(&wal_path), tail_start, "the new WAL stops right before the tail");
     let header = wal::read_header(&wal_path).unwrap().unwrap();
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().write(true).open(&wal_path).unwrap();
@@ -383,10 +382,9 @@ fn frames_overwritten_by_a_restart_between_the_scan_and_the_page_reads_are_caugh
     let read = replicator.read_batch(MAX_FRAMES_PER_CAPTURE).unwrap().expect("three commits to capture");
     let tail_end = read.end.frame;
     let wal_path = wal::wal_path(replicator.db_path());
-    let new_wal_frames = || committed_frames(&wal_path);
     // The app restarts the WAL and writes over the frames just scanned.
     app.execute("UPDATE u SET x = randomblob(3000)", []).unwrap();
-    while new_wal_frames() < tail_end {
+    while committed_frames(&wal_path) < tail_end {
         app.execute("UPDATE u SET x = randomblob(3000)", []).unwrap();
     }
     assert!(tail_start < tail_end);
