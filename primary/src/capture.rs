@@ -291,24 +291,31 @@ impl ReadPage for PagesInMemory {
     }
 }
 
-/// Reads the bytes of pages named by a batch.
+/// Reads the bytes of pages named by a batch: from the frames the WAL
+/// scan kept when it has them, otherwise by offset from the WAL (opened on
+/// first need) or the database file.
 pub struct PageReader<'a> {
+    wal_path: PathBuf,
     wal: Option<File>,
     db: &'a File,
+    frames: wal::FramePages,
     page: Vec<u8>,
+    read_from_wal: bool,
 }
 
 impl<'a> PageReader<'a> {
-    /// Opens the WAL (if any) of `db_path`; pages not in it are read from
-    /// `db`, the database file the replicator keeps open (see
-    /// [`crate::source::Source::db_file`]).
-    pub fn open(db_path: &Path, db: &'a File, page_size: u32) -> Result<PageReader<'a>> {
-        let wal = match File::open(wal::wal_path(db_path)) {
-            Ok(file) => Some(file),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).context("open the WAL"),
-        };
-        Ok(PageReader { wal, db, page: vec![0; page_size as usize] })
+    /// A reader of `db_path`'s pages: from `frames` (read by the scan that
+    /// validated them), else from its WAL, else from `db`, the database
+    /// file the replicator keeps open (see [`crate::source::Source::db_file`]).
+    pub fn new(db_path: &Path, db: &'a File, page_size: u32, frames: wal::FramePages) -> PageReader<'a> {
+        PageReader {
+            wal_path: wal::wal_path(db_path),
+            wal: None,
+            db,
+            frames,
+            page: vec![0; page_size as usize],
+            read_from_wal: false,
+        }
     }
 
     /// Reads every page of `batch` into memory.
@@ -319,6 +326,28 @@ impl<'a> PageReader<'a> {
         }
         Ok(PagesInMemory(pages))
     }
+
+    /// Whether a page was read from the WAL by offset (not kept by the
+    /// scan): only then can a WAL restarted meanwhile have overwritten what
+    /// was read. (Pages of the database file cannot change under the read
+    /// transaction: a checkpoint writes into it only with read mark 0
+    /// locked exclusively.)
+    pub fn read_from_wal(&self) -> bool {
+        self.read_from_wal
+    }
+
+    fn wal(&mut self, pgno: u32) -> Result<&File> {
+        if self.wal.is_none() {
+            match File::open(&self.wal_path) {
+                Ok(file) => self.wal = Some(file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    bail!("page {pgno} is in a WAL that does not exist")
+                }
+                Err(e) => return Err(e).context("open the WAL"),
+            }
+        }
+        Ok(self.wal.as_ref().expect("opened above"))
+    }
 }
 
 impl ReadPage for PageReader<'_> {
@@ -327,8 +356,14 @@ impl ReadPage for PageReader<'_> {
         use std::os::unix::fs::FileExt;
         match source {
             PageSource::Wal(offset) => {
-                let Some(wal) = &self.wal else { bail!("page {pgno} is in a WAL that does not exist") };
-                wal.read_exact_at(&mut self.page, offset).context("read a page from the WAL")?;
+                if self.frames.get(pgno, offset).is_some() {
+                    return Ok(self.frames.get(pgno, offset).expect("checked above"));
+                }
+                self.read_from_wal = true;
+                let mut page = std::mem::take(&mut self.page);
+                let read = self.wal(pgno)?.read_exact_at(&mut page, offset).context("read a page from the WAL");
+                self.page = page;
+                read?;
             }
             PageSource::DbFile => {
                 let offset = u64::from(pgno - 1) * self.page.len() as u64;

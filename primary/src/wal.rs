@@ -245,18 +245,66 @@ pub fn scan_transactions(
     scan(path, header, from, max_frames, None)
 }
 
-/// [`scan_transactions`] that also keeps the page bytes of every committed
-/// frame, by the offset of its page data: for a WAL that may be overwritten
-/// at any moment (the frames the checksums validated are the frames kept).
+/// [`scan_transactions`] that also keeps the page bytes of the committed
+/// frames it validated, newest frame per page, up to `budget` bytes (see
+/// [`FramePages`]).
 pub fn scan_keeping_pages(
     path: &Path,
     header: &WalHeader,
     from: WalPosition,
     max_frames: u64,
-) -> Result<(Scan, std::collections::BTreeMap<u64, Vec<u8>>), WalError> {
-    let mut pages = std::collections::BTreeMap::new();
+    budget: u64,
+) -> Result<(Scan, FramePages), WalError> {
+    let mut pages = FramePages::with_budget(budget);
     let scan = scan(path, header, from, max_frames, Some(&mut pages))?;
     Ok((scan, pages))
+}
+
+/// The page bytes of committed frames read by a scan, the newest frame of
+/// each page, kept so that a capture writes them from the very buffer their
+/// checksums were verified on instead of reading the WAL again. Only
+/// `budget` bytes of pages are kept: a page past it (a long backlog, a huge
+/// transaction) is read again by its frame's offset.
+#[derive(Default)]
+pub struct FramePages {
+    /// Page number to (offset of the frame's page data, bytes).
+    newest: std::collections::HashMap<u32, (u64, Vec<u8>)>,
+    budget: u64,
+    kept: u64,
+}
+
+impl FramePages {
+    /// Keeps nothing.
+    pub fn none() -> FramePages {
+        FramePages::default()
+    }
+
+    fn with_budget(budget: u64) -> FramePages {
+        FramePages { budget, ..FramePages::default() }
+    }
+
+    /// The bytes of `pgno` if the frame whose page data is at `offset` is
+    /// the one kept for it.
+    pub fn get(&self, pgno: u32, offset: u64) -> Option<&[u8]> {
+        match self.newest.get(&pgno) {
+            Some((kept_offset, bytes)) if *kept_offset == offset => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Whether a page of `len` bytes not kept yet fits in the budget.
+    fn fits(&self, pgno: u32, len: u64, staged: u64) -> bool {
+        self.newest.contains_key(&pgno) || self.kept + staged + len <= self.budget
+    }
+
+    /// Keeps a committed frame's page, replacing an older frame's.
+    fn keep(&mut self, pgno: u32, offset: u64, page: Vec<u8>) {
+        let len = page.len() as u64;
+        match self.newest.insert(pgno, (offset, page)) {
+            Some(_) => {}
+            None => self.kept += len,
+        }
+    }
 }
 
 fn scan(
@@ -264,7 +312,7 @@ fn scan(
     header: &WalHeader,
     from: WalPosition,
     max_frames: u64,
-    mut keep: Option<&mut std::collections::BTreeMap<u64, Vec<u8>>>,
+    mut keep: Option<&mut FramePages>,
 ) -> Result<Scan, WalError> {
     let io_err = |source| WalError::Io { path: path.to_path_buf(), source };
     let mut file = match File::open(path) {
@@ -290,7 +338,9 @@ fn scan(
     let mut page = vec![0u8; header.page_size as usize];
     let mut transactions = Vec::new();
     let mut pending: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-    let mut uncommitted: Vec<(u64, Vec<u8>)> = Vec::new();
+    // Frames of the transaction not committed yet, kept once it is.
+    let mut uncommitted: Vec<(u32, u64, Vec<u8>)> = Vec::new();
+    let mut uncommitted_bytes = 0;
     let mut position = from;
     let mut index = from.frame;
     let end_index = from.frame.saturating_add(max_frames);
@@ -327,13 +377,19 @@ fn scan(
         position.checksum = sum;
         index += 1;
         pending.insert(pgno, offset + FRAME_HEADER_SIZE);
-        if keep.is_some() {
-            uncommitted.push((offset + FRAME_HEADER_SIZE, page.clone()));
+        if let Some(keep) = keep.as_deref()
+            && keep.fits(pgno, page_size, uncommitted_bytes)
+        {
+            uncommitted.push((pgno, offset + FRAME_HEADER_SIZE, page.clone()));
+            uncommitted_bytes += page_size;
         }
         if commit != 0 {
             position.frame = index;
             if let Some(keep) = keep.as_deref_mut() {
-                keep.extend(uncommitted.drain(..));
+                for (pgno, offset, page) in uncommitted.drain(..) {
+                    keep.keep(pgno, offset, page);
+                }
+                uncommitted_bytes = 0;
             }
             transactions.push(WalTransaction {
                 pages: std::mem::take(&mut pending).into_iter().collect(),

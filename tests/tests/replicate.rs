@@ -617,7 +617,6 @@ fn busy0_app(db: &Path, seconds: u64) -> Busy0Run {
         }
         step += 1;
     }
-    drop(attempt);
     run
 }
 

@@ -132,9 +132,11 @@ impl Replicator {
                 self.write_batch(read, &include)?;
                 continue;
             }
-            let mut reader = PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
+            let frames = std::mem::take(&mut read.frames);
+            let mut reader =
+                PageReader::new(self.source.db_path(), self.source.db_file(), self.capture.page_size, frames);
             read.pages = Some(reader.read_all(&read.batch)?);
-            if !self.wal_not_restarted_since(read.end)? {
+            if reader.read_from_wal() && !self.wal_not_restarted_since(read.end)? {
                 self.catch_up_due = true;
                 break None;
             }

@@ -188,6 +188,9 @@ pub struct Replicator {
     next_seq: u64,
     /// Queued bytes in memory per store past which they are spilled.
     spill_bytes: u64,
+    /// Bytes of pages a WAL scan keeps for the segments; pages past it are
+    /// read again by offset.
+    scan_keep_bytes: u64,
     /// Capture cadence: the shortest of the stores' sync intervals.
     interval: Duration,
     last_capture: Instant,
@@ -341,6 +344,7 @@ impl Replicator {
             unrecorded: VecDeque::new(),
             next_seq: 1,
             spill_bytes: record::SPILL_BYTES,
+            scan_keep_bytes: wal_capture::SCAN_KEEP_BYTES,
             interval,
             last_capture: Instant::now(),
             seen_requests: 0,

@@ -20,15 +20,23 @@ use crate::wal::{self, WalPosition};
 /// transaction).
 const MEMORY_SEGMENT_BYTES: u64 = 8 << 20;
 
+/// The page bytes a WAL scan keeps in memory (so a capture reads each new
+/// frame once), at most; a larger batch reads the rest again by offset.
+pub(super) const SCAN_KEEP_BYTES: u64 = MEMORY_SEGMENT_BYTES;
+
 /// Transactions read from the WAL and folded into one batch, not yet
 /// written as segments.
 pub(super) struct ReadBatch {
     pub(super) batch: capture::WalBatch,
     /// The WAL position after the batch's last commit.
     pub(super) end: WalPosition,
-    /// The pages' bytes, when read into memory (a previous WAL's tail);
-    /// otherwise they are read from the files while the batch is written.
+    /// The pages' bytes, when read into memory and proven to be the
+    /// batch's (a previous WAL's tail, a checkpoint window's batch);
+    /// otherwise they are taken from `frames`, or read from the files,
+    /// while the batch is written.
     pub(super) pages: Option<capture::PagesInMemory>,
+    /// The frames' pages the scan read and validated (within a budget).
+    pub(super) frames: wal::FramePages,
     /// Whether the batch reaches the WAL's last commit.
     pub(super) reached_end: bool,
 }
@@ -234,11 +242,14 @@ impl Replicator {
                 header.start()
             }
         };
-        let mut scan = wal::scan_transactions(&wal_path, &header, cursor, max_frames)?;
+        // Each new frame is read once: the scan validates its checksum and
+        // keeps its page for the segments.
+        let keep = self.scan_keep_bytes;
+        let (mut scan, mut frames) = wal::scan_keeping_pages(&wal_path, &header, cursor, max_frames, keep)?;
         if scan.transactions.is_empty() && scan.at_limit {
-            // One transaction longer than the limit: read it whole (only its
-            // page offsets are kept in memory).
-            scan = wal::scan_transactions(&wal_path, &header, cursor, u64::MAX)?;
+            // One transaction longer than the limit: read it whole (pages
+            // past the budget are read again by offset).
+            (scan, frames) = wal::scan_keeping_pages(&wal_path, &header, cursor, u64::MAX, keep)?;
         }
         if self.source.path_moved()? {
             // The WAL at the path may be another database's: the next pass
@@ -255,7 +266,7 @@ impl Replicator {
         };
         let end = last.end;
         let batch = fold_transactions(&transactions, self.capture.commit, &mut self.wal_index);
-        Ok(Some(ReadBatch { batch, end, pages: None, reached_end: !at_limit }))
+        Ok(Some(ReadBatch { batch, end, pages: None, frames, reached_end: !at_limit }))
     }
 
     /// Reads what the previous WAL (the cursor's) committed after the
@@ -283,7 +294,7 @@ impl Replicator {
         }
         let wal_path = wal::wal_path(self.source.db_path());
         let old = wal::WalHeader { salt1: cursor.salt1, salt2: cursor.salt2, ..*header };
-        let (scan, frames) = wal::scan_keeping_pages(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES)?;
+        let (scan, frames) = wal::scan_keeping_pages(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES, u64::MAX)?;
         // Read after the tail: had the new WAL been writing the tail's
         // first frame (index `cursor.frame`) while the tail was read, it
         // would hold every frame before it now. (Regression, crash matrix:
@@ -353,8 +364,8 @@ impl Replicator {
         let mut pages = BTreeMap::new();
         for (&pgno, source) in &batch.pages {
             let capture::PageSource::Wal(offset) = source else { return Ok(OldTail::Unproven) };
-            let Some(bytes) = frames.get(offset) else { return Ok(OldTail::Unproven) };
-            pages.insert(pgno, bytes.clone());
+            let Some(bytes) = frames.get(pgno, *offset) else { return Ok(OldTail::Unproven) };
+            pages.insert(pgno, bytes.to_vec());
         }
         tracing::debug!(db = %self.db_label, transactions = batch.transactions, to = last.end.frame, "read the previous WAL's tail");
         Ok(OldTail::Complete(Some(ReadBatch {
@@ -362,6 +373,7 @@ impl Replicator {
             // The next read starts the new WAL.
             end: header.start(),
             pages: Some(capture::PagesInMemory(pages)),
+            frames: wal::FramePages::none(),
             reached_end: false,
         })))
     }
@@ -370,7 +382,7 @@ impl Replicator {
     /// included store (in memory unless its pages are many), queues them,
     /// and remembers the capture for the metadata.
     pub(super) fn write_batch(&mut self, read: ReadBatch, include: &[bool]) -> Result<u64> {
-        let ReadBatch { batch, end, pages, .. } = read;
+        let ReadBatch { batch, end, pages, frames, .. } = read;
         let _span = tracing::debug_span!("capture", db = %self.db_label, transactions = batch.transactions).entered();
         let plans: Vec<Option<SegmentPlan>> = self
             .stores
@@ -400,10 +412,10 @@ impl Replicator {
             }
             None => {
                 let mut reader =
-                    PageReader::open(self.source.db_path(), self.source.db_file(), self.capture.page_size)?;
+                    PageReader::new(self.source.db_path(), self.source.db_file(), self.capture.page_size, frames);
                 let captured =
                     capture::capture_batch(&batch, &mut reader, &self.hashes, checksum, &mut set, &mut targets)?;
-                if !self.wal_not_restarted_since(end)? {
+                if reader.read_from_wal() && !self.wal_not_restarted_since(end)? {
                     set.finish_kept(checksum, &vec![false; plans.len()])?;
                     self.catch_up_due = true;
                     return Ok(0);
@@ -433,8 +445,10 @@ impl Replicator {
 
 impl Replicator {
     /// Whether the WAL file still begins with the header of `position`'s
-    /// WAL. Pages are read by their frames' offsets after the scan that
-    /// validated those frames, and a read transaction on read mark 0 (begun
+    /// WAL. Pages the scan did not keep (past its memory budget, or from
+    /// frames before the cursor) are read by their frames' offsets after
+    /// the scan that validated those frames, and a read transaction on read
+    /// mark 0 (begun
     /// on a WAL the app had copied whole, as after a checkpoint window) does
     /// not keep the app from restarting the WAL meanwhile and overwriting
     /// them. SQLite writes a restarted WAL's header before any of its
