@@ -248,14 +248,14 @@ def main():
         base = statistics.median(r[0] for r in results["none"])
         print(f"\n{workload}: {args.transactions} transactions per run, {args.rounds} rounds, medians; "
               "local-folder store, 1 s sync interval")
-        print("| replicator | app txn/s | vs none | replicator CPU s per 1,000 txn | peak RSS MiB | stored bytes per txn "
-              "| write-lock holds, p99 |")
-        print("|---|---:|---:|---:|---:|---:|---|")
+        print("| replicator | app txn/s | vs none | vs none, per round | replicator CPU s per 1,000 txn | peak RSS MiB "
+              "| stored bytes per txn | write-lock holds, p99 |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
         cpus = {}
         for mode in modes:
             rate = statistics.median(r[0] for r in results[mode])
             if mode == "none":
-                print(f"| none | {rate:,.0f} | 1.00 | – | – | – | – |")
+                print(f"| none | {rate:,.0f} | 1.00 | 1.00 | – | – | – | – |")
                 continue
             cpus[mode] = statistics.median(r[1] for r in results[mode]) / args.transactions * 1000
             rss = statistics.median(r[3] for r in results[mode])
@@ -265,8 +265,12 @@ def main():
                 count = max(r[4][1] for r in results[mode])
                 p99 = max(r[4][0] for r in results[mode])
                 holds = f"{count} at most per run, p99 bucket {p99 * 1000:.2f} ms" if count else "none"
-            print(f"| {mode} | {rate:,.0f} | {rate / base:.2f} | {cpus[mode]:.3f} | {rss:.1f} | {stored:.0f} "
-                  f"| {holds} |")
+            # The median of each round's ratio to the run without a replicator
+            # just before it: the rounds are interleaved, so this pairs runs
+            # that saw the same machine load.
+            paired = statistics.median(r[0] / n[0] for r, n in zip(results[mode], results["none"]))
+            print(f"| {mode} | {rate:,.0f} | {rate / base:.2f} | {paired:.2f} | {cpus[mode]:.3f} | {rss:.1f} "
+                  f"| {stored:.0f} | {holds} |")
         if "litestream" in cpus and cpus["litestream"] > 0:
             print(f"replicator CPU, distributary / litestream: {cpus['distributary'] / cpus['litestream']:.2f}")
     if args.fsync_seconds:

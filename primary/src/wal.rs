@@ -12,7 +12,7 @@
 //! transaction still in progress (or rolled back) and are never shipped.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Size of the WAL header in bytes.
@@ -269,6 +269,8 @@ pub fn scan_keeping_pages(
 pub struct FramePages {
     /// Page number to (offset of the frame's page data, bytes).
     newest: std::collections::HashMap<u32, (u64, Vec<u8>)>,
+    /// Page buffers of replaced frames, reused for the next ones.
+    spare: Vec<Vec<u8>>,
     budget: u64,
     kept: u64,
 }
@@ -297,15 +299,30 @@ impl FramePages {
         self.newest.contains_key(&pgno) || self.kept + staged + len <= self.budget
     }
 
+    /// A copy of `page` in a reused buffer when there is one.
+    fn copy_of(&mut self, page: &[u8]) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.extend_from_slice(page);
+                buffer
+            }
+            None => page.to_vec(),
+        }
+    }
+
     /// Keeps a committed frame's page, replacing an older frame's.
     fn keep(&mut self, pgno: u32, offset: u64, page: Vec<u8>) {
         let len = page.len() as u64;
         match self.newest.insert(pgno, (offset, page)) {
-            Some(_) => {}
+            Some((_, replaced)) => self.spare.push(replaced),
             None => self.kept += len,
         }
     }
 }
+
+/// Bytes read from the WAL per `pread` while scanning (whole frames).
+const SCAN_READ_BYTES: u64 = 256 * 1024;
 
 fn scan(
     path: &Path,
@@ -314,8 +331,9 @@ fn scan(
     max_frames: u64,
     mut keep: Option<&mut FramePages>,
 ) -> Result<Scan, WalError> {
+    use std::os::unix::fs::FileExt;
     let io_err = |source| WalError::Io { path: path.to_path_buf(), source };
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Scan {
@@ -329,13 +347,12 @@ fn scan(
         Err(e) => return Err(io_err(e)),
     };
     let file_len = file.metadata().map_err(io_err)?.len();
-    // Frames are contiguous: one seek, then sequential reads through a
-    // buffer (a few syscalls per hundred frames, not three per frame).
-    file.seek(SeekFrom::Start(header.frame_offset(from.frame))).map_err(io_err)?;
-    let mut file = io::BufReader::with_capacity(256 * 1024, file);
     let page_size = u64::from(header.page_size);
-    let mut frame_header = [0u8; FRAME_HEADER_SIZE as usize];
-    let mut page = vec![0u8; header.page_size as usize];
+    let frame_size = FRAME_HEADER_SIZE + page_size;
+    // Frames are contiguous: whole frames are read in large preads, and
+    // each frame's checksum and page bytes come from that one buffer.
+    let frames_per_read = (SCAN_READ_BYTES / frame_size).max(1);
+    let mut buffer = Vec::new();
     let mut transactions = Vec::new();
     let mut pending: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
     // Frames of the transaction not committed yet, kept once it is.
@@ -345,15 +362,18 @@ fn scan(
     let mut index = from.frame;
     let end_index = from.frame.saturating_add(max_frames);
     let mut end = None;
-    while index < end_index {
+    'reads: while index < end_index {
         let offset = header.frame_offset(index);
-        if offset + FRAME_HEADER_SIZE + page_size > file_len {
+        let whole_frames = file_len.saturating_sub(offset) / frame_size;
+        let count = frames_per_read.min(end_index - index).min(whole_frames);
+        if count == 0 {
             end = Some(LogEnd::EndOfFile);
             break;
         }
+        buffer.resize((count * frame_size) as usize, 0);
         // A file cut short meanwhile ends the log where it was cut (a
         // previous WAL's tail can be truncated while it is read).
-        match file.read_exact(&mut frame_header).and_then(|()| file.read_exact(&mut page)) {
+        match file.read_exact_at(&mut buffer, offset) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 end = Some(LogEnd::EndOfFile);
@@ -361,42 +381,50 @@ fn scan(
             }
             Err(e) => return Err(io_err(e)),
         }
-        let pgno = be32(&frame_header[0..4]);
-        let commit = be32(&frame_header[4..8]);
-        let salts = (be32(&frame_header[8..12]), be32(&frame_header[12..16]));
-        if salts != (header.salt1, header.salt2) || pgno == 0 {
-            end = Some(LogEnd::Salts(salts.0, salts.1));
-            break; // a leftover frame of an earlier WAL cycle: the log ends here
-        }
-        let sum = checksum(header.big_endian_checksums, position.checksum, &frame_header[..8]);
-        let sum = checksum(header.big_endian_checksums, sum, &page);
-        if sum != (be32(&frame_header[16..20]), be32(&frame_header[20..24])) {
-            end = Some(LogEnd::Checksum);
-            break; // torn or stale frame
-        }
-        position.checksum = sum;
-        index += 1;
-        pending.insert(pgno, offset + FRAME_HEADER_SIZE);
-        if let Some(keep) = keep.as_deref()
-            && keep.fits(pgno, page_size, uncommitted_bytes)
-        {
-            uncommitted.push((pgno, offset + FRAME_HEADER_SIZE, page.clone()));
-            uncommitted_bytes += page_size;
-        }
-        if commit != 0 {
-            position.frame = index;
-            if let Some(keep) = keep.as_deref_mut() {
-                for (pgno, offset, page) in uncommitted.drain(..) {
-                    keep.keep(pgno, offset, page);
-                }
-                uncommitted_bytes = 0;
+        for frame in buffer.chunks_exact(frame_size as usize) {
+            let (frame_header, page) = frame.split_at(FRAME_HEADER_SIZE as usize);
+            let pgno = be32(&frame_header[0..4]);
+            let commit = be32(&frame_header[4..8]);
+            let salts = (be32(&frame_header[8..12]), be32(&frame_header[12..16]));
+            if salts != (header.salt1, header.salt2) || pgno == 0 {
+                end = Some(LogEnd::Salts(salts.0, salts.1));
+                break 'reads; // a leftover frame of an earlier WAL cycle: the log ends here
             }
-            transactions.push(WalTransaction {
-                pages: std::mem::take(&mut pending).into_iter().collect(),
-                commit,
-                end: position,
-            });
+            let sum = checksum(header.big_endian_checksums, position.checksum, &frame_header[..8]);
+            let sum = checksum(header.big_endian_checksums, sum, page);
+            if sum != (be32(&frame_header[16..20]), be32(&frame_header[20..24])) {
+                end = Some(LogEnd::Checksum);
+                break 'reads; // torn or stale frame
+            }
+            position.checksum = sum;
+            let page_offset = header.frame_offset(index) + FRAME_HEADER_SIZE;
+            index += 1;
+            pending.insert(pgno, page_offset);
+            if let Some(keep) = keep.as_deref_mut()
+                && keep.fits(pgno, page_size, uncommitted_bytes)
+            {
+                uncommitted.push((pgno, page_offset, keep.copy_of(page)));
+                uncommitted_bytes += page_size;
+            }
+            if commit != 0 {
+                position.frame = index;
+                if let Some(keep) = keep.as_deref_mut() {
+                    for (pgno, offset, page) in uncommitted.drain(..) {
+                        keep.keep(pgno, offset, page);
+                    }
+                    uncommitted_bytes = 0;
+                }
+                transactions.push(WalTransaction {
+                    pages: std::mem::take(&mut pending).into_iter().collect(),
+                    commit,
+                    end: position,
+                });
+            }
         }
+    }
+    if let Some(keep) = keep {
+        // Frames after the last commit are not kept; their buffers are.
+        keep.spare.extend(uncommitted.into_iter().map(|(_, _, page)| page));
     }
     Ok(Scan { transactions, at_limit: end.is_none(), end, stopped_at: index, file_len })
 }
