@@ -84,30 +84,42 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     // Registered before the first pass: a signal in the middle of a pass
     // lets it finish (a pass killed half way is safe, but wastes its work).
-    let mut stop = crate::signals::stop_on_signals("finishing the compaction pass");
+    let stop = crate::signals::stop_on_signals("finishing the compaction pass");
+    watch(store.as_ref(), &config, args.interval, stop).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Compacts `store` every `interval` until `stop` turns true: the loop of
+/// `distributary compact --watch`, and of `replicate` with `compaction:
+/// local`. A failed pass is retried at the next tick (the store may be down
+/// for a while, and every pass picks up where the last one stopped); a
+/// store that refuses the compactor outright ends the loop with the error.
+pub async fn watch(
+    store: &dyn store::Store,
+    config: &CompactConfig,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     // One cache for every pass: headers read once are not requested again.
     let headers = HeaderCache::new();
-    let mut ticker = tokio::time::interval(args.interval);
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|stopping| *stopping) => return Ok(ExitCode::SUCCESS),
+            _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
         }
-        // A failed run is retried at the next tick: the store may be down
-        // for a while, and every run picks up where the last one stopped.
-        // A store that refuses the compactor outright stops it.
-        match compact_with(store.as_ref(), &config, &SystemClock, &headers).await {
+        match compact_with(store, config, &SystemClock, &headers).await {
             Ok(_) => {}
             Err(error) if error.class() == ErrorClass::Permanent => {
                 return Err(error).with_context(|| format!("compact {}", store.url()));
             }
             Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "compaction failed; retrying at the next interval");
+                tracing::error!(store = %store.url(), error = format!("{error:#}"), "compaction failed; retrying at the next interval");
             }
         }
         if *stop.borrow() {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(());
         }
     }
 }
