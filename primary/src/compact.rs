@@ -70,14 +70,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let store = store::open(&args.store_url).await.with_context(|| format!("open store {}", args.store_url))?;
     let config = args.config();
     if !args.watch {
-        // A pass stopped part way is safe to run again: every step is
-        // idempotent (invariant 3), and the next one picks up the rest.
-        let bound = RetryBound { give_up_after: args.retry_for };
-        let report =
-            retry_bounded(bound, "compaction", CompactError::class, || compact(store.as_ref(), &config, &SystemClock))
-                .await
-                .with_context(|| format!("compact {}", store.url()))?;
-        if report.no_manifest {
+        if !once(store.as_ref(), &config, RetryBound { give_up_after: args.retry_for }).await? {
             eprintln!("distributary: {} holds no manifest yet; nothing to compact", store.url());
         }
         return Ok(ExitCode::SUCCESS);
@@ -87,6 +80,18 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let stop = crate::signals::stop_on_signals("finishing the compaction pass");
     watch(store.as_ref(), &config, args.interval, stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One compaction pass over `store`, transient failures retried within
+/// `bound`. Returns whether the store holds a manifest (nothing to compact
+/// otherwise).
+pub async fn once(store: &dyn store::Store, config: &CompactConfig, bound: RetryBound) -> Result<bool> {
+    // A pass stopped part way is safe to run again: every step is
+    // idempotent (invariant 3), and the next one picks up the rest.
+    let report = retry_bounded(bound, "compaction", CompactError::class, || compact(store, config, &SystemClock))
+        .await
+        .with_context(|| format!("compact {}", store.url()))?;
+    Ok(!report.no_manifest)
 }
 
 /// Compacts `store` every `interval` until `stop` turns true: the loop of

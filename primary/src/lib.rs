@@ -7,7 +7,7 @@
 //! | [`replicate`] | `distributary replicate`: arguments, `--exec` supervision, signals |
 //! | [`replicator`] | one database's replication: capture, checkpoints, catch-up, uploads, metadata |
 //! | [`compact`] | `distributary compact`: L1 segments, snapshots, retention (without Lambda) |
-//! | [`config`] | YAML configuration (Litestream-style keys) |
+//! | [`config`] | YAML configuration: ours, and Litestream 0.3 and 0.5 files as they are |
 //! | [`wal`] | reading SQLite's WAL: frames, salts, checksums, commits |
 //! | [`source`] | the replicator's connections: read lock, write lock, checkpoints |
 //! | [`state`] | the metadata folder: capture position, page hashes, per-store TXIDs |

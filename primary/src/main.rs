@@ -4,15 +4,17 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use distributary::config::{self, Logging};
 use distributary::{compact, generations, replicate, restore, snapshots, verify};
 
 /// Streams a SQLite database to object storage for read-only replicas.
 #[derive(Parser)]
 #[command(name = "distributary", version, about, propagate_version = true)]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text", env = "DISTRIBUTARY_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format: text (the default) or json; wins over a config file's
+    /// `logging.type`.
+    #[arg(long, global = true, env = "DISTRIBUTARY_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,7 +44,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let logging = match &cli.command {
+        Command::Replicate(args) => replicate::config_logging(args),
+        _ => Logging::default(),
+    };
+    init_tracing(cli.log_format, logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -69,12 +75,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to standard error. `DISTRIBUTARY_LOG` (a filter) wins over the
+/// config file's `logging.level`, and `--log-format` over its `logging.type`.
+fn init_tracing(format: Option<LogFormat>, logging: Logging) {
+    let level = logging.level.map_or("info", |level| level.directive());
     let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBUTARY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let json = match format {
+        Some(format) => matches!(format, LogFormat::Json),
+        None => logging.format == Some(config::LogFormat::Json),
+    };
+    if json { builder.json().init() } else { builder.init() }
 }

@@ -13,7 +13,7 @@ use distributary_core::retry::RetryBound;
 use distributary_core::store;
 use tokio::sync::watch;
 
-use crate::config::{self, Config, DbConfig, ReplicaConfig};
+use crate::config::{self, CompactionMode, Config, DbConfig, ReplicaConfig};
 use crate::metrics::Metrics;
 use crate::replicator::open::Opening;
 use crate::replicator::{CheckpointPolicy, OnPermanentFailure, ReplicaSpec, Replicator};
@@ -25,7 +25,8 @@ pub struct Args {
     pub db_path: Option<PathBuf>,
     /// Where to replicate it: file:///path, s3://bucket/prefix?region=...
     pub store_url: Option<String>,
-    /// A YAML config file with several databases and stores (Litestream-style keys).
+    /// A YAML config file with several databases and stores (ours, or a
+    /// Litestream 0.3 or 0.5 `litestream.yml` as it is).
     #[arg(long, short = 'c', conflicts_with_all = ["db_path", "store_url"])]
     pub config: Option<PathBuf>,
     /// How often to upload what was committed (100ms at least).
@@ -36,11 +37,19 @@ pub struct Args {
     pub encryption_key_file: Option<PathBuf>,
     /// Run the app as a child: replication starts first, signals go to the
     /// child, and on its exit the replicator flushes and exits with its status.
+    /// Wins over the config file's `exec`.
     #[arg(long)]
     pub exec: Option<String>,
     /// Ship what is committed now, then exit.
     #[arg(long)]
     pub once: bool,
+    /// `local`: run the compactor in this process for every store, on the
+    /// same schedule and with the same code as `distributary compact
+    /// --watch` (for stores with no Lambda: MinIO, R2, a local folder).
+    /// `lambda` (the default): leave compaction to the Lambda. Wins over the
+    /// config file's `compaction`.
+    #[arg(long, value_parser = parse_compaction_mode)]
+    pub compaction: Option<CompactionMode>,
     /// Serve Prometheus metrics on /metrics and replication status on /status.
     #[arg(long)]
     pub metrics_addr: Option<String>,
@@ -63,6 +72,14 @@ pub struct Args {
     pub retry_for: Duration,
 }
 
+fn parse_compaction_mode(text: &str) -> Result<CompactionMode, String> {
+    match text {
+        "local" => Ok(CompactionMode::Local),
+        "lambda" => Ok(CompactionMode::Lambda),
+        other => Err(format!("{other:?} is not a compaction mode: give `local` or `lambda`")),
+    }
+}
+
 fn config_from_args(args: &Args) -> Result<Config> {
     let mut config = match (&args.config, &args.db_path, &args.store_url) {
         (Some(path), _, _) => Config::load(path)?,
@@ -72,17 +89,20 @@ fn config_from_args(args: &Args) -> Result<Config> {
             config::check_sync_interval(interval)?;
             let defaults = CheckpointPolicy::default();
             Config {
-                metrics_addr: None,
                 dbs: vec![DbConfig {
                     path: db_path.clone(),
+                    folder: None,
                     checkpoint_frames: defaults.passive_frames,
                     truncate_bytes: defaults.truncate_bytes,
                     replicas: vec![ReplicaConfig {
                         url: url.clone(),
                         sync_interval: interval,
                         encryption_key_file: args.encryption_key_file.clone(),
+                        credentials: None,
                     }],
+                    compaction: Default::default(),
                 }],
+                ..Config::default()
             }
         }
         (None, Some(_), None) => bail!("missing STORE_URL: `distributary replicate DB_PATH STORE_URL`"),
@@ -91,9 +111,22 @@ fn config_from_args(args: &Args) -> Result<Config> {
     if args.metrics_addr.is_some() {
         config.metrics_addr = args.metrics_addr.clone();
     }
+    if args.exec.is_some() {
+        config.exec = args.exec.clone();
+    }
     for db in &mut config.dbs {
+        // The one place folders are refused, until replication watches them.
+        if db.folder.is_some() {
+            bail!(
+                "{}: a folder of databases (dbs[].dir) is not supported yet: list each database with `path`",
+                db.path.display()
+            );
+        }
         if let Some(frames) = args.checkpoint_frames {
             db.checkpoint_frames = frames;
+        }
+        if let Some(mode) = args.compaction {
+            db.compaction.mode = mode;
         }
         if let Some(size) = &args.truncate_size {
             db.truncate_bytes = config::parse_size(size).context("--truncate-size")?;
@@ -115,9 +148,24 @@ fn read_key(path: &Path) -> Result<EncryptionKey> {
     EncryptionKey::parse(&bytes).with_context(|| format!("encryption key file {}", path.display()))
 }
 
+/// The config file's `logging:` section, for `main` to set up logging with
+/// before the command runs (flags and `DISTRIBUTARY_LOG` win over it). A
+/// file that does not load gives the defaults: `run` reports why.
+pub fn config_logging(args: &Args) -> config::Logging {
+    args.config.as_deref().and_then(|path| Config::load(path).ok()).map(|config| config.logging).unwrap_or_default()
+}
+
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
     let config = config_from_args(&args)?;
+    // Keys accepted with no effect here, and where the compactor's settings
+    // go: said once, before anything starts.
+    for notice in &config.notices {
+        tracing::info!("config: {notice}");
+    }
+    for instruction in config.lambda_instructions() {
+        tracing::info!("{instruction}");
+    }
     let spill_bytes = config::parse_size(&args.spill_size).context("--spill-size")?;
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -136,7 +184,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         let mut replicas = Vec::new();
         for replica in &db.replicas {
             let key = replica.encryption_key_file.as_deref().map(read_key).transpose()?;
-            let store = store::open(&replica.url).await?;
+            let store = replica.open_store().await?;
             replicas.push(ReplicaSpec { url: replica.url.clone(), store, sync_interval: replica.sync_interval, key });
         }
         let policy = CheckpointPolicy {
@@ -144,31 +192,46 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             truncate_bytes: db.truncate_bytes,
             ..CheckpointPolicy::default()
         };
-        databases.push((db.path.clone(), replicas, policy));
+        // `compaction: local`: the compactor's settings and interval.
+        let local = (db.compaction.mode == CompactionMode::Local).then(|| db.compaction.local_compactor());
+        databases.push((db.path.clone(), replicas, policy, local));
     }
 
     if args.once {
         let (_tx, shutdown) = watch::channel(false);
         let opening =
             Opening { shutdown, wait_for_db: false, bound: Some(RetryBound { give_up_after: args.retry_for }) };
-        for (path, replicas, policy) in databases {
+        for (path, replicas, policy, local) in databases {
             // Two passes that find nothing are all the quiet `--once` waits for.
             let policy = CheckpointPolicy { truncate_after_quiet: Duration::ZERO, ..policy };
             let mut replicator = Replicator::open(&path, &replicas, policy, metrics.clone(), &opening).await?;
             replicator.set_spill_bytes(spill_bytes);
-            for (url, txid) in replicator.sync_once(opening.bound.expect("set above")).await? {
+            let bound = opening.bound.expect("set above");
+            for (url, txid) in replicator.sync_once(bound).await? {
                 println!("{} -> {url}: TXID {}", path.display(), txid.0);
+            }
+            // With local compaction, one pass over what was just shipped.
+            if let Some((compact_config, _)) = &local {
+                for replica in &replicas {
+                    crate::compact::once(replica.store.as_ref(), compact_config, bound).await?;
+                }
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
 
     let mut running = Vec::new();
-    let supervising = args.exec.is_some();
+    let supervising = config.exec.is_some();
     // A store that fails permanently stops the replicator (exit 1), unless
     // it supervises the app: the app is never stopped for a store's sake.
     let on_permanent = if supervising { OnPermanentFailure::Retry } else { OnPermanentFailure::Stop };
-    for (path, replicas, policy) in databases {
+    let mut compactors = Vec::new();
+    for (path, replicas, policy, local) in databases {
+        if let Some((compact_config, interval)) = local {
+            for replica in &replicas {
+                compactors.push(spawn_local_compactor(replica, compact_config.clone(), interval, shutdown.clone()));
+            }
+        }
         let (stop, shutdown) = (shutdown_tx.clone(), shutdown.clone());
         let stop_all = move |result: Result<()>| {
             if result.is_err() && on_permanent == OnPermanentFailure::Stop {
@@ -196,7 +259,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         running.push(tokio::spawn(async move { stop_all(replicator.run(shutdown, on_permanent).await) }));
     }
 
-    let child_status = match &args.exec {
+    let child_status = match &config.exec {
         Some(command) => Some(supervise(command).await?),
         None => {
             wait_for_stop(shutdown_tx.clone(), shutdown.clone()).await;
@@ -217,11 +280,44 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             failed = true;
         }
     }
+    // A compaction pass in progress finishes (a pass stopped half way is
+    // safe, but wastes its work); a second signal exits at once.
+    for handle in compactors {
+        handle.await.context("compaction task")?;
+    }
     match child_status {
         Some(code) => Ok(ExitCode::from(code)),
         None if failed => Ok(ExitCode::FAILURE),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `compaction: local`: compacts `replica`'s store every `interval` in
+/// this process until `shutdown`, as `distributary compact --watch` would.
+/// A store that refuses the compactor outright stops compaction, not
+/// replication: the log says so once, and the segments wait for a
+/// compactor.
+fn spawn_local_compactor(
+    replica: &ReplicaSpec,
+    config: distributary_core::compact::CompactConfig,
+    interval: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let store = replica.store.clone();
+    tracing::info!(
+        store = %replica.url,
+        every = ?interval,
+        l1_window = ?config.l1_window,
+        snapshot_interval = ?config.snapshot_interval,
+        snapshot_retention = ?config.snapshot_retention,
+        l0_retention = ?config.l0_retention,
+        "compacting in this process (compaction: local)"
+    );
+    tokio::spawn(async move {
+        if let Err(error) = crate::compact::watch(store.as_ref(), &config, interval, shutdown).await {
+            tracing::error!(error = format!("{error:#}"), "local compaction stopped; replication goes on");
+        }
+    })
 }
 
 /// Waits for SIGINT/SIGTERM, or for a task to stop the replicator.

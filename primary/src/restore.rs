@@ -96,8 +96,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("distributary: {} exists; nothing to do (--if-db-not-exists)", args.output.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let (url, mut key_file) = match &args.config {
-        None => (args.source.clone(), None),
+    // With --config, the store is opened as `replicate` opens it (the
+    // file's static credentials included).
+    let (replica, mut key_file) = match &args.config {
+        None => (None, None),
         Some(config) => {
             let db = PathBuf::from(&args.source);
             let config = Config::load(config)?;
@@ -109,7 +111,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .with_context(|| format!("{} is not in the configuration", db.display()))?;
             let replica =
                 entry.replicas.first().with_context(|| format!("{} has no store configured", db.display()))?;
-            (replica.url.clone(), replica.encryption_key_file.clone())
+            (Some(replica.clone()), replica.encryption_key_file.clone())
         }
     };
     if args.encryption_key_file.is_some() {
@@ -128,7 +130,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         (_, _, Some(txid)) => Target::Snapshot(parse_txid(txid)?),
         _ => Target::Newest,
     };
-    let store = distributary_core::store::open(&url).await?;
+    let url = replica.as_ref().map_or_else(|| args.source.clone(), |r| r.url.clone());
+    let store = match &replica {
+        Some(replica) => replica.open_store().await?,
+        None => distributary_core::store::open(&args.source).await?,
+    };
     let bound = RetryBound { give_up_after: args.retry_for };
     if args.if_replica_exists
         && retry_bounded(bound, "read the manifest", ApplyError::class, || async {

@@ -1,0 +1,122 @@
+//! `distributary replicate --config` with `compaction: local` (issue #16):
+//! the replicator compacts its own store in process, configured by a
+//! Litestream 0.5 file's retention and level keys. While an app commits,
+//! L1 segments and snapshots appear, snapshots past the retention are
+//! deleted, and every kept snapshot restores to its listed checksum.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use distributary_core::store::{FileStore, Store};
+use distributary_tests::bins::binary;
+use distributary_tests::e2e::assert_every_snapshot_restores;
+use distributary_tests::process::{Process, tail};
+
+/// Objects of the store under one level's folder (`l1`, `snapshots`).
+async fn keys_in(store: &FileStore, level: &str) -> BTreeSet<String> {
+    let objects = store.list("").await.unwrap();
+    objects
+        .into_iter()
+        .map(|object| object.key)
+        .filter(|key| key.contains(&format!("/{level}/")) && key.ends_with(".seg"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_local_compacts_and_applies_litestreams_retention_in_the_replicator() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let store_path = dir.path().join("store");
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    app.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);").unwrap();
+    let config = dir.path().join("litestream.yml");
+    // Litestream 0.5's keys, short enough for a test: the first level is
+    // our L1 window, `retention` the snapshots' retention,
+    // `retention-check-interval` the time between compaction runs and
+    // `l0-retention` how long merged L0 segments stay (a snapshot is
+    // retired only once the L0 segments before it are).
+    std::fs::write(
+        &config,
+        format!(
+            "compaction: local\n\
+             l0-retention: 2s\n\
+             levels:\n  - interval: 1s\n\
+             dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      sync-interval: 200ms\n      \
+             retention: 4s\n      retention-check-interval: 1s\n      snapshot-interval: 2s\n",
+            db.display(),
+            store_path.display()
+        ),
+    )
+    .unwrap();
+    let mut replicator = Process::spawn(
+        "replicate",
+        dir.path(),
+        Command::new(binary("distributary", "distributary")).args(["replicate", "--config"]).arg(&config),
+    );
+
+    // The app commits a row every 20 ms until the compactor has done each
+    // of its jobs at least once.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (db, writing) = (db.clone(), writing.clone());
+        std::thread::spawn(move || {
+            let connection = rusqlite::Connection::open(&db).unwrap();
+            connection.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut i = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                connection.execute("INSERT INTO events (body) VALUES (?1)", [format!("event {i}")]).unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let store = FileStore::new(&store_path);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut snapshots_seen = BTreeSet::new();
+    loop {
+        let l1 = keys_in(&store, "l1").await;
+        let snapshots = keys_in(&store, "snapshots").await;
+        snapshots_seen.extend(snapshots.iter().cloned());
+        let deleted = snapshots_seen.difference(&snapshots).count();
+        if !l1.is_empty() && snapshots_seen.len() >= 3 && deleted >= 1 {
+            break;
+        }
+        if let Some(status) = replicator.exited() {
+            panic!("replicate exited with {status}:\n{}", tail(&replicator.log()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s: {} L1 segments, snapshots seen {snapshots_seen:?}, present {snapshots:?}:\n{}",
+            l1.len(),
+            tail(&replicator.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writing.store(false, Ordering::Relaxed);
+    writer.join().unwrap();
+    let status = replicator.terminate();
+    let log = replicator.log();
+    assert!(status.success(), "replicate exited with {status}:\n{}", tail(&log));
+    assert!(log.contains("compacting in this process"), "{}", tail(&log));
+    assert!(!log.contains("the compactor is the Lambda"), "no Lambda instructions with local compaction");
+
+    // `--once` ships what was committed since, then runs one pass.
+    app.execute("INSERT INTO events (body) VALUES ('after')", []).unwrap();
+    let once = Command::new(binary("distributary", "distributary"))
+        .args(["replicate", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&once.stderr);
+    assert!(once.status.success(), "replicate --once: {stderr}");
+    assert!(stderr.contains("compaction done"), "one compaction pass after shipping: {stderr}");
+
+    // Every snapshot kept restores exactly and passes integrity_check.
+    let url = format!("file://{}", store_path.display());
+    let restored = assert_every_snapshot_restores(&url, &[], dir.path());
+    assert!(restored >= 1, "{restored} snapshots kept");
+}
