@@ -262,7 +262,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let child_status = match &config.exec {
         Some(command) => Some(supervise(command).await?),
         None => {
-            wait_for_stop(shutdown_tx.clone(), shutdown.clone()).await;
+            let stop = crate::signals::stop_requested_from_now();
+            tracing::info!(databases = config.dbs.len(), "replicating; SIGTERM or SIGINT flushes and stops");
+            wait_for_stop(stop, shutdown_tx.clone(), shutdown.clone()).await;
             None
         }
     };
@@ -321,9 +323,13 @@ fn spawn_local_compactor(
 }
 
 /// Waits for SIGINT/SIGTERM, or for a task to stop the replicator.
-async fn wait_for_stop(shutdown_tx: watch::Sender<bool>, mut shutdown: watch::Receiver<bool>) {
+async fn wait_for_stop(
+    signal: impl std::future::Future<Output = ()>,
+    shutdown_tx: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     tokio::select! {
-        _ = crate::signals::stop_requested() => {
+        _ = signal => {
             tracing::info!("stopping: flushing the last commits (signal again to exit at once)");
         }
         _ = shutdown.wait_for(|stop| *stop) => {}

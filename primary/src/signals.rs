@@ -7,15 +7,24 @@ use tokio::sync::watch;
 
 /// Resolves at the next SIGINT or SIGTERM.
 pub async fn stop_requested() {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        // Without signal handlers, never resolve: the process is stopped by kill.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    stop_requested_from_now().await
+}
+
+/// [`stop_requested`], listening from this call on rather than from the
+/// first poll: a signal that arrives in between is not lost (nor does it
+/// kill the process with the default action).
+pub fn stop_requested_from_now() -> impl std::future::Future<Output = ()> {
+    let signals = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = signals else {
+            // Without signal handlers, never resolve: the process is stopped by kill.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
     }
 }
 
