@@ -22,12 +22,14 @@
 //! | [`generations`] | `distributary generations`: the lineages a store holds |
 //! | [`verify`] | `distributary verify`: chains, checksums, manifest and snapshots checked; nothing changed |
 //! | [`time`] | RFC 3339 formatting and parsing |
+//! | [`limits`] | process limits raised at start (open files) |
 
 pub mod capture;
 pub mod compact;
 pub mod config;
 pub mod generation;
 pub mod generations;
+pub mod limits;
 pub mod metrics;
 pub mod queue;
 pub mod replicate;

@@ -166,6 +166,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for instruction in config.lambda_instructions() {
         tracing::info!("{instruction}");
     }
+    crate::limits::prepare_for(config.dbs.len());
     let spill_bytes = config::parse_size(&args.spill_size).context("--spill-size")?;
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
