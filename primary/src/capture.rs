@@ -329,9 +329,10 @@ impl<'a> PageReader<'a> {
 
     /// Whether a page was read from the WAL by offset (not kept by the
     /// scan): only then can a WAL restarted meanwhile have overwritten what
-    /// was read. (Pages of the database file cannot change under the read
-    /// transaction: a checkpoint writes into it only with read mark 0
-    /// locked exclusively.)
+    /// was read. (A page is read from the database file only when no frame
+    /// of the current WAL up to the batch holds it, and a checkpoint copies
+    /// into the file only frames up to the held read mark; see
+    /// docs/REPLICATE.md.)
     pub fn read_from_wal(&self) -> bool {
         self.read_from_wal
     }
