@@ -266,13 +266,16 @@ def fsyncs_per_upload(seconds, binaries, store):
 
 
 def main():
+    global TIMED_SECONDS
     parser = argparse.ArgumentParser()
     parser.add_argument("--transactions", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workload", choices=["single", "writers4", "writers4-timed", "both"], default="both")
+    parser.add_argument("--seconds", type=int, default=8, help="how long writers4-timed commits")
     parser.add_argument("--fsync-seconds", type=int, default=0, help="also count fsyncs per upload at 10 commits/s")
     parser.add_argument("--soak", type=int, default=0, help="also run a sustained-write WAL soak of this many seconds")
     args = parser.parse_args()
+    TIMED_SECONDS = args.seconds
     binaries = {"distributary": common.binary("distributary"), "litestream": common.litestream()}
     modes = ["none", "distributary"]
     if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):

@@ -5,7 +5,8 @@
 //! | module | what |
 //! |---|---|
 //! | [`replicate`] | `distributary replicate`: arguments, `--exec` supervision, signals |
-//! | [`replicator`] | one database's replication: capture, checkpoints, catch-up, uploads, metadata |
+//! | [`replicator`] | one database's replication: capture, checkpoints, catch-up, uploads, metadata; the fleet that steps them all |
+//! | [`folder`] | a folder of databases: scanned, each to its own prefix, added and removed while running |
 //! | [`compact`] | `distributary compact`: L1 segments, snapshots, retention (without Lambda) |
 //! | [`config`] | YAML configuration: ours, and Litestream 0.3 and 0.5 files as they are |
 //! | [`wal`] | reading SQLite's WAL: frames, salts, checksums, commits |
@@ -27,6 +28,7 @@
 pub mod capture;
 pub mod compact;
 pub mod config;
+pub mod folder;
 pub mod generation;
 pub mod generations;
 pub mod limits;

@@ -11,10 +11,12 @@ use anyhow::{Context, Result, bail};
 use distributary_core::format::EncryptionKey;
 use distributary_core::retry::RetryBound;
 use distributary_core::store;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::config::{self, CompactionMode, Config, DbConfig, ReplicaConfig};
+use crate::config::{self, CompactionMode, Config, DbConfig, DbFolder, ReplicaConfig};
+use crate::folder::FolderWatch;
 use crate::metrics::Metrics;
+use crate::replicator::fleet::{Change, Fleet};
 use crate::replicator::open::Opening;
 use crate::replicator::{CheckpointPolicy, OnPermanentFailure, ReplicaSpec, Replicator};
 
@@ -27,8 +29,20 @@ pub struct Args {
     pub store_url: Option<String>,
     /// A YAML config file with several databases and stores (ours, or a
     /// Litestream 0.3 or 0.5 `litestream.yml` as it is).
-    #[arg(long, short = 'c', conflicts_with_all = ["db_path", "store_url"])]
+    #[arg(long, short = 'c', conflicts_with_all = ["db_path", "store_url", "dir"])]
     pub config: Option<PathBuf>,
+    /// Replicate every database in this folder whose name matches
+    /// --pattern, each to its own prefix of STORE_URL (its path below the
+    /// folder); databases created later are picked up within one sync
+    /// interval, removed ones are stopped. `replicate --dir DIR STORE_URL`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// With --dir: which file names are databases (`*`, `?`, `[a-z]`).
+    #[arg(long, default_value = "*.db", requires = "dir")]
+    pub pattern: String,
+    /// With --dir: scan its subfolders too.
+    #[arg(long, requires = "dir")]
+    pub recursive: bool,
     /// How often to upload what was committed (100ms at least).
     #[arg(long, default_value = "1s")]
     pub sync_interval: String,
@@ -81,7 +95,16 @@ fn parse_compaction_mode(text: &str) -> Result<CompactionMode, String> {
 }
 
 fn config_from_args(args: &Args) -> Result<Config> {
-    let mut config = match (&args.config, &args.db_path, &args.store_url) {
+    // `--dir DIR STORE_URL`: the one positional argument is the store.
+    let (db_path, store_url) = match (&args.dir, &args.db_path, &args.store_url) {
+        (Some(_), Some(url), None) => (args.dir.clone(), url.to_str().map(str::to_string)),
+        (Some(_), Some(_), Some(_)) => {
+            bail!("give --dir DIR STORE_URL (a folder of databases) or DB_PATH STORE_URL (one), not both")
+        }
+        (Some(_), None, _) => bail!("missing STORE_URL: `distributary replicate --dir DIR STORE_URL`"),
+        (None, db_path, url) => (db_path.clone(), url.clone()),
+    };
+    let mut config = match (&args.config, &db_path, &store_url) {
         (Some(path), _, _) => Config::load(path)?,
         (None, Some(db_path), Some(url)) => {
             store::StoreUrl::parse(url)?;
@@ -91,7 +114,11 @@ fn config_from_args(args: &Args) -> Result<Config> {
             Config {
                 dbs: vec![DbConfig {
                     path: db_path.clone(),
-                    folder: None,
+                    folder: args.dir.as_ref().map(|_| DbFolder {
+                        pattern: args.pattern.clone(),
+                        recursive: args.recursive,
+                        watch: true,
+                    }),
                     checkpoint_frames: defaults.passive_frames,
                     truncate_bytes: defaults.truncate_bytes,
                     replicas: vec![ReplicaConfig {
@@ -115,13 +142,6 @@ fn config_from_args(args: &Args) -> Result<Config> {
         config.exec = args.exec.clone();
     }
     for db in &mut config.dbs {
-        // The one place folders are refused, until replication watches them.
-        if db.folder.is_some() {
-            bail!(
-                "{}: a folder of databases (dbs[].dir) is not supported yet: list each database with `path`",
-                db.path.display()
-            );
-        }
         if let Some(frames) = args.checkpoint_frames {
             db.checkpoint_frames = frames;
         }
@@ -166,7 +186,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for instruction in config.lambda_instructions() {
         tracing::info!("{instruction}");
     }
-    crate::limits::prepare_for(config.dbs.len());
+    crate::limits::prepare_for(database_count(&config));
     let spill_bytes = config::parse_size(&args.spill_size).context("--spill-size")?;
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -195,60 +215,56 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         };
         // `compaction: local`: the compactor's settings and interval.
         let local = (db.compaction.mode == CompactionMode::Local).then(|| db.compaction.local_compactor());
-        databases.push((db.path.clone(), replicas, policy, local));
+        databases.push(Database { path: db.path.clone(), folder: db.folder.clone(), replicas, policy, local });
     }
 
     if args.once {
-        let (_tx, shutdown) = watch::channel(false);
-        let opening =
-            Opening { shutdown, wait_for_db: false, bound: Some(RetryBound { give_up_after: args.retry_for }) };
-        for (path, replicas, policy, local) in databases {
-            // Two passes that find nothing are all the quiet `--once` waits for.
-            let policy = CheckpointPolicy { truncate_after_quiet: Duration::ZERO, ..policy };
-            let mut replicator = Replicator::open(&path, &replicas, policy, metrics.clone(), &opening).await?;
-            replicator.set_spill_bytes(spill_bytes);
-            let bound = opening.bound.expect("set above");
-            for (url, txid) in replicator.sync_once(bound).await? {
-                println!("{} -> {url}: TXID {}", path.display(), txid.0);
-            }
-            // With local compaction, one pass over what was just shipped.
-            if let Some((compact_config, _)) = &local {
-                for replica in &replicas {
-                    crate::compact::once(replica.store.as_ref(), compact_config, bound).await?;
-                }
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        return sync_once(databases, &metrics, spill_bytes, RetryBound { give_up_after: args.retry_for }).await;
     }
 
-    let mut running = Vec::new();
     let supervising = config.exec.is_some();
     // A store that fails permanently stops the replicator (exit 1), unless
     // it supervises the app: the app is never stopped for a store's sake.
     let on_permanent = if supervising { OnPermanentFailure::Retry } else { OnPermanentFailure::Stop };
+    let mut fleet = Fleet::new(on_permanent);
+    let (changes_tx, changes) = mpsc::unbounded_channel();
     let mut compactors = Vec::new();
-    for (path, replicas, policy, local) in databases {
+    let mut watchers = Vec::new();
+    for Database { path, folder, replicas, policy, local } in databases {
         if let Some((compact_config, interval)) = local {
             for replica in &replicas {
+                if folder.is_some() {
+                    tracing::warn!(store = %replica.url, "compaction: local compacts single databases; a folder's databases are left to `distributary compact --watch` on each prefix");
+                    continue;
+                }
                 compactors.push(spawn_local_compactor(replica, compact_config.clone(), interval, shutdown.clone()));
             }
         }
-        let (stop, shutdown) = (shutdown_tx.clone(), shutdown.clone());
-        let stop_all = move |result: Result<()>| {
-            if result.is_err() && on_permanent == OnPermanentFailure::Stop {
-                let _ = stop.send(true);
-            }
-            result
-        };
+        if let Some(folder) = folder {
+            let watch = FolderWatch {
+                dir: path,
+                pattern: folder.pattern,
+                recursive: folder.recursive,
+                watch: folder.watch,
+                interval: replicas.iter().map(|r| r.sync_interval).min().unwrap_or(config::DEFAULT_SYNC_INTERVAL),
+                replicas,
+                policy,
+                spill_bytes,
+            };
+            let (metrics, shutdown, changes) = (metrics.clone(), shutdown.clone(), changes_tx.clone());
+            watchers.push(tokio::spawn(crate::folder::watch(watch, metrics, shutdown, changes)));
+            continue;
+        }
         if supervising && !path.exists() {
             // The app creates it: replication starts once it appears (its
             // first capture covers whatever the app wrote before that).
             let opening = Opening { shutdown: shutdown.clone(), wait_for_db: true, bound: None };
-            let metrics = metrics.clone();
-            running.push(tokio::spawn(async move {
+            let (metrics, changes) = (metrics.clone(), changes_tx.clone());
+            watchers.push(tokio::spawn(async move {
                 let mut replicator = Replicator::open(&path, &replicas, policy, metrics, &opening).await?;
                 replicator.set_spill_bytes(spill_bytes);
-                replicator.run(shutdown, on_permanent).await
+                let _ = changes.send(Change::Add(Box::new(replicator)));
+                Ok(())
             }));
             continue;
         }
@@ -257,8 +273,21 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         let opening = Opening { shutdown: shutdown.clone(), wait_for_db: false, bound: None };
         let mut replicator = Replicator::open(&path, &replicas, policy, metrics.clone(), &opening).await?;
         replicator.set_spill_bytes(spill_bytes);
-        running.push(tokio::spawn(async move { stop_all(replicator.run(shutdown, on_permanent).await) }));
+        fleet.add(replicator);
     }
+    drop(changes_tx);
+    // Every database is stepped by this one task; a database whose store
+    // refuses it for good stops them all (`on_permanent`).
+    let stop = shutdown_tx.clone();
+    let running = tokio::spawn(fleet.run(shutdown.clone(), Some(changes)));
+    let fleet_done = async move {
+        let result = running.await.context("replication task")?;
+        if result.is_err() {
+            let _ = stop.send(true);
+        }
+        result
+    };
+    let fleet_done = tokio::spawn(fleet_done);
 
     let child_status = match &config.exec {
         Some(command) => Some(supervise(command).await?),
@@ -277,11 +306,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         std::process::exit(130);
     });
     let mut failed = false;
-    for handle in running {
-        if let Err(e) = handle.await.context("replication task")? {
+    for handle in watchers {
+        if let Err(e) = handle.await.context("folder watcher")? {
             eprintln!("distributary: {e:#}");
             failed = true;
         }
+    }
+    if let Err(e) = fleet_done.await.context("replication task")? {
+        eprintln!("distributary: {e:#}");
+        failed = true;
     }
     // A compaction pass in progress finishes (a pass stopped half way is
     // safe, but wastes its work); a second signal exits at once.
@@ -293,6 +326,65 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         None if failed => Ok(ExitCode::FAILURE),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// A configured database (or folder of them), its stores opened.
+struct Database {
+    path: PathBuf,
+    folder: Option<DbFolder>,
+    replicas: Vec<ReplicaSpec>,
+    policy: CheckpointPolicy,
+    local: Option<(distributary_core::compact::CompactConfig, Duration)>,
+}
+
+/// How many databases the configuration names now (a folder's as its scan
+/// finds them), for the open-files limit.
+fn database_count(config: &Config) -> usize {
+    config
+        .dbs
+        .iter()
+        .map(|db| match &db.folder {
+            Some(folder) => crate::folder::scan(&db.path, &folder.pattern, folder.recursive).map_or(0, |f| f.len()),
+            None => 1,
+        })
+        .sum()
+}
+
+/// `--once`: ships what each database (and each database of each folder)
+/// has committed now, then (with local compaction) one compaction pass.
+async fn sync_once(
+    databases: Vec<Database>,
+    metrics: &Arc<Metrics>,
+    spill_bytes: u64,
+    bound: RetryBound,
+) -> Result<ExitCode> {
+    let (_tx, shutdown) = watch::channel(false);
+    let opening = Opening { shutdown, wait_for_db: false, bound: Some(bound) };
+    for Database { path, folder, replicas, policy, local } in databases {
+        // Two passes that find nothing are all the quiet `--once` waits for.
+        let policy = CheckpointPolicy { truncate_after_quiet: Duration::ZERO, ..policy };
+        let each: Vec<(PathBuf, Vec<ReplicaSpec>)> = match &folder {
+            Some(folder) => crate::folder::scan(&path, &folder.pattern, folder.recursive)?
+                .into_iter()
+                .map(|db| crate::folder::replicas_of(&path, &db, &replicas).map(|r| (db, r)))
+                .collect::<Result<_>>()?,
+            None => vec![(path.clone(), replicas.clone())],
+        };
+        for (path, replicas) in each {
+            let mut replicator = Replicator::open(&path, &replicas, policy, metrics.clone(), &opening).await?;
+            replicator.set_spill_bytes(spill_bytes);
+            for (url, txid) in replicator.sync_once(bound).await? {
+                println!("{} -> {url}: TXID {}", path.display(), txid.0);
+            }
+            // With local compaction, one pass over what was just shipped.
+            if let Some((compact_config, _)) = &local {
+                for replica in &replicas {
+                    crate::compact::once(replica.store.as_ref(), compact_config, bound).await?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `compaction: local`: compacts `replica`'s store every `interval` in

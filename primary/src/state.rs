@@ -82,11 +82,14 @@ CREATE TABLE IF NOT EXISTS replica (
 CREATE TABLE IF NOT EXISTS host (id INTEGER PRIMARY KEY CHECK (id = 1), boot_id TEXT NOT NULL);
 ";
 
+/// What a database's metadata folder adds to its name.
+pub const FOLDER_SUFFIX: &str = "-distributary";
+
 impl StateDir {
     /// The metadata folder of `db_path`: `<db_path>-distributary`.
     pub fn path_for(db_path: &Path) -> PathBuf {
         let mut name = db_path.as_os_str().to_owned();
-        name.push("-distributary");
+        name.push(FOLDER_SUFFIX);
         PathBuf::from(name)
     }
 

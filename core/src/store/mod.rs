@@ -10,6 +10,7 @@
 //! [`MemoryStore`] (tests) has no URL: data written to it would be lost
 //! when the program exits, so no command can be pointed at one.
 
+mod prefixed;
 mod types;
 mod url;
 
@@ -24,6 +25,7 @@ mod s3;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use self::prefixed::{PrefixedStore, child_url};
 pub use self::types::{Body, ByteRange, ETag, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
 pub use self::url::{StoreUrl, open};
 #[cfg(feature = "file")]

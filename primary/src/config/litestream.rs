@@ -329,7 +329,7 @@ fn source(index: usize, db: &FileDb, env: Env) -> Result<(PathBuf, Option<DbFold
                 format!("dbs[{index}] ({dir}): `dir` needs `pattern`, the files to replicate (such as *.db)")
             })?;
             let folder =
-                DbFolder { pattern, recursive: db.recursive.unwrap_or(false), watch: db.watch.unwrap_or(false) };
+                DbFolder { pattern, recursive: db.recursive.unwrap_or(false), watch: db.watch.unwrap_or(true) };
             Ok((home(dir, env)?, Some(folder)))
         }
         (None, None) => bail!("dbs[{index}]: give `path` (the database file) or `dir` with `pattern`"),

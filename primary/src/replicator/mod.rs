@@ -16,9 +16,11 @@
 //! | `checkpoint` | checkpoint windows and TRUNCATE |
 //! | `resync` | catch-ups and first segments by a scan of every page |
 //! | `record` | what `state.db` records, and when; spilling |
-//! | `uploads` | the run loop: ticks, uploads, acknowledgements |
+//! | `uploads` | ticks, uploads, acknowledgements |
+//! | [`fleet`] | the run loop of every database of a process, in one task |
 
 mod checkpoint;
+pub mod fleet;
 pub mod open;
 mod record;
 mod resync;

@@ -10,6 +10,7 @@ use distributary_core::TxId;
 use distributary_core::retry::{ErrorClass, RetryBound, backoff, classify, retry_bounded};
 use tokio::sync::{mpsc, watch};
 
+use super::fleet::Fleet;
 use super::{Replicator, SHORT_TICK};
 use crate::shipper::Shipper;
 
@@ -40,7 +41,9 @@ pub enum OnPermanentFailure {
 }
 
 /// The answer to one upload.
-struct UploadDone {
+pub(super) struct UploadDone {
+    /// The [`Fleet`] member it belongs to.
+    pub(super) member: u64,
     store: usize,
     result: Result<TxId>,
 }
@@ -120,58 +123,17 @@ impl Replicator {
     /// most once per its sync interval (at once after a quiet period);
     /// then captures once more and uploads everything before returning.
     /// A capture that fails is retried with backoff (and logged); at the
-    /// shutdown its error is returned.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, on_permanent: OnPermanentFailure) -> Result<()> {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<UploadDone>();
-        self.metrics.register_database(&self.db_label);
-        let mut failures = 0u32;
-        let mut retry_capture_at: Option<Instant> = None;
-        let mut flushing = false;
-        // A dropped sender stops the replicator like a signal.
-        let mut sender_gone = false;
-        let tick = SHORT_TICK.min(self.interval);
-        loop {
-            let stopping = sender_gone || *shutdown.borrow();
-            // One last capture at the shutdown, then only uploads.
-            let capture_now = !flushing && retry_capture_at.is_none_or(|at| Instant::now() >= at);
-            if capture_now {
-                match tokio::task::block_in_place(|| self.tick(stopping)) {
-                    Ok(_) => {
-                        failures = 0;
-                        retry_capture_at = None;
-                        flushing = stopping;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        self.metrics.record_error();
-                        tracing::error!(db = %self.db_label, error = %format!("{e:#}"), "capture failed; retrying");
-                        if stopping {
-                            return Err(e);
-                        }
-                        retry_capture_at = Some(Instant::now() + backoff(failures));
-                    }
-                }
-            }
-            self.start_uploads(&done_tx, flushing);
-            if flushing && self.stores.iter().all(|s| s.queue.is_empty() && !s.upload.in_flight) {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                Some(done) = done_rx.recv() => self.upload_done(done, on_permanent)?,
-                changed = shutdown.changed(), if !stopping => sender_gone = changed.is_err(),
-            }
-            // Answers that came meanwhile, without waiting.
-            while let Ok(done) = done_rx.try_recv() {
-                self.upload_done(done, on_permanent)?;
-            }
-        }
+    /// shutdown its error is returned. (A [`Fleet`] of one.)
+    pub async fn run(self, shutdown: watch::Receiver<bool>, on_permanent: OnPermanentFailure) -> Result<()> {
+        let mut fleet = Fleet::new(on_permanent);
+        fleet.add(self);
+        fleet.run(shutdown, None).await
     }
 
     /// Starts an upload for every store with segments queued, none under
     /// way, its sync interval passed since its last upload (or `now_all`),
     /// and no failure to wait out.
-    fn start_uploads(&mut self, done: &mpsc::UnboundedSender<UploadDone>, now_all: bool) {
+    pub(super) fn start_uploads(&mut self, member: u64, done: &mpsc::UnboundedSender<UploadDone>, now_all: bool) {
         let now = Instant::now();
         for index in 0..self.stores.len() {
             let store = &self.stores[index];
@@ -190,7 +152,7 @@ impl Replicator {
             self.stores[index].upload.last_started = Some(now);
             tokio::spawn(async move {
                 let result = shipper.upload(segments, &dir).await;
-                let _ = done.send(UploadDone { store: index, result });
+                let _ = done.send(UploadDone { member, store: index, result });
             });
         }
     }
@@ -198,8 +160,8 @@ impl Replicator {
     /// Records an upload's answer: progress on success; on failure a
     /// retry after backoff, or the error when permanent and `on_permanent`
     /// says stop.
-    fn upload_done(&mut self, done: UploadDone, on_permanent: OnPermanentFailure) -> Result<()> {
-        let UploadDone { store: index, result } = done;
+    pub(super) fn upload_done(&mut self, done: UploadDone, on_permanent: OnPermanentFailure) -> Result<()> {
+        let UploadDone { store: index, result, .. } = done;
         self.stores[index].upload.in_flight = false;
         match result {
             Ok(through) => {
