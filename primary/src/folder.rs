@@ -13,12 +13,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use distributary_core::store::{PrefixedStore, child_url};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::replicator::fleet::Change;
 use crate::replicator::open::Opening;
 use crate::replicator::{CheckpointPolicy, ReplicaSpec, Replicator};
+
+/// Databases of a folder started at once: each start scans the database
+/// and asks its stores, so a thousand found together would otherwise hold
+/// hundreds of blocking threads (and their memory) at the same moment.
+const STARTS_AT_ONCE: usize = 4;
 
 /// What the watcher needs to start a database of the folder.
 pub struct FolderWatch {
@@ -62,6 +67,7 @@ pub async fn watch(
     // the next scan.
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<(PathBuf, Result<()>)>();
     let mut first = true;
+    let starts = Arc::new(Semaphore::new(STARTS_AT_ONCE));
     tracing::info!(dir = %folder.dir.display(), pattern = %folder.pattern, recursive = folder.recursive, "watching a folder of databases");
     loop {
         while let Ok((path, result)) = opened_rx.try_recv() {
@@ -96,7 +102,7 @@ pub async fn watch(
                         }
                         skipped.remove(&path);
                         running.insert(path.clone());
-                        start(&folder, &path, &metrics, &shutdown, &changes, &opened_tx)?;
+                        start(&folder, &path, &metrics, &shutdown, &changes, &opened_tx, &starts)?;
                     }
                 }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "folder scan failed; trying again"),
@@ -119,12 +125,15 @@ fn start(
     shutdown: &watch::Receiver<bool>,
     changes: &mpsc::UnboundedSender<Change>,
     opened: &mpsc::UnboundedSender<(PathBuf, Result<()>)>,
+    starts: &Arc<Semaphore>,
 ) -> Result<()> {
     let replicas = replicas_of(&folder.dir, path, &folder.replicas)?;
     let (path, policy, spill_bytes) = (path.to_path_buf(), folder.policy, folder.spill_bytes);
     let (metrics, changes, opened) = (metrics.clone(), changes.clone(), opened.clone());
     let opening = Opening { shutdown: shutdown.clone(), wait_for_db: false, bound: None };
+    let starts = starts.clone();
     tokio::spawn(async move {
+        let _turn = starts.acquire_owned().await.expect("the semaphore is never closed");
         let result = Replicator::open(&path, &replicas, policy, metrics, &opening).await.map(|mut replicator| {
             replicator.set_spill_bytes(spill_bytes);
             tracing::info!(db = %path.display(), "replicating a database of the folder");

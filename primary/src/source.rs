@@ -9,7 +9,9 @@
 //! - `writer` takes the write lock (`BEGIN IMMEDIATE`) only where nothing
 //!   else can tell what was committed: at the start, and for a catch-up by
 //!   page hashes after continuity was lost. The app's writers wait on their
-//!   busy timeout (or fail, without one) meanwhile.
+//!   busy timeout (or fail, without one) meanwhile. It is opened for that
+//!   and closed after: a process replicating a thousand databases keeps no
+//!   idle connection (two descriptors) per database for it.
 //! - `checkpointer` runs the replicator's own checkpoints (PASSIVE, or
 //!   TRUNCATE past the size limit on a quiet tick; never RESTART).
 
@@ -34,7 +36,8 @@ const LOCK_POLL: Duration = Duration::from_micros(100);
 pub struct Source {
     db_path: PathBuf,
     reader: Connection,
-    writer: Connection,
+    /// Open while the write lock is held ([`Source::lock_writes`]).
+    writer: std::cell::RefCell<Option<Connection>>,
     checkpointer: Connection,
     reading: bool,
     /// When the write lock was taken, while it is held (for the hold-time
@@ -116,6 +119,24 @@ fn open(db_path: &Path) -> Result<Connection> {
     Ok(connection)
 }
 
+/// The connection that takes the write lock: it retries every
+/// [`LOCK_POLL`] for up to [`LOCK_TIMEOUT`].
+fn open_writer(db_path: &Path) -> Result<Connection> {
+    let mut writer = open(db_path)?;
+    let mut waiting_since = std::time::Instant::now();
+    writer.busy_handler(Some(move |attempt: i32| {
+        if attempt == 0 {
+            waiting_since = std::time::Instant::now();
+        }
+        if waiting_since.elapsed() >= LOCK_TIMEOUT {
+            return false;
+        }
+        std::thread::sleep(LOCK_POLL);
+        true
+    }))?;
+    Ok(writer)
+}
+
 impl Source {
     /// Opens the database, refusing one that is missing or not in WAL mode.
     pub fn open(db_path: &Path) -> Result<Source> {
@@ -133,18 +154,6 @@ impl Source {
                 db_path.display()
             );
         }
-        let mut writer = open(db_path)?;
-        let mut waiting_since = std::time::Instant::now();
-        writer.busy_handler(Some(move |attempt: i32| {
-            if attempt == 0 {
-                waiting_since = std::time::Instant::now();
-            }
-            if waiting_since.elapsed() >= LOCK_TIMEOUT {
-                return false;
-            }
-            std::thread::sleep(LOCK_POLL);
-            true
-        }))?;
         let db_file = std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
         let db_identity = identity(&db_file.metadata().with_context(|| format!("stat {}", db_path.display()))?);
         // The connections above opened (or created) it.
@@ -160,7 +169,7 @@ impl Source {
             locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
             reader,
-            writer,
+            writer: std::cell::RefCell::new(None),
             checkpointer: open(db_path)?,
             reading: false,
             db_identity,
@@ -241,7 +250,12 @@ impl Source {
     /// Takes the database's write lock; `Ok(false)` if the app held it for
     /// longer than the lock timeout (try again later).
     pub fn lock_writes(&self) -> Result<bool> {
-        match self.writer.execute_batch("BEGIN IMMEDIATE") {
+        let mut writer = self.writer.borrow_mut();
+        if writer.is_none() {
+            *writer = Some(open_writer(&self.db_path)?);
+        }
+        let connection = writer.as_ref().expect("opened above");
+        match connection.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 self.locked_at.set(Some(Instant::now()));
                 Ok(true)
@@ -251,10 +265,13 @@ impl Source {
         }
     }
 
-    /// Releases the write lock; returns how long it was held.
+    /// Releases the write lock (and closes the writer's connection);
+    /// returns how long it was held.
     pub fn unlock_writes(&self) -> Result<Option<Duration>> {
-        if !self.writer.is_autocommit() {
-            self.writer.execute_batch("ROLLBACK")?;
+        if let Some(writer) = self.writer.borrow_mut().take()
+            && !writer.is_autocommit()
+        {
+            writer.execute_batch("ROLLBACK")?;
         }
         Ok(self.locked_at.take().map(|at| at.elapsed()))
     }
@@ -283,7 +300,9 @@ impl Source {
     /// `PRAGMA data_version` on the checkpointer's connection: changes when
     /// another connection commits.
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self.checkpointer.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+        // Cached: this runs on every short tick of every database.
+        let mut statement = self.checkpointer.prepare_cached("PRAGMA data_version")?;
+        Ok(statement.query_row([], |row| row.get(0))?)
     }
 
     /// Where in the WAL the read transaction's snapshot ends: the WAL's

@@ -16,6 +16,7 @@
 //! another boot checks the pending files and the store before resuming
 //! (`crate::resume`).
 
+use std::cell::{RefCell, RefMut};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -60,7 +61,10 @@ pub struct ReplicaState {
 /// The metadata folder of one database.
 pub struct StateDir {
     root: PathBuf,
-    db: Connection,
+    /// `state.db`, opened when first needed and closed by
+    /// [`StateDir::release`] while the database is idle (three descriptors
+    /// per database in a process replicating a thousand).
+    db: RefCell<Option<Connection>>,
 }
 
 const SCHEMA: &str = "
@@ -99,12 +103,29 @@ impl StateDir {
         std::fs::create_dir_all(&root).with_context(|| {
             format!("create metadata folder {} (the database's folder must be writable)", root.display())
         })?;
-        let db = Connection::open(root.join("state.db"))
-            .with_context(|| format!("open {}", root.join("state.db").display()))?;
-        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-        db.execute_batch(SCHEMA).with_context(|| format!("initialise {}", root.join("state.db").display()))?;
-        add_key_check_column(&db).with_context(|| format!("upgrade {}", root.join("state.db").display()))?;
-        Ok(StateDir { root, db })
+        let state = StateDir { root, db: RefCell::new(None) };
+        state.connection()?;
+        Ok(state)
+    }
+
+    /// The open connection to `state.db`, opening (and on the first open,
+    /// creating or upgrading) it if needed.
+    fn connection(&self) -> Result<RefMut<'_, Connection>> {
+        let mut db = self.db.borrow_mut();
+        if db.is_none() {
+            let path = self.root.join("state.db");
+            let connection = Connection::open(&path).with_context(|| format!("open {}", path.display()))?;
+            connection.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+            connection.execute_batch(SCHEMA).with_context(|| format!("initialise {}", path.display()))?;
+            add_key_check_column(&connection).with_context(|| format!("upgrade {}", path.display()))?;
+            *db = Some(connection);
+        }
+        Ok(RefMut::map(db, |db| db.as_mut().expect("opened above")))
+    }
+
+    /// Closes `state.db` until it is needed again.
+    pub fn release(&self) {
+        self.db.borrow_mut().take();
     }
 
     /// The folder of pending (captured, not yet uploaded) segments of a store.
@@ -116,7 +137,7 @@ impl StateDir {
     /// The capture state, `None` if nothing was captured yet (or the folder
     /// was deleted).
     pub fn capture(&self) -> Result<Option<CaptureState>> {
-        self.db
+        self.connection()?
             .query_row(
                 "SELECT page_size, commit_pages, checksum, wal_salt1, wal_salt2, wal_frame, wal_sum0, wal_sum1
                  FROM capture WHERE id = 1",
@@ -146,9 +167,9 @@ impl StateDir {
 
     /// The state of every store known here.
     pub fn replicas(&self) -> Result<Vec<ReplicaState>> {
-        let mut statement = self
-            .db
-            .prepare("SELECT url, generation, captured_txid, shipped_txid, key_check FROM replica ORDER BY url")?;
+        let db = self.connection()?;
+        let mut statement =
+            db.prepare("SELECT url, generation, captured_txid, shipped_txid, key_check FROM replica ORDER BY url")?;
         let rows = statement.query_map([], |row| {
             let generation: String = row.get(1)?;
             let key_check: Option<i64> = row.get(4)?;
@@ -170,7 +191,8 @@ impl StateDir {
 
     /// The hash of every page, by page number (1-based; index 0 unused).
     pub fn page_hashes(&self) -> Result<Vec<Option<u64>>> {
-        let mut statement = self.db.prepare("SELECT pgno, hash FROM page_hash ORDER BY pgno")?;
+        let db = self.connection()?;
+        let mut statement = db.prepare("SELECT pgno, hash FROM page_hash ORDER BY pgno")?;
         let mut out: Vec<Option<u64>> = vec![None];
         let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?;
         for row in rows {
@@ -188,7 +210,8 @@ impl StateDir {
     /// hashes, pages removed past the new size, and each store's new
     /// captured TXID.
     pub fn commit_capture(&mut self, update: &CaptureUpdate<'_>) -> Result<()> {
-        let transaction = self.db.transaction()?;
+        let mut db = self.connection()?;
+        let transaction = db.transaction()?;
         if update.replace_all_hashes {
             transaction.execute("DELETE FROM page_hash", [])?;
         }
@@ -240,7 +263,7 @@ impl StateDir {
     /// The boot of the machine the folder was last written in (`None`: not
     /// recorded, as in folders written before it was).
     pub fn boot_id(&self) -> Result<Option<String>> {
-        self.db
+        self.connection()?
             .query_row("SELECT boot_id FROM host WHERE id = 1", [], |row| row.get(0))
             .optional()
             .context("read the recorded boot")
@@ -248,13 +271,13 @@ impl StateDir {
 
     /// Records that the folder is written in `boot_id` from now on.
     pub fn set_boot_id(&self, boot_id: &str) -> Result<()> {
-        self.db.execute("INSERT OR REPLACE INTO host (id, boot_id) VALUES (1, ?1)", [boot_id])?;
+        self.connection()?.execute("INSERT OR REPLACE INTO host (id, boot_id) VALUES (1, ?1)", [boot_id])?;
         Ok(())
     }
 
     /// Records that a store now holds everything up to `shipped_txid`.
     pub fn set_shipped(&self, url: &str, shipped_txid: TxId) -> Result<()> {
-        self.db.execute(
+        self.connection()?.execute(
             "UPDATE replica SET shipped_txid = max(shipped_txid, ?2) WHERE url = ?1",
             params![url, shipped_txid.0 as i64],
         )?;

@@ -29,6 +29,11 @@ const IDLE_TICKS_PER_SECOND: u32 = 5_000;
 /// app that commits every few ticks keeps the short tick.
 const QUIET_TICKS_BEFORE_IDLE: u32 = 50;
 
+/// How early a member may be ticked: members due within this of each
+/// other are ticked in one pass of the loop, so the loop wakes about once
+/// per short tick however many members it has.
+const TICK_SLACK: Duration = Duration::from_millis(2);
+
 /// How often a quiet database is ticked, in a fleet of `members`.
 pub fn idle_tick_for(members: usize) -> Duration {
     let spread = Duration::from_secs(1).mul_f64(members as f64 / f64::from(IDLE_TICKS_PER_SECOND));
@@ -142,7 +147,9 @@ impl Fleet {
             tokio::task::block_in_place(|| self.tick_due());
             self.start_uploads();
             self.remove_drained();
-            if stopping && self.members.is_empty() {
+            // Databases still being opened (the app creating one, a folder's
+            // new ones) join and flush before the fleet is done.
+            if stopping && self.members.is_empty() && changes.is_none() {
                 return self.first_error.map_or(Ok(()), Err);
             }
             let wake = self.next_wake();
@@ -192,20 +199,24 @@ impl Fleet {
         let now = Instant::now();
         let mut failed = Vec::new();
         for (id, member) in &mut self.members {
-            let due = member.next_tick <= now || member.stopping;
+            let due = member.next_tick <= now + TICK_SLACK || member.stopping;
             let may_retry = member.retry_capture_at.is_none_or(|at| now >= at);
             if member.flushing || !due || !may_retry {
                 continue;
             }
             match member.replicator.tick(member.stopping) {
-                Ok(tick) => {
+                Ok(_) => {
                     member.failures = 0;
                     member.retry_capture_at = None;
                     member.flushing = member.stopping;
-                    let quiet = !tick.captured && member.replicator.is_quiet() && member.settled();
+                    let quiet = member.replicator.is_quiet() && member.settled();
                     member.quiet_ticks = if quiet { member.quiet_ticks.saturating_add(1) } else { 0 };
+                    if member.quiet_ticks == QUIET_TICKS_BEFORE_IDLE {
+                        member.replicator.release_idle();
+                    }
                     let tick = if member.quiet_ticks > QUIET_TICKS_BEFORE_IDLE { idle_tick } else { SHORT_TICK };
-                    member.next_tick = Instant::now() + tick.min(member.replicator.interval);
+                    // From the pass's start: members ticked together stay together.
+                    member.next_tick = now + tick.min(member.replicator.interval);
                 }
                 Err(e) => {
                     member.failures += 1;

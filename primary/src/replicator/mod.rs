@@ -196,6 +196,8 @@ pub struct Replicator {
     /// Capture cadence: the shortest of the stores' sync intervals.
     interval: Duration,
     last_capture: Instant,
+    /// When the metrics last got this database's progress.
+    last_published: Instant,
     /// `/bookmark` requests seen by the last capture.
     seen_requests: u64,
 }
@@ -349,6 +351,7 @@ impl Replicator {
             scan_keep_bytes: wal_capture::SCAN_KEEP_BYTES,
             interval,
             last_capture: Instant::now(),
+            last_published: Instant::now(),
             seen_requests: 0,
         };
         replicator.seen_requests = replicator.metrics.pass_requests();
@@ -399,6 +402,12 @@ impl Replicator {
     /// The stores, as configured.
     pub fn stores(&self) -> &[StoreReplica] {
         &self.stores
+    }
+
+    /// Lets go of what a quiet database does not need until its next commit
+    /// (the metadata's connection); it is opened again when needed.
+    pub fn release_idle(&mut self) {
+        self.state.release();
     }
 
     /// Sets how many bytes of segments a store may hold in memory before

@@ -14,6 +14,9 @@ use super::fleet::Fleet;
 use super::{Replicator, SHORT_TICK};
 use crate::shipper::Shipper;
 
+/// How often a tick that captured nothing publishes the database's progress.
+const PUBLISH_QUIET_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where a store's uploads stand.
 #[derive(Default)]
 pub(crate) struct UploadState {
@@ -72,13 +75,18 @@ impl Replicator {
         let now = Instant::now();
         let may_upload = self.stores.iter().any(|s| s.may_upload_at(now));
         let interval_passed = self.last_capture.elapsed() + SHORT_TICK >= self.interval;
-        let due = stopping || (interval_passed && may_upload) || requests != self.seen_requests;
+        // A quiet database with no commit since its last pass has nothing
+        // to capture: the pass is skipped (a thousand idle databases would
+        // otherwise each run one every interval).
+        let new_commits = if may_upload && self.is_quiet() { Some(self.has_new_commits()?) } else { None };
+        let bookmark = requests != self.seen_requests;
+        let due = stopping || bookmark || (interval_passed && may_upload && new_commits != Some(false));
         // The first commit after a quiet pass ships at once, if no upload
         // went out within the interval; otherwise it waits for the upload
         // it would wait for anyway, and is captured then (captured at once,
         // it waited in the queue, and readers that align their polls to
         // capture times polled early).
-        let woken = !due && may_upload && self.is_quiet() && self.has_new_commits()?;
+        let woken = !due && new_commits == Some(true);
         if due || woken {
             self.last_capture = Instant::now();
             self.capture_pass()?;
@@ -88,7 +96,14 @@ impl Replicator {
         if !stopping {
             self.maybe_checkpoint()?;
         }
-        self.publish_progress();
+        // What a quiet tick could change (the WAL's size after a
+        // checkpoint) is published once a second: a thousand quiet
+        // databases would otherwise rewrite their metrics hundreds of
+        // thousands of times a second.
+        if due || woken || self.last_published.elapsed() >= PUBLISH_QUIET_EVERY {
+            self.publish_progress();
+            self.last_published = Instant::now();
+        }
         Ok(Tick { captured: due || woken })
     }
 
