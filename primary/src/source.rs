@@ -6,14 +6,14 @@
 //!   (started on a fully checkpointed WAL), it cannot backfill at all, so
 //!   the WAL can restart at most once. It lets go only for a checkpoint
 //!   window (see `Capturer::checkpoint_window`), never while the app waits.
-//! - `writer` takes the write lock (`BEGIN IMMEDIATE`) only where nothing
-//!   else can tell what was committed: at the start, and for a catch-up by
-//!   page hashes after continuity was lost. The app's writers wait on their
-//!   busy timeout (or fail, without one) meanwhile. It is opened for that
-//!   and closed after: a process replicating a thousand databases keeps no
-//!   idle connection (two descriptors) per database for it.
 //! - `checkpointer` runs the replicator's own checkpoints (PASSIVE, or
-//!   TRUNCATE past the size limit on a quiet tick; never RESTART).
+//!   TRUNCATE past the size limit on a quiet tick; never RESTART), watches
+//!   `PRAGMA data_version`, and takes the write lock (`BEGIN IMMEDIATE`)
+//!   only where nothing else can tell what was committed: at the start,
+//!   when stores resuming and stores beginning must see the same moment.
+//!   The app's writers wait on their busy timeout (or fail, without one)
+//!   meanwhile. (One connection for all three: each connection is two
+//!   descriptors, and a process may replicate a thousand databases.)
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,8 +36,6 @@ const LOCK_POLL: Duration = Duration::from_micros(100);
 pub struct Source {
     db_path: PathBuf,
     reader: Connection,
-    /// Open while the write lock is held ([`Source::lock_writes`]).
-    writer: std::cell::RefCell<Option<Connection>>,
     checkpointer: Connection,
     reading: bool,
     /// When the write lock was taken, while it is held (for the hold-time
@@ -52,10 +50,6 @@ pub struct Source {
     db_file: std::fs::File,
     /// `db_file`'s device and inode, to tell whether the path still names it.
     db_identity: (u64, u64),
-    /// The WAL index (`-shm`), for the WAL's frame count on every short
-    /// tick. Kept open for the same reason as `db_file`: the read mark is a
-    /// lock on this file, and closing any descriptor of it would drop it.
-    index_file: Option<std::fs::File>,
     /// Where the held read transaction's snapshot ends in the WAL.
     snapshot_end: Option<crate::wal::WalPosition>,
 }
@@ -119,22 +113,46 @@ fn open(db_path: &Path) -> Result<Connection> {
     Ok(connection)
 }
 
-/// The connection that takes the write lock: it retries every
-/// [`LOCK_POLL`] for up to [`LOCK_TIMEOUT`].
-fn open_writer(db_path: &Path) -> Result<Connection> {
-    let mut writer = open(db_path)?;
-    let mut waiting_since = std::time::Instant::now();
-    writer.busy_handler(Some(move |attempt: i32| {
-        if attempt == 0 {
-            waiting_since = std::time::Instant::now();
+/// The WAL index header (both copies) as `connection`'s own mapping of
+/// the index holds it, or `None` when the connection has not mapped it yet.
+///
+/// Read through SQLite's VFS (the database's `sqlite3_file` and its
+/// `xShmMap`, which hands back the region the connection already maps):
+/// a descriptor of our own on the `-shm` file would cost one more per
+/// database, and could never be closed (closing any descriptor of a file
+/// drops every POSIX lock the process holds on it: the read mark).
+fn index_header(connection: &Connection) -> Option<[u8; 2 * crate::wal::INDEX_HEADER_SIZE]> {
+    use rusqlite::ffi;
+    // SAFETY: the handle is valid for the connection's life, and the
+    // connection is used by this thread only (it is not `Sync`): SQLite
+    // runs nothing on it while this reads. FILE_POINTER stores the main
+    // database's `sqlite3_file` into `file`; `xShmMap` with bExtend = 0
+    // returns the first region of the index as this connection maps it
+    // (or null), valid until the connection closes. The header may be
+    // changing under a writer in another process: it is copied with a
+    // volatile read, and a torn copy is told apart by its two copies
+    // differing.
+    unsafe {
+        let db = connection.handle();
+        let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+        let rc = ffi::sqlite3_file_control(
+            db,
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast::<std::ffi::c_void>(),
+        );
+        if rc != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
+            return None;
         }
-        if waiting_since.elapsed() >= LOCK_TIMEOUT {
-            return false;
+        let methods = &*(*file).pMethods;
+        let shm_map = if methods.iVersion >= 2 { methods.xShmMap? } else { return None };
+        let mut region: *mut std::ffi::c_void = std::ptr::null_mut();
+        let rc = shm_map(file, 0, 32 * 1024, 0, &raw mut region);
+        if rc != ffi::SQLITE_OK || region.is_null() {
+            return None;
         }
-        std::thread::sleep(LOCK_POLL);
-        true
-    }))?;
-    Ok(writer)
+        Some(std::ptr::read_volatile(region.cast::<[u8; 2 * crate::wal::INDEX_HEADER_SIZE]>()))
+    }
 }
 
 impl Source {
@@ -156,20 +174,11 @@ impl Source {
         }
         let db_file = std::fs::File::open(db_path).with_context(|| format!("open {}", db_path.display()))?;
         let db_identity = identity(&db_file.metadata().with_context(|| format!("stat {}", db_path.display()))?);
-        // The connections above opened (or created) it.
-        let index_path = crate::wal::index_path(db_path);
-        let index_file = match std::fs::File::open(&index_path) {
-            Ok(file) => Some(file),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("open {}", index_path.display())),
-        };
         Ok(Source {
             snapshot_end: None,
-            index_file,
             locked_at: std::cell::Cell::new(None),
             db_path: db_path.to_path_buf(),
             reader,
-            writer: std::cell::RefCell::new(None),
             checkpointer: open(db_path)?,
             reading: false,
             db_identity,
@@ -191,8 +200,7 @@ impl Source {
     /// The number of committed frames in the WAL as the WAL index says,
     /// without reading the WAL; `None` when the index cannot tell now.
     pub fn wal_frames(&self) -> Result<Option<u32>> {
-        let Some(index) = &self.index_file else { return Ok(None) };
-        crate::wal::index_frames(index).with_context(|| format!("read the WAL index of {}", self.db_path.display()))
+        Ok(index_header(&self.checkpointer).as_ref().and_then(crate::wal::index_header_frames))
     }
 
     /// Whether the file at the database's path is no longer the one these
@@ -249,13 +257,23 @@ impl Source {
 
     /// Takes the database's write lock; `Ok(false)` if the app held it for
     /// longer than the lock timeout (try again later).
-    pub fn lock_writes(&self) -> Result<bool> {
-        let mut writer = self.writer.borrow_mut();
-        if writer.is_none() {
-            *writer = Some(open_writer(&self.db_path)?);
-        }
-        let connection = writer.as_ref().expect("opened above");
-        match connection.execute_batch("BEGIN IMMEDIATE") {
+    pub fn lock_writes(&mut self) -> Result<bool> {
+        // SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between
+        // tries; this one polls (see LOCK_POLL), for up to LOCK_TIMEOUT.
+        let mut waiting_since = Instant::now();
+        self.checkpointer.busy_handler(Some(move |attempt: i32| {
+            if attempt == 0 {
+                waiting_since = Instant::now();
+            }
+            if waiting_since.elapsed() >= LOCK_TIMEOUT {
+                return false;
+            }
+            std::thread::sleep(LOCK_POLL);
+            true
+        }))?;
+        let locked = self.checkpointer.execute_batch("BEGIN IMMEDIATE");
+        self.checkpointer.busy_timeout(LOCK_TIMEOUT)?;
+        match locked {
             Ok(()) => {
                 self.locked_at.set(Some(Instant::now()));
                 Ok(true)
@@ -265,13 +283,10 @@ impl Source {
         }
     }
 
-    /// Releases the write lock (and closes the writer's connection);
-    /// returns how long it was held.
+    /// Releases the write lock; returns how long it was held.
     pub fn unlock_writes(&self) -> Result<Option<Duration>> {
-        if let Some(writer) = self.writer.borrow_mut().take()
-            && !writer.is_autocommit()
-        {
-            writer.execute_batch("ROLLBACK")?;
+        if !self.checkpointer.is_autocommit() {
+            self.checkpointer.execute_batch("ROLLBACK")?;
         }
         Ok(self.locked_at.take().map(|at| at.elapsed()))
     }

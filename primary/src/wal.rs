@@ -429,35 +429,22 @@ fn scan(
     Ok(Scan { transactions, at_limit: end.is_none(), end, stopped_at: index, file_len })
 }
 
-/// Offset of the WAL index's header in the `-shm` file, and its size: two
-/// copies of a 48-byte header (a reader trusts them only when they agree).
-const INDEX_HEADER_SIZE: usize = 48;
+/// The size of the WAL index's header, at the start of its first region
+/// (the `-shm` file): two copies of it (a reader trusts them only when they
+/// agree).
+pub const INDEX_HEADER_SIZE: usize = 48;
 
-/// The path of a database's WAL index (shared memory) file.
-pub fn index_path(db_path: &Path) -> PathBuf {
-    let mut name = db_path.as_os_str().to_owned();
-    name.push("-shm");
-    PathBuf::from(name)
-}
-
-/// The number of committed frames in the WAL, from the header of the WAL
-/// index SQLite keeps for its connections (`index`, the open `-shm` file):
-/// one small read, no frame read. `None` while a writer is changing the
-/// header (its two copies differ) or before it is initialised: ask later.
-pub fn index_frames(index: &File) -> io::Result<Option<u32>> {
-    use std::os::unix::fs::FileExt;
-    let mut bytes = [0u8; 2 * INDEX_HEADER_SIZE];
-    match index.read_exact_at(&mut bytes, 0) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let (first, second) = bytes.split_at(INDEX_HEADER_SIZE);
+/// The number of committed frames in the WAL, from the two copies of the
+/// WAL index header (`header`, the index's first `2 * INDEX_HEADER_SIZE`
+/// bytes). `None` while a writer is changing the header (its two copies
+/// differ) or before it is initialised: ask later.
+pub fn index_header_frames(header: &[u8; 2 * INDEX_HEADER_SIZE]) -> Option<u32> {
+    let (first, second) = header.split_at(INDEX_HEADER_SIZE);
     // The header is in the machine's byte order; byte 12 is "initialised".
     if first != second || first[12] == 0 {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(u32::from_ne_bytes([first[16], first[17], first[18], first[19]])))
+    Some(u32::from_ne_bytes([first[16], first[17], first[18], first[19]]))
 }
 
 #[cfg(test)]

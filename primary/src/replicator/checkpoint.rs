@@ -11,8 +11,8 @@ use crate::wal;
 
 impl Replicator {
     /// Takes the write lock, waiting through busy periods.
-    pub(super) fn lock_writes(&self) -> Result<()> {
-        lock_writes(&self.source, &self.db_label)
+    pub(super) fn lock_writes(&mut self) -> Result<()> {
+        lock_writes(&mut self.source, &self.db_label)
     }
 
     /// Releases the write lock, recording how long the app was kept out.
@@ -192,7 +192,7 @@ impl Replicator {
 }
 
 /// Takes the write lock of `source`, waiting through busy periods.
-pub(super) fn lock_writes(source: &Source, db_label: &str) -> Result<()> {
+pub(super) fn lock_writes(source: &mut Source, db_label: &str) -> Result<()> {
     for _ in 0..30 {
         if source.lock_writes()? {
             return Ok(());

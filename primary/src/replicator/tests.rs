@@ -443,3 +443,38 @@ async fn a_start_captures_the_backlog_while_the_app_holds_its_write_lock() {
     assert_eq!(metrics.catch_ups(), 0);
     assert_eq!(store_chain(&store).await.0, TxId(21));
 }
+
+/// The descriptors this process holds on files in `dir`.
+fn descriptors_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .collect()
+}
+
+#[test]
+fn a_quiet_database_holds_at_most_six_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, mut replicator, _) = start(dir.path());
+    commit(&app);
+    replicator.capture_pass().unwrap();
+    // The write lock is taken on a connection that is open anyway.
+    replicator.lock_writes().unwrap();
+    replicator.unlock_writes().unwrap();
+    replicator.release_idle();
+    let held = descriptors_in(dir.path());
+    // The app's connection, in this process here, holds one of the
+    // database and one of the WAL (SQLite keeps one of the index per
+    // process). The replicator: its reader's and checkpointer's
+    // connections (database and WAL each), the index, and the database
+    // file for page reads.
+    let replicators = held.len() - 2;
+    assert!(replicators <= 6, "{replicators} descriptors besides the app's two: {held:#?}");
+    assert!(!held.iter().any(|p| p.to_string_lossy().contains("state.db")), "state.db is closed while idle");
+    // Needed again, it opens again.
+    commit(&app);
+    replicator.capture_pass().unwrap();
+    assert!(replicator.state.capture().unwrap().is_some());
+}
