@@ -99,6 +99,22 @@ pub async fn once(store: &dyn store::Store, config: &CompactConfig, bound: Retry
 /// local`. A failed pass is retried at the next tick (the store may be down
 /// for a while, and every pass picks up where the last one stopped); a
 /// store that refuses the compactor outright ends the loop with the error.
+/// [`watch`] in a task of its own: a store that refuses the compactor
+/// outright stops compaction, not replication (the log says so once, and
+/// the segments wait for a compactor).
+pub fn spawn_watch(
+    store: std::sync::Arc<dyn store::Store>,
+    config: CompactConfig,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = watch(store.as_ref(), &config, interval, stop).await {
+            tracing::error!(error = format!("{error:#}"), "local compaction stopped; replication goes on");
+        }
+    })
+}
+
 pub async fn watch(
     store: &dyn store::Store,
     config: &CompactConfig,

@@ -44,6 +44,21 @@ pub struct FolderWatch {
     pub spill_bytes: u64,
     /// How often the folder is scanned.
     pub interval: Duration,
+    /// `compaction: local`: each database's prefix is compacted in this
+    /// process, from its start until it goes away.
+    pub local: Option<(distributary_core::compact::CompactConfig, Duration)>,
+}
+
+/// Where a database of the folder stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Started {
+    /// Its start task is opening it.
+    Opening,
+    /// It was handed to the fleet.
+    Added,
+    /// Its file went away before its start reported: the fleet is told to
+    /// remove it once it has it.
+    GoneWhileOpening,
 }
 
 /// What a scan found at a path that is not replicated.
@@ -61,7 +76,11 @@ pub async fn watch(
     mut shutdown: watch::Receiver<bool>,
     changes: mpsc::UnboundedSender<Change>,
 ) -> Result<()> {
-    let mut running = BTreeSet::<PathBuf>::new();
+    let mut running = BTreeMap::<PathBuf, Started>::new();
+    // Each database's start task, which runs its local compactors after
+    // the start; told to stop when the database goes away.
+    let mut compacting = BTreeMap::<PathBuf, watch::Sender<bool>>::new();
+    let mut compactors = Vec::new();
     let mut skipped = BTreeMap::<PathBuf, Skipped>::new();
     // Databases being opened report back here: a failure is retried at
     // the next scan.
@@ -71,9 +90,23 @@ pub async fn watch(
     tracing::info!(dir = %folder.dir.display(), pattern = %folder.pattern, recursive = folder.recursive, "watching a folder of databases");
     loop {
         while let Ok((path, result)) = opened_rx.try_recv() {
-            if let Err(e) = result {
-                tracing::error!(db = %path.display(), error = %format!("{e:#}"), "could not start replicating; trying again at the next scan");
-                running.remove(&path);
+            let gone = running.get(&path) == Some(&Started::GoneWhileOpening);
+            match result {
+                // Its Add went into the channel before this report: the
+                // Remove comes after it.
+                Ok(()) if gone => {
+                    running.remove(&path);
+                    let _ = changes.send(Change::Remove(path));
+                }
+                Ok(()) => {
+                    running.insert(path, Started::Added);
+                }
+                Err(e) => {
+                    if !gone {
+                        tracing::error!(db = %path.display(), error = %format!("{e:#}"), "could not start replicating; trying again at the next scan");
+                    }
+                    running.remove(&path);
+                }
             }
         }
         if first || folder.watch {
@@ -81,12 +114,26 @@ pub async fn watch(
                 .with_context(|| format!("scan the folder {}", folder.dir.display()));
             match found {
                 Ok(found) => {
-                    for gone in running.difference(&found).cloned().collect::<Vec<_>>() {
-                        running.remove(&gone);
-                        let _ = changes.send(Change::Remove(gone));
+                    let gone: Vec<PathBuf> = running.keys().filter(|p| !found.contains(*p)).cloned().collect();
+                    for gone in gone {
+                        if let Some(stop) = compacting.remove(&gone) {
+                            let _ = stop.send(true);
+                        }
+                        match running.get(&gone) {
+                            // Still opening: removed once its start reports.
+                            Some(Started::Opening) => {
+                                running.insert(gone, Started::GoneWhileOpening);
+                            }
+                            Some(Started::Added) => {
+                                running.remove(&gone);
+                                let _ = changes.send(Change::Remove(gone));
+                            }
+                            _ => {}
+                        }
                     }
                     skipped.retain(|path, _| found.contains(path));
-                    for path in found.difference(&running).cloned().collect::<Vec<_>>() {
+                    let new: Vec<PathBuf> = found.iter().filter(|p| !running.contains_key(*p)).cloned().collect();
+                    for path in new {
                         match readiness(&path) {
                             Readiness::NotYet => continue,
                             Readiness::Refused(reason) => {
@@ -101,47 +148,81 @@ pub async fn watch(
                             Readiness::Ready => {}
                         }
                         skipped.remove(&path);
-                        running.insert(path.clone());
-                        start(&folder, &path, &metrics, &shutdown, &changes, &opened_tx, &starts)?;
+                        running.insert(path.clone(), Started::Opening);
+                        let (stop_compacting, compactor_stop) = watch::channel(false);
+                        compacting.insert(path.clone(), stop_compacting);
+                        let opening = Opening { shutdown: shutdown.clone(), wait_for_db: false, bound: None };
+                        let tasks = Tasks { changes: &changes, opened: &opened_tx, starts: &starts, compactor_stop };
+                        compactors.push(start(&folder, path, &metrics, opening, tasks)?);
                     }
                 }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "folder scan failed; trying again"),
             }
             first = false;
         }
+        compactors.retain(|task: &tokio::task::JoinHandle<()>| !task.is_finished());
         tokio::select! {
             _ = tokio::time::sleep(folder.interval) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
+    // A compaction pass in progress finishes.
+    for stop in compacting.values() {
+        let _ = stop.send(true);
+    }
+    for compactor in compactors {
+        let _ = compactor.await;
+    }
+    Ok(())
+}
+
+/// Where a start task reports, and what stops its compactors.
+struct Tasks<'a> {
+    changes: &'a mpsc::UnboundedSender<Change>,
+    opened: &'a mpsc::UnboundedSender<(PathBuf, Result<()>)>,
+    starts: &'a Arc<Semaphore>,
+    compactor_stop: watch::Receiver<bool>,
 }
 
 /// Opens the replicator of `path` in a task of its own (a store that is
-/// slow to answer holds up no other database) and hands it to the fleet.
+/// slow to answer holds up no other database; at most [`STARTS_AT_ONCE`]
+/// at a time) and hands it to the fleet; then, with `compaction: local`,
+/// compacts each of its prefixes until `tasks.compactor_stop`.
 fn start(
     folder: &FolderWatch,
-    path: &Path,
+    path: PathBuf,
     metrics: &Arc<Metrics>,
-    shutdown: &watch::Receiver<bool>,
-    changes: &mpsc::UnboundedSender<Change>,
-    opened: &mpsc::UnboundedSender<(PathBuf, Result<()>)>,
-    starts: &Arc<Semaphore>,
-) -> Result<()> {
-    let replicas = replicas_of(&folder.dir, path, &folder.replicas)?;
-    let (path, policy, spill_bytes) = (path.to_path_buf(), folder.policy, folder.spill_bytes);
-    let (metrics, changes, opened) = (metrics.clone(), changes.clone(), opened.clone());
-    let opening = Opening { shutdown: shutdown.clone(), wait_for_db: false, bound: None };
-    let starts = starts.clone();
-    tokio::spawn(async move {
-        let _turn = starts.acquire_owned().await.expect("the semaphore is never closed");
-        let result = Replicator::open(&path, &replicas, policy, metrics, &opening).await.map(|mut replicator| {
+    opening: Opening,
+    tasks: Tasks<'_>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let replicas = replicas_of(&folder.dir, &path, &folder.replicas)?;
+    let (policy, spill_bytes, local) = (folder.policy, folder.spill_bytes, folder.local.clone());
+    let (metrics, changes, opened) = (metrics.clone(), tasks.changes.clone(), tasks.opened.clone());
+    let (starts, stop) = (tasks.starts.clone(), tasks.compactor_stop);
+    Ok(tokio::spawn(async move {
+        let turn = starts.acquire_owned().await.expect("the semaphore is never closed");
+        let opened_replicator = Replicator::open(&path, &replicas, policy, metrics, &opening).await;
+        drop(turn);
+        let started = opened_replicator.is_ok();
+        let result = opened_replicator.map(|mut replicator| {
             replicator.set_spill_bytes(spill_bytes);
             tracing::info!(db = %path.display(), "replicating a database of the folder");
             let _ = changes.send(Change::Add(Box::new(replicator)));
         });
         let _ = opened.send((path, result));
-    });
-    Ok(())
+        // Compacted once its first segments are in the store.
+        if let (true, Some((config, interval))) = (started, local) {
+            let compactors: Vec<_> = replicas
+                .iter()
+                .map(|replica| {
+                    crate::compact::spawn_watch(replica.store.clone(), config.clone(), interval, stop.clone())
+                })
+                .collect();
+            for compactor in compactors {
+                let _ = compactor.await;
+            }
+        }
+    }))
 }
 
 /// The stores of the database at `path` in the folder `dir`: each of the

@@ -1,9 +1,11 @@
 //! Process limits raised at start.
 
-/// Open file descriptors one database costs the replicator, at most: its
-/// file, WAL and shared memory through the capture and checkpoint
-/// connections, and its metadata database.
-pub const DESCRIPTORS_PER_DATABASE: u64 = 12;
+/// Open file descriptors one database costs the replicator, at most: six
+/// while it is quiet (the database and its WAL through the capture and
+/// checkpoint connections, the shared index, the database file for page
+/// reads), plus its metadata database (three) and a WAL scan (one) while
+/// the app commits.
+pub const DESCRIPTORS_PER_DATABASE: u64 = 10;
 
 /// Descriptors the process needs besides its databases (stores' sockets,
 /// the metrics listener, standard streams, the runtime).

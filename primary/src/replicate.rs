@@ -231,13 +231,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut compactors = Vec::new();
     let mut watchers = Vec::new();
     for Database { path, folder, replicas, policy, local } in databases {
-        if let Some((compact_config, interval)) = local {
+        if let Some((compact_config, interval)) = &local
+            && folder.is_none()
+        {
             for replica in &replicas {
-                if folder.is_some() {
-                    tracing::warn!(store = %replica.url, "compaction: local compacts single databases; a folder's databases are left to `distributary compact --watch` on each prefix");
-                    continue;
-                }
-                compactors.push(spawn_local_compactor(replica, compact_config.clone(), interval, shutdown.clone()));
+                compactors.push(spawn_local_compactor(replica, compact_config.clone(), *interval, shutdown.clone()));
             }
         }
         if let Some(folder) = folder {
@@ -250,6 +248,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 replicas,
                 policy,
                 spill_bytes,
+                local,
             };
             let (metrics, shutdown, changes) = (metrics.clone(), shutdown.clone(), changes_tx.clone());
             watchers.push(tokio::spawn(crate::folder::watch(watch, metrics, shutdown, changes)));
@@ -408,11 +407,7 @@ fn spawn_local_compactor(
         l0_retention = ?config.l0_retention,
         "compacting in this process (compaction: local)"
     );
-    tokio::spawn(async move {
-        if let Err(error) = crate::compact::watch(store.as_ref(), &config, interval, shutdown).await {
-            tracing::error!(error = format!("{error:#}"), "local compaction stopped; replication goes on");
-        }
-    })
+    crate::compact::spawn_watch(store, config, interval, shutdown)
 }
 
 /// Waits for SIGINT/SIGTERM, or for a task to stop the replicator.

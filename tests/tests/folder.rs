@@ -115,3 +115,66 @@ fn a_folder_of_databases_is_replicated_each_to_its_prefix_as_databases_come_and_
         }
     }
 }
+
+/// `compaction: local` with a folder: each database's prefix is compacted
+/// in the replicator (Litestream 0.5's `levels` and `snapshot-interval`,
+/// short for the test).
+#[test]
+fn a_folders_databases_are_compacted_locally_each_in_its_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&data).unwrap();
+    let path = |name: &str| -> PathBuf { data.join(name) };
+    create(&path("a.db"), 3);
+    create(&path("b.db"), 3);
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "compaction: local\n\
+             l0-retention: 2s\n\
+             levels:\n  - interval: 1s\n\
+             dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      type: file\n      path: {}\n      \
+             sync-interval: 200ms\n      retention-check-interval: 1s\n      snapshot-interval: 2s\n",
+            data.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let mut replicator = Process::spawn(
+        "replicate",
+        dir.path(),
+        Command::new(binary("distributary", "distributary")).args(["replicate", "--config"]).arg(&config),
+    );
+    let compacted = |name: &str| -> bool {
+        let level = store.join(name);
+        let Ok(generations) = std::fs::read_dir(&level) else { return false };
+        generations.flatten().any(|g| std::fs::read_dir(g.path().join("l1")).is_ok_and(|mut l1| l1.next().is_some()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while !(compacted("a.db") && compacted("b.db")) {
+        // Commits keep coming, so windows close with segments in them.
+        create(&path("a.db"), 1);
+        create(&path("b.db"), 1);
+        i += 1;
+        if let Some(status) = replicator.exited() {
+            panic!("replicate exited with {status}:\n{}", tail(&replicator.log()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s and {i} commits each, no L1 in both prefixes:\n{}",
+            tail(&replicator.log())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = replicator.terminate();
+    assert!(status.success(), "replicate exited with {status}:\n{}", tail(&replicator.log()));
+    for name in ["a.db", "b.db"] {
+        let out = dir.path().join("restored").join(name);
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        restore(&store, name, &out);
+        assert_eq!(rows(&out), rows(&path(name)), "{name} restored after compaction");
+    }
+}

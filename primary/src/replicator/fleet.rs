@@ -183,6 +183,8 @@ impl Fleet {
                     self.members.values_mut().for_each(|m| m.stopping = true);
                 }
             }
+            // Sent only for a database the fleet was given (the sender
+            // waits for its start to finish first).
             Change::Remove(path) => {
                 for member in self.members.values_mut().filter(|m| m.replicator.db_path() == path) {
                     tracing::info!(db = %member.replicator.db_label, "the database is gone: flushing and stopping");
