@@ -22,16 +22,20 @@ Sections, in order (each reuses the code of its stand-alone script):
               from /proc. Distributary's column includes `distributary compact
               --watch` (its defaults) on the same proxy, because Litestream
               compacts inside its replicator.
+  many        bench/many.py: 1,000 idle databases in one process (a folder,
+              `replicate --dir` beside Litestream's `dir:`): threads,
+              descriptors, RSS, idle CPU and store writes, then 10 written at
+              once and their lag to the store (--quick: 100 databases).
 
-Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3]
+Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many]
 """
 import argparse, http.client, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
 from types import SimpleNamespace
 
-import busy0, common, replicate, restore, s3proxy, serve
+import busy0, common, many, replicate, restore, s3proxy, serve
 from common import ProcStats, free_port, litestream_env, quantile, stop, wait_for
 
-SECTIONS = ("restore", "lag", "throughput", "s3")
+SECTIONS = ("restore", "lag", "throughput", "s3", "many")
 SYNC_INTERVAL = "1s"  # both tools; each one's default
 
 
@@ -39,9 +43,11 @@ def settings(quick):
     """Sizes and durations: the full run (about 30 min) or a smoke run."""
     if quick:
         return SimpleNamespace(db_mb=32, restore_transactions=30, restore_rounds=1, lag_writes=20,
-                               throughput_transactions=2000, throughput_rounds=1, busy0_seconds=10, window=60, rate=10, seed_rows=2000)
+                               throughput_transactions=2000, throughput_rounds=1, busy0_seconds=10, window=60, rate=10, seed_rows=2000,
+                               many_dbs=100)
     return SimpleNamespace(db_mb=1000, restore_transactions=1000, restore_rounds=3, lag_writes=100,
-                           throughput_transactions=20000, throughput_rounds=3, busy0_seconds=60, window=300, rate=10, seed_rows=20000)
+                           throughput_transactions=20000, throughput_rounds=3, busy0_seconds=60, window=300, rate=10, seed_rows=20000,
+                           many_dbs=1000)
 
 
 # ---- restore, lag, throughput: the stand-alone scripts' code paths ----
@@ -64,6 +70,12 @@ def run_lag(cfg, work, binaries):
             "litestream": serve.lag_litestream(folder, cfg.lag_writes)}
     shutil.rmtree(folder, ignore_errors=True)
     return {tool: (quantile(v, 0.5), quantile(v, 0.99), len(v)) if v else None for tool, v in lags.items()}
+
+
+def run_many(cfg, work, binaries):
+    """bench/many.py's measures for each tool."""
+    args = SimpleNamespace(idle_seconds=20, written=10, commits=4)
+    return {tool: many.measure(tool, cfg.many_dbs, args) for tool in ("distributary", "litestream")}
 
 
 def run_throughput(cfg, work, binaries):
@@ -293,6 +305,14 @@ def rows_for(results, cfg):
         rows.append((f"restore time, {size}, snapshot + {r['transactions']} commits, median of {r['rounds']} (s)",
                      r["seconds"]["distributary"], r["seconds"]["litestream"]))
         rows.append(("restore peak RSS (MB)", r["peak_rss_mb"]["distributary"], r["peak_rss_mb"]["litestream"]))
+    if "many" in results:
+        m, n = results["many"], cfg.many_dbs
+        for label, key, scale in (("threads", "threads", 1), ("descriptors per database", "fds", 1 / n),
+                                  ("RSS per database (KiB)", "rss", 1024 / n),
+                                  ("idle CPU (% of a core)", "idle_cpu", 100), ("store writes while idle", "idle_writes", 1),
+                                  ("lag of 10 written at once, p99 (s)", "lag_p99", 1)):
+            rows.append((f"{n} databases in one process: {label}", m["distributary"][key] * scale,
+                         m["litestream"][key] * scale))
     if "s3" in results:
         s3 = results["s3"]
         for phase in ("active", "idle"):
@@ -415,7 +435,7 @@ def main():
     print(f"mode: {'--quick (smoke sizes, NOT the >= 1 GB restore)' if args.quick else 'full'}; sections: {', '.join(sections)}")
     began = time.time()
     results = {}
-    runners = {"restore": run_restore, "lag": run_lag, "throughput": run_throughput, "s3": run_s3}
+    runners = {"restore": run_restore, "lag": run_lag, "throughput": run_throughput, "s3": run_s3, "many": run_many}
     try:
         for section in SECTIONS:
             if section in sections:

@@ -7,7 +7,7 @@
 //! A database that has been quiet for a while is ticked less often, up to
 //! a limit that grows with the number of databases ([`idle_tick_for`]):
 //! one database keeps the short tick (a commit after a quiet period ships
-//! within it), a thousand idle ones are looked at a few thousand times a
+//! within it), a thousand idle ones are looked at two thousand times a
 //! second in all instead of fifty thousand.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use super::{OnPermanentFailure, Replicator, SHORT_TICK};
 
 /// Idle ticks per second a fleet spends at most, in all: past this many
 /// databases, a quiet one is looked at less often than every short tick.
-const IDLE_TICKS_PER_SECOND: u32 = 5_000;
+const IDLE_TICKS_PER_SECOND: u32 = 2_000;
 
 /// Short ticks a database spends quiet before it is ticked less often: an
 /// app that commits every few ticks keeps the short tick.
