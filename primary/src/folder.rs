@@ -3,8 +3,8 @@
 //! prefix of each store (its path below the folder), databases created
 //! while running are picked up at the next scan (one sync interval), and
 //! removed ones are flushed and stopped. A matching file that is not a
-//! SQLite database in WAL mode is reported once and skipped until it
-//! changes.
+//! SQLite database in WAL mode is reported once and skipped; it is looked
+//! at again at every scan, and picked up once it is one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -61,13 +61,6 @@ enum Started {
     GoneWhileOpening,
 }
 
-/// What a scan found at a path that is not replicated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Skipped {
-    /// Reported once; tried again when the file changes (size or mtime).
-    Refused { reason: String, stamp: (u64, Option<std::time::SystemTime>) },
-}
-
 /// Scans `watch.dir` every interval until `shutdown`, sending a
 /// [`Change`] for each database that appears or goes away.
 pub async fn watch(
@@ -81,7 +74,9 @@ pub async fn watch(
     // the start; told to stop when the database goes away.
     let mut compacting = BTreeMap::<PathBuf, watch::Sender<bool>>::new();
     let mut compactors = Vec::new();
-    let mut skipped = BTreeMap::<PathBuf, Skipped>::new();
+    // Why each matching file is not replicated: said once (again only if
+    // the reason changes); the file is looked at again at every scan.
+    let mut skipped = BTreeMap::<PathBuf, String>::new();
     // Databases being opened report back here: a failure is retried at
     // the next scan.
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<(PathBuf, Result<()>)>();
@@ -137,11 +132,9 @@ pub async fn watch(
                         match readiness(&path) {
                             Readiness::NotYet => continue,
                             Readiness::Refused(reason) => {
-                                let stamp = stamp(&path);
-                                let refused = Skipped::Refused { reason: reason.clone(), stamp };
-                                if skipped.get(&path) != Some(&refused) {
+                                if skipped.get(&path) != Some(&reason) {
                                     tracing::warn!(db = %path.display(), "skipped: {reason}");
-                                    skipped.insert(path, refused);
+                                    skipped.insert(path, reason);
                                 }
                                 continue;
                             }
@@ -267,12 +260,6 @@ fn readiness(path: &Path) -> Readiness {
         ),
         Ok(_) => Readiness::Ready,
     }
-}
-
-/// The size and modification time of a file: a refused file is looked at
-/// again when they change.
-fn stamp(path: &Path) -> (u64, Option<std::time::SystemTime>) {
-    std::fs::metadata(path).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None))
 }
 
 /// The files below `dir` whose names match `pattern`, leaving out SQLite's

@@ -60,6 +60,23 @@ open(count_file, "w").write(str(n))
 
 /// Creates the primary (WAL mode, the app's table) and writes the app's
 /// script beside it; returns the script's path.
+/// The top of a config file (Litestream 0.5's keys) that compacts inside
+/// the replicator on intervals short enough for a test: the first level is
+/// our L1 window, `l0-retention` how long merged L0 segments stay.
+pub const FAST_LOCAL_COMPACTION: &str = "compaction: local\nl0-retention: 2s\nlevels:\n  - interval: 1s\n";
+
+/// Writes `yaml` to `dir/replicate.yml` and starts `distributary replicate
+/// --config` on it (its log in `dir`).
+pub fn replicate_with_config(dir: &Path, yaml: &str) -> Process {
+    let config = dir.join("replicate.yml");
+    std::fs::write(&config, yaml).expect("write the config file");
+    Process::spawn(
+        "replicate",
+        dir,
+        Command::new(binary("distributary", "distributary")).args(["replicate", "--config"]).arg(&config),
+    )
+}
+
 pub fn create_primary(db: &Path) -> PathBuf {
     let connection = rusqlite::Connection::open(db).unwrap();
     connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use distributary_core::store::{FileStore, Store};
 use distributary_tests::bins::binary;
-use distributary_tests::e2e::assert_every_snapshot_restores;
-use distributary_tests::process::{Process, tail};
+use distributary_tests::e2e::{FAST_LOCAL_COMPACTION, assert_every_snapshot_restores, replicate_with_config};
+use distributary_tests::process::tail;
 
 /// Objects of the store under one level's folder (`l1`, `snapshots`).
 async fn keys_in(store: &FileStore, level: &str) -> BTreeSet<String> {
@@ -33,30 +33,22 @@ async fn compaction_local_compacts_and_applies_litestreams_retention_in_the_repl
     let app = rusqlite::Connection::open(&db).unwrap();
     app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
     app.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);").unwrap();
-    let config = dir.path().join("litestream.yml");
-    // Litestream 0.5's keys, short enough for a test: the first level is
-    // our L1 window, `retention` the snapshots' retention,
-    // `retention-check-interval` the time between compaction runs and
-    // `l0-retention` how long merged L0 segments stay (a snapshot is
-    // retired only once the L0 segments before it are).
-    std::fs::write(
-        &config,
-        format!(
-            "compaction: local\n\
-             l0-retention: 2s\n\
-             levels:\n  - interval: 1s\n\
+    // Litestream 0.5's keys, short enough for a test (FAST_LOCAL_COMPACTION:
+    // the first level is our L1 window, `l0-retention` how long merged L0
+    // segments stay; a snapshot is retired only once the L0 segments before
+    // it are), `retention` the snapshots' retention and
+    // `retention-check-interval` the time between compaction runs.
+    let mut replicator = replicate_with_config(
+        dir.path(),
+        &format!(
+            "{FAST_LOCAL_COMPACTION}\
              dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      sync-interval: 200ms\n      \
              retention: 4s\n      retention-check-interval: 1s\n      snapshot-interval: 2s\n",
             db.display(),
             store_path.display()
         ),
-    )
-    .unwrap();
-    let mut replicator = Process::spawn(
-        "replicate",
-        dir.path(),
-        Command::new(binary("distributary", "distributary")).args(["replicate", "--config"]).arg(&config),
     );
+    let config = dir.path().join("replicate.yml");
 
     // The app commits a row every 20 ms until the compactor has done each
     // of its jobs at least once.
