@@ -80,7 +80,7 @@ impl Member {
 
     /// Whether everything captured is uploaded and nothing is under way.
     fn drained(&self) -> bool {
-        self.flushing && self.replicator.stores.iter().all(|s| s.queue.is_empty() && !s.upload.in_flight)
+        self.flushing && self.settled()
     }
 
     /// Whether it has nothing queued or in flight: a tick that captured
@@ -115,16 +115,6 @@ impl Fleet {
         tracing::debug!(db = %replicator.db_label, "replicating");
         self.members.insert(self.next_id, Member::new(replicator));
         self.next_id += 1;
-    }
-
-    /// How many databases it steps.
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Whether it steps none.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     /// Steps every database until `shutdown` turns true (or its sender is
