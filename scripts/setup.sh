@@ -55,8 +55,10 @@ command -v clang >/dev/null 2>&1 || apt_missing+=(clang llvm)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+# nginx publishes a store folder over HTTP in tests/tests/origins.rs.
+[ -x /usr/sbin/nginx ] || apt_missing+=(nginx-light)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
-    log "installing ${apt_missing[*]} (wasm edge reader: build, Node, headless browser)"
+    log "installing ${apt_missing[*]} (wasm edge reader: build, Node, headless browser; nginx)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
 fi

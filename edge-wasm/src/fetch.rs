@@ -10,9 +10,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use distributary_core::store::{
-    ETag, GetOptions, GetResult, ObjectMeta, Payload, PutMode, Store, StoreError, validate_key,
-};
+use distributary_core::store::origin::{self, Conditional};
+use distributary_core::store::{GetOptions, GetResult, ObjectMeta, Payload, PutMode, Store, StoreError, validate_key};
 use js_sys::{Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
@@ -110,8 +109,10 @@ async fn fetch_once(url: &str, key: &str, options: &GetOptions) -> Result<Respon
     if let Some(range) = options.range {
         headers.set("Range", &range.to_http_header()).map_err(describe)?;
     }
-    if let Some(etag) = &options.if_none_match {
-        headers.set("If-None-Match", &etag.0).map_err(describe)?;
+    match options.if_none_match.as_ref().map(origin::conditional) {
+        Some(Conditional::IfNoneMatch(etag)) => headers.set("If-None-Match", etag).map_err(describe)?,
+        Some(Conditional::IfModifiedSince(date)) => headers.set("If-Modified-Since", date).map_err(describe)?,
+        Some(Conditional::CompareContent) | None => {}
     }
     init.set_headers(&headers);
     let request = if key.ends_with(".json") {
@@ -200,17 +201,13 @@ impl Store for FetchStore {
         })?;
         let headers = response.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
-        let etag = header("etag").map(ETag);
+        let token = origin::token_from_headers(
+            header("etag").as_deref(),
+            header("last-modified").as_deref(),
+            header("date").as_deref(),
+        );
         let content_range = header("content-range").and_then(|v| parse_content_range(&v));
-        if content_range.is_none() && response.status() == 200 && options.range.is_some() {
-            // The origin ignored Range and sent the whole object.
-            return Err(StoreError::Backend {
-                op: "get",
-                key: key.to_string(),
-                message: "the server ignored the Range header (range requests are required)".into(),
-                retryable: false,
-            });
-        }
+        let ignored_range = content_range.is_none() && response.status() == 200 && options.range.is_some();
         let body_error = |e: JsValue| StoreError::Backend {
             op: "get",
             key: key.to_string(),
@@ -218,13 +215,37 @@ impl Store for FetchStore {
             retryable: true,
         };
         let buffer = JsFuture::from(response.array_buffer().map_err(body_error)?).await.map_err(body_error)?;
-        let bytes = Bytes::from(Uint8Array::new(&buffer).to_vec());
-        let (range, size) = match content_range {
-            Some((start, end, total)) => (start..end, total),
+        let mut bytes = Bytes::from(Uint8Array::new(&buffer).to_vec());
+        let (range, size) = match (content_range, options.range) {
+            (Some((start, end, total)), _) => (start..end, total),
+            (None, Some(asked)) if ignored_range => {
+                // The origin ignored Range (a plain static file server) and
+                // sent the whole object: keep the asked bytes.
+                let size = bytes.len() as u64;
+                let range = asked.resolve(size).ok_or_else(|| StoreError::InvalidRange {
+                    key: key.to_string(),
+                    range: asked.to_http_header(),
+                    size,
+                })?;
+                bytes = bytes.slice(range.start as usize..range.end as usize);
+                (range, size)
+            }
             // The body's own length: a transparently decompressed body has
             // another length than Content-Length says.
-            None => (0..bytes.len() as u64, bytes.len() as u64),
+            (None, _) => (0..bytes.len() as u64, bytes.len() as u64),
         };
+        // A whole small object with no validator from the server (a
+        // manifest) is versioned by its content.
+        let whole = range == (0..size);
+        let etag = match token {
+            None if whole && size <= origin::CONTENT_TOKEN_MAX_BYTES => Some(origin::content_token(&bytes)),
+            token => token,
+        };
+        // Also for a server (or cache) that ignores conditional requests and
+        // answers 200 with the same validator.
+        if etag.is_some() && options.if_none_match == etag {
+            return Err(StoreError::NotModified { key: key.to_string() });
+        }
         let meta = ObjectMeta { key: key.to_string(), size, etag };
         let body = futures::stream::once(async move { Ok(bytes) });
         Ok(GetResult { meta, range, body: Box::pin(body) })

@@ -15,6 +15,7 @@
 //! | [`static_files`] | a static HTTP file server with ranges and CORS (stores read over HTTP) |
 //! | [`history`] | a test-only producer: a real SQLite primary diffed into L0 segments, snapshots, compacted shapes |
 //! | [`counting`] | a `Store` wrapper counting requests by kind |
+//! | [`web_servers`] | Python's `http.server` and nginx (the `docs/DEPLOY.md` block) publishing a store folder, counting requests |
 //! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
 
 pub mod bins;
@@ -30,6 +31,7 @@ pub mod programs;
 pub mod proxy;
 pub mod static_files;
 pub mod synthetic;
+pub mod web_servers;
 
 /// Runs test body `$name(kind)` once per store kind, as `$name::file` and
 /// `$name::moto`: the calling module defines `enum Kind { File, Moto }` and

@@ -167,6 +167,11 @@ impl MotoServer {
     pub fn stop_recording(&self) -> Vec<RecordedRequest> {
         let status = self.raw_request("POST", "/moto-api/recorder/stop-recording", "");
         assert!(status == 200, "stop moto's recording: HTTP {status}");
+        self.recorded()
+    }
+
+    /// The requests recorded so far, in arrival order, without stopping.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
         let log = std::fs::read_to_string(&self.recording).unwrap_or_default();
         log.lines()
             .map(|line| {

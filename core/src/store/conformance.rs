@@ -36,7 +36,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
 /// `writer` (another store on the same data).
 pub async fn run_read_only(writer: &dyn Store, reader: &dyn Store) {
     let body = Bytes::from_static(b"0123456789abcdefghij");
-    writer.put("ro/object", Payload::Bytes(body.clone()), PutMode::Create).await.unwrap();
+    let written = writer.put("ro/object", Payload::Bytes(body.clone()), PutMode::Create).await.unwrap();
     let (bytes, meta) = reader.get_bytes("ro/object").await.unwrap_or_else(|e| fail(reader, "get", e));
     if bytes != body || meta.size != body.len() as u64 {
         fail(reader, "get", format!("read {bytes:?} ({} bytes)", meta.size));
@@ -58,9 +58,22 @@ pub async fn run_read_only(writer: &dyn Store, reader: &dyn Store) {
         other => fail(reader, "missing object", format!("{other:?}")),
     }
     let etag = meta.etag.unwrap_or_else(|| fail(reader, "etag", "none"));
-    match reader.get("ro/object", GetOptions { range: None, if_none_match: Some(etag) }).await {
+    match reader.get("ro/object", GetOptions { range: None, if_none_match: Some(etag.clone()) }).await {
         Err(StoreError::NotModified { .. }) => {}
         other => fail(reader, "conditional get", format!("{other:?}")),
+    }
+    // A change is seen by the same conditional read, however soon it comes
+    // (an origin's Last-Modified has one-second resolution).
+    let changed = Bytes::from_static(b"changed");
+    let mode = PutMode::Update(written.etag.expect("the writer's ETag"));
+    writer.put("ro/object", Payload::Bytes(changed.clone()), mode).await.unwrap();
+    let after = match reader.get("ro/object", GetOptions { range: None, if_none_match: Some(etag) }).await {
+        Ok(result) => result.bytes().await,
+        Err(e) => Err(e),
+    };
+    match after {
+        Ok(bytes) if bytes == changed => {}
+        other => fail(reader, "conditional get after a change", format!("{other:?}")),
     }
     match reader.put("ro/new", Payload::Bytes(body), PutMode::Create).await {
         Err(StoreError::ReadOnly { .. }) => {}

@@ -7,13 +7,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_NONE_MATCH, RANGE};
+use bytes::Bytes;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
 
-use super::types::{ByteRange, ETag, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
+use super::origin::{self, Conditional};
+use super::types::{Body, ByteRange, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
 use super::{Store, validate_key, validate_prefix};
 
 /// Attempts per request for transport errors, 5xx and 429.
 const MAX_ATTEMPTS: u32 = 4;
+
+/// The most a response without a Content-Length (compressed on the fly)
+/// may hold: it is read into memory to learn its size.
+const UNKNOWN_LENGTH_MAX_BYTES: u64 = 64 << 20;
 
 const READ_ONLY_HINT: &str = "HTTP stores are for readers; write through an s3:// or file:// URL";
 
@@ -132,21 +138,91 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Op
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The response's body as the store's chunk stream; a connection cut
+/// mid-body is a retryable error naming the object.
+fn body_stream(key: &str, response: reqwest::Response) -> Body {
+    let key = key.to_string();
+    Box::pin(response.bytes_stream().map(move |chunk| {
+        chunk.map_err(|e| StoreError::Backend {
+            op: "get",
+            key: key.clone(),
+            message: format!("body interrupted: {}", error_chain(&e)),
+            retryable: true,
+        })
+    }))
+}
+
+/// The bytes `range` of a body that holds the whole object.
+fn cut(body: Body, range: std::ops::Range<u64>) -> Body {
+    let state = (body, 0u64);
+    Box::pin(futures::stream::unfold(state, move |(mut body, mut offset)| {
+        let range = range.clone();
+        async move {
+            while offset < range.end {
+                let chunk = match body.next().await? {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some((Err(e), (body, range.end))),
+                };
+                let (start, end) = (offset, offset + chunk.len() as u64);
+                offset = end;
+                if end <= range.start {
+                    continue;
+                }
+                let from = range.start.saturating_sub(start) as usize;
+                let to = (range.end.min(end) - start) as usize;
+                return Some((Ok(chunk.slice(from..to)), (body, offset)));
+            }
+            // Past the range: the rest is dropped, unread.
+            None
+        }
+    }))
+}
+
+/// Reads a body of at most `length` bytes (or, without a Content-Length,
+/// of at most [`UNKNOWN_LENGTH_MAX_BYTES`]) into memory.
+async fn read_whole(key: &str, mut body: Body, length: Option<u64>) -> Result<Bytes, StoreError> {
+    let mut bytes = Vec::with_capacity(length.unwrap_or(0) as usize);
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if length.is_none() && bytes.len() as u64 > UNKNOWN_LENGTH_MAX_BYTES {
+            return Err(StoreError::Backend {
+                op: "get",
+                key: key.to_string(),
+                message: format!(
+                    "the server sent more than {UNKNOWN_LENGTH_MAX_BYTES} bytes without a Content-Length (turn off on-the-fly compression for segments)"
+                ),
+                retryable: false,
+            });
+        }
+    }
+    if let Some(length) = length.filter(|&l| l != bytes.len() as u64) {
+        return Err(StoreError::Backend {
+            op: "get",
+            key: key.to_string(),
+            message: format!("body ended after {} of {length} bytes", bytes.len()),
+            retryable: true,
+        });
+    }
+    Ok(Bytes::from(bytes))
+}
+
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 impl Store for HttpStore {
     async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
         let url = self.object_url(key)?;
+        let conditional = options.if_none_match.as_ref().map(origin::conditional);
         let response = self
             .send("get", key, || {
                 let mut request = self.client.get(&url);
                 if let Some(range) = options.range {
                     request = request.header(RANGE, range.to_http_header());
                 }
-                if let Some(etag) = &options.if_none_match {
-                    request = request.header(IF_NONE_MATCH, &etag.0);
+                match conditional {
+                    Some(Conditional::IfNoneMatch(etag)) => request.header(IF_NONE_MATCH, etag),
+                    Some(Conditional::IfModifiedSince(date)) => request.header(IF_MODIFIED_SINCE, date),
+                    Some(Conditional::CompareContent) | None => request,
                 }
-                request
             })
             .await
             .map_err(|e| match e {
@@ -158,34 +234,52 @@ impl Store for HttpStore {
                 other => other,
             })?;
         let length: Option<u64> = header(&response, CONTENT_LENGTH).and_then(|v| v.parse().ok());
-        let (range, size) = match header(&response, CONTENT_RANGE).and_then(parse_content_range) {
-            Some((start, end, total)) => (start..end, total),
-            None => {
-                if response.status() == StatusCode::OK && options.range.is_some() {
-                    // The origin ignored Range and sent the whole object.
-                    return Err(StoreError::Backend {
-                        op: "get",
-                        key: key.to_string(),
-                        message: "the server ignored the Range header (range requests are required)".into(),
-                        retryable: false,
-                    });
-                }
-                let size = length.unwrap_or(0);
-                (0..size, size)
+        let token = origin::token_from_headers(
+            header(&response, ETAG),
+            header(&response, LAST_MODIFIED),
+            header(&response, DATE),
+        );
+        let content_range = header(&response, CONTENT_RANGE).and_then(parse_content_range);
+        let ignored_range = content_range.is_none() && response.status() == StatusCode::OK && options.range.is_some();
+        let body = body_stream(key, response);
+        let (range, size, body, token) = match (content_range, options.range) {
+            (Some((start, end, total)), _) => (start..end, total, body, token),
+            (None, Some(asked)) if ignored_range => {
+                // The origin ignored Range (a plain static file server) and
+                // sends the whole object: keep the asked bytes, drop the rest.
+                let size = length.ok_or_else(|| StoreError::Backend {
+                    op: "get",
+                    key: key.to_string(),
+                    message: "the server ignored the Range header and sent no Content-Length".into(),
+                    retryable: false,
+                })?;
+                let range = asked.resolve(size).ok_or_else(|| StoreError::InvalidRange {
+                    key: key.to_string(),
+                    range: asked.to_http_header(),
+                    size,
+                })?;
+                (range.clone(), size, cut(body, range), token)
             }
+            (None, _) => match length {
+                Some(size) if token.is_some() || size > origin::CONTENT_TOKEN_MAX_BYTES => (0..size, size, body, token),
+                _ => {
+                    // A small object the server gives no validator for (a
+                    // manifest) is versioned by its content; a body of
+                    // unknown length (compressed on the fly) is sized by
+                    // reading it.
+                    let bytes = read_whole(key, body, length).await?;
+                    let token = token.unwrap_or_else(|| origin::content_token(&bytes));
+                    let size = bytes.len() as u64;
+                    (0..size, size, Box::pin(futures::stream::once(async move { Ok(bytes) })) as Body, Some(token))
+                }
+            },
         };
-        let meta =
-            ObjectMeta { key: key.to_string(), size, etag: header(&response, ETAG).map(|v| ETag(v.to_string())) };
-        let key = key.to_string();
-        let body = response.bytes_stream().map(move |chunk| {
-            chunk.map_err(|e| StoreError::Backend {
-                op: "get",
-                key: key.clone(),
-                message: format!("body interrupted: {}", error_chain(&e)),
-                retryable: true,
-            })
-        });
-        Ok(GetResult { meta, range, body: Box::pin(body) })
+        // Also for a server that ignores conditional requests and answers
+        // 200 with the same validator.
+        if token.is_some() && options.if_none_match == token {
+            return Err(StoreError::NotModified { key: key.to_string() });
+        }
+        Ok(GetResult { meta: ObjectMeta { key: key.to_string(), size, etag: token }, range, body })
     }
 
     /// A one-byte ranged GET rather than HEAD: presigned URLs are signed for

@@ -10,6 +10,7 @@
 //! [`MemoryStore`] (tests) has no URL: data written to it would be lost
 //! when the program exits, so no command can be pointed at one.
 
+pub mod origin;
 mod prefixed;
 mod types;
 mod url;
