@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
+use distributary_tests::web_servers::WebServer;
 use serde_json::Value;
 
 const COUNT_SQL: &str = "SELECT count(*) AS n, max(id) AS last FROM events";
@@ -238,6 +239,32 @@ fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
     // The last good state stays readable.
     assert_eq!(txid(&refused), second);
     assert_eq!(count(&refused), 25);
+}
+
+/// The wasm reader through real static servers (issue #22): Python's
+/// `http.server` (no ETag, no Range) and nginx with the deploy guide's
+/// block (Node's fetch asks for gzip, so the manifest comes compressed with
+/// a weak ETag).
+#[test]
+fn node_follows_a_store_behind_python_http_server_and_nginx() {
+    let package = package();
+    let servers: [(&str, fn(&Path, &Path) -> WebServer); 2] =
+        [("python http.server", WebServer::python), ("nginx", WebServer::nginx)];
+    for (name, server_at) in servers {
+        let mut primary = Primary::new(20);
+        let logs = tempfile::tempdir().unwrap();
+        let server = server_at(&primary.store(), logs.path());
+        let mut node = Driver::spawn("node.mjs", &[package.to_str().unwrap(), &server.url(), COUNT_SQL]);
+        let opened = node.line();
+        assert_eq!(opened["error"], Value::Null, "{name}: {opened}\n{}", server.log());
+        assert_eq!(count(&opened), 20, "{name}");
+        assert_eq!(opened["checksum"], database_checksum(&primary.db()).unwrap().to_string(), "{name}");
+        primary.write(5);
+        let synced = node.sync();
+        assert_eq!(synced["error"], Value::Null, "{name}: {synced}\n{}", server.log());
+        assert_eq!(count(&synced), 25, "{name}");
+        assert_eq!(synced["checksum"], database_checksum(&primary.db()).unwrap().to_string(), "{name}");
+    }
 }
 
 #[test]
