@@ -11,8 +11,9 @@ Sections, in order (each reuses the code of its stand-alone script):
               `distributary replicate --sync-interval 1s` + `edge-reader serve
               --poll 1s`, beside `litestream replicate` (sync-interval 1s) + the
               Litestream VFS (1 s poll) in the sqlite3 CLI; file:// stores.
-  throughput  bench/replicate.py: app write rate with each replicator (single-row INSERTs, and 4
-              writers of two UPDATEs + one INSERT) over the rate with none, and
+  throughput  bench/bursts.py: app write rate with each replicator (single-row INSERTs, and 4
+              writers of two UPDATEs + one INSERT) over the rate with none, in
+              interleaved bursts, and
               bench/busy0.py's busy-timeout-0 app (file:// stores, 1 s sync).
   s3          here: both replicators at once on S3 (one moto on loopback, one
               bucket and one counting proxy, bench/s3proxy.py, per tool); an
@@ -32,7 +33,7 @@ Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many]
 import argparse, http.client, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
 from types import SimpleNamespace
 
-import busy0, common, many, replicate, restore, s3proxy, serve
+import bursts, busy0, common, many, restore, s3proxy, serve
 from common import ProcStats, free_port, litestream_env, quantile, stop, wait_for
 
 SECTIONS = ("restore", "lag", "throughput", "s3", "many")
@@ -43,10 +44,10 @@ def settings(quick):
     """Sizes and durations: the full run (about 30 min) or a smoke run."""
     if quick:
         return SimpleNamespace(db_mb=32, restore_transactions=30, restore_rounds=1, lag_writes=20,
-                               throughput_transactions=2000, throughput_rounds=1, busy0_seconds=10, window=60, rate=10, seed_rows=2000,
+                               throughput_transactions=2000, throughput_rounds=2, busy0_seconds=10, window=60, rate=10, seed_rows=2000,
                                many_dbs=100)
     return SimpleNamespace(db_mb=1000, restore_transactions=1000, restore_rounds=3, lag_writes=100,
-                           throughput_transactions=20000, throughput_rounds=3, busy0_seconds=60, window=300, rate=10, seed_rows=20000,
+                           throughput_transactions=20000, throughput_rounds=8, busy0_seconds=60, window=300, rate=10, seed_rows=20000,
                            many_dbs=1000)
 
 
@@ -79,20 +80,18 @@ def run_many(cfg, work, binaries):
 
 
 def run_throughput(cfg, work, binaries):
-    """Per workload (bench/replicate.py: single-row INSERTs, and 4 writers of
-    two UPDATEs and an INSERT per transaction): median app rate with each
-    replicator over the median rate with none, and replicator CPU per 1,000
+    """Per workload (bench/bursts.py: single-row INSERTs, and 4 writers of
+    two UPDATEs and an INSERT per transaction, in interleaved bursts with
+    one long-lived replicator per mode): the median of each cycle's app rate
+    with a replicator over the rate with none, and replicator CPU per 1,000
     transactions. Then the busy-timeout-0 app of bench/busy0.py beside each."""
     result = {}
+    modes = ("none", "distributary", "litestream")
     for workload in ("single", "writers4"):
-        runs = {mode: [] for mode in ("none", "distributary", "litestream")}
-        for _ in range(cfg.throughput_rounds):
-            for mode in runs:  # interleaved, so machine noise hits every mode
-                runs[mode].append(replicate.run(mode, cfg.throughput_transactions, binaries, workload))
-        rates = {mode: statistics.median(r[0] for r in v) for mode, v in runs.items()}
-        cpu = {mode: statistics.median(r[1] for r in runs[mode]) / cfg.throughput_transactions * 1000
-               for mode in ("distributary", "litestream")}
-        result[workload] = {mode: (rates[mode], rates[mode] / rates["none"], cpu[mode])
+        runs = bursts.measure(workload, modes, binaries, cfg.throughput_rounds, cfg.throughput_transactions,
+                              seconds=4, pause=1.5)
+        result[workload] = {mode: (statistics.median(runs[mode]["rates"]), bursts.ratios(runs, mode)[1],
+                                   runs[mode]["cpu"] / runs[mode]["transactions"] * 1000)
                             for mode in ("distributary", "litestream")}
     busy = {mode: busy0.run(mode, cfg.busy0_seconds, binaries) for mode in ("distributary", "litestream")}
     result["busy0"] = busy
@@ -377,7 +376,8 @@ def print_table(results, cfg, versions):
               "edge-reader serve --poll 1s vs the Litestream VFS (1 s poll); file:// stores.")
     if "throughput" in results:
         t = results["throughput"]
-        print(f"Throughput: {cfg.throughput_transactions} transactions per workload, median of {cfg.throughput_rounds}; "
+        print(f"Throughput: {cfg.throughput_transactions} transactions per burst, {cfg.throughput_rounds} cycles of "
+              "interleaved bursts (bench/bursts.py), the ratio is the median of each cycle's; "
               f"single-row: {t['single']['distributary'][0]:,.0f} txn/s under Distributary, "
               f"{t['single']['litestream'][0]:,.0f} under Litestream. Busy-timeout-0 app: {cfg.busy0_seconds} s "
               "beside each (bench/busy0.py).")
