@@ -29,10 +29,9 @@ impl WebServer {
         let process = Process::spawn(
             "python-http-server",
             work,
-            Command::new("python3").args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"]).args([
-                "--directory",
-                folder.to_str().unwrap(),
-            ]),
+            Command::new("python3")
+                .args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--directory", folder.to_str().unwrap()]),
         );
         // It logs each request to stderr: `127.0.0.1 - - [date] "GET /x HTTP/1.1" 200 -`.
         let requests_log = crate::process::log_path(work, "python-http-server");
@@ -74,10 +73,9 @@ impl WebServer {
         let process = Process::spawn(
             "nginx",
             work,
-            Command::new(nginx).args(["-p", prefix.to_str().unwrap(), "-e", prefix.join("error.log").to_str().unwrap()]).args([
-                "-c",
-                prefix.join("nginx.conf").to_str().unwrap(),
-            ]),
+            Command::new(nginx)
+                .args(["-p", prefix.to_str().unwrap(), "-e", prefix.join("error.log").to_str().unwrap()])
+                .args(["-c", prefix.join("nginx.conf").to_str().unwrap()]),
         );
         WebServer::ready(WebServer { _process: process, port, requests_log, request_marker: "\" " })
     }

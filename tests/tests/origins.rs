@@ -34,7 +34,9 @@ struct Published {
 fn insert_rows(db: &Path, from: usize, count: usize) {
     let connection = rusqlite::Connection::open(db).unwrap();
     for i in from..from + count {
-        connection.execute("INSERT INTO events (body) VALUES (?1)", [format!("row {i} {}", "x".repeat(i % 300))]).unwrap();
+        connection
+            .execute("INSERT INTO events (body) VALUES (?1)", [format!("row {i} {}", "x".repeat(i % 300))])
+            .unwrap();
     }
 }
 

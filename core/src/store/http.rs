@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::StatusCode;
-use bytes::Bytes;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE,
+};
 
 use super::origin::{self, Conditional};
 use super::types::{Body, ByteRange, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
