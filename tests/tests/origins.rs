@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use distributary_core::apply::replica_checksum;
-use distributary_core::store::{FileStore, HttpStore, Store, conformance};
+use distributary_core::store::origin::{self, Conditional};
+use distributary_core::store::{FileStore, GetOptions, HttpStore, Store, StoreError, conformance};
 use distributary_tests::chain::database_checksum;
 use distributary_tests::e2e::{create_primary, start_serve_with};
 use distributary_tests::moto::MotoServer;
@@ -145,6 +146,32 @@ async fn conformance_through(dir: &Path, server_at: fn(&Path, &Path) -> WebServe
     conformance::run_read_only(&FileStore::new(folder), &reader).await;
 }
 
+/// With only Last-Modified, a read made once the date is settled (the
+/// object unchanged for 2 s) gets a token polled with If-Modified-Since,
+/// which the server answers 304.
+async fn last_modified_once_settled_is_polled_with_if_modified_since(dir: &Path) {
+    let (folder, logs) = (dir.join("settled"), dir.join("settled-logs"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(folder.join("doc.json"), b"{\"format_version\":1}").unwrap();
+    let server = WebServer::python(&folder, &logs);
+    let reader = HttpStore::new(server.url(), None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        let (_, meta) = reader.get_bytes("doc.json").await.unwrap();
+        let token = meta.etag.expect("a version token");
+        if matches!(origin::conditional(&token), Conditional::IfModifiedSince(_)) {
+            break token;
+        }
+        assert!(Instant::now() < deadline, "the Last-Modified never settled: {token:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let polled = reader.get("doc.json", GetOptions { range: None, if_none_match: Some(token) }).await;
+    assert!(matches!(polled, Err(StoreError::NotModified { .. })), "{polled:?}");
+    let log = server.log();
+    assert!(log.lines().last().is_some_and(|l| l.contains("\" 304 ")), "{log}");
+}
+
 /// A file:// store published by `server_at`.
 fn published_folder(dir: &Path, server_at: fn(&Path, &Path) -> WebServer) -> Published {
     let store = dir.join("store");
@@ -162,6 +189,7 @@ fn published_folder(dir: &Path, server_at: fn(&Path, &Path) -> WebServer) -> Pub
 async fn python_http_server_without_etag_or_range() {
     let dir = tempfile::tempdir().unwrap();
     conformance_through(dir.path(), WebServer::python).await;
+    last_modified_once_settled_is_polled_with_if_modified_since(dir.path()).await;
     readers_follow(published_folder(dir.path(), WebServer::python), dir.path()).await;
 }
 
