@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use crate::moto::free_port;
 use crate::process::Process;
 
+/// How a test starts a kind of server: `(folder, work) -> server`.
+pub type StartServer = fn(&Path, &Path) -> WebServer;
+
 /// A running web server over one folder.
 pub struct WebServer {
     _process: Process,

@@ -19,7 +19,7 @@ use distributary_tests::chain::database_checksum;
 use distributary_tests::e2e::{create_primary, start_serve_with};
 use distributary_tests::moto::MotoServer;
 use distributary_tests::programs::{Env, distributary, edge_sync, serve_txid};
-use distributary_tests::web_servers::WebServer;
+use distributary_tests::web_servers::{StartServer, WebServer};
 
 /// Where the primary replicates to, and how readers see it over HTTP.
 struct Published {
@@ -137,7 +137,7 @@ async fn readers_follow(published: Published, dir: &Path) {
 
 /// The read-only conformance suite through `server_at(folder, logs)`, over
 /// a folder a `FileStore` writes.
-async fn conformance_through(dir: &Path, server_at: fn(&Path, &Path) -> WebServer) {
+async fn conformance_through(dir: &Path, server_at: StartServer) {
     let (folder, logs) = (dir.join("conformance"), dir.join("conformance-logs"));
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::create_dir_all(&logs).unwrap();
@@ -173,7 +173,7 @@ async fn last_modified_once_settled_is_polled_with_if_modified_since(dir: &Path)
 }
 
 /// A file:// store published by `server_at`.
-fn published_folder(dir: &Path, server_at: fn(&Path, &Path) -> WebServer) -> Published {
+fn published_folder(dir: &Path, server_at: StartServer) -> Published {
     let store = dir.join("store");
     std::fs::create_dir_all(&store).unwrap();
     let server = server_at(&store, dir);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
-use distributary_tests::web_servers::WebServer;
+use distributary_tests::web_servers::{StartServer, WebServer};
 use serde_json::Value;
 
 const COUNT_SQL: &str = "SELECT count(*) AS n, max(id) AS last FROM events";
@@ -248,7 +248,7 @@ fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
 #[test]
 fn node_follows_a_store_behind_python_http_server_and_nginx() {
     let package = package();
-    let servers: [(&str, fn(&Path, &Path) -> WebServer); 2] =
+    let servers: [(&str, StartServer); 2] =
         [("python http.server", WebServer::python), ("nginx", WebServer::nginx)];
     for (name, server_at) in servers {
         let mut primary = Primary::new(20);
