@@ -248,8 +248,7 @@ fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
 #[test]
 fn node_follows_a_store_behind_python_http_server_and_nginx() {
     let package = package();
-    let servers: [(&str, StartServer); 2] =
-        [("python http.server", WebServer::python), ("nginx", WebServer::nginx)];
+    let servers: [(&str, StartServer); 2] = [("python http.server", WebServer::python), ("nginx", WebServer::nginx)];
     for (name, server_at) in servers {
         let mut primary = Primary::new(20);
         let logs = tempfile::tempdir().unwrap();
