@@ -243,7 +243,7 @@ impl Store for FetchStore {
         };
         // Also for a server (or cache) that ignores conditional requests and
         // answers 200 with the same validator.
-        if etag.is_some() && options.if_none_match == etag {
+        if origin::unchanged(options.if_none_match.as_ref(), etag.as_ref()) {
             return Err(StoreError::NotModified { key: key.to_string() });
         }
         let meta = ObjectMeta { key: key.to_string(), size, etag };

@@ -278,7 +278,7 @@ impl Store for HttpStore {
         };
         // Also for a server that ignores conditional requests and answers
         // 200 with the same validator.
-        if token.is_some() && options.if_none_match == token {
+        if origin::unchanged(options.if_none_match.as_ref(), token.as_ref()) {
             return Err(StoreError::NotModified { key: key.to_string() });
         }
         Ok(GetResult { meta: ObjectMeta { key: key.to_string(), size, etag: token }, range, body })
