@@ -198,6 +198,22 @@ pub fn read_transactions(
     Ok(scan_transactions(path, header, from, max_frames)?.transactions)
 }
 
+/// The salts in frame `index`'s header, or `None` past the end of the file.
+/// SQLite writes a frame's header before its page, and frames in order, so
+/// a frame that still carries an older WAL's salts has not been reached by
+/// the WAL being written now.
+pub fn frame_salts(path: &Path, header: &WalHeader, index: u64) -> Result<Option<(u32, u32)>, WalError> {
+    use std::os::unix::fs::FileExt;
+    let io_err = |source| WalError::Io { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io_err)?;
+    let mut frame_header = [0u8; FRAME_HEADER_SIZE as usize];
+    match file.read_exact_at(&mut frame_header, header.frame_offset(index)) {
+        Ok(()) => Ok(Some((be32(&frame_header[8..12]), be32(&frame_header[12..16])))),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 /// What [`scan_transactions`] found.
 pub struct Scan {
     /// The committed transactions, in order.

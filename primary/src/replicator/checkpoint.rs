@@ -5,6 +5,7 @@
 use anyhow::{Result, bail};
 
 use super::{MAX_FRAMES_PER_CAPTURE, RESTART_POLL, RESTART_WINDOW, Replicator, WINDOW_CHECKPOINT_EVERY};
+use super::wal_capture::{OldTail, ReadBatch};
 use crate::capture::PageReader;
 use crate::source::{CheckpointMode, Source};
 use crate::wal;
@@ -177,17 +178,53 @@ impl Replicator {
             // Until it is written, the WAL may have restarted over it: if
             // writing fails, only a catch-up can tell what the stores miss.
             self.catch_up_due = true;
+            // The previous WAL's tail is read first: the new WAL grows over
+            // it while the batch is encoded.
+            let tail = self.read_tail_after(&batch)?;
             if let Err(e) = self.write_batch(batch, &include) {
                 tracing::warn!(db = %self.db_label, "a checkpoint window's batch was not written: the next capture catches up by page hashes");
                 return Err(e);
             }
             self.catch_up_due = false;
+            self.write_tail(tail, &include)?;
         }
         let restarted = outcome?;
         self.metrics.record_checkpoint(false);
         tracing::debug!(db = %self.db_label, restarted, window_ms = opened.elapsed().as_millis() as u64, "checkpoint window");
         self.capture_available(usize::MAX)?;
         Ok(restarted)
+    }
+}
+
+impl Replicator {
+    /// The previous WAL's tail after `batch` (not yet written), if the WAL
+    /// restarted after it.
+    fn read_tail_after(&mut self, batch: &ReadBatch) -> Result<Option<(wal::WalHeader, OldTail)>> {
+        let wal_path = wal::wal_path(self.source.db_path());
+        let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
+        if (header.salt1, header.salt2) == (batch.end.salt1, batch.end.salt2) || header.page_size != self.capture.page_size
+        {
+            return Ok(None); // read on as usual (a new page size is refused there)
+        }
+        let tail = self.read_old_tail(&header, batch.end, batch.batch.commit)?;
+        Ok(Some((header, tail)))
+    }
+
+    /// Writes a tail read by [`Replicator::read_tail_after`], once the batch
+    /// before it is written, and moves the capture to the new WAL.
+    fn write_tail(&mut self, tail: Option<(wal::WalHeader, OldTail)>, include: &[bool]) -> Result<()> {
+        match tail {
+            None => {}
+            Some((_, OldTail::Complete(Some(tail)))) => {
+                self.write_batch(tail, include)?;
+            }
+            Some((header, OldTail::Complete(None))) => {
+                self.wal_index.clear();
+                self.capture.wal = Some(header.start());
+            }
+            Some((_, OldTail::Unproven)) => self.catch_up_due = true,
+        }
+        Ok(())
     }
 }
 

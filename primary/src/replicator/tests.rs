@@ -76,13 +76,27 @@ fn one_restart_during_a_window_captures_the_old_tail_and_the_new_wal_one_txid_ea
     assert_eq!(replicator.captured()[0].0, before.0 + 2, "the tail's commit and the new WAL's");
 }
 
+/// The app fills the new WAL with one-frame commits until it holds
+/// exactly the frames before `tail_start`; returns how many it made.
+fn grow_new_wal_to(app: &Connection, wal_path: &Path, tail_start: u64) -> u64 {
+    let mut commits = 0;
+    while committed_frames(wal_path) < tail_start {
+        // One frame each: the same leaf page again.
+        app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
+        commits += 1;
+    }
+    assert_eq!(committed_frames(wal_path), tail_start, "the new WAL stops right before the tail");
+    commits
+}
+
 /// Regression (crash matrix, a replica's B-tree broken): while the tail
 /// was read, the app was writing the new WAL's frame at the tail's first
 /// frame; read torn, it ended the tail there, and the tail's commits
-/// were lost. Here the new WAL holds exactly the frames before the
-/// tail's first, and that frame's page is torn.
+/// were lost. SQLite writes a frame's header before its page, so the
+/// file then holds the new WAL's salts in that frame's header and a page
+/// half written.
 #[test]
-fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
+fn a_tail_whose_first_frame_the_new_wal_is_writing_is_caught_up_never_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (app, mut replicator, metrics) = start_past_ten_commits(dir.path());
     let tail_start = replicator.capture.wal.unwrap().frame;
@@ -90,18 +104,41 @@ fn a_tail_whose_first_frame_reads_torn_is_caught_up_never_dropped() {
     commit(&app); // the tail
     restart_wal(&app);
     let wal_path = wal::wal_path(replicator.db_path());
-    while committed_frames(&wal_path) < tail_start {
-        // One frame each: the same leaf page again.
-        app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
-    }
-    assert_eq!(committed_frames(&wal_path), tail_start, "the new WAL stops right before the tail");
+    grow_new_wal_to(&app, &wal_path, tail_start);
     let header = wal::read_header(&wal_path).unwrap().unwrap();
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().write(true).open(&wal_path).unwrap();
-    file.write_all_at(&[0xA5; 64], header.frame_offset(tail_start) + wal::FRAME_HEADER_SIZE).unwrap();
+    let frame = header.frame_offset(tail_start);
+    let salts = [header.salt1.to_be_bytes(), header.salt2.to_be_bytes()].concat();
+    file.write_all_at(&salts, frame + 8).unwrap();
+    file.write_all_at(&[0xA5; 64], frame + wal::FRAME_HEADER_SIZE).unwrap();
     replicator.source.begin_read().unwrap();
     replicator.capture_pass().unwrap();
-    assert_eq!(metrics.catch_ups(), 1, "a tail that ends at a torn frame the new WAL reached is not proven whole");
+    assert_eq!(metrics.catch_ups(), 1, "a tail whose first frame the new WAL reached is not proven whole");
+    assert_capture_is_the_database(&mut replicator);
+}
+
+/// A new WAL that holds every frame before the tail's first but not that
+/// one has overwritten none of the tail (regression: a replicator slowed
+/// by a busy machine found the new WAL that far, took the tail for
+/// overwritten and caught up, merging the tail's commits into one TXID).
+#[test]
+fn a_tail_the_new_wal_reached_but_did_not_enter_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, mut replicator, metrics) = start_past_ten_commits(dir.path());
+    let tail_start = replicator.capture.wal.unwrap().frame;
+    let before = replicator.captured()[0];
+    replicator.source.end_read().unwrap();
+    commit(&app); // the tail
+    restart_wal(&app);
+    let wal_path = wal::wal_path(replicator.db_path());
+    let updates = grow_new_wal_to(&app, &wal_path, tail_start);
+    replicator.source.begin_read().unwrap();
+    replicator.capture_pass().unwrap();
+    assert_eq!(metrics.catch_ups(), 0);
+    // The tail's commit, the restarting commit, then the updates.
+    assert_eq!(replicator.captured()[0].0, before.0 + 2 + updates, "one TXID per commit");
+    assert_capture_is_the_database(&mut replicator);
 }
 
 /// Regression (soak and pipeline tests, a snapshot "malformed"): the

@@ -42,7 +42,7 @@ pub(super) struct ReadBatch {
 }
 
 /// What [`Replicator::read_old_tail`] found.
-enum OldTail {
+pub(super) enum OldTail {
     /// The previous WAL's tail, provably whole (`None`: nothing after the
     /// cursor).
     Complete(Option<ReadBatch>),
@@ -226,7 +226,7 @@ impl Replicator {
             // The WAL restarted after the read mark was let go (a checkpoint
             // window) or while it was read mark 0: the previous WAL's last
             // frames may not be captured yet. They are read first.
-            Some(cursor) => match self.read_old_tail(&header, cursor)? {
+            Some(cursor) => match self.read_old_tail(&header, cursor, self.capture.commit)? {
                 OldTail::Complete(Some(tail)) => return Ok(Some(tail)),
                 OldTail::Complete(None) => {
                     self.wal_index.clear();
@@ -280,7 +280,13 @@ impl Replicator {
     /// that is not the new WAL's, and the WAL restarted once since the
     /// cursor, not again meanwhile. Anything less is `Unproven`, and the
     /// caller catches up by page hashes instead.
-    fn read_old_tail(&mut self, header: &wal::WalHeader, cursor: WalPosition) -> Result<OldTail> {
+    /// `commit_before` is the database size in pages at the cursor.
+    pub(super) fn read_old_tail(
+        &mut self,
+        header: &wal::WalHeader,
+        cursor: WalPosition,
+        commit_before: u32,
+    ) -> Result<OldTail> {
         // A WAL that restarted under the held read transaction ended where
         // its snapshot ends: the restart needs every frame copied, so the
         // transaction holds read mark 0, begun on a fully copied WAL; and a
@@ -295,13 +301,18 @@ impl Replicator {
         let wal_path = wal::wal_path(self.source.db_path());
         let old = wal::WalHeader { salt1: cursor.salt1, salt2: cursor.salt2, ..*header };
         let (scan, frames) = wal::scan_keeping_pages(&wal_path, &old, cursor, OLD_TAIL_MAX_FRAMES, u64::MAX)?;
-        // Read after the tail: had the new WAL been writing the tail's
-        // first frame (index `cursor.frame`) while the tail was read, it
-        // would hold every frame before it now. (Regression, crash matrix:
-        // a limit one frame higher let through a tail whose first frame was
-        // being overwritten, read torn as the tail's end: the tail's commits
-        // were lost and a replica's B-tree broke.)
-        let new_wal = wal::scan_transactions(&wal_path, header, header.start(), cursor.frame)?;
+        // Read after the tail: had the new WAL begun writing the tail's
+        // first frame (index `cursor.frame`) before or while the tail was
+        // read, that frame's header, written before its page and before any
+        // later frame, would carry the new WAL's salts now. One header is
+        // read, not the new WAL's frames up to there: the new WAL grows
+        // over the tail while this runs, so the proof must be quick.
+        // (Regression, crash matrix: a proof one frame short let through a
+        // tail whose first frame was being overwritten, read torn as the
+        // tail's end: the tail's commits were lost and a replica's B-tree
+        // broke.)
+        let new_wal_reached_it =
+            wal::frame_salts(&wal_path, header, cursor.frame)? == Some((header.salt1, header.salt2));
         // And the tail must read the same again: a frame the app was
         // writing when first read (a torn frame reads as the tail's end)
         // has changed since.
@@ -326,15 +337,19 @@ impl Replicator {
         // empties it, and with `journal_size_limit` the new WAL's first
         // commit shortens it to the limit, inside the tail or before it
         // (regression: the soak test's snapshot came out malformed, a
-        // tail's commit in no TXID). A file cut to zero has lost the
-        // cursor's own frame; SQLite ends a log on a frame's boundary, and a
-        // limit cuts where it falls.
+        // tail's commit in no TXID). SQLite ends a log on a frame's
+        // boundary, and a limit cuts where it falls. A file cut to zero
+        // (and grown again) has lost the cursor's own frame, unless the
+        // new WAL has overwritten it since: an old frame found at the
+        // cursor proves the file was not cut below it.
+        let nothing_at_cursor = scan.stopped_at == cursor.frame;
         let cut = scan.end == Some(wal::LogEnd::EndOfFile)
-            && (!scan.ended_on_file_boundary(&old) || !frame_checksum_matches(&wal_path, &old, cursor)?);
+            && (!scan.ended_on_file_boundary(&old)
+                || (nothing_at_cursor && !frame_checksum_matches(&wal_path, &old, cursor)?));
         if restarts != 1
             || restarted_since
             || scan.at_limit
-            || new_wal.at_limit
+            || new_wal_reached_it
             || unstable
             || ended_at_new_wal
             || cut
@@ -346,7 +361,7 @@ impl Replicator {
                 restarts,
                 restarted_since,
                 tail_too_long = scan.at_limit,
-                new_wal_reached_it = new_wal.at_limit,
+                new_wal_reached_it,
                 unstable,
                 ended_at_new_wal,
                 cut,
@@ -355,7 +370,6 @@ impl Replicator {
             return Ok(OldTail::Unproven);
         }
         let Some(last) = scan.transactions.last() else { return Ok(OldTail::Complete(None)) };
-        let commit_before = self.capture.commit;
         let batch = fold_transactions(&scan.transactions, commit_before, &mut self.wal_index);
         self.wal_index.clear();
         // Every page must come from a frame of the tail: a page the fold
