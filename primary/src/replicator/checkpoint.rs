@@ -4,8 +4,8 @@
 
 use anyhow::{Result, bail};
 
-use super::{MAX_FRAMES_PER_CAPTURE, RESTART_POLL, RESTART_WINDOW, Replicator, WINDOW_CHECKPOINT_EVERY};
 use super::wal_capture::{OldTail, ReadBatch};
+use super::{MAX_FRAMES_PER_CAPTURE, RESTART_POLL, RESTART_WINDOW, Replicator, WINDOW_CHECKPOINT_EVERY};
 use crate::capture::PageReader;
 use crate::source::{CheckpointMode, Source};
 use crate::wal;
@@ -202,7 +202,8 @@ impl Replicator {
     fn read_tail_after(&mut self, batch: &ReadBatch) -> Result<Option<(wal::WalHeader, OldTail)>> {
         let wal_path = wal::wal_path(self.source.db_path());
         let Some(header) = wal::read_header(&wal_path)? else { return Ok(None) };
-        if (header.salt1, header.salt2) == (batch.end.salt1, batch.end.salt2) || header.page_size != self.capture.page_size
+        if (header.salt1, header.salt2) == (batch.end.salt1, batch.end.salt2)
+            || header.page_size != self.capture.page_size
         {
             return Ok(None); // read on as usual (a new page size is refused there)
         }
