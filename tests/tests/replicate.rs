@@ -635,7 +635,9 @@ async fn an_app_with_busy_timeout_zero_is_never_refused_and_the_store_restores_e
     let app_db = db.clone();
     let run = tokio::task::spawn_blocking(move || busy0_app(&app_db, 60)).await.unwrap();
     assert!(run.committed > 1_000, "the app committed only {} statements", run.committed);
-    wait_until_shipped(&store, &db, Duration::from_secs(60)).await;
+    if let Err(chain) = shipped_within(&store, &db, Duration::from_secs(60)).await {
+        panic!("the replicator did not ship the writes within 60 s: {chain}; its log:\n{}", replicator.log());
+    }
     let log = terminate(replicator);
     assert_eq!(run.refused, 0, "the app was refused {} statements ({run:?}); replicator log:\n{log}", run.refused);
     let restored = dir.path().join("restored.db");
