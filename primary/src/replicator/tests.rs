@@ -76,17 +76,24 @@ fn one_restart_during_a_window_captures_the_old_tail_and_the_new_wal_one_txid_ea
     assert_eq!(replicator.captured()[0].0, before.0 + 2, "the tail's commit and the new WAL's");
 }
 
-/// The app fills the new WAL with one-frame commits until it holds
-/// exactly the frames before `tail_start`; returns how many it made.
-fn grow_new_wal_to(app: &Connection, wal_path: &Path, tail_start: u64) -> u64 {
+/// A window in which the app commits a tail, restarts the WAL and fills
+/// the new WAL with one-frame commits until it holds exactly the frames
+/// before the tail's first. Returns the tail's first frame and how many
+/// one-frame commits the app made.
+fn new_wal_up_to_the_tail(app: &Connection, replicator: &mut Replicator) -> (u64, u64) {
+    let tail_start = replicator.capture.wal.unwrap().frame;
+    replicator.source.end_read().unwrap();
+    commit(app); // the tail
+    restart_wal(app);
+    let wal_path = wal::wal_path(replicator.db_path());
     let mut commits = 0;
-    while committed_frames(wal_path) < tail_start {
+    while committed_frames(&wal_path) < tail_start {
         // One frame each: the same leaf page again.
         app.execute("UPDATE t SET x = randomblob(3000) WHERE rowid = 1", []).unwrap();
         commits += 1;
     }
-    assert_eq!(committed_frames(wal_path), tail_start, "the new WAL stops right before the tail");
-    commits
+    assert_eq!(committed_frames(&wal_path), tail_start, "the new WAL stops right before the tail");
+    (tail_start, commits)
 }
 
 /// Regression (crash matrix, a replica's B-tree broken): while the tail
@@ -99,12 +106,8 @@ fn grow_new_wal_to(app: &Connection, wal_path: &Path, tail_start: u64) -> u64 {
 fn a_tail_whose_first_frame_the_new_wal_is_writing_is_caught_up_never_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (app, mut replicator, metrics) = start_past_ten_commits(dir.path());
-    let tail_start = replicator.capture.wal.unwrap().frame;
-    replicator.source.end_read().unwrap();
-    commit(&app); // the tail
-    restart_wal(&app);
+    let (tail_start, _) = new_wal_up_to_the_tail(&app, &mut replicator);
     let wal_path = wal::wal_path(replicator.db_path());
-    grow_new_wal_to(&app, &wal_path, tail_start);
     let header = wal::read_header(&wal_path).unwrap().unwrap();
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().write(true).open(&wal_path).unwrap();
@@ -126,13 +129,8 @@ fn a_tail_whose_first_frame_the_new_wal_is_writing_is_caught_up_never_dropped() 
 fn a_tail_the_new_wal_reached_but_did_not_enter_is_read_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (app, mut replicator, metrics) = start_past_ten_commits(dir.path());
-    let tail_start = replicator.capture.wal.unwrap().frame;
     let before = replicator.captured()[0];
-    replicator.source.end_read().unwrap();
-    commit(&app); // the tail
-    restart_wal(&app);
-    let wal_path = wal::wal_path(replicator.db_path());
-    let updates = grow_new_wal_to(&app, &wal_path, tail_start);
+    let (_, updates) = new_wal_up_to_the_tail(&app, &mut replicator);
     replicator.source.begin_read().unwrap();
     replicator.capture_pass().unwrap();
     assert_eq!(metrics.catch_ups(), 0);
