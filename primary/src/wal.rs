@@ -267,17 +267,29 @@ pub fn read_transactions(
     Ok(scan_transactions(path, header, from, max_frames)?.transactions)
 }
 
-/// The salts in frame `index`'s header, or `None` past the end of the file.
-/// SQLite writes a frame's header before its page, and frames in order, so
-/// a frame that still carries an older WAL's salts has not been reached by
-/// the WAL being written now.
-pub fn frame_salts(path: &Path, header: &WalHeader, index: u64) -> Result<Option<(u32, u32)>, WalError> {
+/// What a frame's header says of the WAL that wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The salts of the WAL that wrote the frame.
+    pub salts: (u32, u32),
+    /// The cumulative checksum after the frame.
+    pub checksum: (u32, u32),
+}
+
+/// Reads frame `index`'s header, unchecked; `None` past the end of the
+/// file. SQLite writes a frame's header before its page, and frames in
+/// order, so a frame that still carries an older WAL's salts has not been
+/// reached by the WAL being written now.
+pub fn read_frame_header(path: &Path, header: &WalHeader, index: u64) -> Result<Option<FrameHeader>, WalError> {
     use std::os::unix::fs::FileExt;
     let io_err = |source| WalError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
-    let mut frame_header = [0u8; FRAME_HEADER_SIZE as usize];
-    match file.read_exact_at(&mut frame_header, header.frame_offset(index)) {
-        Ok(()) => Ok(Some((be32(&frame_header[8..12]), be32(&frame_header[12..16])))),
+    let mut bytes = [0u8; FRAME_HEADER_SIZE as usize];
+    match file.read_exact_at(&mut bytes, header.frame_offset(index)) {
+        Ok(()) => Ok(Some(FrameHeader {
+            salts: (be32(&bytes[8..12]), be32(&bytes[12..16])),
+            checksum: (be32(&bytes[16..20]), be32(&bytes[20..24])),
+        })),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(io_err(e)),
     }

@@ -311,8 +311,8 @@ impl Replicator {
         // tail whose first frame was being overwritten, read torn as the
         // tail's end: the tail's commits were lost and a replica's B-tree
         // broke.)
-        let new_wal_reached_it =
-            wal::frame_salts(&wal_path, header, cursor.frame)? == Some((header.salt1, header.salt2));
+        let new_wal_reached_it = wal::read_frame_header(&wal_path, header, cursor.frame)?
+            .is_some_and(|frame| frame.salts == (header.salt1, header.salt2));
         // No second read of the tail is needed to prove it stable: the old
         // WAL's last transaction ended before the restart, so only the new
         // WAL writes over the tail, and it writes the tail's first frame
@@ -481,15 +481,6 @@ fn frame_checksum_matches(wal_path: &Path, header: &wal::WalHeader, cursor: WalP
     if cursor.frame == 0 {
         return Ok(cursor.checksum == header.checksum);
     }
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(wal_path)?;
-    let mut frame_header = [0u8; wal::FRAME_HEADER_SIZE as usize];
-    match file.read_exact_at(&mut frame_header, header.frame_offset(cursor.frame - 1)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e.into()),
-    }
-    let word =
-        |i: usize| u32::from_be_bytes([frame_header[i], frame_header[i + 1], frame_header[i + 2], frame_header[i + 3]]);
-    Ok((word(16), word(20)) == cursor.checksum && word(8) == header.salt1 && word(12) == header.salt2)
+    let Some(frame) = wal::read_frame_header(wal_path, header, cursor.frame - 1)? else { return Ok(false) };
+    Ok(frame.checksum == cursor.checksum && frame.salts == (header.salt1, header.salt2))
 }
