@@ -276,6 +276,16 @@ pub struct FrameHeader {
     pub checksum: (u32, u32),
 }
 
+impl FrameHeader {
+    /// The salts and checksum words of a frame header's 24 bytes.
+    fn parse(bytes: &[u8]) -> FrameHeader {
+        FrameHeader {
+            salts: (be32(&bytes[8..12]), be32(&bytes[12..16])),
+            checksum: (be32(&bytes[16..20]), be32(&bytes[20..24])),
+        }
+    }
+}
+
 /// Reads frame `index`'s header, unchecked; `None` past the end of the
 /// file. SQLite writes a frame's header before its page, and frames in
 /// order, so a frame that still carries an older WAL's salts has not been
@@ -286,10 +296,7 @@ pub fn read_frame_header(path: &Path, header: &WalHeader, index: u64) -> Result<
     let file = File::open(path).map_err(io_err)?;
     let mut bytes = [0u8; FRAME_HEADER_SIZE as usize];
     match file.read_exact_at(&mut bytes, header.frame_offset(index)) {
-        Ok(()) => Ok(Some(FrameHeader {
-            salts: (be32(&bytes[8..12]), be32(&bytes[12..16])),
-            checksum: (be32(&bytes[16..20]), be32(&bytes[20..24])),
-        })),
+        Ok(()) => Ok(Some(FrameHeader::parse(&bytes))),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(io_err(e)),
     }
@@ -482,14 +489,14 @@ fn scan(
             let (frame_header, page) = frame.split_at(FRAME_HEADER_SIZE as usize);
             let pgno = be32(&frame_header[0..4]);
             let commit = be32(&frame_header[4..8]);
-            let salts = (be32(&frame_header[8..12]), be32(&frame_header[12..16]));
+            let FrameHeader { salts, checksum: stored } = FrameHeader::parse(frame_header);
             if salts != (header.salt1, header.salt2) || pgno == 0 {
                 end = Some(LogEnd::Salts(salts.0, salts.1));
                 break 'reads; // a leftover frame of an earlier WAL cycle: the log ends here
             }
             let sum = checksum(header.big_endian_checksums, position.checksum, &frame_header[..8]);
             let sum = checksum(header.big_endian_checksums, sum, page);
-            if sum != (be32(&frame_header[16..20]), be32(&frame_header[20..24])) {
+            if sum != stored {
                 end = Some(LogEnd::Checksum);
                 break 'reads; // torn or stale frame
             }
