@@ -27,10 +27,16 @@ transactions (its CPU from the start of its bursts to the end of their
 pauses), peak RSS, stored bytes per transaction and write-lock holds.
 
 Usage: python3 bench/bursts.py [--workload single|writers4|writers4-timed|all] [--bursts 12]
-         [--transactions 30000] [--seconds 4] [--pause 1.5]
+         [--transactions 30000] [--seconds 4] [--pause 1.5] [--control] [--no-litestream]
+         [--variant NAME='ARGS']...
+  --control: a second database with no replicator ("none-again"), paired with the first
+    like the replicators are: the spread its ratio shows is the machine's, not a replicator's.
+  --variant: one more distributary mode, "distributary-NAME", started with ARGS added to
+    `replicate` (e.g. --variant ck400='--checkpoint-frames 400'); two tokens are the
+    script's own: nice=N starts it at that niceness, store=DIR puts its store under DIR.
   DISTRIBUTARY, LITESTREAM: as for bench/replicate.py
 """
-import argparse, multiprocessing, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, multiprocessing, os, random, shlex, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
 import busy0, common, replicate
 from common import ProcStats, dir_bytes, litestream_env
@@ -98,23 +104,25 @@ class App:
 class Replicator:
     """One mode's database and the replicator beside it for the whole invocation."""
 
-    def __init__(self, mode, work, create, binaries):
+    def __init__(self, mode, work, create, binaries, variants):
         self.mode = mode
         self.db = os.path.join(work, mode + ".db")
-        self.store = os.path.join(work, mode + "-store")
+        extra, nice, store_root = parse_variant(variants.get(mode, ""), work)
+        self.store = os.path.join(store_root, mode + "-store")
         self.keeper = create(self.db)  # the app keeps a connection open, as apps do
         self.proc, self.stats, self.cpu, self.peak_rss = None, None, 0.0, 0.0
         self.metrics_url = None
-        if mode == "distributary":
+        if mode.startswith("distributary"):
             port = common.free_port()
             self.metrics_url = f"http://127.0.0.1:{port}/metrics"
             argv = [binaries["distributary"], "replicate", "--sync-interval", SYNC_INTERVAL,
-                    "--metrics-addr", f"127.0.0.1:{port}", self.db, "file://" + self.store]
+                    "--metrics-addr", f"127.0.0.1:{port}", *extra, self.db, "file://" + self.store]
         elif mode == "litestream":
             argv = [binaries["litestream"], "replicate", self.db, "file://" + self.store]
         else:
             return
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=litestream_env())
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=litestream_env(),
+                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.stats = ProcStats(self.proc.pid)
 
     def cpu_seconds(self):
@@ -133,17 +141,30 @@ class Replicator:
         self.keeper.close()
 
 
+def parse_variant(spec, work):
+    """(replicate arguments, niceness, store root) of a --variant's ARGS."""
+    extra, nice, store_root = [], 0, work
+    for token in shlex.split(spec):
+        if token.startswith("nice="):
+            nice = int(token[5:])
+        elif token.startswith("store="):
+            store_root = tempfile.mkdtemp(prefix="bench-bursts-store-", dir=token[6:])
+        else:
+            extra.append(token)
+    return extra, nice, store_root
+
+
 WORKLOADS = {"single": (common.events_db, 1, "single"),
              "writers4": (replicate.accounts_db, replicate.WRITERS, "count"),
              "writers4-timed": (replicate.accounts_db, replicate.WRITERS, "timed")}
 
 
-def measure(workload, modes, binaries, bursts, transactions, seconds, pause):
+def measure(workload, modes, binaries, bursts, transactions, seconds, pause, variants=None):
     """Runs `bursts` cycles; returns {mode: {"rates": [...], "transactions": n,
     "cpu": s, "rss": MiB, "stored": bytes, "holds": (p99, count)}}."""
     create, writers, kind = WORKLOADS[workload]
     work = tempfile.mkdtemp(prefix="bench-bursts-")
-    replicators = {mode: Replicator(mode, work, create, binaries) for mode in modes}
+    replicators = {mode: Replicator(mode, work, create, binaries, variants or {}) for mode in modes}
     app = App(writers)
     results = {mode: {"rates": [], "transactions": 0, "cpu": 0.0} for mode in modes}
     try:
@@ -169,6 +190,8 @@ def measure(workload, modes, binaries, bursts, transactions, seconds, pause):
     for mode, r in replicators.items():
         results[mode]["rss"] = r.peak_rss
         results[mode]["stored"] = dir_bytes(r.store) if os.path.exists(r.store) else 0
+        if not r.store.startswith(work):
+            shutil.rmtree(os.path.dirname(r.store), ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return results
 
@@ -180,12 +203,22 @@ def ratios(results, mode):
             statistics.median(r / n for r, n in zip(rates, alone)))
 
 
+def paired_interval(results, mode, resamples=2000):
+    """A 95% bootstrap interval of the median per-cycle ratio: cycles drawn
+    again with replacement, so a run says how far its median can be trusted
+    on a machine whose rate drifts between cycles."""
+    per_cycle = [r / n for r, n in zip(results[mode]["rates"], results["none"]["rates"])]
+    draw = random.Random(14)
+    medians = sorted(statistics.median(draw.choices(per_cycle, k=len(per_cycle))) for _ in range(resamples))
+    return medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]
+
+
 def print_table(workload, results, args):
     size = f"{args.seconds} s" if workload.endswith("-timed") else f"{args.transactions} transactions"
     print(f"\n{workload}: {args.bursts} cycles of one burst per mode ({size} each, order rotating, "
           f"{args.pause} s pause), medians; local-folder store, {SYNC_INTERVAL} sync interval")
-    print("| replicator | app txn/s | vs none | vs none, per cycle | replicator CPU s per 1,000 txn | peak RSS MiB "
-          "| stored bytes per txn | write-lock holds, p99 |")
+    print("| replicator | app txn/s | vs none | vs none, per cycle (95% interval) | replicator CPU s per 1,000 txn "
+          "| peak RSS MiB | stored bytes per txn | write-lock holds, p99 |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     cpu = {}
     for mode, result in results.items():
@@ -193,11 +226,16 @@ def print_table(workload, results, args):
         if mode == "none":
             print(f"| none | {rate:,.0f} | 1.00 | 1.00 | – | – | – | – |")
             continue
+        of_medians, per_cycle = ratios(results, mode)
+        low, high = paired_interval(results, mode)
+        paired = f"{per_cycle:.3f} ({low:.3f}–{high:.3f})"
+        if mode == "none-again":
+            print(f"| none, a second database | {rate:,.0f} | {of_medians:.3f} | {paired} | – | – | – | – |")
+            continue
         cpu[mode] = result["cpu"] / result["transactions"] * 1000
         p99, count = result["holds"]
-        holds = f"{count}, p99 bucket {p99 * 1000:.2f} ms" if count else ("none" if mode == "distributary" else "–")
-        of_medians, per_cycle = ratios(results, mode)
-        print(f"| {mode} | {rate:,.0f} | {of_medians:.3f} | {per_cycle:.3f} | {cpu[mode]:.4f} | {result['rss']:.1f} "
+        holds = f"{count}, p99 bucket {p99 * 1000:.2f} ms" if count else ("none" if mode.startswith("distributary") else "–")
+        print(f"| {mode} | {rate:,.0f} | {of_medians:.3f} | {paired} | {cpu[mode]:.4f} | {result['rss']:.1f} "
               f"| {result['stored'] / result['transactions']:.0f} | {holds} |")
     if cpu.get("litestream"):
         print(f"replicator CPU, distributary / litestream: {cpu['distributary'] / cpu['litestream']:.2f}")
@@ -210,12 +248,25 @@ def main():
     parser.add_argument("--transactions", type=int, default=30000, help="per burst (single, writers4)")
     parser.add_argument("--seconds", type=float, default=4, help="per burst (writers4-timed)")
     parser.add_argument("--pause", type=float, default=1.5, help="after each burst")
+    parser.add_argument("--control", action="store_true", help="a second database with no replicator")
+    parser.add_argument("--no-litestream", action="store_true", help="leave Litestream out")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="one more distributary mode, started with ARGS")
     args = parser.parse_args()
     binaries, modes = common.replicators()
+    if args.no_litestream and "litestream" in modes:
+        modes.remove("litestream")
+    if args.control:
+        modes.insert(1, "none-again")
+    variants = {}
+    for spec in args.variant:
+        name, _, extra = spec.partition("=")
+        variants["distributary-" + name] = extra
+        modes.append("distributary-" + name)
     print(common.machine())
     for workload in (list(WORKLOADS) if args.workload == "all" else [args.workload]):
         print_table(workload, measure(workload, modes, binaries, args.bursts, args.transactions, args.seconds,
-                                      args.pause), args)
+                                      args.pause, variants), args)
 
 
 if __name__ == "__main__":

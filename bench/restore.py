@@ -25,6 +25,8 @@ Steps:
     (`PRAGMA quick_check`, our default). Every restored database is compared
     with the primary by a SHA-256 over all rows: a benchmark that restores
     garbage is worthless.
+    A new replica's first `edge-reader sync` of our store is timed beside
+    them. Each child's bytes written come from /proc/PID/io (write_bytes).
  5. The raw limit, in a child process like the restores: read every object
     our restore reads (the same files, in chain order, 1 MiB reads) and
     write a file of the restored database's size (1 MiB writes), then fsync.
@@ -114,16 +116,22 @@ def dir_bytes(paths):
     return sum(os.path.getsize(p) for p in paths)
 
 def timed(argv, env=None):
-    """Runs a child; returns (seconds, peak RSS MB, stderr)."""
+    """Runs a child; returns (seconds, peak RSS MB, stderr, bytes written).
+    Bytes written are the child's `write_bytes` in /proc/PID/io: what it
+    sent toward the disk (temp files and journals included), read while the
+    exited child is not yet reaped."""
     os.sync()  # start every run with no dirty pages from the previous one
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     seconds = time.perf_counter() - start
+    with open(f"/proc/{proc.pid}/io") as f:
+        written = int(next(line for line in f if line.startswith("write_bytes:")).split()[1])
+    _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(argv)} failed ({status}): {stderr.decode(errors='replace')}")
-    return seconds, usage.ru_maxrss / 1024, stderr.decode(errors="replace")
+    return seconds, usage.ru_maxrss / 1024, stderr.decode(errors="replace"), written
 
 def raw_limit(out, size, objects):
     """The limit: read every stored object, write `size` bytes, fsync."""
@@ -140,7 +148,7 @@ def raw_limit(out, size, objects):
     os.close(fd)
 
 def remove_db(path):
-    for suffix in ("", "-wal", "-shm", "-journal", "-distributary.json"):
+    for suffix in ("", "-wal", "-shm", "-journal", "-distributary.json", "-distributary.lock"):
         try:
             os.remove(path + suffix)
         except FileNotFoundError:
@@ -277,11 +285,14 @@ dbs:
         print("WARNING: the litestream chain is not one snapshot + one L0 file per transaction")
 
     out = os.path.join(work, "restored.db")
+    edge_reader = common.binary("edge-reader")
     tools = {
         "distributary": lambda check: [distributary, "restore", "file://" + ours_store, "-o", out,
                                        "--integrity-check", check],
         "litestream": lambda check: [litestream, "restore", "-integrity-check", check, "-o", out,
                                      "file://" + theirs_store],
+        # A new replica's first sync: the same chain, no integrity check.
+        "edge-reader sync": lambda check: [edge_reader, "sync", "--source", "file://" + ours_store, "--db", out],
         "raw limit": lambda check: [sys.executable, os.path.abspath(__file__), "--raw-limit", out, str(db_bytes),
                                     *ours_objects],
     }
@@ -290,15 +301,14 @@ dbs:
 
     def restore(name, check):
         remove_db(out)
-        seconds, rss, stderr = timed(tools[name](check), env)
+        seconds, rss, stderr, written = timed(tools[name](check), env)
         if name != "raw limit":
             got = content_digest(out)
             if got != primary:
                 sys.exit(f"{name} restored different content: {got} != {primary}\n{stderr}")
             verified[name] = got
-        size = os.path.getsize(out)
         remove_db(out)
-        return seconds, rss, size
+        return seconds, rss, written
 
     # Step 4: interleaved rounds, the order rotated so drift hits every tool.
     order = list(tools)
@@ -308,28 +318,35 @@ dbs:
             print(f"round {r + 1}: {name}: {results[name][-1][0]:.2f} s, {results[name][-1][1]:.0f} MB peak RSS",
                   flush=True)
     quick = {name: restore(name, "quick") for name in ("distributary", "litestream")}
+    written = lambda runs: statistics.median(r[2] for r in runs) / db_bytes
 
     limit = statistics.median(r[0] for r in results["raw limit"])
     print()
     print(f"restore of a {db_bytes / 1e6:,.0f} MB database ({rows:,} rows of {ROW_BYTES} bytes, half random), "
           f"snapshot + {args.transactions} transactions, {args.rounds} rounds, medians; content verified: "
           + ", ".join(f"{n} {v[0]:,} rows sha256 {v[2]}" for n, v in verified.items()))
-    print("| tool | integrity check | reads | seconds | MB/s (database) | peak RSS MB | vs raw limit |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print("| tool | integrity check | reads | seconds | MB/s (database) | peak RSS MB | vs raw limit "
+          "| bytes written / database |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     reads = {
         "distributary": f"snapshot + {len(l0)} L0 ({dir_bytes(ours_objects) / 1e6:,.0f} MB)",
         "litestream": f"snapshot + {len(ls_l0)} L0 ({dir_bytes(ls_snapshots + ls_l0) / 1e6:,.0f} MB)",
         "raw limit": f"the distributary objects ({dir_bytes(ours_objects) / 1e6:,.0f} MB)",
     }
+    reads["edge-reader sync"] = reads["distributary"]
     for name in tools:
         seconds = statistics.median(r[0] for r in results[name])
         rss = max(r[1] for r in results[name])
         check = "none" if name != "raw limit" else "–"
         print(f"| {name} | {check} | {reads[name]} | {seconds:.2f} | {db_bytes / 1e6 / seconds:,.0f} | {rss:.0f} | "
-              f"{seconds / limit:.2f} |")
-    for name, (seconds, rss, _) in quick.items():
+              f"{seconds / limit:.2f} | {written(results[name]):.2f} |")
+    for name, run in quick.items():
+        seconds, rss, _ = run
         print(f"| {name} | quick (1 run) | {reads[name]} | {seconds:.2f} | {db_bytes / 1e6 / seconds:,.0f} | "
-              f"{rss:.0f} | {seconds / limit:.2f} |")
+              f"{rss:.0f} | {seconds / limit:.2f} | {written([run]):.2f} |")
+    ls = statistics.median(r[0] for r in results["litestream"])
+    print(f"distributary restore vs litestream's: {ls / statistics.median(r[0] for r in results['distributary']):.2f}x "
+          f"faster; edge-reader's first sync: {ls / statistics.median(r[0] for r in results['edge-reader sync']):.2f}x")
     print("all rounds (seconds): " + "; ".join(f"{n} " + ", ".join(f"{r[0]:.2f}" for r in v)
                                                for n, v in results.items()))
     # For bench/suite.py: medians of the unchecked restores, peak RSS, the size.
@@ -344,10 +361,11 @@ dbs:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         compact_seconds = time.time() - t
         snapshots, l1, l0 = distributary_chain(ours_store)
-        seconds, rss, _ = restore("distributary", "none")
+        seconds, rss, written_bytes = restore("distributary", "none")
         print(f"after `distributary compact` ({compact_seconds:.1f} s): {len(snapshots)} snapshot, {len(l1)} L1 "
               f"({dir_bytes(l1) / 1e6:,.1f} MB), {len(l0)} L0 kept; restore {seconds:.2f} s, "
-              f"{db_bytes / 1e6 / seconds:,.0f} MB/s, {rss:.0f} MB peak RSS, {seconds / limit:.2f}x the raw limit")
+              f"{db_bytes / 1e6 / seconds:,.0f} MB/s, {rss:.0f} MB peak RSS, {seconds / limit:.2f}x the raw limit, "
+              f"{written_bytes / db_bytes:.2f}x the database written")
     return summary
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ impl WrapsStoreError for crate::apply::ApplyError {
             ApplyError::Store(e) => Some(e),
             ApplyError::Manifest(e) => e.store_error(),
             ApplyError::Plan(e) => e.store_error(),
+            // A streamed object's download failed while it was decoded.
+            ApplyError::Format(crate::format::FormatError::Io { source, .. }) => {
+                source.get_ref().and_then(|e| e.downcast_ref::<StoreError>())
+            }
             _ => None,
         }
     }

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use distributary_core::apply::{ApplyError, SyncOptions, check_replica, remove_replica, sync_replica};
+use distributary_core::apply::{
+    ApplyError, ProgressChoice, SyncOptions, check_replica, progress_printer, remove_replica, sync_replica,
+};
 use distributary_core::format::EncryptionKey;
 use distributary_core::plan::{Base, Target};
 use distributary_core::replica::{self, ReplicaError};
@@ -51,6 +53,10 @@ pub struct Args {
     /// failures (access denied, no such bucket) and damaged objects fail at once.
     #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
     retry_for: std::time::Duration,
+    /// Progress on stderr: auto (a bar when stderr is a terminal and --json
+    /// is not given), bar, json (one object per line, for tools) or none.
+    #[arg(long, default_value = "auto")]
+    progress: ProgressChoice,
 }
 
 /// Refuses `db` unless it is missing, empty or this store's replica; with
@@ -81,7 +87,14 @@ pub async fn run(args: Args) -> Result<()> {
     let key = crate::sync::read_key(args.encryption_key_file.as_deref())?;
     let _lock = replica::lock(&args.db, !args.no_wait)?;
     let store = distributary_core::store::open(&args.source).await?;
-    let options = SyncOptions { target: Target::Newest, key, concurrency: args.concurrency, ..SyncOptions::default() };
+    let progress_style = args.progress.style(args.json);
+    let options = SyncOptions {
+        target: Target::Newest,
+        key,
+        concurrency: args.concurrency,
+        progress: progress_style.map(|style| progress_printer(style, "syncing")),
+        ..SyncOptions::default()
+    };
     if args.force {
         // Without --force, the sync's own check refuses such a file.
         admit(store.as_ref(), &args.source, &args.db, true).await?;

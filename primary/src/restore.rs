@@ -3,14 +3,15 @@
 //! [`distributary_core::apply::restore`] (the same code as
 //! `edge-reader sync`); this file is the command line around it.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use distributary_core::TxId;
-use distributary_core::apply::{ApplyError, IntegrityCheck, Progress, RestoreOptions, SyncOptions, restore};
+use distributary_core::apply::{
+    ApplyError, IntegrityCheck, ProgressChoice, RestoreOptions, SyncOptions, progress_printer, restore,
+};
 use distributary_core::format::EncryptionKey;
 use distributary_core::manifest::read_manifest;
 use distributary_core::plan::{Base, Target};
@@ -62,6 +63,10 @@ pub struct Args {
     /// Key file for an encrypted store.
     #[arg(long)]
     encryption_key_file: Option<PathBuf>,
+    /// Progress on stderr: auto (a bar when stderr is a terminal and --json
+    /// is not given), bar, json (one object per line, for tools) or none.
+    #[arg(long, default_value = "auto")]
+    progress: ProgressChoice,
     /// Objects downloaded at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -146,7 +151,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("distributary: {url} holds no replica; nothing to do (--if-replica-exists)");
         return Ok(ExitCode::SUCCESS);
     }
-    let progress = (!args.json && !args.dry_run && std::io::stderr().is_terminal()).then(progress_printer);
+    let progress_style = if args.dry_run { None } else { args.progress.style(args.json) };
+    let progress = progress_style.map(|style| progress_printer(style, "restoring"));
     let options = RestoreOptions {
         sync: SyncOptions {
             target,
@@ -169,9 +175,6 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         retry_bounded(bound, "restore", ApplyError::class, || restore(Arc::clone(&store), &args.output, &options))
             .await
             .with_context(|| format!("restore {} from {url}", args.output.display()))?;
-    if options.sync.progress.is_some() {
-        eprintln!();
-    }
     let plan = &summary.plan;
     if args.json {
         let json = serde_json::json!({
@@ -209,25 +212,4 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A one-line progress report on stderr, redrawn at most ten times a second.
-fn progress_printer() -> Arc<dyn Fn(&Progress) + Send + Sync> {
-    let started = std::time::Instant::now();
-    let last = std::sync::Mutex::new(std::time::Instant::now());
-    Arc::new(move |p: &Progress| {
-        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-        // Quiet for quick restores; then no more than 10 redraws a second.
-        if started.elapsed().as_secs_f64() < 2.0 || last.elapsed().as_millis() < 100 {
-            return;
-        }
-        *last = std::time::Instant::now();
-        eprint!(
-            "\rrestoring: TXID {} | {} objects | {:.1} MB | {:.0} s ",
-            p.txid.0,
-            p.objects,
-            p.bytes as f64 / 1e6,
-            started.elapsed().as_secs_f64()
-        );
-    })
 }

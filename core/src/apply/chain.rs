@@ -3,7 +3,7 @@
 //! checked against the plan (generation, target) as soon as its 96-byte
 //! header has arrived, so the next key is known while the body is still
 //! downloading. How bodies are downloaded and where they go is the
-//! [`Fetcher`]'s business: native readers spool them on background tasks,
+//! [`Fetcher`]'s business: native readers download them on background tasks,
 //! the wasm reader keeps them in memory.
 
 use std::collections::VecDeque;

@@ -263,7 +263,13 @@ impl Downloaded {
                     applied += 1;
                     bytes += body.len() as u64;
                     if let Some(progress) = &progress {
-                        progress(&Progress { txid: applier.position().txid, objects: applied, bytes });
+                        progress(&Progress {
+                            txid: applier.position().txid,
+                            objects: applied,
+                            bytes,
+                            fetched: bytes,
+                            ..Progress::default()
+                        });
                     }
                 }
                 position = applier.position();

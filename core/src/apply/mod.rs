@@ -11,7 +11,10 @@
 //! | `chain` | walks a [`Plan`](crate::plan::Plan)'s chain by name, handing objects over in order ([`walk_chain`]) | all |
 //! | `verify` | verifies one object and writes its pages to a sink: continuity, pre- and post-apply checksums ([`ObjectApplier`]); a sink of page hashes only ([`PageHashes`], for `distributary verify --deep`) | all |
 //! | `memory` | a database image held in memory, synced in place ([`MemoryDatabase`], [`sync_in_memory`], [`download`]) | all (the wasm reader) |
-//! | `sqlite` | a SQLite file written through `sqlite_dbpage` in one write transaction ([`sync`], [`restore`]) | native, `sqlite` feature |
+//! | `fetch` | downloads bodies in the background: small ones into memory, large ones streamed to the applier | native |
+//! | `run` | the apply loop on a blocking thread, over a sink that commits | native |
+//! | `sqlite` | a live replica written through `sqlite_dbpage` in one write transaction ([`sync`]) | native, `sqlite` feature |
+//! | `file` | a new database file written in place, each page once ([`restore`], a replica's first sync) | native, `sqlite` feature |
 //!
 //! What every object goes through (`verify`): header and file checksum
 //! (the decoder), generation, page size, TXID contiguity, pre-apply checksum
@@ -20,7 +23,15 @@
 //! which must match before the object's writes are kept.
 
 mod chain;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod fetch;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod file;
 mod memory;
+#[cfg(not(target_arch = "wasm32"))]
+mod progress;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod run;
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 mod sqlite;
 mod verify;
@@ -36,6 +47,8 @@ use crate::store::StoreError;
 
 pub use chain::{Fetcher, Started, walk_chain};
 pub use memory::{DEFAULT_MEMORY_LIMIT, Downloaded, MAX_MEMORY_LIMIT, MemoryDatabase, download, sync_in_memory};
+#[cfg(not(target_arch = "wasm32"))]
+pub use progress::{ProgressChoice, ProgressStyle, progress_printer};
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 pub use sqlite::{
     IntegrityCheck, RestoreOptions, check_replica, database_checksum, integrity_check, remove_replica,
@@ -182,8 +195,9 @@ pub enum ApplyError {
     },
 }
 
-/// Progress after each object applied.
-#[derive(Clone, Copy, Debug)]
+/// How far a sync or restore has come: reported every 100 ms by native
+/// readers, after each object by the wasm reader.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Progress {
     /// The TXID the replica reached (in the open transaction).
     pub txid: TxId,
@@ -191,6 +205,15 @@ pub struct Progress {
     pub objects: u64,
     /// Bytes of objects applied so far.
     pub bytes: u64,
+    /// Bytes received so far, objects still arriving included.
+    pub fetched: u64,
+    /// Bytes of every object whose download has started: the chain's
+    /// total once its last object has started (0 when unknown).
+    pub expected: u64,
+    /// Pages written so far.
+    pub pages: u64,
+    /// The last report of the run.
+    pub done: bool,
 }
 
 /// A callback for progress reports.
@@ -284,5 +307,25 @@ impl SyncSummary {
             plan: plan.clone(),
             page_one: None,
         }
+    }
+
+    /// Records what a run applied, which brought the database to `position`.
+    #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+    fn reached(
+        &mut self,
+        position: crate::plan::ReplicaPosition,
+        objects: u64,
+        bytes: u64,
+        page_one: Option<Vec<u8>>,
+        started: std::time::Instant,
+    ) {
+        self.to_txid = position.txid;
+        self.checksum = position.checksum;
+        self.timestamp_ms = position.timestamp_ms;
+        self.generation = position.generation;
+        self.objects = objects;
+        self.bytes = bytes;
+        self.page_one = page_one;
+        self.seconds = started.elapsed().as_secs_f64();
     }
 }

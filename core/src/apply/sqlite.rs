@@ -1,6 +1,8 @@
 //! Applying the log to a SQLite file (native, `sqlite` feature): [`sync`]
 //! (and [`sync_replica`], which records the URL the replica follows) and
-//! [`restore`].
+//! [`restore`]. A file that does not exist yet (every restore, a new
+//! replica's first sync) is written in place by `file.rs`; what follows is
+//! how a live replica is brought forward.
 //!
 //! Before it writes a replica that keeps a sidecar, a sync checks that the
 //! file is this store's replica ([`check_replica`]): a file that holds data
@@ -28,9 +30,9 @@
 //!   connection that sees the last committed state, or from the hashes of
 //!   pages written earlier in the same transaction) and must match before
 //!   `COMMIT`;
-//! - memory holds a page, small objects (larger ones are spooled to an
-//!   anonymous temp file beside the database) and one hash per page written
-//!   in the open transaction, which is committed often enough to bound it.
+//! - memory holds a page, small objects (larger ones are streamed from the
+//!   download, `fetch.rs`) and one hash per page written in the open
+//!   transaction, which is committed often enough to bound it.
 //!
 //! Why an in-memory main database with the replica ATTACHed: statements that
 //! only write `sqlite_dbpage` then never re-read the replica's schema, which
@@ -40,21 +42,17 @@
 //! database.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use futures::StreamExt;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::verify::empty_position;
-use super::{ApplyError, Fetcher, ObjectApplier, PageSink, Progress, Started, SyncOptions, SyncSummary, walk_chain};
+use super::file::{NewDatabase, remove_abandoned, write_new_database};
+use super::run::{CommitSink, apply_plan, base_position};
+use super::{ApplyError, PageSink, SyncOptions, SyncSummary};
 use crate::checksum::page_hash;
-use crate::format::{HEADER_SIZE, Header, read_segment_header};
+use crate::format::Header;
 use crate::ids::{Checksum, PageNo, TxId};
 use crate::layout::MANIFEST_KEY;
 use crate::manifest::{Manifest, read_manifest, read_snapshot_index};
@@ -63,24 +61,19 @@ use crate::replica::{
     PendingPosition, ReplicaError, ReplicaState, STATE_FORMAT_VERSION, SyncFailure, read_state, recorded_source,
     remove_state, same_location, state_path, write_state,
 };
-use crate::store::{GetOptions, Store};
+use crate::store::Store;
 
-/// Objects at most this large are held in memory between download and
-/// apply; larger ones are spooled to a temp file.
-const MEMORY_OBJECT_LIMIT: u64 = 8 << 20;
 /// Commit the open transaction once it has written this many pages, so the
 /// page-hash map (and the WAL) stay bounded.
 const MAX_PAGES_PER_COMMIT: usize = 1 << 20;
-/// Commit at least every this many objects.
-const MAX_OBJECTS_PER_COMMIT: usize = 4096;
 
 impl ApplyError {
-    fn sqlite(op: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> ApplyError + use<> {
+    pub(super) fn sqlite(op: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> ApplyError + use<> {
         let path = path.to_path_buf();
         move |source| ApplyError::Sqlite { op, path, source }
     }
 
-    fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + use<> {
+    pub(super) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + use<> {
         let path = path.to_path_buf();
         move |source| ApplyError::Io { op, path, source }
     }
@@ -250,6 +243,31 @@ pub fn remove_replica(db: &Path) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Reads the manifest and plans the chain that brings `db` to the target;
+/// with `options.keep_state`, checks first that `db` is this store's
+/// replica and plans from its recorded position.
+async fn plan_sync(
+    store: &dyn Store,
+    source: &str,
+    db: &Path,
+    options: &SyncOptions,
+) -> Result<(Plan, SyncSummary), ApplyError> {
+    let manifest =
+        read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value;
+    if options.keep_state {
+        check_replica_against(store, source, db, Some(&manifest)).await?;
+    }
+    let index = match options.target {
+        Target::Newest => None,
+        _ => read_snapshot_index(store, manifest.generation).await?.map(|v| v.value),
+    };
+    let position = if options.keep_state && db.exists() { current_position(db)? } else { None };
+    let plan = plan(store, &manifest, index.as_ref(), position, options.target).await?;
+    tracing::debug!(plan = %plan.describe(), "planned");
+    let summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
+    Ok((plan, summary))
+}
+
 async fn sync_inner(
     store: Arc<dyn Store>,
     source: &str,
@@ -257,38 +275,22 @@ async fn sync_inner(
     options: &SyncOptions,
 ) -> Result<SyncSummary, ApplyError> {
     let started = Instant::now();
-    let manifest = read_manifest(store.as_ref())
-        .await?
-        .ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?
-        .value;
-    if options.keep_state {
-        check_replica_against(store.as_ref(), source, db, Some(&manifest)).await?;
-    }
-    let index = match options.target {
-        Target::Newest => None,
-        _ => read_snapshot_index(store.as_ref(), manifest.generation).await?.map(|v| v.value),
-    };
-    let position = if options.keep_state && db.exists() { current_position(db)? } else { None };
-    let plan = plan(store.as_ref(), &manifest, index.as_ref(), position, options.target).await?;
-    tracing::debug!(plan = %plan.describe(), "planned");
-    let mut summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
+    let (plan, mut summary) = plan_sync(store.as_ref(), source, db, options).await?;
     if options.dry_run {
         return Ok(summary);
     }
-
-    let spool_dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let (tx, rx) = mpsc::channel::<Item>(options.concurrency.max(1));
     let source = recorded_source(source);
-    let applier = {
-        let db = db.to_path_buf();
-        let plan = plan.clone();
-        let options = options.clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || run_applier(&db, &plan, &options, &source, rx, &runtime))
+    if is_new_database(db) {
+        // Nobody has the file open yet: write it whole and rename it in.
+        let new = sync_new_file(store, db, &plan, options, &source).await?;
+        summary.reached(new.position, new.objects, new.bytes, new.page_one, started);
+        return Ok(summary);
+    }
+    let open = {
+        let (db, plan, options) = (db.to_path_buf(), plan.clone(), options.clone());
+        move || SqliteSink::open(&db, &plan, &options, &source)
     };
-    let driver = drive(store, &plan, spool_dir, tx);
-    let (_, applied) = tokio::join!(driver, applier);
-    let outcome = match applied.map_err(|e| ApplyError::Task { op: "apply segments", reason: e.to_string() })? {
+    let outcome = match apply_plan(store, &plan, options, open).await {
         // A segment that does not fit a replica continuing from its sidecar:
         // say so if the file is not where the sidecar says.
         Err(error @ (ApplyError::Discontinuous { .. } | ApplyError::PostChecksum { .. }))
@@ -298,15 +300,63 @@ async fn sync_inner(
         }
         outcome => outcome?,
     };
-    summary.to_txid = outcome.position.txid;
-    summary.checksum = outcome.position.checksum;
-    summary.timestamp_ms = outcome.position.timestamp_ms;
-    summary.generation = outcome.position.generation;
-    summary.objects = outcome.objects;
-    summary.bytes = outcome.bytes;
-    summary.page_one = outcome.page_one;
-    summary.seconds = started.elapsed().as_secs_f64();
+    summary.reached(outcome.position, outcome.objects, outcome.bytes, outcome.page_one, started);
     Ok(summary)
+}
+
+/// Whether `db` is a database nobody has created yet (no file, no WAL).
+fn is_new_database(db: &Path) -> bool {
+    !db.exists() && !with_suffix(db, "-wal").exists()
+}
+
+/// `.{name}.{what}-{pid}` beside `db`: where a run writes a new file
+/// before renaming it into place.
+fn temp_beside(db: &Path, what: &str) -> PathBuf {
+    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "database".into());
+    db.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+/// A new replica's first sync: the database written whole into a temp
+/// file, its sidecar written, then the file renamed into place. Killed
+/// before the rename, the next sync starts again (the sidecar alone, with
+/// no database, is not a position); after it, the sidecar is already there.
+async fn sync_new_file(
+    store: Arc<dyn Store>,
+    db: &Path,
+    plan: &Plan,
+    options: &SyncOptions,
+    source: &str,
+) -> Result<NewDatabase, ApplyError> {
+    remove_abandoned(db, "syncing");
+    let temp = temp_beside(db, "syncing");
+    remove_database(&temp)?;
+    let result = async {
+        let new = write_new_database(store, &temp, plan, options).await?;
+        if options.keep_state {
+            let state = ReplicaState {
+                format_version: STATE_FORMAT_VERSION,
+                generation: new.position.generation,
+                page_size: plan.page_size,
+                txid: new.position.txid,
+                checksum: new.position.checksum,
+                timestamp_ms: new.position.timestamp_ms,
+                synced_ms: 0,
+                source: source.to_string(),
+                last_failure: None,
+                page_one_hash: new.page_one.as_deref().map(|page| Checksum(page_hash(PageNo(1), page))),
+                pending: None,
+            };
+            write_state(db, &state)?;
+        }
+        std::fs::rename(&temp, db).map_err(ApplyError::io("rename", db))?;
+        crate::replica::sync_parent(db)?;
+        Ok(new)
+    }
+    .await;
+    if result.is_err() {
+        let _ = remove_database(&temp);
+    }
+    result
 }
 
 /// The replica's position from its sidecar, checked against the database
@@ -467,43 +517,33 @@ pub struct RestoreOptions {
 }
 
 /// Restores the database at `options.sync.target` into the new file `out`:
-/// the same [`sync`] into a temp file beside it, checkpointed, checked, then
-/// renamed into place (and the folder fsynced).
+/// the chain written page by page into a temp file beside it
+/// ([`write_new_database`]: each page once, no journal, no checkpoint),
+/// checked, then renamed into place (and the folder fsynced). Killed part
+/// way, the temp file is removed by the next restore to the same output.
 pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions) -> Result<SyncSummary, ApplyError> {
     if out.exists() && !options.force && !options.sync.dry_run {
         return Err(ApplyError::Exists { path: out.to_path_buf() });
     }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "restore".into());
-    let temp = out.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
-    remove_database(&temp)?;
+    let started = Instant::now();
     let sync_options = SyncOptions { keep_state: false, ..options.sync.clone() };
+    let source = store.url().to_string();
+    let (plan, mut summary) = plan_sync(store.as_ref(), &source, out, &sync_options).await?;
+    if sync_options.dry_run {
+        return Ok(summary);
+    }
+    remove_abandoned(out, "restoring");
+    let temp = temp_beside(out, "restoring");
+    remove_database(&temp)?;
     let result = async {
-        let summary = sync(store, &temp, &sync_options).await?;
-        if sync_options.dry_run {
-            return Ok(summary);
-        }
-        // Fold the WAL into the file so the rename moves the whole database.
-        {
-            let conn = Connection::open(&temp).map_err(ApplyError::sqlite("open", &temp))?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                .map_err(ApplyError::sqlite("checkpoint", &temp))?;
-        }
-        // SQLite restamped page 1's change counter and version fields when
-        // it committed; nobody else has the file open, so put the primary's
-        // page 1 back and the restored file is byte for byte the primary's.
-        if let Some(page) = &summary.page_one {
-            use std::os::unix::fs::FileExt;
-            let file = std::fs::OpenOptions::new().write(true).open(&temp).map_err(ApplyError::io("open", &temp))?;
-            file.write_all_at(page, 0).map_err(ApplyError::io("write page 1 of", &temp))?;
-        }
+        let new = write_new_database(store, &temp, &plan, &sync_options).await?;
+        summary.reached(new.position, new.objects, new.bytes, new.page_one, started);
         integrity_check(&temp, options.integrity)?;
-        // The checks' connections leave an empty WAL and its index beside
+        // The check's connection leaves an empty WAL and its index beside
         // the temp file; the restored file needs neither (the first
         // connection to it creates its own), and after the rename their
         // names would match nothing.
         remove_empty_wal(&temp)?;
-        let file = std::fs::File::open(&temp).map_err(ApplyError::io("open", &temp))?;
-        file.sync_all().map_err(ApplyError::io("fsync", &temp))?;
         if options.force {
             remove_database(out)?;
         }
@@ -512,7 +552,7 @@ pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions
         Ok(summary)
     }
     .await;
-    if result.is_err() || sync_options.dry_run {
+    if result.is_err() {
         let _ = remove_database(&temp);
     }
     result
@@ -563,226 +603,17 @@ fn remove_database(db: &Path) -> Result<(), ApplyError> {
 }
 
 // ---------------------------------------------------------------------------
-// Fetching: discover the chain by name, download bodies concurrently.
-
-/// An object's bytes, once downloaded.
-enum Body {
-    Memory(Bytes),
-    File(std::fs::File),
-}
-
-impl Body {
-    fn into_reader(self) -> Box<dyn Read + Send> {
-        match self {
-            Body::Memory(bytes) => Box::new(std::io::Cursor::new(bytes)),
-            Body::File(file) => Box::new(std::io::BufReader::with_capacity(256 * 1024, file)),
-        }
-    }
-}
-
-/// What the driver hands the applier, in chain order.
-enum Item {
-    Object { key: String, size: u64, body: JoinHandle<Result<Body, ApplyError>> },
-    Failed(ApplyError),
-}
-
-/// A body downloading in the background.
-type Download = JoinHandle<Result<Body, ApplyError>>;
-
-/// Starts downloading `key`: waits for its header, then lets the body
-/// arrive in a background task. `None` if the object does not exist.
-async fn start_fetch(
-    store: &Arc<dyn Store>,
-    key: &str,
-    spool_dir: &Path,
-) -> Result<Option<Started<Download>>, ApplyError> {
-    let result = match store.get(key, GetOptions::default()).await {
-        Ok(result) => result,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let size = result.meta.size;
-    let mut stream = result.body;
-    let mut prefix = Vec::with_capacity(64 * 1024);
-    while prefix.len() < HEADER_SIZE {
-        match stream.next().await {
-            Some(chunk) => prefix.extend_from_slice(&chunk?),
-            None => break,
-        }
-    }
-    let header = read_segment_header(key, &prefix)?;
-    let key = key.to_string();
-    let spool_dir = spool_dir.to_path_buf();
-    let body = tokio::spawn(async move {
-        if size <= MEMORY_OBJECT_LIMIT {
-            let mut bytes = prefix;
-            while let Some(chunk) = stream.next().await {
-                bytes.extend_from_slice(&chunk?);
-            }
-            return Ok(Body::Memory(bytes.into()));
-        }
-        // Large objects go to an anonymous temp file: memory stays bounded
-        // whatever the database's size.
-        let mut file = tempfile::tempfile_in(&spool_dir).map_err(ApplyError::io("create temp file in", &spool_dir))?;
-        file.write_all(&prefix).map_err(ApplyError::io("write temp file for", Path::new(&key)))?;
-        while let Some(chunk) = stream.next().await {
-            file.write_all(&chunk?).map_err(ApplyError::io("write temp file for", Path::new(&key)))?;
-        }
-        file.rewind().map_err(ApplyError::io("rewind temp file for", Path::new(&key)))?;
-        Ok(Body::File(file))
-    });
-    Ok(Some(Started { header, size, body }))
-}
-
-/// Downloads bodies on background tasks and sends them to the applier
-/// thread; the channel's capacity bounds how many are in flight.
-struct SpoolFetcher {
-    store: Arc<dyn Store>,
-    spool_dir: PathBuf,
-    tx: mpsc::Sender<Item>,
-}
-
-impl Fetcher for SpoolFetcher {
-    type Body = Download;
-
-    async fn start(&mut self, key: &str) -> Result<Option<Started<Download>>, ApplyError> {
-        start_fetch(&self.store, key, &self.spool_dir).await
-    }
-
-    async fn send(&mut self, key: String, started: Started<Download>) -> bool {
-        // A closed channel means the applier stopped on an error it reports.
-        self.tx.send(Item::Object { key, size: started.size, body: started.body }).await.is_ok()
-    }
-
-    fn discard(&mut self, body: Download) {
-        body.abort();
-    }
-}
-
-/// Walks the plan's chain by name and sends each object to the applier.
-/// Stops at the target, at the end of the chain, or on the first error
-/// (sent as [`Item::Failed`] after the objects before it).
-async fn drive(store: Arc<dyn Store>, plan: &Plan, spool_dir: PathBuf, tx: mpsc::Sender<Item>) {
-    let mut fetcher = SpoolFetcher { store, spool_dir, tx: tx.clone() };
-    if let Err(e) = walk_chain(&mut fetcher, plan).await {
-        let _ = tx.send(Item::Failed(e)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Applying: one blocking thread, one SQLite write transaction at a time.
-
-struct Outcome {
-    position: ReplicaPosition,
-    objects: u64,
-    bytes: u64,
-    page_one: Option<Vec<u8>>,
-}
-
-fn run_applier(
-    db: &Path,
-    plan: &Plan,
-    options: &SyncOptions,
-    source: &str,
-    mut rx: mpsc::Receiver<Item>,
-    runtime: &tokio::runtime::Handle,
-) -> Result<Outcome, ApplyError> {
-    let mut applier = Applier::open(db, plan, options, source)?;
-    let mut objects_in_commit = 0usize;
-    while let Some(item) = rx.blocking_recv() {
-        let (key, size, body) = match item {
-            Item::Object { key, size, body } => (key, size, body),
-            Item::Failed(error) => {
-                commit_before_failing(&mut applier);
-                return Err(error);
-            }
-        };
-        let applied = runtime
-            .block_on(body)
-            .map_err(|e| ApplyError::Task { op: "download segment", reason: e.to_string() })
-            .and_then(|body| body)
-            .and_then(|body| applier.objects.apply_object(&mut applier.sink, &key, body.into_reader()));
-        let snapshot = match applied {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                // Keep what was verified before the bad object.
-                drop(rx);
-                commit_before_failing(&mut applier);
-                return Err(error);
-            }
-        };
-        applier.count += 1;
-        applier.bytes += size;
-        objects_in_commit += 1;
-        if let Some(progress) = &options.progress {
-            progress(&Progress { txid: applier.objects.position().txid, objects: applier.count, bytes: applier.bytes });
-        }
-        // Commit when nothing else is ready (so readers see progress while
-        // downloads continue), after a snapshot (its page hashes need not be
-        // kept), and often enough to bound memory and the WAL.
-        if snapshot
-            || rx.is_empty()
-            || objects_in_commit >= MAX_OBJECTS_PER_COMMIT
-            || applier.sink.written.len() >= MAX_PAGES_PER_COMMIT
-        {
-            applier.commit()?;
-            objects_in_commit = 0;
-        }
-    }
-    applier.commit()?;
-    Ok(Outcome {
-        position: applier.objects.position(),
-        objects: applier.count,
-        bytes: applier.bytes,
-        page_one: applier.sink.page_one.take(),
-    })
-}
-
-/// Commits what was verified before a failure. The failure is what the
-/// caller must hear about: a commit that fails too (SQLite can refuse it
-/// after the failed object's rollback) is only logged.
-fn commit_before_failing(applier: &mut Applier) {
-    if let Err(e) = applier.commit() {
-        tracing::warn!(db = %applier.sink.db.display(), error = %e, "commit what was applied before the failure");
-    }
-}
 
 /// The page SQLite reserves for its file locks (the one holding byte offset
 /// `PENDING_BYTE`, 1 GiB unless changed): it holds no data, reads as zeros
 /// and cannot be written, so every database over 1 GiB has this hole.
-fn lock_byte_page(page_size: u32) -> u32 {
+pub(super) fn lock_byte_page(page_size: u32) -> u32 {
     // SAFETY: with a zero argument this test control only reads the value
     // (SQLite changes it only for a nonzero one).
     let pending_byte =
         unsafe { rusqlite::ffi::sqlite3_test_control(rusqlite::ffi::SQLITE_TESTCTRL_PENDING_BYTE, 0u32) };
     (pending_byte as u32) / page_size + 1
-}
-
-/// The shared verifier over a SQLite sink, with the run's counters.
-struct Applier {
-    objects: ObjectApplier,
-    sink: SqliteSink,
-    count: u64,
-    bytes: u64,
-}
-
-impl Applier {
-    fn open(db: &Path, plan: &Plan, options: &SyncOptions, source: &str) -> Result<Applier, ApplyError> {
-        let sink = SqliteSink::open(db, plan, options, source)?;
-        let position = match plan.base {
-            Base::Replica(position) => position,
-            // Overwritten by the snapshot, whatever the file holds now.
-            Base::Snapshot(_) => empty_position(plan.generation),
-        };
-        let objects = ObjectApplier::new(plan.generation, options.key.as_ref(), sink.page_size, position, sink.size)?;
-        let mut applier = Applier { objects, sink, count: 0, bytes: 0 };
-        applier.sink.committed = position;
-        Ok(applier)
-    }
-
-    fn commit(&mut self) -> Result<(), ApplyError> {
-        self.sink.commit(self.objects.position())
-    }
 }
 
 /// Pages written through `sqlite_dbpage` into the replica, attached to an
@@ -890,7 +721,7 @@ impl SqliteSink {
             source: source.to_string(),
             synced_ms,
             last_failure,
-            committed: empty_position(plan.generation),
+            committed: base_position(plan),
             size,
             physical: size,
             physical_before: size,
@@ -964,6 +795,28 @@ impl SqliteSink {
             page_one_hash: self.page_one_hash.map(Checksum),
             pending: None,
         }
+    }
+}
+
+impl CommitSink for SqliteSink {
+    fn commit(&mut self, position: ReplicaPosition) -> Result<(), ApplyError> {
+        SqliteSink::commit(self, position)
+    }
+
+    fn commit_is_full(&self) -> bool {
+        self.written.len() >= MAX_PAGES_PER_COMMIT
+    }
+
+    fn take_page_one(&mut self) -> Option<Vec<u8>> {
+        self.page_one.take()
+    }
+
+    fn path(&self) -> &Path {
+        &self.db
+    }
+
+    fn opened_size(&self) -> u32 {
+        self.size
     }
 }
 

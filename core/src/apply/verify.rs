@@ -3,6 +3,8 @@
 //! SQLite file through `sqlite_dbpage`, or a byte buffer in memory).
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ApplyError;
 use crate::checksum::page_hash;
@@ -40,6 +42,13 @@ pub trait PageSink {
     /// The object failed: undo every write since [`PageSink::begin_object`].
     fn rollback_object(&mut self) -> Result<(), ApplyError>;
 
+    /// Whether [`PageSink::finish_object`] needs the hash of every page
+    /// written (8 bytes a page: a sink that reads old pages back needs none,
+    /// and a restore of a 200 GB snapshot then holds no 800 MB list).
+    fn wants_written_hashes(&self) -> bool {
+        true
+    }
+
     /// SQLite's lock-byte page (the page holding byte offset `PENDING_BYTE`,
     /// 1 GiB by default) for this database's page size: it holds no data and
     /// reads as zeros, so it is checked to be zeros, counted in the checksum,
@@ -57,6 +66,8 @@ pub struct ObjectApplier {
     page_size: u32,
     position: ReplicaPosition,
     size: u32,
+    /// Counts every page written, as it is written (for progress reports).
+    pages_written: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for ObjectApplier {
@@ -81,7 +92,12 @@ impl ObjectApplier {
         size: u32,
     ) -> Result<ObjectApplier, ApplyError> {
         let codec = PageCodec::new(generation, key, Compression::default())?;
-        Ok(ObjectApplier { codec, page_size, position, size })
+        Ok(ObjectApplier { codec, page_size, position, size, pages_written: None })
+    }
+
+    /// Adds one to `counter` for every page written from now on.
+    pub fn count_pages_in(&mut self, counter: Arc<AtomicU64>) {
+        self.pages_written = Some(counter);
     }
 
     /// The position after every object applied so far.
@@ -187,6 +203,7 @@ impl ObjectApplier {
         let mut page_one: Option<Vec<u8>> = None;
         let mut grown = 0u32;
         let lock_byte_page = sink.lock_byte_page();
+        let keep_hashes = sink.wants_written_hashes();
         while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
             let new_hash = page_hash(pgno, &page);
             if pgno.0 <= old_size {
@@ -215,7 +232,12 @@ impl ObjectApplier {
             } else {
                 sink.write_page(pgno, &page)?;
             }
-            staged.push((pgno.0, new_hash));
+            if let Some(counter) = &self.pages_written {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            if keep_hashes {
+                staged.push((pgno.0, new_hash));
+            }
         }
         let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
             object: key.to_string(),
