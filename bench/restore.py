@@ -192,9 +192,9 @@ def main():
 
     distributary = binary("distributary")
     litestream = common.litestream()
-    for binary in (distributary, litestream):
-        if not (os.path.exists(binary) or shutil.which(binary)):
-            sys.exit(f"not found: {binary}")
+    for path in (distributary, litestream):
+        if not (os.path.exists(path) or shutil.which(path)):
+            sys.exit(f"not found: {path}")
     env = litestream_env()
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-restore-", dir="/tmp")
     os.makedirs(work, exist_ok=True)

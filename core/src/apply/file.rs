@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::run::{CommitSink, Outcome, apply_plan};
+use super::verify::PagesAt;
 use super::{ApplyError, PageSink, SyncOptions};
 use crate::checksum::page_hash;
 use crate::format::Header;
@@ -69,8 +70,7 @@ impl FileSink {
         if self.run.is_empty() {
             return Ok(());
         }
-        let offset = u64::from(self.run_start - 1) * u64::from(self.page_size);
-        self.file.write_all_at(&self.run, offset).map_err(ApplyError::io("write pages to", &self.path))?;
+        self.write_pages_at(PageNo(self.run_start), &self.run)?;
         self.run.clear();
         Ok(())
     }
@@ -133,12 +133,24 @@ impl PageSink for FileSink {
         Ok(())
     }
 
+    fn pages_at(&mut self) -> Result<Option<&dyn PagesAt>, ApplyError> {
+        self.flush()?;
+        Ok(Some(self))
+    }
+
     fn wants_written_hashes(&self) -> bool {
         false
     }
 
     fn lock_byte_page(&self) -> u32 {
         self.lock_byte_page
+    }
+}
+
+impl PagesAt for FileSink {
+    fn write_pages_at(&self, first: PageNo, pages: &[u8]) -> Result<(), ApplyError> {
+        let offset = u64::from(first.0 - 1) * u64::from(self.page_size);
+        self.file.write_all_at(pages, offset).map_err(ApplyError::io("write pages to", &self.path))
     }
 }
 

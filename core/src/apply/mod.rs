@@ -54,7 +54,7 @@ pub use sqlite::{
     IntegrityCheck, RestoreOptions, check_replica, database_checksum, integrity_check, remove_replica,
     replica_checksum, restore, sync, sync_replica,
 };
-pub use verify::{ObjectApplier, PageHashes, PageSink};
+pub use verify::{ObjectApplier, PageHashes, PageSink, PagesAt};
 
 /// Errors of restore and sync. Each names the object key, TXID range or
 /// path involved.

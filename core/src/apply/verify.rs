@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::ApplyError;
 use crate::checksum::page_hash;
@@ -42,6 +42,13 @@ pub trait PageSink {
     /// The object failed: undo every write since [`PageSink::begin_object`].
     fn rollback_object(&mut self) -> Result<(), ApplyError>;
 
+    /// Where a snapshot's pages may be written from several threads at
+    /// once (a new file written in place), after everything written
+    /// before reached it; `None` (the default) writes them in order here.
+    fn pages_at(&mut self) -> Result<Option<&dyn PagesAt>, ApplyError> {
+        Ok(None)
+    }
+
     /// Whether [`PageSink::finish_object`] needs the hash of every page
     /// written (8 bytes a page: a sink that reads old pages back needs none,
     /// and a restore of a 200 GB snapshot then holds no 800 MB list).
@@ -55,6 +62,16 @@ pub trait PageSink {
     /// and never written (SQLite refuses writes to it through `sqlite_dbpage`).
     fn lock_byte_page(&self) -> u32;
 }
+
+/// Writes runs of whole pages at their place, from any thread.
+pub trait PagesAt: Sync {
+    /// Writes `pages` (whole pages) starting at page `first`.
+    fn write_pages_at(&self, first: PageNo, pages: &[u8]) -> Result<(), ApplyError>;
+}
+
+/// Frames handed to a decoding thread at once: contiguous pages of a
+/// snapshot, written with one call.
+const FRAMES_PER_BATCH: usize = 64;
 
 /// SQLite's default `PENDING_BYTE`: where its file locks live (1 GiB).
 pub(crate) const DEFAULT_PENDING_BYTE: u64 = 0x4000_0000;
@@ -197,12 +214,15 @@ impl ObjectApplier {
         written_page_one: &mut Option<Vec<u8>>,
     ) -> Result<Checksum, ApplyError> {
         let snapshot = header.flags.snapshot();
+        let lock_byte_page = sink.lock_byte_page();
+        if snapshot && let Some(target) = sink.pages_at()? {
+            return self.write_snapshot_in_parallel(target, lock_byte_page, key, header, reader, written_page_one);
+        }
         let old_size = if snapshot { 0 } else { self.size };
         let mut checksum = if snapshot { Checksum::EMPTY } else { self.position.checksum };
         let mut page = vec![0u8; self.page_size as usize];
         let mut page_one: Option<Vec<u8>> = None;
         let mut grown = 0u32;
-        let lock_byte_page = sink.lock_byte_page();
         let keep_hashes = sink.wants_written_hashes();
         while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
             let new_hash = page_hash(pgno, &page);
@@ -270,6 +290,190 @@ impl ObjectApplier {
             });
         }
         Ok(checksum)
+    }
+}
+
+impl ObjectApplier {
+    /// A snapshot's pages decoded, hashed and written on every core: this
+    /// thread reads the frames (verifying the object's own checksum), and
+    /// batches of contiguous pages go to decoding threads that write them
+    /// at their place. A snapshot replaces everything, so its checksum is
+    /// the XOR of its pages' hashes, whatever order they are done in.
+    fn write_snapshot_in_parallel<R: Read>(
+        &mut self,
+        target: &dyn PagesAt,
+        lock_byte_page: u32,
+        key: &str,
+        header: &Header,
+        reader: &mut SegmentReader<R>,
+        written_page_one: &mut Option<Vec<u8>>,
+    ) -> Result<Checksum, ApplyError> {
+        self.codec.check_key(key, header.key_check)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let codecs = (0..threads).map(|_| self.codec.fork()).collect::<Result<Vec<_>, _>>()?;
+        let failed = AtomicBool::new(false);
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<crate::format::Frame>>(threads * 2);
+        let receive = std::sync::Mutex::new(receive);
+        let (read, results) = std::thread::scope(|scope| {
+            let workers: Vec<_> = codecs
+                .into_iter()
+                .map(|codec| {
+                    let batch_writer = BatchWriter {
+                        codec,
+                        target,
+                        page_size: self.page_size as usize,
+                        lock_byte_page,
+                        key,
+                        header,
+                        pages_written: self.pages_written.as_deref(),
+                    };
+                    let (receive, failed) = (&receive, &failed);
+                    scope.spawn(move || batch_writer.run(receive, failed))
+                })
+                .collect();
+            let mut batch = Vec::with_capacity(FRAMES_PER_BATCH);
+            let read = loop {
+                if failed.load(Ordering::Relaxed) {
+                    break Ok(());
+                }
+                match reader.next_frame() {
+                    Ok(Some(frame)) => batch.push(frame),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(ApplyError::from(e)),
+                }
+                if batch.len() == FRAMES_PER_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(FRAMES_PER_BATCH));
+                    if send.send(full).is_err() {
+                        break Ok(());
+                    }
+                }
+            };
+            if !batch.is_empty() && read.is_ok() {
+                let _ = send.send(batch);
+            }
+            drop(send);
+            let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+            (read, results)
+        });
+        read?;
+        let mut checksum = Checksum::EMPTY;
+        for result in results {
+            let done =
+                result.map_err(|_| ApplyError::Task { op: "decode pages", reason: "a thread panicked".into() })??;
+            checksum = Checksum(checksum.0 ^ done.checksum.0);
+            if done.page_one.is_some() {
+                *written_page_one = done.page_one;
+            }
+        }
+        let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
+            object: key.to_string(),
+            offset: 0,
+            expected: "the trailer",
+        })?;
+        if checksum != trailer.post_apply_checksum {
+            return Err(ApplyError::PostChecksum {
+                key: key.to_string(),
+                expected: trailer.post_apply_checksum,
+                computed: checksum,
+            });
+        }
+        Ok(checksum)
+    }
+}
+
+/// One decoding thread of [`ObjectApplier::write_snapshot_in_parallel`].
+struct BatchWriter<'a> {
+    codec: PageCodec,
+    target: &'a dyn PagesAt,
+    page_size: usize,
+    lock_byte_page: u32,
+    key: &'a str,
+    header: &'a Header,
+    pages_written: Option<&'a AtomicU64>,
+}
+
+/// What one decoding thread did: the XOR of its pages' hashes, and page 1
+/// if it had it.
+struct BatchesDone {
+    checksum: Checksum,
+    page_one: Option<Vec<u8>>,
+}
+
+impl BatchWriter<'_> {
+    /// Takes batches until there are none; on the first error, says so in
+    /// `failed` and keeps taking them (dropping them) so the reader never
+    /// waits on a full channel.
+    fn run(
+        mut self,
+        batches: &std::sync::Mutex<std::sync::mpsc::Receiver<Vec<crate::format::Frame>>>,
+        failed: &AtomicBool,
+    ) -> Result<BatchesDone, ApplyError> {
+        let mut done = BatchesDone { checksum: Checksum::EMPTY, page_one: None };
+        let mut pages = vec![0u8; self.page_size * FRAMES_PER_BATCH];
+        let mut outcome = Ok(());
+        loop {
+            let next = batches.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(batch) = next else { break };
+            if outcome.is_ok() {
+                outcome = self.write_batch(&batch, &mut pages, &mut done);
+                if outcome.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        outcome.map(|()| done)
+    }
+
+    fn write_batch(
+        &mut self,
+        batch: &[crate::format::Frame],
+        pages: &mut [u8],
+        done: &mut BatchesDone,
+    ) -> Result<(), ApplyError> {
+        let size = self.page_size;
+        // Runs of consecutive pages, each written with one call; the
+        // lock-byte page is never written (its zeros are checked).
+        let mut run_start = 0usize;
+        for (i, frame) in batch.iter().enumerate() {
+            let page = &mut pages[i * size..(i + 1) * size];
+            self.codec.decode_page(self.key, frame.pgno, &frame.payload, page)?;
+            done.checksum = Checksum(done.checksum.0 ^ page_hash(frame.pgno, page));
+            if frame.pgno.0 == 1 {
+                done.page_one = Some(page.to_vec());
+            }
+            let breaks_run = i > 0 && frame.pgno.0 != batch[i - 1].pgno.0 + 1;
+            if breaks_run {
+                self.write_run(&batch[run_start..i], &pages[run_start * size..i * size])?;
+                run_start = i;
+            }
+        }
+        self.write_run(&batch[run_start..], &pages[run_start * size..batch.len() * size])?;
+        if let Some(counter) = self.pages_written {
+            counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes consecutive pages, leaving out the lock-byte page if it is
+    /// among them (after checking it holds nothing).
+    fn write_run(&self, frames: &[crate::format::Frame], pages: &[u8]) -> Result<(), ApplyError> {
+        let Some(first) = frames.first() else { return Ok(()) };
+        let size = self.page_size;
+        if let Some(at) = frames.iter().position(|f| f.pgno.0 == self.lock_byte_page) {
+            if pages[at * size..(at + 1) * size].iter().any(|&b| b != 0) {
+                return Err(ApplyError::Discontinuous {
+                    key: self.key.to_string(),
+                    range: self.header.range(),
+                    reason: format!(
+                        "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
+                        self.lock_byte_page
+                    ),
+                });
+            }
+            self.write_run(&frames[..at], &pages[..at * size])?;
+            return self.write_run(&frames[at + 1..], &pages[(at + 1) * size..]);
+        }
+        self.target.write_pages_at(first.pgno, pages)
     }
 }
 

@@ -35,6 +35,7 @@ pub struct PageCodec {
     cipher: Option<(Aes256Gcm, KeyCheck)>,
     compressor: zstd::bulk::Compressor<'static>,
     decompressor: zstd::bulk::Decompressor<'static>,
+    compression: Compression,
 }
 
 impl std::fmt::Debug for PageCodec {
@@ -50,16 +51,16 @@ impl PageCodec {
         key: Option<&EncryptionKey>,
         compression: Compression,
     ) -> Result<PageCodec, FormatError> {
-        let zstd_error = |e: std::io::Error| FormatError::Misuse {
-            object: generation.to_string(),
-            reason: format!("initialise zstd: {e}"),
-        };
-        let mut compressor = zstd::bulk::Compressor::new(compression.level).map_err(zstd_error)?;
-        compressor.include_checksum(true).map_err(zstd_error)?;
-        compressor.include_contentsize(true).map_err(zstd_error)?;
-        let decompressor = zstd::bulk::Decompressor::new().map_err(zstd_error)?;
         let cipher = key.map(|key| (Aes256Gcm::new(&key.0.into()), key.check()));
-        Ok(PageCodec { generation, cipher, compressor, decompressor })
+        let (compressor, decompressor) = zstd_contexts(generation, compression)?;
+        Ok(PageCodec { generation, cipher, compressor, decompressor, compression })
+    }
+
+    /// A codec for the same generation, key and compression with zstd
+    /// contexts of its own, for another thread.
+    pub fn fork(&self) -> Result<PageCodec, FormatError> {
+        let (compressor, decompressor) = zstd_contexts(self.generation, self.compression)?;
+        Ok(PageCodec { cipher: self.cipher.clone(), compressor, decompressor, ..*self })
     }
 
     /// The key check to write in headers ([`KeyCheck::NONE`] without a key).
@@ -145,6 +146,21 @@ impl PageCodec {
         }
         Ok(())
     }
+}
+
+fn zstd_contexts(
+    generation: GenerationId,
+    compression: Compression,
+) -> Result<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>), FormatError> {
+    let zstd_error = |e: std::io::Error| FormatError::Misuse {
+        object: generation.to_string(),
+        reason: format!("initialise zstd: {e}"),
+    };
+    let mut compressor = zstd::bulk::Compressor::new(compression.level).map_err(zstd_error)?;
+    compressor.include_checksum(true).map_err(zstd_error)?;
+    compressor.include_contentsize(true).map_err(zstd_error)?;
+    let decompressor = zstd::bulk::Decompressor::new().map_err(zstd_error)?;
+    Ok((compressor, decompressor))
 }
 
 fn associated_data(generation: GenerationId, pgno: PageNo) -> [u8; 20] {
