@@ -284,10 +284,7 @@ impl Downloaded {
         }
         result?;
         if applied > 0 {
-            summary.generation = position.generation;
-            summary.to_txid = position.txid;
-            summary.checksum = position.checksum;
-            summary.timestamp_ms = position.timestamp_ms;
+            summary.reach(position);
         }
         summary.objects = applied;
         summary.bytes = bytes;

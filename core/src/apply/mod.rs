@@ -309,6 +309,14 @@ impl SyncSummary {
         }
     }
 
+    /// The database is at `position` now.
+    fn reach(&mut self, position: crate::plan::ReplicaPosition) {
+        self.generation = position.generation;
+        self.to_txid = position.txid;
+        self.checksum = position.checksum;
+        self.timestamp_ms = position.timestamp_ms;
+    }
+
     /// Records what a run applied, which brought the database to `position`.
     #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
     fn reached(
@@ -319,10 +327,7 @@ impl SyncSummary {
         page_one: Option<Vec<u8>>,
         started: std::time::Instant,
     ) {
-        self.to_txid = position.txid;
-        self.checksum = position.checksum;
-        self.timestamp_ms = position.timestamp_ms;
-        self.generation = position.generation;
+        self.reach(position);
         self.objects = objects;
         self.bytes = bytes;
         self.page_one = page_one;

@@ -259,11 +259,7 @@ impl ObjectApplier {
                 staged.push((pgno.0, new_hash));
             }
         }
-        let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
-            object: key.to_string(),
-            offset: 0,
-            expected: "the trailer",
-        })?;
+        let trailer = trailer_of(reader, key)?;
         if let Some(page) = page_one {
             sink.write_page(PageNo(1), &page)?;
             *written_page_one = Some(page);
@@ -282,14 +278,7 @@ impl ObjectApplier {
                 ),
             });
         }
-        if checksum != trailer.post_apply_checksum {
-            return Err(ApplyError::PostChecksum {
-                key: key.to_string(),
-                expected: trailer.post_apply_checksum,
-                computed: checksum,
-            });
-        }
-        Ok(checksum)
+        check_post_apply(key, &trailer, checksum)
     }
 }
 
@@ -365,20 +354,31 @@ impl ObjectApplier {
                 *written_page_one = done.page_one;
             }
         }
-        let trailer = *reader.trailer().ok_or_else(|| FormatError::Truncated {
-            object: key.to_string(),
-            offset: 0,
-            expected: "the trailer",
-        })?;
-        if checksum != trailer.post_apply_checksum {
-            return Err(ApplyError::PostChecksum {
-                key: key.to_string(),
-                expected: trailer.post_apply_checksum,
-                computed: checksum,
-            });
-        }
-        Ok(checksum)
+        let trailer = trailer_of(reader, key)?;
+        check_post_apply(key, &trailer, checksum)
     }
+}
+
+/// The trailer of a segment whose frames were all read.
+fn trailer_of<R: Read>(reader: &SegmentReader<R>, key: &str) -> Result<crate::format::Trailer, ApplyError> {
+    let trailer = reader.trailer().ok_or_else(|| FormatError::Truncated {
+        object: key.to_string(),
+        offset: 0,
+        expected: "the trailer",
+    })?;
+    Ok(*trailer)
+}
+
+/// `checksum`, if it is the post-apply checksum the trailer says.
+fn check_post_apply(key: &str, trailer: &crate::format::Trailer, checksum: Checksum) -> Result<Checksum, ApplyError> {
+    if checksum != trailer.post_apply_checksum {
+        return Err(ApplyError::PostChecksum {
+            key: key.to_string(),
+            expected: trailer.post_apply_checksum,
+            computed: checksum,
+        });
+    }
+    Ok(checksum)
 }
 
 /// One decoding thread of [`ObjectApplier::write_snapshot_in_parallel`].
