@@ -184,6 +184,8 @@ def main():
     parser.add_argument("--work-dir", default=None, help="folder for databases and stores (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--compacted", action="store_true", help="also restore once after `distributary compact`")
+    parser.add_argument("--s3", action="store_true",
+                        help="also restore once from each store copied to moto's S3 server on loopback")
     parser.add_argument("--raw-limit", nargs="+", help=argparse.SUPPRESS)  # OUT SIZE OBJECT...
     args = parser.parse_args()
     if args.raw_limit:  # the child process of step 5
@@ -354,6 +356,9 @@ dbs:
                "seconds": {n: statistics.median(r[0] for r in v) for n, v in results.items()},
                "peak_rss_mb": {n: max(r[1] for r in v) for n, v in results.items()}}
 
+    if args.s3:
+        s3_restores(work, ours_store, theirs_store, tools, restore, db_bytes, limit, env)
+
     if args.compacted:
         # Step 6: the chain after the compactor's defaults (1 min L1 windows).
         t = time.time()
@@ -367,6 +372,47 @@ dbs:
               f"{db_bytes / 1e6 / seconds:,.0f} MB/s, {rss:.0f} MB peak RSS, {seconds / limit:.2f}x the raw limit, "
               f"{written_bytes / db_bytes:.2f}x the database written")
     return summary
+
+def s3_restores(work, ours_store, theirs_store, tools, restore, db_bytes, limit, env):
+    """Both stores copied into moto's S3 server on loopback (bucket "ours",
+    "theirs", prefix "db/"), then one restore each and a first sync from there."""
+    import boto3, suite
+    moto, port = suite.start_moto()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+        t = time.time()
+        for bucket, store in (("ours", ours_store), ("theirs", theirs_store)):
+            s3.create_bucket(Bucket=bucket)
+            for root, _, files in os.walk(store):
+                for name in files:
+                    path = os.path.join(root, name)
+                    s3.upload_file(path, bucket, "db/" + os.path.relpath(path, store))
+        print(f"copied both stores into moto in {time.time() - t:.0f} s")
+        s3_env = {**env, **suite.S3_ENV}
+        ours = f"s3://ours/db?endpoint={endpoint}&region=us-east-1"
+        theirs = f"s3://theirs/db?endpoint={endpoint}&region=us-east-1&forcePathStyle=true"
+        edge_reader = common.binary("edge-reader")
+        out = os.path.join(work, "restored.db")
+        s3_tools = {
+            "distributary": [tools["distributary"]("none")[0], "restore", ours, "-o", out, "--integrity-check", "none"],
+            "edge-reader sync": [edge_reader, "sync", "--source", ours, "--db", out],
+            "litestream": [tools["litestream"]("none")[0], "restore", "-integrity-check", "none", "-o", out, theirs],
+        }
+        for name, argv in s3_tools.items():
+            remove_db(out)
+            try:
+                seconds, rss, _, written = timed(argv, s3_env)
+            except SystemExit as failed:
+                print(f"from S3: {name} failed: {failed}")
+                continue
+            print(f"from S3 (moto on loopback): {name}: {seconds:.2f} s, {db_bytes / 1e6 / seconds:,.0f} MB/s, "
+                  f"{rss:.0f} MB peak RSS, {seconds / limit:.2f}x the file raw limit, "
+                  f"{written / db_bytes:.2f}x the database written")
+            remove_db(out)
+    finally:
+        common.stop(moto)
 
 if __name__ == "__main__":
     sys.exit(main())
