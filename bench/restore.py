@@ -357,7 +357,7 @@ dbs:
                "peak_rss_mb": {n: max(r[1] for r in v) for n, v in results.items()}}
 
     if args.s3:
-        s3_restores(work, ours_store, theirs_store, tools, restore, db_bytes, limit, env)
+        s3_restores(work, ours_store, theirs_store, (distributary, edge_reader, litestream), db_bytes, limit, env)
 
     if args.compacted:
         # Step 6: the chain after the compactor's defaults (1 min L1 windows).
@@ -373,7 +373,7 @@ dbs:
               f"{written_bytes / db_bytes:.2f}x the database written")
     return summary
 
-def s3_restores(work, ours_store, theirs_store, tools, restore, db_bytes, limit, env):
+def s3_restores(work, ours_store, theirs_store, binaries, db_bytes, limit, env):
     """Both stores copied into moto's S3 server on loopback (bucket "ours",
     "theirs", prefix "db/"), then one restore each and a first sync from there."""
     import boto3, suite
@@ -393,12 +393,12 @@ def s3_restores(work, ours_store, theirs_store, tools, restore, db_bytes, limit,
         s3_env = {**env, **suite.S3_ENV}
         ours = f"s3://ours/db?endpoint={endpoint}&region=us-east-1"
         theirs = f"s3://theirs/db?endpoint={endpoint}&region=us-east-1&forcePathStyle=true"
-        edge_reader = common.binary("edge-reader")
+        distributary, edge_reader, litestream = binaries
         out = os.path.join(work, "restored.db")
         s3_tools = {
-            "distributary": [tools["distributary"]("none")[0], "restore", ours, "-o", out, "--integrity-check", "none"],
+            "distributary": [distributary, "restore", ours, "-o", out, "--integrity-check", "none"],
             "edge-reader sync": [edge_reader, "sync", "--source", ours, "--db", out],
-            "litestream": [tools["litestream"]("none")[0], "restore", "-integrity-check", "none", "-o", out, theirs],
+            "litestream": [litestream, "restore", "-integrity-check", "none", "-o", out, theirs],
         }
         for name, argv in s3_tools.items():
             remove_db(out)

@@ -38,8 +38,6 @@ pub(super) struct FileSink {
     /// Pages gathered for one write, starting at page `run_start`.
     run: Vec<u8>,
     run_start: u32,
-    /// The object in progress failed: nothing more is written.
-    failed: bool,
     /// The primary's page 1 as the last object that wrote it left it.
     page_one: Option<Vec<u8>>,
 }
@@ -60,7 +58,6 @@ impl FileSink {
             lock_byte_page,
             run: Vec::with_capacity(WRITE_RUN_BYTES),
             run_start: 0,
-            failed: false,
             page_one: None,
         })
     }
@@ -82,13 +79,6 @@ impl FileSink {
         self.file.set_len(length).map_err(ApplyError::io("set the size of", &self.path))?;
         self.file.sync_all().map_err(ApplyError::io("fsync", &self.path))
     }
-
-    fn misuse(&self) -> ApplyError {
-        ApplyError::Task {
-            op: "write a new database",
-            reason: format!("{}: an object failed; the file is incomplete", self.path.display()),
-        }
-    }
 }
 
 impl PageSink for FileSink {
@@ -107,7 +97,7 @@ impl PageSink for FileSink {
     }
 
     fn begin_object(&mut self, _key: &str, _header: &Header) -> Result<(), ApplyError> {
-        if self.failed { Err(self.misuse()) } else { Ok(()) }
+        Ok(())
     }
 
     fn write_page(&mut self, pgno: PageNo, page: &[u8]) -> Result<(), ApplyError> {
@@ -128,8 +118,9 @@ impl PageSink for FileSink {
     }
 
     fn rollback_object(&mut self) -> Result<(), ApplyError> {
+        // The run stops at a failed object and the caller removes the
+        // file: only the pages not yet written are dropped.
         self.run.clear();
-        self.failed = true;
         Ok(())
     }
 

@@ -239,16 +239,7 @@ impl ObjectApplier {
             } else if pgno.0 == lock_byte_page {
                 // Counted (as the zeros it reads as) but never written:
                 // SQLite refuses writes to it.
-                if page.iter().any(|&b| b != 0) {
-                    return Err(ApplyError::Discontinuous {
-                        key: key.to_string(),
-                        range: header.range(),
-                        reason: format!(
-                            "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
-                            pgno.0
-                        ),
-                    });
-                }
+                check_lock_byte_page(key, header, pgno, &page)?;
             } else {
                 sink.write_page(pgno, &page)?;
             }
@@ -280,9 +271,7 @@ impl ObjectApplier {
         }
         check_post_apply(key, &trailer, checksum)
     }
-}
 
-impl ObjectApplier {
     /// A snapshot's pages decoded, hashed and written on every core: this
     /// thread reads the frames (verifying the object's own checksum), and
     /// batches of contiguous pages go to decoding threads that write them
@@ -357,6 +346,21 @@ impl ObjectApplier {
         let trailer = trailer_of(reader, key)?;
         check_post_apply(key, &trailer, checksum)
     }
+}
+
+/// The lock-byte page `pgno` of object `key` holds nothing, as it must.
+fn check_lock_byte_page(key: &str, header: &Header, pgno: PageNo, page: &[u8]) -> Result<(), ApplyError> {
+    if page.iter().any(|&b| b != 0) {
+        return Err(ApplyError::Discontinuous {
+            key: key.to_string(),
+            range: header.range(),
+            reason: format!(
+                "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
+                pgno.0
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The trailer of a segment whose frames were all read.
@@ -460,16 +464,7 @@ impl BatchWriter<'_> {
         let Some(first) = frames.first() else { return Ok(()) };
         let size = self.page_size;
         if let Some(at) = frames.iter().position(|f| f.pgno.0 == self.lock_byte_page) {
-            if pages[at * size..(at + 1) * size].iter().any(|&b| b != 0) {
-                return Err(ApplyError::Discontinuous {
-                    key: self.key.to_string(),
-                    range: self.header.range(),
-                    reason: format!(
-                        "page {} is SQLite's lock-byte page, which holds no data, but the segment has bytes in it",
-                        self.lock_byte_page
-                    ),
-                });
-            }
+            check_lock_byte_page(self.key, self.header, frames[at].pgno, &pages[at * size..(at + 1) * size])?;
             self.write_run(&frames[..at], &pages[..at * size])?;
             return self.write_run(&frames[at + 1..], &pages[(at + 1) * size..]);
         }
