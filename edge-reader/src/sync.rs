@@ -41,7 +41,9 @@ pub struct Args {
     /// Key file for an encrypted store (32 raw bytes, 64 hex digits or base64).
     #[arg(long, env = "EDGE_READER_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
-    /// Objects downloaded at once.
+    /// Requests in flight at once: objects of the chain, and ranged parts
+    /// of a snapshot over 64 MiB from a remote store (at most 4; 1 reads
+    /// it in one stream).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Replace --db even if it is not this store's replica (an ordinary

@@ -67,7 +67,9 @@ pub struct Args {
     /// is not given), bar, json (one object per line, for tools) or none.
     #[arg(long, default_value = "auto")]
     progress: ProgressChoice,
-    /// Objects downloaded at once.
+    /// Requests in flight at once: objects of the chain, and ranged parts
+    /// of a snapshot over 64 MiB from a remote store (at most 4; 1 reads
+    /// it in one stream).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// How long to keep retrying a store that fails transiently (5xx,

@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 
 use super::run::Counters;
 use super::{ApplyError, Fetcher, Started, walk_chain};
-use crate::format::{HEADER_SIZE, read_segment_header};
-use crate::plan::Plan;
-use crate::store::{GetOptions, Store, StoreError};
+use crate::format::{HEADER_SIZE, Header, read_segment_header};
+use crate::layout::snapshot_key;
+use crate::plan::{Base, Plan};
+use crate::store::{ByteRange, GetOptions, Store, StoreError};
 
 /// Objects at most this large are collected in memory before they are
 /// applied; larger ones are streamed.
@@ -30,6 +31,15 @@ const MEMORY_OBJECT_LIMIT: u64 = 8 << 20;
 /// Chunks of a streamed object buffered ahead of the applier (the file
 /// store's chunks are 256 KiB, so at most 2 MiB per streamed object).
 const STREAM_CHUNKS: usize = 8;
+/// An object of at least [`PARTS_FROM`] bytes fetched last from a remote
+/// store (a new file's snapshot) comes in ranged parts of [`PART_SIZE`],
+/// several at once (the sync's concurrency, at most
+/// [`MAX_PARTS_IN_FLIGHT`]), so one connection's rate does not cap the
+/// restore's; memory holds at most `MAX_PARTS_IN_FLIGHT + 2` parts (24 MiB)
+/// whatever the object's size.
+const PARTS_FROM: u64 = 64 << 20;
+const PART_SIZE: u64 = 4 << 20;
+const MAX_PARTS_IN_FLIGHT: usize = 4;
 
 /// An object's bytes, whole or arriving.
 pub(super) enum Body {
@@ -71,7 +81,18 @@ impl Read for StreamReader {
 
 /// What the driver hands the applier, in chain order.
 pub(super) enum Item {
-    Object { key: String, size: u64, body: Download },
+    Object {
+        key: String,
+        size: u64,
+        body: Download,
+    },
+    /// The snapshot, when the applier takes it last ([`fetch_whole`]):
+    /// only its header was read.
+    Deferred {
+        key: String,
+        size: u64,
+        header: Header,
+    },
     Failed(ApplyError),
 }
 
@@ -115,26 +136,102 @@ async fn start_fetch(
             Ok(Body::Memory(bytes.into()))
         })
     } else {
-        let (tx, chunks) = mpsc::channel(STREAM_CHUNKS);
-        tokio::spawn(async move {
-            if tx.send(Ok(Bytes::from(prefix))).await.is_err() {
-                return;
-            }
-            while let Some(chunk) = stream.next().await {
-                if let Ok(chunk) = &chunk {
-                    counters.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
-                let failed = chunk.is_err();
-                // A closed channel: the applier stopped (and says why).
-                if tx.send(chunk).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let reader = StreamReader { chunks, current: Bytes::new() };
+        let reader = stream_body(Bytes::from(prefix), stream, counters);
         tokio::spawn(async move { Ok(Body::Stream(reader)) })
     };
     Ok(Some(Started { header, size, body }))
+}
+
+/// Streams `first` and then the rest of a body to the applier through a
+/// bounded channel, counting bytes as they arrive.
+fn stream_body(first: Bytes, mut stream: crate::store::Body, counters: Arc<Counters>) -> StreamReader {
+    let (tx, chunks) = mpsc::channel(STREAM_CHUNKS);
+    tokio::spawn(async move {
+        if !first.is_empty() && tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        while let Some(chunk) = stream.next().await {
+            if let Ok(chunk) = &chunk {
+                counters.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            let failed = chunk.is_err();
+            // A closed channel: the applier stopped (and says why).
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    StreamReader { chunks, current: Bytes::new() }
+}
+
+/// Reads only the header of `key` (one ranged GET), for an object the
+/// applier fetches later. `None` if it does not exist.
+async fn start_deferred(
+    store: &Arc<dyn Store>,
+    key: &str,
+    counters: &Arc<Counters>,
+) -> Result<Option<Started<Fetched>>, ApplyError> {
+    let range = ByteRange::Bounded { start: 0, end: HEADER_SIZE as u64 };
+    let result = match store.get(key, GetOptions { range: Some(range), if_none_match: None }).await {
+        Ok(result) => result,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let size = result.meta.size;
+    counters.expected.fetch_add(size, Ordering::Relaxed);
+    let header = read_segment_header(key, &result.bytes().await?)?;
+    Ok(Some(Started { header, size, body: Fetched::Deferred }))
+}
+
+/// Fetches object `key` of `size` bytes whole for the applier thread: in
+/// memory if small; else streamed, from a remote store in ranged parts,
+/// `parts` of them fetched at once and handed on in order (a local file
+/// reads as fast in one stream).
+pub(super) async fn fetch_whole(
+    store: Arc<dyn Store>,
+    key: &str,
+    size: u64,
+    parts: usize,
+    counters: Arc<Counters>,
+) -> Result<Body, ApplyError> {
+    if size <= MEMORY_OBJECT_LIMIT {
+        let (bytes, _) = store.get_bytes(key).await?;
+        counters.fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        return Ok(Body::Memory(bytes));
+    }
+    let parts = parts.min(MAX_PARTS_IN_FLIGHT);
+    if parts <= 1 || size < PARTS_FROM || store.url().starts_with("file:") {
+        let result = store.get(key, GetOptions::default()).await?;
+        return Ok(Body::Stream(stream_body(Bytes::new(), result.body, counters)));
+    }
+    let (tx, chunks) = mpsc::channel(1);
+    let key = key.to_string();
+    tokio::spawn(async move {
+        let ranges = (0..size.div_ceil(PART_SIZE)).map(|i| {
+            let (store, key, counters) = (Arc::clone(&store), key.clone(), Arc::clone(&counters));
+            let range = ByteRange::Bounded { start: i * PART_SIZE, end: ((i + 1) * PART_SIZE).min(size) };
+            async move {
+                let part = store.get_range(&key, range).await?;
+                counters.fetched.fetch_add(part.len() as u64, Ordering::Relaxed);
+                Ok(part)
+            }
+        });
+        let mut parts = futures::stream::iter(ranges).buffered(parts);
+        while let Some(part) = parts.next().await {
+            let failed = part.is_err();
+            // A closed channel: the applier stopped (and says why).
+            if tx.send(part).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(Body::Stream(StreamReader { chunks, current: Bytes::new() }))
+}
+
+/// An object the driver started: downloading, or left for the applier.
+enum Fetched {
+    Download(Download),
+    Deferred,
 }
 
 /// Starts downloads on background tasks and sends them to the applier
@@ -143,31 +240,55 @@ struct ChainFetcher {
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
     tx: mpsc::Sender<Item>,
+    /// The object whose header only is read (the snapshot a new file
+    /// writes last).
+    deferred: Option<String>,
 }
 
 impl Fetcher for ChainFetcher {
-    type Body = Download;
+    type Body = Fetched;
 
-    async fn start(&mut self, key: &str) -> Result<Option<Started<Download>>, ApplyError> {
-        start_fetch(&self.store, key, &self.counters).await
+    async fn start(&mut self, key: &str) -> Result<Option<Started<Fetched>>, ApplyError> {
+        if self.deferred.as_deref() == Some(key) {
+            return start_deferred(&self.store, key, &self.counters).await;
+        }
+        let started = start_fetch(&self.store, key, &self.counters).await?;
+        Ok(started.map(|Started { header, size, body }| Started { header, size, body: Fetched::Download(body) }))
     }
 
-    async fn send(&mut self, key: String, started: Started<Download>) -> bool {
+    async fn send(&mut self, key: String, started: Started<Fetched>) -> bool {
+        let item = match started.body {
+            Fetched::Download(body) => Item::Object { key, size: started.size, body },
+            Fetched::Deferred => Item::Deferred { key, size: started.size, header: started.header },
+        };
         // A closed channel means the applier stopped on an error it reports.
-        self.tx.send(Item::Object { key, size: started.size, body: started.body }).await.is_ok()
+        self.tx.send(item).await.is_ok()
     }
 
-    fn discard(&mut self, body: Download) {
-        body.abort();
+    fn discard(&mut self, body: Fetched) {
+        if let Fetched::Download(body) = body {
+            body.abort();
+        }
     }
 }
 
 /// Walks the plan's chain by name and sends each object to the applier,
-/// counting bytes in `counters`. Stops at the target, at the end of the
-/// chain, or on the first error (sent as [`Item::Failed`] after the objects
-/// before it).
-pub(super) async fn drive(store: Arc<dyn Store>, plan: &Plan, counters: Arc<Counters>, tx: mpsc::Sender<Item>) {
-    let mut fetcher = ChainFetcher { store, counters, tx: tx.clone() };
+/// counting bytes in `counters`; with `snapshot_last`, the snapshot's
+/// header only ([`Item::Deferred`]). Stops at the target, at the end of
+/// the chain, or on the first error (sent as [`Item::Failed`] after the
+/// objects before it).
+pub(super) async fn drive(
+    store: Arc<dyn Store>,
+    plan: &Plan,
+    snapshot_last: bool,
+    counters: Arc<Counters>,
+    tx: mpsc::Sender<Item>,
+) {
+    let deferred = match plan.base {
+        Base::Snapshot(snapshot) if snapshot_last => Some(snapshot_key(plan.generation, snapshot.txid)),
+        _ => None,
+    };
+    let mut fetcher = ChainFetcher { store, counters, tx: tx.clone(), deferred };
     if let Err(e) = walk_chain(&mut fetcher, plan).await {
         let _ = tx.send(Item::Failed(e)).await;
     }

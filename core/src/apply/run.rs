@@ -1,7 +1,8 @@
 //! The apply loop of native readers: objects fetched in the background
-//! ([`fetch`](super::fetch)) are verified and written in chain order on one
-//! blocking thread, into a sink that commits: a live replica's SQLite
-//! transaction (`sqlite.rs`) or a new file written in place (`file.rs`).
+//! ([`fetch`](super::fetch)) are verified and written on one blocking
+//! thread: in chain order into a sink that commits (a live replica's SQLite
+//! transaction, `sqlite.rs`), or the snapshot last into a new file written
+//! in place (`file.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,13 @@ pub(super) struct Counters {
 }
 
 impl Counters {
+    /// `objects` objects of `bytes` bytes applied, reaching `txid`.
+    pub fn applied(&self, objects: u64, bytes: u64, txid: crate::ids::TxId) {
+        self.objects.store(objects, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.txid.store(txid.0, Ordering::Relaxed);
+    }
+
     fn progress(&self) -> Progress {
         Progress {
             txid: crate::ids::TxId(self.txid.load(Ordering::Relaxed)),
@@ -87,25 +95,50 @@ pub(super) fn base_position(plan: &Plan) -> ReplicaPosition {
     }
 }
 
-/// Fetches `plan`'s chain from `store` and applies it to the sink `open`
-/// makes (on the applier thread), reporting progress to
-/// `options.progress` every [`PROGRESS_EVERY`] and once at the end.
+/// What an applier thread works from: the chain's objects in order, the
+/// run's counters, the runtime to wait on downloads with, and the store
+/// (for an object it fetches itself).
+pub(super) struct Applying {
+    pub items: mpsc::Receiver<Item>,
+    pub counters: Arc<Counters>,
+    pub runtime: tokio::runtime::Handle,
+    pub store: Arc<dyn Store>,
+}
+
+/// In which order the applier takes the chain.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    /// Every object in chain order.
+    Chain,
+    /// The objects after the snapshot first, then the snapshot, which the
+    /// applier fetches itself ([`Item::Deferred`]).
+    SnapshotLast,
+}
+
+/// Fetches `plan`'s chain from `store` and hands it in `order` to `apply`
+/// on a blocking thread, reporting progress to `options.progress` every
+/// [`PROGRESS_EVERY`] and once at the end.
 pub(super) async fn apply_plan<S, F>(
     store: Arc<dyn Store>,
     plan: &Plan,
     options: &SyncOptions,
-    open: F,
+    order: Order,
+    apply: F,
 ) -> Result<Outcome<S>, ApplyError>
 where
-    S: CommitSink + Send + 'static,
-    F: FnOnce() -> Result<S, ApplyError> + Send + 'static,
+    S: Send + 'static,
+    F: FnOnce(Applying) -> Result<Outcome<S>, ApplyError> + Send + 'static,
 {
     let counters = Arc::new(Counters::default());
-    let (tx, rx) = mpsc::channel::<Item>(options.concurrency.max(1));
+    let (tx, items) = mpsc::channel::<Item>(options.concurrency.max(1));
     let applier = {
-        let (plan, options, counters) = (plan.clone(), options.clone(), Arc::clone(&counters));
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || run_applier(open()?, &plan, &options, &counters, rx, &runtime))
+        let applying = Applying {
+            items,
+            counters: Arc::clone(&counters),
+            runtime: tokio::runtime::Handle::current(),
+            store: Arc::clone(&store),
+        };
+        tokio::task::spawn_blocking(move || apply(applying))
     };
     let reporter = options.progress.clone().map(|progress| {
         let counters = Arc::clone(&counters);
@@ -117,7 +150,7 @@ where
             }
         })
     });
-    let driver = drive(store, plan, Arc::clone(&counters), tx);
+    let driver = drive(store, plan, order == Order::SnapshotLast, Arc::clone(&counters), tx);
     let (_, applied) = tokio::join!(driver, applier);
     if let Some(reporter) = reporter {
         reporter.abort();
@@ -128,14 +161,14 @@ where
     applied.map_err(|e| ApplyError::Task { op: "apply segments", reason: e.to_string() })?
 }
 
-fn run_applier<S: CommitSink>(
+/// Applies the chain in order to `sink`, committing as it goes.
+pub(super) fn apply_in_order<S: CommitSink>(
     sink: S,
     plan: &Plan,
     options: &SyncOptions,
-    counters: &Counters,
-    mut rx: mpsc::Receiver<Item>,
-    runtime: &tokio::runtime::Handle,
+    applying: Applying,
 ) -> Result<Outcome<S>, ApplyError> {
+    let Applying { items: mut rx, counters, runtime, .. } = applying;
     let position = base_position(plan);
     let mut objects =
         ObjectApplier::new(plan.generation, options.key.as_ref(), plan.page_size, position, sink.opened_size())?;
@@ -145,6 +178,9 @@ fn run_applier<S: CommitSink>(
     while let Some(item) = rx.blocking_recv() {
         let (key, size, body) = match item {
             Item::Object { key, size, body } => (key, size, body),
+            Item::Deferred { key, .. } => {
+                return Err(ApplyError::Task { op: "apply segments", reason: format!("{key} was not fetched") });
+            }
             Item::Failed(error) => {
                 applier.commit_before_failing();
                 return Err(error);
@@ -167,9 +203,7 @@ fn run_applier<S: CommitSink>(
         applier.count += 1;
         applier.bytes += size;
         objects_in_commit += 1;
-        counters.objects.store(applier.count, Ordering::Relaxed);
-        counters.bytes.store(applier.bytes, Ordering::Relaxed);
-        counters.txid.store(applier.objects.position().txid.0, Ordering::Relaxed);
+        counters.applied(applier.count, applier.bytes, applier.objects.position().txid);
         // Commit when nothing else is ready (so readers see progress while
         // downloads continue), after a snapshot (its page hashes need not be
         // kept), and often enough to bound memory and the WAL.

@@ -49,7 +49,7 @@ use std::time::Instant;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::file::{NewDatabase, remove_abandoned, write_new_database};
-use super::run::{CommitSink, apply_plan, base_position};
+use super::run::{CommitSink, Order, apply_in_order, apply_plan, base_position};
 use super::{ApplyError, PageSink, SyncOptions, SyncSummary};
 use crate::checksum::page_hash;
 use crate::format::Header;
@@ -286,11 +286,11 @@ async fn sync_inner(
         summary.reached(new.position, new.objects, new.bytes, new.page_one, started);
         return Ok(summary);
     }
-    let open = {
+    let apply = {
         let (db, plan, options) = (db.to_path_buf(), plan.clone(), options.clone());
-        move || SqliteSink::open(&db, &plan, &options, &source)
+        move |applying| apply_in_order(SqliteSink::open(&db, &plan, &options, &source)?, &plan, &options, applying)
     };
-    let outcome = match apply_plan(store, &plan, options, open).await {
+    let outcome = match apply_plan(store, &plan, options, Order::Chain, apply).await {
         // A segment that does not fit a replica continuing from its sidecar:
         // say so if the file is not where the sidecar says.
         Err(error @ (ApplyError::Discontinuous { .. } | ApplyError::PostChecksum { .. }))

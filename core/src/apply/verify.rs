@@ -2,6 +2,7 @@
 //! makes, whatever holds its database. Only the [`PageSink`] differs (a
 //! SQLite file through `sqlite_dbpage`, or a byte buffer in memory).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,20 +42,6 @@ pub trait PageSink {
 
     /// The object failed: undo every write since [`PageSink::begin_object`].
     fn rollback_object(&mut self) -> Result<(), ApplyError>;
-
-    /// Where a snapshot's pages may be written from several threads at
-    /// once (a new file written in place), after everything written
-    /// before reached it; `None` (the default) writes them in order here.
-    fn pages_at(&mut self) -> Result<Option<&dyn PagesAt>, ApplyError> {
-        Ok(None)
-    }
-
-    /// Whether [`PageSink::finish_object`] needs the hash of every page
-    /// written (8 bytes a page: a sink that reads old pages back needs none,
-    /// and a restore of a 200 GB snapshot then holds no 800 MB list).
-    fn wants_written_hashes(&self) -> bool {
-        true
-    }
 
     /// SQLite's lock-byte page (the page holding byte offset `PENDING_BYTE`,
     /// 1 GiB by default) for this database's page size: it holds no data and
@@ -170,36 +157,7 @@ impl ObjectApplier {
     /// page size, contiguous TXIDs, matching pre-apply checksum (snapshots
     /// replace everything and need none of that but the generation).
     fn check_continuity(&self, key: &str, header: &Header) -> Result<(), ApplyError> {
-        let range = header.range();
-        let discontinuous = |reason: String| ApplyError::Discontinuous { key: key.to_string(), range, reason };
-        if header.generation != self.position.generation {
-            return Err(discontinuous(format!(
-                "belongs to generation {}, the replica follows {}",
-                header.generation, self.position.generation
-            )));
-        }
-        if header.page_size != self.page_size {
-            return Err(discontinuous(format!("page size {} != the replica's {}", header.page_size, self.page_size)));
-        }
-        if header.commit == 0 {
-            return Err(discontinuous("commit is 0 pages: a SQLite database has at least one".into()));
-        }
-        if !header.flags.snapshot() {
-            let at = self.position.txid;
-            if header.min_txid.0 > at.0 + 1 {
-                return Err(discontinuous(format!("the replica is at TXID {at}: TXIDs after it are missing")));
-            }
-            if header.max_txid <= at {
-                return Err(discontinuous(format!("the replica is already at TXID {at}")));
-            }
-            if header.min_txid.0 == at.0 + 1 && header.pre_apply_checksum != self.position.checksum {
-                return Err(discontinuous(format!(
-                    "pre-apply checksum {} != the replica's {} at TXID {at}",
-                    header.pre_apply_checksum, self.position.checksum
-                )));
-            }
-        }
-        Ok(())
+        check_continuity(self.position, self.page_size, key, header, true)
     }
 
     /// Writes the object's pages, page 1 last, and returns the post-apply
@@ -215,23 +173,13 @@ impl ObjectApplier {
     ) -> Result<Checksum, ApplyError> {
         let snapshot = header.flags.snapshot();
         let lock_byte_page = sink.lock_byte_page();
-        if snapshot && let Some(target) = sink.pages_at()? {
-            return self.write_snapshot_in_parallel(target, lock_byte_page, key, header, reader, written_page_one);
-        }
         let old_size = if snapshot { 0 } else { self.size };
-        let mut checksum = if snapshot { Checksum::EMPTY } else { self.position.checksum };
+        let mut step = ChecksumStep::new(if snapshot { Checksum::EMPTY } else { self.position.checksum }, old_size);
         let mut page = vec![0u8; self.page_size as usize];
         let mut page_one: Option<Vec<u8>> = None;
-        let mut grown = 0u32;
-        let keep_hashes = sink.wants_written_hashes();
         while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
             let new_hash = page_hash(pgno, &page);
-            if pgno.0 <= old_size {
-                checksum = checksum.replace_hash(sink.page_hash(pgno)?, new_hash);
-            } else {
-                grown += 1;
-                checksum = Checksum(checksum.0 ^ new_hash);
-            }
+            step.page(pgno, new_hash, || sink.page_hash(pgno))?;
             // Page 1 (the schema's root and the header) goes last, so the
             // database is consistent whenever it changes.
             if pgno.0 == 1 {
@@ -246,29 +194,14 @@ impl ObjectApplier {
             if let Some(counter) = &self.pages_written {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            if keep_hashes {
-                staged.push((pgno.0, new_hash));
-            }
+            staged.push((pgno.0, new_hash));
         }
         let trailer = trailer_of(reader, key)?;
         if let Some(page) = page_one {
             sink.write_page(PageNo(1), &page)?;
             *written_page_one = Some(page);
         }
-        if header.commit < old_size {
-            for pgno in header.commit + 1..=old_size {
-                checksum = Checksum(checksum.0 ^ sink.page_hash(PageNo(pgno))?);
-            }
-        } else if !snapshot && grown != header.commit - old_size {
-            return Err(ApplyError::Discontinuous {
-                key: key.to_string(),
-                range: header.range(),
-                reason: format!(
-                    "the database grows from {old_size} to {} pages but the segment holds {grown} of the new pages",
-                    header.commit
-                ),
-            });
-        }
+        let checksum = step.finish(key, header, |pgno| sink.page_hash(pgno))?;
         check_post_apply(key, &trailer, checksum)
     }
 
@@ -280,12 +213,11 @@ impl ObjectApplier {
     fn write_snapshot_in_parallel<R: Read>(
         &mut self,
         target: &dyn PagesAt,
-        lock_byte_page: u32,
+        holes: &SnapshotHoles,
         key: &str,
         header: &Header,
         reader: &mut SegmentReader<R>,
-        written_page_one: &mut Option<Vec<u8>>,
-    ) -> Result<Checksum, ApplyError> {
+    ) -> Result<(Checksum, Option<Vec<u8>>), ApplyError> {
         self.codec.check_key(key, header.key_check)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
         let codecs = (0..threads).map(|_| self.codec.fork()).collect::<Result<Vec<_>, _>>()?;
@@ -300,7 +232,7 @@ impl ObjectApplier {
                         codec,
                         target,
                         page_size: self.page_size as usize,
-                        lock_byte_page,
+                        holes,
                         key,
                         header,
                         pages_written: self.pages_written.as_deref(),
@@ -334,17 +266,226 @@ impl ObjectApplier {
             (read, results)
         });
         read?;
-        let mut checksum = Checksum::EMPTY;
+        let (mut checksum, mut page_one) = (Checksum::EMPTY, None);
         for result in results {
             let done =
                 result.map_err(|_| ApplyError::Task { op: "decode pages", reason: "a thread panicked".into() })??;
             checksum = Checksum(checksum.0 ^ done.checksum.0);
-            if done.page_one.is_some() {
-                *written_page_one = done.page_one;
-            }
+            page_one = page_one.or(done.page_one);
         }
         let trailer = trailer_of(reader, key)?;
-        check_post_apply(key, &trailer, checksum)
+        Ok((check_post_apply(key, &trailer, checksum)?, page_one))
+    }
+
+    /// Writes object `key` (after the snapshot) before the state it builds
+    /// on is there: a new file takes the chain after its snapshot first and
+    /// the snapshot last, so each page is written once and the snapshot's
+    /// writes can go to the disk as they are made. The object itself is
+    /// verified (its checksum, frames, key and place after `at` by TXID);
+    /// its pre- and post-apply checksums are checked by
+    /// [`ObjectApplier::replay`] once the snapshot's pages are known.
+    /// `write` receives every page but the lock-byte page.
+    pub(super) fn write_ahead<R: Read, W: FnMut(PageNo, &[u8]) -> Result<(), ApplyError>>(
+        &mut self,
+        at: ReplicaPosition,
+        lock_byte_page: u32,
+        key: &str,
+        body: R,
+        mut write: W,
+    ) -> Result<WrittenAhead, ApplyError> {
+        let mut reader = SegmentReader::open(key, body)?;
+        let header = reader.header().clone();
+        if header.flags.snapshot() {
+            return Err(ApplyError::Discontinuous {
+                key: key.to_string(),
+                range: header.range(),
+                reason: "a snapshot where the chain after the snapshot goes on".into(),
+            });
+        }
+        check_continuity(at, self.page_size, key, &header, false)?;
+        let mut page = vec![0u8; self.page_size as usize];
+        let mut pages = Vec::new();
+        while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
+            pages.push((pgno.0, page_hash(pgno, &page)));
+            if pgno.0 == lock_byte_page {
+                check_lock_byte_page(key, &header, pgno, &page)?;
+                continue;
+            }
+            write(pgno, &page)?;
+            if let Some(counter) = &self.pages_written {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let post_apply = trailer_of(&reader, key)?.post_apply_checksum;
+        Ok(WrittenAhead { key: key.to_string(), header, post_apply, pages })
+    }
+
+    /// Writes snapshot `key` from `body` to `target` on every core around
+    /// what the chain after it wrote already (`holes`), and takes its
+    /// position: the base [`ObjectApplier::replay`] checks that chain from.
+    /// Returns the snapshot's page 1 if it wrote it.
+    pub(super) fn write_snapshot_last<R: Read>(
+        &mut self,
+        target: &dyn PagesAt,
+        holes: &SnapshotHoles,
+        key: &str,
+        body: R,
+    ) -> Result<Option<Vec<u8>>, ApplyError> {
+        let mut reader = SegmentReader::open(key, body)?;
+        let header = reader.header().clone();
+        if !header.flags.snapshot() {
+            return Err(ApplyError::Discontinuous {
+                key: key.to_string(),
+                range: header.range(),
+                reason: "expected a snapshot".into(),
+            });
+        }
+        self.check_continuity(key, &header)?;
+        let (checksum, page_one) = self.write_snapshot_in_parallel(target, holes, key, &header, &mut reader)?;
+        self.size = header.commit;
+        self.position = ReplicaPosition {
+            generation: header.generation,
+            txid: header.max_txid,
+            checksum,
+            timestamp_ms: header.timestamp_ms,
+        };
+        Ok(page_one)
+    }
+
+    /// Checks object `written` (written ahead of the snapshot) against the
+    /// position as if it had been applied in order: its pre-apply checksum,
+    /// then the post-apply checksum its pages make. `hashes` holds the hash
+    /// of every page it may replace or drop, and is brought up to date.
+    pub(super) fn replay(&mut self, written: &WrittenAhead, hashes: &mut HashMap<u32, u64>) -> Result<(), ApplyError> {
+        let (key, header) = (written.key.as_str(), &written.header);
+        self.check_continuity(key, header)?;
+        let missing = |pgno: PageNo| ApplyError::Task {
+            op: "check the chain",
+            reason: format!("{key}: no hash of page {pgno}, which it replaces"),
+        };
+        let mut step = ChecksumStep::new(self.position.checksum, self.size);
+        for &(pgno, new_hash) in &written.pages {
+            let old = hashes.insert(pgno, new_hash);
+            step.page(PageNo(pgno), new_hash, || old.ok_or_else(|| missing(PageNo(pgno))))?;
+        }
+        let checksum = step.finish(key, header, |pgno| hashes.remove(&pgno.0).ok_or_else(|| missing(pgno)))?;
+        if checksum != written.post_apply {
+            return Err(ApplyError::PostChecksum {
+                key: key.to_string(),
+                expected: written.post_apply,
+                computed: checksum,
+            });
+        }
+        self.size = header.commit;
+        self.position = ReplicaPosition {
+            generation: header.generation,
+            txid: header.max_txid,
+            checksum,
+            timestamp_ms: header.timestamp_ms,
+        };
+        Ok(())
+    }
+}
+
+/// Checks that `header` continues `at`: same generation and page size,
+/// contiguous TXIDs and, if `with_checksum`, the pre-apply checksum
+/// (snapshots replace everything and need none of that but the generation).
+pub(super) fn check_continuity(
+    at: ReplicaPosition,
+    page_size: u32,
+    key: &str,
+    header: &Header,
+    with_checksum: bool,
+) -> Result<(), ApplyError> {
+    let range = header.range();
+    let discontinuous = |reason: String| ApplyError::Discontinuous { key: key.to_string(), range, reason };
+    if header.generation != at.generation {
+        return Err(discontinuous(format!(
+            "belongs to generation {}, the replica follows {}",
+            header.generation, at.generation
+        )));
+    }
+    if header.page_size != page_size {
+        return Err(discontinuous(format!("page size {} != the replica's {}", header.page_size, page_size)));
+    }
+    if header.commit == 0 {
+        return Err(discontinuous("commit is 0 pages: a SQLite database has at least one".into()));
+    }
+    if !header.flags.snapshot() {
+        let txid = at.txid;
+        if header.min_txid.0 > txid.0 + 1 {
+            return Err(discontinuous(format!("the replica is at TXID {txid}: TXIDs after it are missing")));
+        }
+        if header.max_txid <= txid {
+            return Err(discontinuous(format!("the replica is already at TXID {txid}")));
+        }
+        if with_checksum && header.min_txid.0 == txid.0 + 1 && header.pre_apply_checksum != at.checksum {
+            return Err(discontinuous(format!(
+                "pre-apply checksum {} != the replica's {} at TXID {txid}",
+                header.pre_apply_checksum, at.checksum
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The rolling checksum carried through one object that changes pages of
+/// a database of `old_size` pages (a snapshot starts from nothing): each
+/// page's old hash is replaced by its new one, pages past the old size are
+/// added, and pages cut off at the end are removed.
+pub(super) struct ChecksumStep {
+    checksum: Checksum,
+    old_size: u32,
+    grown: u32,
+}
+
+impl ChecksumStep {
+    pub(super) fn new(checksum: Checksum, old_size: u32) -> ChecksumStep {
+        ChecksumStep { checksum, old_size, grown: 0 }
+    }
+
+    /// Page `pgno` now hashes to `new_hash`; `old_hash` gives its hash
+    /// before, asked only for a page within the old size.
+    pub(super) fn page(
+        &mut self,
+        pgno: PageNo,
+        new_hash: u64,
+        old_hash: impl FnOnce() -> Result<u64, ApplyError>,
+    ) -> Result<(), ApplyError> {
+        if pgno.0 <= self.old_size {
+            self.checksum = self.checksum.replace_hash(old_hash()?, new_hash);
+        } else {
+            self.grown += 1;
+            self.checksum = Checksum(self.checksum.0 ^ new_hash);
+        }
+        Ok(())
+    }
+
+    /// The checksum once object `key` (`header`) is whole: pages past its
+    /// size are removed (`dropped_hash` gives their hashes), and a database
+    /// that grew must have received every new page.
+    pub(super) fn finish(
+        mut self,
+        key: &str,
+        header: &Header,
+        mut dropped_hash: impl FnMut(PageNo) -> Result<u64, ApplyError>,
+    ) -> Result<Checksum, ApplyError> {
+        let old_size = self.old_size;
+        if header.commit < old_size {
+            for pgno in header.commit + 1..=old_size {
+                self.checksum = Checksum(self.checksum.0 ^ dropped_hash(PageNo(pgno))?);
+            }
+        } else if !header.flags.snapshot() && self.grown != header.commit - old_size {
+            return Err(ApplyError::Discontinuous {
+                key: key.to_string(),
+                range: header.range(),
+                reason: format!(
+                    "the database grows from {old_size} to {} pages but the segment holds {} of the new pages",
+                    header.commit, self.grown
+                ),
+            });
+        }
+        Ok(self.checksum)
     }
 }
 
@@ -385,12 +526,76 @@ fn check_post_apply(key: &str, trailer: &crate::format::Trailer, checksum: Check
     Ok(checksum)
 }
 
+/// An object of the chain after a snapshot, written ahead of it
+/// ([`ObjectApplier::write_ahead`]) and waiting for [`ObjectApplier::replay`].
+pub(super) struct WrittenAhead {
+    pub key: String,
+    pub header: Header,
+    /// The post-apply checksum its trailer says.
+    pub post_apply: Checksum,
+    /// Every page it holds, in order, with its [`page_hash`].
+    pub pages: Vec<(u32, u64)>,
+}
+
+/// What a snapshot written last leaves alone, and what it reports.
+pub(super) struct SnapshotHoles {
+    /// SQLite's lock-byte page: checked to be zeros, never written.
+    pub lock_byte_page: u32,
+    /// Pages past the database's final size: not written.
+    pub final_size: u32,
+    /// Pages whose hash the chain's replay needs, in increasing order,
+    /// each with whether the chain wrote it (then the snapshot must not).
+    wanted: Vec<(u32, bool)>,
+    /// `hashes[i]`: the snapshot's hash of page `wanted[i]`, once written.
+    hashes: Vec<AtomicU64>,
+}
+
+impl SnapshotHoles {
+    /// Holes for the chain `written` ahead of a snapshot of `snapshot_size`
+    /// pages: every page it wrote, plus every page an object of it drops
+    /// by shrinking the database (the replay takes those hashes out).
+    pub(super) fn new(written: &[WrittenAhead], snapshot_size: u32, lock_byte_page: u32) -> SnapshotHoles {
+        let mut wanted: HashMap<u32, bool> = HashMap::new();
+        let mut size = snapshot_size;
+        for object in written {
+            for &(pgno, _) in &object.pages {
+                wanted.insert(pgno, true);
+            }
+            for pgno in object.header.commit + 1..=size {
+                wanted.entry(pgno).or_insert(false);
+            }
+            size = object.header.commit;
+        }
+        let mut wanted: Vec<(u32, bool)> = wanted.into_iter().filter(|&(pgno, _)| pgno <= snapshot_size).collect();
+        wanted.sort_unstable();
+        let hashes = wanted.iter().map(|_| AtomicU64::new(0)).collect();
+        SnapshotHoles { lock_byte_page, final_size: size, wanted, hashes }
+    }
+
+    /// Whether the snapshot writes page `pgno` (whose hash is `hash`),
+    /// noting the hash if the replay wants it.
+    fn note(&self, pgno: u32, hash: u64) -> bool {
+        if let Ok(i) = self.wanted.binary_search_by_key(&pgno, |&(p, _)| p) {
+            self.hashes[i].store(hash, Ordering::Relaxed);
+            if self.wanted[i].1 {
+                return false;
+            }
+        }
+        pgno <= self.final_size && pgno != self.lock_byte_page
+    }
+
+    /// The snapshot's hashes of the wanted pages, for the replay.
+    pub(super) fn into_hashes(self) -> HashMap<u32, u64> {
+        self.wanted.into_iter().map(|(pgno, _)| pgno).zip(self.hashes.into_iter().map(AtomicU64::into_inner)).collect()
+    }
+}
+
 /// One decoding thread of [`ObjectApplier::write_snapshot_in_parallel`].
 struct BatchWriter<'a> {
     codec: PageCodec,
     target: &'a dyn PagesAt,
     page_size: usize,
-    lock_byte_page: u32,
+    holes: &'a SnapshotHoles,
     key: &'a str,
     header: &'a Header,
     pages_written: Option<&'a AtomicU64>,
@@ -435,40 +640,37 @@ impl BatchWriter<'_> {
         done: &mut BatchesDone,
     ) -> Result<(), ApplyError> {
         let size = self.page_size;
-        // Runs of consecutive pages, each written with one call; the
-        // lock-byte page is never written (its zeros are checked).
-        let mut run_start = 0usize;
+        // Runs of consecutive pages the snapshot writes, each with one call.
+        let mut run: Option<(PageNo, usize)> = None;
         for (i, frame) in batch.iter().enumerate() {
             let page = &mut pages[i * size..(i + 1) * size];
             self.codec.decode_page(self.key, frame.pgno, &frame.payload, page)?;
-            done.checksum = Checksum(done.checksum.0 ^ page_hash(frame.pgno, page));
-            if frame.pgno.0 == 1 {
+            let hash = page_hash(frame.pgno, page);
+            done.checksum = Checksum(done.checksum.0 ^ hash);
+            if frame.pgno.0 == self.holes.lock_byte_page {
+                check_lock_byte_page(self.key, self.header, frame.pgno, page)?;
+            }
+            let writes = self.holes.note(frame.pgno.0, hash);
+            if writes && frame.pgno.0 == 1 {
                 done.page_one = Some(page.to_vec());
             }
-            let breaks_run = i > 0 && frame.pgno.0 != batch[i - 1].pgno.0 + 1;
-            if breaks_run {
-                self.write_run(&batch[run_start..i], &pages[run_start * size..i * size])?;
-                run_start = i;
+            let continues = run.is_some_and(|(first, start)| first.0 + (i - start) as u32 == frame.pgno.0);
+            if (!writes || !continues)
+                && let Some((first, start)) = run.take()
+            {
+                self.target.write_pages_at(first, &pages[start * size..i * size])?;
+            }
+            if writes && run.is_none() {
+                run = Some((frame.pgno, i));
             }
         }
-        self.write_run(&batch[run_start..], &pages[run_start * size..batch.len() * size])?;
+        if let Some((first, start)) = run {
+            self.target.write_pages_at(first, &pages[start * size..batch.len() * size])?;
+        }
         if let Some(counter) = self.pages_written {
             counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         Ok(())
-    }
-
-    /// Writes consecutive pages, leaving out the lock-byte page if it is
-    /// among them (after checking it holds nothing).
-    fn write_run(&self, frames: &[crate::format::Frame], pages: &[u8]) -> Result<(), ApplyError> {
-        let Some(first) = frames.first() else { return Ok(()) };
-        let size = self.page_size;
-        if let Some(at) = frames.iter().position(|f| f.pgno.0 == self.lock_byte_page) {
-            check_lock_byte_page(self.key, self.header, frames[at].pgno, &pages[at * size..(at + 1) * size])?;
-            self.write_run(&frames[..at], &pages[..at * size])?;
-            return self.write_run(&frames[at + 1..], &pages[(at + 1) * size..]);
-        }
-        self.target.write_pages_at(first.pgno, pages)
     }
 }
 
