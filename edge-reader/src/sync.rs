@@ -41,11 +41,14 @@ pub struct Args {
     /// Key file for an encrypted store (32 raw bytes, 64 hex digits or base64).
     #[arg(long, env = "EDGE_READER_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
-    /// Requests in flight at once: objects of the chain, and ranged parts
-    /// of a snapshot over 64 MiB from a remote store (at most 4; 1 reads
-    /// it in one stream).
+    /// Objects downloaded at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Writing a new file from a remote store: ranged parts of a snapshot
+    /// over 64 MiB fetched at once, 4 MiB each (1: one stream, for a server
+    /// that reads the whole object for every range request).
+    #[arg(long, default_value_t = distributary_core::apply::DEFAULT_PARTS as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    parts: u64,
     /// Replace --db even if it is not this store's replica (an ordinary
     /// SQLite file, or another store's replica): its content is lost.
     #[arg(long)]
@@ -94,6 +97,7 @@ pub async fn run(args: Args) -> Result<()> {
         target: Target::Newest,
         key,
         concurrency: args.concurrency,
+        parts: args.parts as usize,
         progress: progress_style.map(|style| progress_printer(style, "syncing")),
         ..SyncOptions::default()
     };

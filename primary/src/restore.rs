@@ -67,11 +67,14 @@ pub struct Args {
     /// is not given), bar, json (one object per line, for tools) or none.
     #[arg(long, default_value = "auto")]
     progress: ProgressChoice,
-    /// Requests in flight at once: objects of the chain, and ranged parts
-    /// of a snapshot over 64 MiB from a remote store (at most 4; 1 reads
-    /// it in one stream).
+    /// Objects downloaded at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Writing a new file from a remote store: ranged parts of a snapshot
+    /// over 64 MiB fetched at once, 4 MiB each (1: one stream, for a server
+    /// that reads the whole object for every range request).
+    #[arg(long, default_value_t = distributary_core::apply::DEFAULT_PARTS as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    parts: u64,
     /// How long to keep retrying a store that fails transiently (5xx,
     /// throttling, timeouts) before exiting with status 1.
     #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
@@ -160,6 +163,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             target,
             key,
             concurrency: args.concurrency,
+            parts: args.parts as usize,
             keep_state: false,
             dry_run: args.dry_run,
             progress,

@@ -33,13 +33,11 @@ const MEMORY_OBJECT_LIMIT: u64 = 8 << 20;
 const STREAM_CHUNKS: usize = 8;
 /// An object of at least [`PARTS_FROM`] bytes fetched last from a remote
 /// store (a new file's snapshot) comes in ranged parts of [`PART_SIZE`],
-/// several at once (the sync's concurrency, at most
-/// [`MAX_PARTS_IN_FLIGHT`]), so one connection's rate does not cap the
-/// restore's; memory holds at most `MAX_PARTS_IN_FLIGHT + 2` parts (24 MiB)
-/// whatever the object's size.
+/// several at once (`SyncOptions::parts`), so one connection's rate does
+/// not cap the restore's; memory holds at most `parts + 2` of them (24 MiB
+/// by default) whatever the object's size.
 const PARTS_FROM: u64 = 64 << 20;
 const PART_SIZE: u64 = 4 << 20;
-const MAX_PARTS_IN_FLIGHT: usize = 4;
 
 /// An object's bytes, whole or arriving.
 pub(super) enum Body {
@@ -199,7 +197,6 @@ pub(super) async fn fetch_whole(
         counters.fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         return Ok(Body::Memory(bytes));
     }
-    let parts = parts.min(MAX_PARTS_IN_FLIGHT);
     if parts <= 1 || size < PARTS_FROM || store.url().starts_with("file:") {
         let result = store.get(key, GetOptions::default()).await?;
         return Ok(Body::Stream(stream_body(Bytes::new(), result.body, counters)));
@@ -291,5 +288,78 @@ pub(super) async fn drive(
     let mut fetcher = ChainFetcher { store, counters, tx: tx.clone(), deferred };
     if let Err(e) = walk_chain(&mut fetcher, plan).await {
         let _ = tx.send(Item::Failed(e)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::{GetResult, MemoryStore, ObjectMeta, Payload, PutMode};
+
+    /// The memory store, noting the range of every GET.
+    #[derive(Debug, Default)]
+    struct Ranges {
+        store: MemoryStore,
+        asked: Mutex<Vec<Option<ByteRange>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Ranges {
+        async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
+            self.asked.lock().unwrap().push(options.range);
+            self.store.get(key, options).await
+        }
+        async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+            self.store.head(key).await
+        }
+        async fn put(&self, key: &str, payload: Payload, mode: PutMode) -> Result<ObjectMeta, StoreError> {
+            self.store.put(key, payload, mode).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.store.delete(keys).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+            self.store.list(prefix).await
+        }
+        fn url(&self) -> &str {
+            self.store.url()
+        }
+    }
+
+    /// A large object from a remote store arrives whole and in order from
+    /// ranged parts of 4 MiB (the last one short); with one part, from one
+    /// GET of the whole object.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_object_arrives_whole_and_in_order_from_ranged_parts() {
+        let size = PARTS_FROM + 3 * PART_SIZE + 12_345;
+        let object: Vec<u8> = (0..size).map(|i| (i % 251) as u8 ^ (i >> 20) as u8).collect();
+        let store = Arc::new(Ranges::default());
+        store.put("big", Bytes::from(object.clone()).into(), PutMode::Create).await.unwrap();
+        for parts in [4, 1] {
+            store.asked.lock().unwrap().clear();
+            let counters = Arc::new(Counters::default());
+            let body = fetch_whole(store.clone(), "big", size, parts, Arc::clone(&counters)).await.unwrap();
+            let got = tokio::task::spawn_blocking(move || {
+                let mut got = Vec::new();
+                body.into_reader().read_to_end(&mut got).unwrap();
+                got
+            })
+            .await
+            .unwrap();
+            assert!(got == object, "the object read back with {parts} parts differs");
+            assert_eq!(counters.fetched.load(Ordering::Relaxed), size);
+            let asked = store.asked.lock().unwrap().clone();
+            if parts == 1 {
+                assert_eq!(asked, [None]);
+            } else {
+                let expected: Vec<_> = (0..size.div_ceil(PART_SIZE))
+                    .map(|i| Some(ByteRange::Bounded { start: i * PART_SIZE, end: ((i + 1) * PART_SIZE).min(size) }))
+                    .collect();
+                assert_eq!(asked, expected);
+            }
+        }
     }
 }

@@ -243,7 +243,7 @@ fn write_snapshot_last(
         reason: "the chain arrived without its snapshot".into(),
     })?;
     let holes = SnapshotHoles::new(&written, header.commit, lock_byte_page);
-    let body = runtime.block_on(fetch_whole(store, &key, size, options.concurrency, Arc::clone(&counters)))?;
+    let body = runtime.block_on(fetch_whole(store, &key, size, options.parts, Arc::clone(&counters)))?;
     let snapshot_page_one = objects.write_snapshot_last(&sink, &holes, &key, body.into_reader())?;
     (count, bytes) = (count + 1, bytes + size);
     tracing::debug!(key, seconds = started.elapsed().as_secs_f64(), "wrote the snapshot");

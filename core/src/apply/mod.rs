@@ -219,6 +219,11 @@ pub struct Progress {
 /// A callback for progress reports.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// Ranged parts of one large snapshot fetched at once by default: enough
+/// that one connection's rate does not cap a restore from S3, few enough
+/// that memory stays small (4 MiB a part).
+pub const DEFAULT_PARTS: usize = 4;
+
 /// How to sync.
 #[derive(Clone)]
 pub struct SyncOptions {
@@ -228,6 +233,9 @@ pub struct SyncOptions {
     pub key: Option<EncryptionKey>,
     /// Objects fetched at once (at least 1).
     pub concurrency: usize,
+    /// Ranged parts of one large snapshot fetched at once from a remote
+    /// store when a new file is written (1: one stream).
+    pub parts: usize,
     /// Keep the sidecar state beside the database (sync); a restore into a
     /// new file does not.
     pub keep_state: bool,
@@ -243,6 +251,7 @@ impl Default for SyncOptions {
             target: Target::Newest,
             key: None,
             concurrency: 8,
+            parts: DEFAULT_PARTS,
             keep_state: true,
             dry_run: false,
             progress: None,
@@ -256,6 +265,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("target", &self.target)
             .field("key", &self.key)
             .field("concurrency", &self.concurrency)
+            .field("parts", &self.parts)
             .field("keep_state", &self.keep_state)
             .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
