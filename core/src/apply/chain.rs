@@ -43,6 +43,12 @@ pub trait Fetcher {
 
     /// Drops an object started but not needed (it goes past the target).
     fn discard(&mut self, body: Self::Body);
+
+    /// Whether the walk leaves the plan's snapshot out (its receiver
+    /// fetches it after the rest of the chain) and starts after it.
+    fn skips_snapshot(&self) -> bool {
+        false
+    }
 }
 
 /// Walks `plan`'s chain by name and sends each object to `fetcher`.
@@ -61,6 +67,7 @@ pub async fn walk_chain<F: Fetcher>(fetcher: &mut F, plan: &Plan) -> Result<(), 
     };
     let mut position = match plan.base {
         Base::Replica(position) => position.txid,
+        Base::Snapshot(snapshot) if fetcher.skips_snapshot() => snapshot.txid,
         Base::Snapshot(snapshot) => {
             let key = snapshot_key(generation, snapshot.txid);
             let started = fetcher.start(&key).await?.ok_or_else(|| ApplyError::Missing {

@@ -20,9 +20,8 @@ use tokio::task::JoinHandle;
 
 use super::run::Counters;
 use super::{ApplyError, Fetcher, Started, walk_chain};
-use crate::format::{HEADER_SIZE, Header, read_segment_header};
-use crate::layout::snapshot_key;
-use crate::plan::{Base, Plan};
+use crate::format::{HEADER_SIZE, read_segment_header};
+use crate::plan::Plan;
 use crate::store::{ByteRange, GetOptions, Store, StoreError};
 
 /// Objects at most this large are collected in memory before they are
@@ -79,18 +78,7 @@ impl Read for StreamReader {
 
 /// What the driver hands the applier, in chain order.
 pub(super) enum Item {
-    Object {
-        key: String,
-        size: u64,
-        body: Download,
-    },
-    /// The snapshot, when the applier takes it last ([`fetch_whole`]):
-    /// only its header was read.
-    Deferred {
-        key: String,
-        size: u64,
-        header: Header,
-    },
+    Object { key: String, size: u64, body: Download },
     Failed(ApplyError),
 }
 
@@ -162,59 +150,53 @@ fn stream_body(first: Bytes, mut stream: crate::store::Body, counters: Arc<Count
     StreamReader { chunks, current: Bytes::new() }
 }
 
-/// Reads only the header of `key` (one ranged GET), for an object the
-/// applier fetches later. `None` if it does not exist.
-async fn start_deferred(
-    store: &Arc<dyn Store>,
-    key: &str,
-    counters: &Arc<Counters>,
-) -> Result<Option<Started<Fetched>>, ApplyError> {
-    let range = ByteRange::Bounded { start: 0, end: HEADER_SIZE as u64 };
-    let result = match store.get(key, GetOptions { range: Some(range), if_none_match: None }).await {
-        Ok(result) => result,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let size = result.meta.size;
-    counters.expected.fetch_add(size, Ordering::Relaxed);
-    let header = read_segment_header(key, &result.bytes().await?)?;
-    Ok(Some(Started { header, size, body: Fetched::Deferred }))
-}
-
-/// Fetches object `key` of `size` bytes whole for the applier thread: in
-/// memory if small; else streamed, from a remote store in ranged parts,
-/// `parts` of them fetched at once and handed on in order (a local file
-/// reads as fast in one stream).
+/// Fetches object `key` whole for the applier thread, counting its size
+/// as expected: in memory if small; else streamed, from a remote store in
+/// ranged parts, `parts` of them fetched at once and handed on in order (a
+/// local file reads as fast in one stream). Returns it and its size.
 pub(super) async fn fetch_whole(
     store: Arc<dyn Store>,
     key: &str,
-    size: u64,
     parts: usize,
     counters: Arc<Counters>,
-) -> Result<Body, ApplyError> {
-    if size <= MEMORY_OBJECT_LIMIT {
-        let (bytes, _) = store.get_bytes(key).await?;
+) -> Result<(Body, u64), ApplyError> {
+    let in_parts = parts > 1 && !store.url().starts_with("file:");
+    // In parts, the first part's answer also gives the object's size.
+    let first = in_parts.then_some(ByteRange::Bounded { start: 0, end: PART_SIZE });
+    let result = store.get(key, GetOptions { range: first, if_none_match: None }).await?;
+    let size = result.meta.size;
+    counters.expected.fetch_add(size, Ordering::Relaxed);
+    if !in_parts && size <= MEMORY_OBJECT_LIMIT {
+        let bytes = result.bytes().await?;
         counters.fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        return Ok(Body::Memory(bytes));
+        return Ok((Body::Memory(bytes), size));
     }
-    if parts <= 1 || size < PARTS_FROM || store.url().starts_with("file:") {
-        let result = store.get(key, GetOptions::default()).await?;
-        return Ok(Body::Stream(stream_body(Bytes::new(), result.body, counters)));
+    if !in_parts || size < PARTS_FROM {
+        // The first part was asked for: the rest comes in one more GET.
+        let body = match in_parts && size > PART_SIZE {
+            true => {
+                let rest = GetOptions { range: Some(ByteRange::From(PART_SIZE)), if_none_match: None };
+                let rest = store.get(key, rest).await?.body;
+                Box::pin(result.body.chain(rest))
+            }
+            false => result.body,
+        };
+        return Ok((Body::Stream(stream_body(Bytes::new(), body, counters)), size));
     }
     let (tx, chunks) = mpsc::channel(1);
     let key = key.to_string();
     tokio::spawn(async move {
-        let ranges = (0..size.div_ceil(PART_SIZE)).map(|i| {
-            let (store, key, counters) = (Arc::clone(&store), key.clone(), Arc::clone(&counters));
+        let first = futures::stream::once(Box::pin(result.bytes()));
+        let rest = (1..size.div_ceil(PART_SIZE)).map(|i| {
+            let (store, key) = (Arc::clone(&store), key.clone());
             let range = ByteRange::Bounded { start: i * PART_SIZE, end: ((i + 1) * PART_SIZE).min(size) };
-            async move {
-                let part = store.get_range(&key, range).await?;
-                counters.fetched.fetch_add(part.len() as u64, Ordering::Relaxed);
-                Ok(part)
-            }
+            async move { store.get_range(&key, range).await }
         });
-        let mut parts = futures::stream::iter(ranges).buffered(parts);
+        let mut parts = first.chain(futures::stream::iter(rest).buffered(parts));
         while let Some(part) = parts.next().await {
+            if let Ok(part) = &part {
+                counters.fetched.fetch_add(part.len() as u64, Ordering::Relaxed);
+            }
             let failed = part.is_err();
             // A closed channel: the applier stopped (and says why).
             if tx.send(part).await.is_err() || failed {
@@ -222,13 +204,7 @@ pub(super) async fn fetch_whole(
             }
         }
     });
-    Ok(Body::Stream(StreamReader { chunks, current: Bytes::new() }))
-}
-
-/// An object the driver started: downloading, or left for the applier.
-enum Fetched {
-    Download(Download),
-    Deferred,
+    Ok((Body::Stream(StreamReader { chunks, current: Bytes::new() }), size))
 }
 
 /// Starts downloads on background tasks and sends them to the applier
@@ -237,43 +213,35 @@ struct ChainFetcher {
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
     tx: mpsc::Sender<Item>,
-    /// The object whose header only is read (the snapshot a new file
-    /// writes last).
-    deferred: Option<String>,
+    /// The applier fetches the snapshot itself, after the rest.
+    snapshot_last: bool,
 }
 
 impl Fetcher for ChainFetcher {
-    type Body = Fetched;
+    type Body = Download;
 
-    async fn start(&mut self, key: &str) -> Result<Option<Started<Fetched>>, ApplyError> {
-        if self.deferred.as_deref() == Some(key) {
-            return start_deferred(&self.store, key, &self.counters).await;
-        }
-        let started = start_fetch(&self.store, key, &self.counters).await?;
-        Ok(started.map(|Started { header, size, body }| Started { header, size, body: Fetched::Download(body) }))
+    async fn start(&mut self, key: &str) -> Result<Option<Started<Download>>, ApplyError> {
+        start_fetch(&self.store, key, &self.counters).await
     }
 
-    async fn send(&mut self, key: String, started: Started<Fetched>) -> bool {
-        let item = match started.body {
-            Fetched::Download(body) => Item::Object { key, size: started.size, body },
-            Fetched::Deferred => Item::Deferred { key, size: started.size, header: started.header },
-        };
+    async fn send(&mut self, key: String, started: Started<Download>) -> bool {
         // A closed channel means the applier stopped on an error it reports.
-        self.tx.send(item).await.is_ok()
+        self.tx.send(Item::Object { key, size: started.size, body: started.body }).await.is_ok()
     }
 
-    fn discard(&mut self, body: Fetched) {
-        if let Fetched::Download(body) = body {
-            body.abort();
-        }
+    fn discard(&mut self, body: Download) {
+        body.abort();
+    }
+
+    fn skips_snapshot(&self) -> bool {
+        self.snapshot_last
     }
 }
 
 /// Walks the plan's chain by name and sends each object to the applier,
-/// counting bytes in `counters`; with `snapshot_last`, the snapshot's
-/// header only ([`Item::Deferred`]). Stops at the target, at the end of
-/// the chain, or on the first error (sent as [`Item::Failed`] after the
-/// objects before it).
+/// counting bytes in `counters`; with `snapshot_last`, all but the
+/// snapshot. Stops at the target, at the end of the chain, or on the first
+/// error (sent as [`Item::Failed`] after the objects before it).
 pub(super) async fn drive(
     store: Arc<dyn Store>,
     plan: &Plan,
@@ -281,11 +249,7 @@ pub(super) async fn drive(
     counters: Arc<Counters>,
     tx: mpsc::Sender<Item>,
 ) {
-    let deferred = match plan.base {
-        Base::Snapshot(snapshot) if snapshot_last => Some(snapshot_key(plan.generation, snapshot.txid)),
-        _ => None,
-    };
-    let mut fetcher = ChainFetcher { store, counters, tx: tx.clone(), deferred };
+    let mut fetcher = ChainFetcher { store, counters, tx: tx.clone(), snapshot_last };
     if let Err(e) = walk_chain(&mut fetcher, plan).await {
         let _ = tx.send(Item::Failed(e)).await;
     }
@@ -341,7 +305,8 @@ mod tests {
         for parts in [4, 1] {
             store.asked.lock().unwrap().clear();
             let counters = Arc::new(Counters::default());
-            let body = fetch_whole(store.clone(), "big", size, parts, Arc::clone(&counters)).await.unwrap();
+            let (body, got_size) = fetch_whole(store.clone(), "big", parts, Arc::clone(&counters)).await.unwrap();
+            assert_eq!(got_size, size);
             let got = tokio::task::spawn_blocking(move || {
                 let mut got = Vec::new();
                 body.into_reader().read_to_end(&mut got).unwrap();
@@ -355,6 +320,7 @@ mod tests {
             if parts == 1 {
                 assert_eq!(asked, [None]);
             } else {
+                // The first part's answer gives the size; the others follow.
                 let expected: Vec<_> = (0..size.div_ceil(PART_SIZE))
                     .map(|i| Some(ByteRange::Bounded { start: i * PART_SIZE, end: ((i + 1) * PART_SIZE).min(size) }))
                     .collect();

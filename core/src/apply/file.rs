@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::fetch::{Item, fetch_whole};
 use super::run::{Applying, Order, Outcome, apply_plan};
-use super::verify::{PagesAt, SnapshotHoles, WrittenAhead, empty_position};
+use super::verify::{PagesAt, SnapshotWritten, WrittenAhead, empty_position};
 use super::{ApplyError, ObjectApplier, SyncOptions};
-use crate::format::Header;
-use crate::ids::PageNo;
+use crate::ids::{PageNo, TxId};
+use crate::layout::snapshot_key;
 use crate::plan::{Base, Plan, ReplicaPosition};
 use crate::store::Store;
 
@@ -197,26 +197,20 @@ fn write_snapshot_last(
     applying: Applying,
 ) -> Result<Outcome<FileSink>, ApplyError> {
     let Applying { mut items, counters, runtime, store } = applying;
-    if !matches!(plan.base, Base::Snapshot(_)) {
+    let Base::Snapshot(snapshot) = plan.base else {
         return Err(ApplyError::Task { op: "write a new database", reason: "the plan starts from no snapshot".into() });
-    }
+    };
     let lock_byte_page = super::sqlite::lock_byte_page(plan.page_size);
     let base = empty_position(plan.generation);
     let mut objects = ObjectApplier::new(plan.generation, options.key.as_ref(), plan.page_size, base, 0)?;
     objects.count_pages_in(Arc::clone(&counters.pages));
     let started = std::time::Instant::now();
-    // Step 1: the chain after the snapshot, by TXID from the snapshot's header.
-    let mut snapshot: Option<(String, u64, Header)> = None;
-    let mut at = base;
+    // Step 1: the chain after the snapshot, placed by TXID after it.
+    let mut at = ReplicaPosition { txid: snapshot.txid, ..base };
     let mut written: Vec<WrittenAhead> = Vec::new();
     let (mut count, mut bytes, mut page_one) = (0u64, 0u64, None);
     while let Some(item) = items.blocking_recv() {
         let (key, size, body) = match item {
-            Item::Deferred { key, size, header } => {
-                at.txid = header.max_txid;
-                snapshot = Some((key, size, header));
-                continue;
-            }
             Item::Object { key, size, body } => (key, size, body),
             Item::Failed(error) => return Err(error),
         };
@@ -238,17 +232,19 @@ fn write_snapshot_last(
     tracing::debug!(objects = count, seconds = started.elapsed().as_secs_f64(), "wrote the chain after the snapshot");
     sink.write_back_as_written()?;
     // Step 2: the snapshot, around the pages the chain wrote.
-    let (key, size, header) = snapshot.ok_or_else(|| ApplyError::Task {
-        op: "write a new database",
-        reason: "the chain arrived without its snapshot".into(),
-    })?;
-    let holes = SnapshotHoles::new(&written, header.commit, lock_byte_page);
-    let body = runtime.block_on(fetch_whole(store, &key, size, options.parts, Arc::clone(&counters)))?;
-    let snapshot_page_one = objects.write_snapshot_last(&sink, &holes, &key, body.into_reader())?;
+    let key = snapshot_key(plan.generation, snapshot.txid);
+    let (body, size) =
+        runtime.block_on(fetch_whole(store, &key, options.parts, Arc::clone(&counters))).map_err(|e| match e {
+            ApplyError::Store(e) if e.is_not_found() => {
+                ApplyError::Missing { key: key.clone(), from_txid: TxId(1), to_txid: snapshot.txid }
+            }
+            e => e,
+        })?;
+    let SnapshotWritten { page_one: snapshot_page_one, mut hashes } =
+        objects.write_snapshot_last(&sink, &written, lock_byte_page, &key, snapshot.txid, body.into_reader())?;
     (count, bytes) = (count + 1, bytes + size);
     tracing::debug!(key, seconds = started.elapsed().as_secs_f64(), "wrote the snapshot");
     // Step 3: the chain's checksums, in order from the snapshot's position.
-    let mut hashes = holes.into_hashes();
     for object in &written {
         objects.replay(object, &mut hashes)?;
     }

@@ -110,8 +110,8 @@ pub(super) struct Applying {
 pub(super) enum Order {
     /// Every object in chain order.
     Chain,
-    /// The objects after the snapshot first, then the snapshot, which the
-    /// applier fetches itself ([`Item::Deferred`]).
+    /// The objects after the snapshot first; the applier fetches the
+    /// snapshot itself, last.
     SnapshotLast,
 }
 
@@ -178,9 +178,6 @@ pub(super) fn apply_in_order<S: CommitSink>(
     while let Some(item) = rx.blocking_recv() {
         let (key, size, body) = match item {
             Item::Object { key, size, body } => (key, size, body),
-            Item::Deferred { key, .. } => {
-                return Err(ApplyError::Task { op: "apply segments", reason: format!("{key} was not fetched") });
-            }
             Item::Failed(error) => {
                 applier.commit_before_failing();
                 return Err(error);

@@ -320,28 +320,31 @@ impl ObjectApplier {
         Ok(WrittenAhead { key: key.to_string(), header, post_apply, pages })
     }
 
-    /// Writes snapshot `key` from `body` to `target` on every core around
-    /// what the chain after it wrote already (`holes`), and takes its
-    /// position: the base [`ObjectApplier::replay`] checks that chain from.
-    /// Returns the snapshot's page 1 if it wrote it.
+    /// Writes snapshot `key` (at `txid`) from `body` to `target` on every
+    /// core around what the chain `written` after it wrote already, and
+    /// takes its position: the base [`ObjectApplier::replay`] checks that
+    /// chain from.
     pub(super) fn write_snapshot_last<R: Read>(
         &mut self,
         target: &dyn PagesAt,
-        holes: &SnapshotHoles,
+        written: &[WrittenAhead],
+        lock_byte_page: u32,
         key: &str,
+        txid: TxId,
         body: R,
-    ) -> Result<Option<Vec<u8>>, ApplyError> {
+    ) -> Result<SnapshotWritten, ApplyError> {
         let mut reader = SegmentReader::open(key, body)?;
         let header = reader.header().clone();
-        if !header.flags.snapshot() {
+        if !header.flags.snapshot() || header.max_txid != txid {
             return Err(ApplyError::Discontinuous {
                 key: key.to_string(),
                 range: header.range(),
-                reason: "expected a snapshot".into(),
+                reason: format!("expected the snapshot at TXID {txid}"),
             });
         }
         self.check_continuity(key, &header)?;
-        let (checksum, page_one) = self.write_snapshot_in_parallel(target, holes, key, &header, &mut reader)?;
+        let holes = SnapshotHoles::new(written, header.commit, lock_byte_page);
+        let (checksum, page_one) = self.write_snapshot_in_parallel(target, &holes, key, &header, &mut reader)?;
         self.size = header.commit;
         self.position = ReplicaPosition {
             generation: header.generation,
@@ -349,7 +352,7 @@ impl ObjectApplier {
             checksum,
             timestamp_ms: header.timestamp_ms,
         };
-        Ok(page_one)
+        Ok(SnapshotWritten { page_one, hashes: holes.into_hashes() })
     }
 
     /// Checks object `written` (written ahead of the snapshot) against the
@@ -537,12 +540,20 @@ pub(super) struct WrittenAhead {
     pub pages: Vec<(u32, u64)>,
 }
 
+/// What [`ObjectApplier::write_snapshot_last`] leaves for the replay.
+pub(super) struct SnapshotWritten {
+    /// The snapshot's page 1, if it wrote it (the chain did not).
+    pub page_one: Option<Vec<u8>>,
+    /// The snapshot's hash of every page the chain replaces or drops.
+    pub hashes: HashMap<u32, u64>,
+}
+
 /// What a snapshot written last leaves alone, and what it reports.
-pub(super) struct SnapshotHoles {
+struct SnapshotHoles {
     /// SQLite's lock-byte page: checked to be zeros, never written.
-    pub lock_byte_page: u32,
+    lock_byte_page: u32,
     /// Pages past the database's final size: not written.
-    pub final_size: u32,
+    final_size: u32,
     /// Pages whose hash the chain's replay needs, in increasing order,
     /// each with whether the chain wrote it (then the snapshot must not).
     wanted: Vec<(u32, bool)>,
@@ -554,7 +565,7 @@ impl SnapshotHoles {
     /// Holes for the chain `written` ahead of a snapshot of `snapshot_size`
     /// pages: every page it wrote, plus every page an object of it drops
     /// by shrinking the database (the replay takes those hashes out).
-    pub(super) fn new(written: &[WrittenAhead], snapshot_size: u32, lock_byte_page: u32) -> SnapshotHoles {
+    fn new(written: &[WrittenAhead], snapshot_size: u32, lock_byte_page: u32) -> SnapshotHoles {
         let mut wanted: HashMap<u32, bool> = HashMap::new();
         let mut size = snapshot_size;
         for object in written {
@@ -585,7 +596,7 @@ impl SnapshotHoles {
     }
 
     /// The snapshot's hashes of the wanted pages, for the replay.
-    pub(super) fn into_hashes(self) -> HashMap<u32, u64> {
+    fn into_hashes(self) -> HashMap<u32, u64> {
         self.wanted.into_iter().map(|(pgno, _)| pgno).zip(self.hashes.into_iter().map(AtomicU64::into_inner)).collect()
     }
 }
