@@ -30,8 +30,8 @@ const MEMORY_OBJECT_LIMIT: u64 = 8 << 20;
 /// Chunks of a streamed object buffered ahead of the applier (the file
 /// store's chunks are 256 KiB, so at most 2 MiB per streamed object).
 const STREAM_CHUNKS: usize = 8;
-/// An object of at least [`PARTS_FROM`] bytes fetched last from a remote
-/// store (a new file's snapshot) comes in ranged parts of [`PART_SIZE`],
+/// An object planned at [`PARTS_FROM`] bytes or more, fetched last from a
+/// remote store (a new file's snapshot), comes in ranged parts of [`PART_SIZE`],
 /// several at once (`SyncOptions::parts`), so one connection's rate does
 /// not cap the restore's; memory holds at most `parts + 2` of them (24 MiB
 /// by default) whatever the object's size.
@@ -151,37 +151,30 @@ fn stream_body(first: Bytes, mut stream: crate::store::Body, counters: Arc<Count
 }
 
 /// Fetches object `key` whole for the applier thread, counting its size
-/// as expected: in memory if small; else streamed, from a remote store in
-/// ranged parts, `parts` of them fetched at once and handed on in order (a
-/// local file reads as fast in one stream). Returns it and its size.
+/// as expected: in memory if small; else streamed, and from a remote store
+/// in ranged parts if the plan says it is large (`planned_size`), `parts`
+/// of them fetched at once and handed on in order (a local file reads as
+/// fast in one stream). Returns it and its size.
 pub(super) async fn fetch_whole(
     store: Arc<dyn Store>,
     key: &str,
+    planned_size: u64,
     parts: usize,
     counters: Arc<Counters>,
 ) -> Result<(Body, u64), ApplyError> {
-    let in_parts = parts > 1 && !store.url().starts_with("file:");
+    let in_parts = parts > 1 && planned_size >= PARTS_FROM && !store.url().starts_with("file:");
     // In parts, the first part's answer also gives the object's size.
     let first = in_parts.then_some(ByteRange::Bounded { start: 0, end: PART_SIZE });
     let result = store.get(key, GetOptions { range: first, if_none_match: None }).await?;
     let size = result.meta.size;
     counters.expected.fetch_add(size, Ordering::Relaxed);
-    if !in_parts && size <= MEMORY_OBJECT_LIMIT {
-        let bytes = result.bytes().await?;
-        counters.fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        return Ok((Body::Memory(bytes), size));
-    }
-    if !in_parts || size < PARTS_FROM {
-        // The first part was asked for: the rest comes in one more GET.
-        let body = match in_parts && size > PART_SIZE {
-            true => {
-                let rest = GetOptions { range: Some(ByteRange::From(PART_SIZE)), if_none_match: None };
-                let rest = store.get(key, rest).await?.body;
-                Box::pin(result.body.chain(rest))
-            }
-            false => result.body,
-        };
-        return Ok((Body::Stream(stream_body(Bytes::new(), body, counters)), size));
+    if !in_parts {
+        if size <= MEMORY_OBJECT_LIMIT {
+            let bytes = result.bytes().await?;
+            counters.fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            return Ok((Body::Memory(bytes), size));
+        }
+        return Ok((Body::Stream(stream_body(Bytes::new(), result.body, counters)), size));
     }
     let (tx, chunks) = mpsc::channel(1);
     let key = key.to_string();
@@ -305,7 +298,7 @@ mod tests {
         for parts in [4, 1] {
             store.asked.lock().unwrap().clear();
             let counters = Arc::new(Counters::default());
-            let (body, got_size) = fetch_whole(store.clone(), "big", parts, Arc::clone(&counters)).await.unwrap();
+            let (body, got_size) = fetch_whole(store.clone(), "big", size, parts, Arc::clone(&counters)).await.unwrap();
             assert_eq!(got_size, size);
             let got = tokio::task::spawn_blocking(move || {
                 let mut got = Vec::new();

@@ -233,8 +233,9 @@ fn write_snapshot_last(
     sink.write_back_as_written()?;
     // Step 2: the snapshot, around the pages the chain wrote.
     let key = snapshot_key(plan.generation, snapshot.txid);
-    let (body, size) =
-        runtime.block_on(fetch_whole(store, &key, options.parts, Arc::clone(&counters))).map_err(|e| match e {
+    let (body, size) = runtime
+        .block_on(fetch_whole(store, &key, snapshot.size, options.parts, Arc::clone(&counters)))
+        .map_err(|e| match e {
             ApplyError::Store(e) if e.is_not_found() => {
                 ApplyError::Missing { key: key.clone(), from_txid: TxId(1), to_txid: snapshot.txid }
             }

@@ -137,13 +137,7 @@ impl ObjectApplier {
         match self.write_object(sink, key, &header, &mut reader, &mut staged, &mut page_one) {
             Ok(checksum) => {
                 sink.finish_object(&header, staged, page_one)?;
-                self.size = header.commit;
-                self.position = ReplicaPosition {
-                    generation: header.generation,
-                    txid: header.max_txid,
-                    checksum,
-                    timestamp_ms: header.timestamp_ms,
-                };
+                self.reached(&header, checksum);
                 Ok(header.flags.snapshot())
             }
             Err(error) => {
@@ -158,6 +152,17 @@ impl ObjectApplier {
     /// replace everything and need none of that but the generation).
     fn check_continuity(&self, key: &str, header: &Header) -> Result<(), ApplyError> {
         check_continuity(self.position, self.page_size, key, header, true)
+    }
+
+    /// The object `header` was applied, bringing the database to `checksum`.
+    fn reached(&mut self, header: &Header, checksum: Checksum) {
+        self.size = header.commit;
+        self.position = ReplicaPosition {
+            generation: header.generation,
+            txid: header.max_txid,
+            checksum,
+            timestamp_ms: header.timestamp_ms,
+        };
     }
 
     /// Writes the object's pages, page 1 last, and returns the post-apply
@@ -345,13 +350,7 @@ impl ObjectApplier {
         self.check_continuity(key, &header)?;
         let holes = SnapshotHoles::new(written, header.commit, lock_byte_page);
         let (checksum, page_one) = self.write_snapshot_in_parallel(target, &holes, key, &header, &mut reader)?;
-        self.size = header.commit;
-        self.position = ReplicaPosition {
-            generation: header.generation,
-            txid: header.max_txid,
-            checksum,
-            timestamp_ms: header.timestamp_ms,
-        };
+        self.reached(&header, checksum);
         Ok(SnapshotWritten { page_one, hashes: holes.into_hashes() })
     }
 
@@ -379,13 +378,7 @@ impl ObjectApplier {
                 computed: checksum,
             });
         }
-        self.size = header.commit;
-        self.position = ReplicaPosition {
-            generation: header.generation,
-            txid: header.max_txid,
-            checksum,
-            timestamp_ms: header.timestamp_ms,
-        };
+        self.reached(header, checksum);
         Ok(())
     }
 }
