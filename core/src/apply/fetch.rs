@@ -130,24 +130,33 @@ async fn start_fetch(
 
 /// Streams `first` and then the rest of a body to the applier through a
 /// bounded channel, counting bytes as they arrive.
-fn stream_body(first: Bytes, mut stream: crate::store::Body, counters: Arc<Counters>) -> StreamReader {
+fn stream_body(first: Bytes, stream: crate::store::Body, counters: Arc<Counters>) -> StreamReader {
     let (tx, chunks) = mpsc::channel(STREAM_CHUNKS);
     tokio::spawn(async move {
-        if !first.is_empty() && tx.send(Ok(first)).await.is_err() {
-            return;
-        }
-        while let Some(chunk) = stream.next().await {
-            if let Ok(chunk) = &chunk {
-                counters.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            }
-            let failed = chunk.is_err();
-            // A closed channel: the applier stopped (and says why).
-            if tx.send(chunk).await.is_err() || failed {
-                return;
-            }
+        if first.is_empty() || tx.send(Ok(first)).await.is_ok() {
+            forward(stream, &tx, &counters).await;
         }
     });
     StreamReader { chunks, current: Bytes::new() }
+}
+
+/// Sends each chunk of `chunks` to the applier as it arrives, counting its
+/// bytes, until the end, an error (sent on) or a closed channel (the
+/// applier stopped, and says why).
+async fn forward(
+    mut chunks: impl futures::Stream<Item = Result<Bytes, StoreError>> + Unpin,
+    tx: &mpsc::Sender<Result<Bytes, StoreError>>,
+    counters: &Counters,
+) {
+    while let Some(chunk) = chunks.next().await {
+        if let Ok(chunk) = &chunk {
+            counters.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// Fetches object `key` whole for the applier thread, counting its size
@@ -185,17 +194,7 @@ pub(super) async fn fetch_whole(
             let range = ByteRange::Bounded { start: i * PART_SIZE, end: ((i + 1) * PART_SIZE).min(size) };
             async move { store.get_range(&key, range).await }
         });
-        let mut parts = first.chain(futures::stream::iter(rest).buffered(parts));
-        while let Some(part) = parts.next().await {
-            if let Ok(part) = &part {
-                counters.fetched.fetch_add(part.len() as u64, Ordering::Relaxed);
-            }
-            let failed = part.is_err();
-            // A closed channel: the applier stopped (and says why).
-            if tx.send(part).await.is_err() || failed {
-                return;
-            }
-        }
+        forward(first.chain(futures::stream::iter(rest).buffered(parts)), &tx, &counters).await;
     });
     Ok((Body::Stream(StreamReader { chunks, current: Bytes::new() }), size))
 }
