@@ -96,10 +96,15 @@ impl FileSink {
         if self.run.is_empty() {
             return Ok(());
         }
-        let offset = u64::from(self.run_start - 1) * u64::from(self.page_size);
-        self.file.write_all_at(&self.run, offset).map_err(ApplyError::io("write pages to", &self.path))?;
+        self.write_at(PageNo(self.run_start), &self.run)?;
         self.run.clear();
         Ok(())
+    }
+
+    /// Writes whole pages starting at page `first`.
+    fn write_at(&self, first: PageNo, pages: &[u8]) -> Result<(), ApplyError> {
+        let offset = u64::from(first.0 - 1) * u64::from(self.page_size);
+        self.file.write_all_at(pages, offset).map_err(ApplyError::io("write pages to", &self.path))
     }
 
     /// Cuts the file to `pages` pages and makes it durable.
@@ -140,8 +145,7 @@ impl FileSink {
 
 impl PagesAt for FileSink {
     fn write_pages_at(&self, first: PageNo, pages: &[u8]) -> Result<(), ApplyError> {
-        let offset = u64::from(first.0 - 1) * u64::from(self.page_size);
-        self.file.write_all_at(pages, offset).map_err(ApplyError::io("write pages to", &self.path))?;
+        self.write_at(first, pages)?;
         let before = self.written_at.fetch_add(pages.len() as u64, Ordering::Relaxed);
         if before / WRITEBACK_EVERY != (before + pages.len() as u64) / WRITEBACK_EVERY
             && let Some(wake) = &self.writeback
