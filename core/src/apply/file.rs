@@ -62,7 +62,7 @@ pub(super) struct FileSink {
 
 impl FileSink {
     /// Creates `path`, which must not exist, for pages of `page_size` bytes.
-    pub(super) fn create(path: &Path, page_size: u32) -> Result<FileSink, ApplyError> {
+    fn create(path: &Path, page_size: u32) -> Result<FileSink, ApplyError> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -176,7 +176,7 @@ pub(super) async fn write_new_database(
 ) -> Result<NewDatabase, ApplyError> {
     let apply = {
         let (path, plan, options) = (path.to_path_buf(), plan.clone(), options.clone());
-        move |applying| write_snapshot_last(FileSink::create(&path, plan.page_size)?, &plan, &options, applying)
+        move |applying| write_chain_then_snapshot(FileSink::create(&path, plan.page_size)?, &plan, &options, applying)
     };
     let Outcome { position, pages, objects, bytes, page_one, sink } =
         apply_plan(store, plan, options, Order::SnapshotLast, apply).await?;
@@ -194,7 +194,7 @@ pub(super) async fn write_new_database(
 }
 
 /// The applier of a new file (steps 1 to 3 of the module's comment).
-fn write_snapshot_last(
+fn write_chain_then_snapshot(
     mut sink: FileSink,
     plan: &Plan,
     options: &SyncOptions,
