@@ -300,13 +300,8 @@ impl ObjectApplier {
     ) -> Result<WrittenAhead, ApplyError> {
         let mut reader = SegmentReader::open(key, body)?;
         let header = reader.header().clone();
-        if header.flags.snapshot() {
-            return Err(ApplyError::Discontinuous {
-                key: key.to_string(),
-                range: header.range(),
-                reason: "a snapshot where the chain after the snapshot goes on".into(),
-            });
-        }
+        // A full image within the chain (a catch-up) is written like any
+        // object: newer pages land over older ones.
         check_continuity(at, self.page_size, key, &header, false)?;
         let mut page = vec![0u8; self.page_size as usize];
         let mut pages = Vec::new();
@@ -365,7 +360,13 @@ impl ObjectApplier {
             op: "check the chain",
             reason: format!("{key}: no hash of page {pgno}, which it replaces"),
         };
-        let mut step = ChecksumStep::new(self.position.checksum, self.size);
+        let mut step = if header.flags.snapshot() {
+            // A full image replaces everything before it.
+            hashes.clear();
+            ChecksumStep::new(Checksum::EMPTY, 0)
+        } else {
+            ChecksumStep::new(self.position.checksum, self.size)
+        };
         for &(pgno, new_hash) in &written.pages {
             let old = hashes.insert(pgno, new_hash);
             step.page(PageNo(pgno), new_hash, || old.ok_or_else(|| missing(PageNo(pgno))))?;
