@@ -30,8 +30,9 @@ Steps:
  5. The raw limit, in a child process like the restores: read every object
     our restore reads (the same files, in chain order, 1 MiB reads) and
     write a file of the restored database's size (1 MiB writes), then fsync.
- 6. Optionally (--compacted), `distributary compact` with its defaults (1 min
-    L1 windows) and one more restore: the chain a compacted store serves.
+ 6. Optionally (--compacted), `distributary compact` with an L1 window that
+    folds the transactions into 5 L1 segments, and one more restore: the chain
+    of snapshot + 5 L1 a compacted store serves.
 
 Peak RSS of each child comes from /usr/bin/time (see `timed`). Medians over the
 rounds. Both stores and all outputs are on the same disk (--work-dir);
@@ -198,7 +199,7 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work-dir", default=None, help="folder for databases and stores (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--compacted", action="store_true", help="also restore once after `distributary compact`")
+    parser.add_argument("--compacted", action="store_true", help="also restore once after compacting into snapshot + 5 L1")
     parser.add_argument("--s3", action="store_true",
                         help="also restore once from each store copied to moto's S3 server on loopback")
     parser.add_argument("--raw-limit", nargs="+", help=argparse.SUPPRESS)  # OUT SIZE OBJECT...
@@ -271,11 +272,13 @@ dbs:
     for conn in conns:
         conn.execute("PRAGMA busy_timeout=10000")
     next_at = time.perf_counter()
+    workload_ms = [time.time() * 1000, None]
     for step in workload_steps(args.seed, rows, args.transactions):
         for conn in conns:
             apply_step(conn, step)
         next_at += args.spacing
         time.sleep(max(0.0, next_at - time.perf_counter()))
+    workload_ms[1] = time.time() * 1000
     time.sleep(3)  # the last sync
     for proc in (ours_proc, theirs_proc):
         proc.send_signal(signal.SIGTERM)
@@ -372,13 +375,15 @@ dbs:
                "peak_rss_mb": {n: max(r[1] for r in v) for n, v in results.items()}}
 
     if args.s3:
-        s3_restores(work, ours_store, theirs_store, (distributary, edge_reader, litestream), db_bytes, limit, env)
+        s3_restores(work, ours_store, theirs_store, (distributary, edge_reader, litestream), db_bytes, limit, env,
+                    primary)
 
     if args.compacted:
-        # Step 6: the chain after the compactor's defaults (1 min L1 windows).
+        # Step 6: the chain compacted into snapshot + 5 L1 segments.
+        window_ms = five_windows(*workload_ms)
         t = time.time()
-        subprocess.run([distributary, "compact", "file://" + ours_store], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([distributary, "compact", "--l1-window", f"{window_ms}ms", "file://" + ours_store], check=True,
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         compact_seconds = time.time() - t
         snapshots, l1, l0 = distributary_chain(ours_store)
         seconds, rss, written_bytes = restore("distributary", "none")
@@ -388,9 +393,10 @@ dbs:
               f"{written_bytes / db_bytes:.2f}x the database written")
     return summary
 
-def s3_restores(work, ours_store, theirs_store, binaries, db_bytes, limit, env):
+def s3_restores(work, ours_store, theirs_store, binaries, db_bytes, limit, env, primary):
     """Both stores copied into moto's S3 server on loopback (bucket "ours",
-    "theirs", prefix "db/"), then one restore each and a first sync from there."""
+    "theirs", prefix "db/"), then one restore each and a first sync from
+    there, each checked against the primary's rows."""
     import boto3, suite
     moto, port = suite.start_moto()
     try:
@@ -403,7 +409,7 @@ def s3_restores(work, ours_store, theirs_store, binaries, db_bytes, limit, env):
             for root, _, files in os.walk(store):
                 for name in files:
                     path = os.path.join(root, name)
-                    s3.upload_file(path, bucket, "db/" + os.path.relpath(path, store))
+                    s3.upload_file(path, bucket, "db/" + s3_key(bucket, os.path.relpath(path, store)))
         print(f"copied both stores into moto in {time.time() - t:.0f} s")
         s3_env = {**env, **suite.S3_ENV}
         ours = f"s3://ours/db?endpoint={endpoint}&region=us-east-1"
@@ -427,12 +433,38 @@ def s3_restores(work, ours_store, theirs_store, binaries, db_bytes, limit, env):
             except SystemExit as failed:
                 print(f"from S3: {name} failed: {failed}")
                 continue
+            got = content_digest(out)
+            if got != primary:
+                sys.exit(f"from S3: {name} restored different content: {got} != {primary}")
             print(f"from S3 (moto on loopback): {name}: {seconds:.2f} s, {db_bytes / 1e6 / seconds:,.0f} MB/s, "
                   f"{rss:.0f} MB peak RSS, {seconds / limit:.2f}x the file raw limit, "
                   f"{written / db_bytes:.2f}x the database written")
             remove_db(out)
     finally:
         common.stop(moto)
+
+def five_windows(start_ms, end_ms):
+    """An L1 window (ms) that splits commits made between `start_ms` and
+    `end_ms` into exactly 5 windows, each end clear of a window edge by a
+    margin (a segment's timestamp is its capture, just after its commit). The
+    compactor's windows are whole multiples of the window since the epoch."""
+    span = end_ms - start_ms
+    margin_ms = min(1000, span / 20)
+    for window in range(int(span / 5) + 1, int(span / 3), 10):
+        widest = (end_ms + margin_ms) // window - (start_ms - margin_ms) // window
+        narrowest = (end_ms - margin_ms) // window - (start_ms + margin_ms) // window
+        if widest == narrowest == 4:
+            return window
+    sys.exit(f"no L1 window splits {span / 1000:.1f} s of commits into 5")
+
+def s3_key(bucket, path):
+    """Where `path` of a local-folder store goes in S3. Ours is the same
+    layout; Litestream 0.5's file replica keeps level L under `ltx/L/`, its S3
+    replica under `LLLL/` (the level in four hex digits)."""
+    parts = path.split(os.sep)
+    if bucket == "theirs" and len(parts) == 3 and parts[0] == "ltx":
+        return f"{int(parts[1]):04x}/{parts[2]}"
+    return "/".join(parts)
 
 if __name__ == "__main__":
     sys.exit(main())
