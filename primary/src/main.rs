@@ -76,18 +76,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// At most two malloc arenas. glibc gives each thread that allocates its
-/// own arena, and the freed memory of each stays resident: beside an app
-/// with four writers the replicator peaked at 17.5–19.9 MiB with the
-/// default, 15.2–16.6 MiB with two arenas (`MALLOC_ARENA_MAX=2`, the same
-/// setting; docs/BENCHMARKS.md). Its threads allocate little, so sharing
-/// arenas costs nothing measurable. Before any thread starts.
+/// One malloc arena. glibc gives each thread that allocates an arena of
+/// its own (up to 8 per core), and the freed memory of each stays
+/// resident. Beside an app with four writers the replicator peaked at
+/// 17.5–19.9 MiB with the default; with two arenas, 19.4–19.7 MiB over
+/// 48–64 cycles of `bench/bursts.py` (the second arena alone held 5.6 MiB
+/// after 150 s); with one, 17 MiB, of which 10 MiB is the binary's code
+/// mapped from the page cache (docs/BENCHMARKS.md). Its threads allocate
+/// little: with one arena its CPU per transaction was no higher. Before any
+/// thread starts.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a tunable of the allocator; it is called
     // before the process starts any other thread.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
