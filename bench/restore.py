@@ -272,13 +272,13 @@ dbs:
     for conn in conns:
         conn.execute("PRAGMA busy_timeout=10000")
     next_at = time.perf_counter()
-    workload_ms = [time.time() * 1000, None]
+    workload_start_ms = time.time() * 1000
     for step in workload_steps(args.seed, rows, args.transactions):
         for conn in conns:
             apply_step(conn, step)
         next_at += args.spacing
         time.sleep(max(0.0, next_at - time.perf_counter()))
-    workload_ms[1] = time.time() * 1000
+    workload_end_ms = time.time() * 1000
     time.sleep(3)  # the last sync
     for proc in (ours_proc, theirs_proc):
         proc.send_signal(signal.SIGTERM)
@@ -380,7 +380,7 @@ dbs:
 
     if args.compacted:
         # Step 6: the chain compacted into snapshot + 5 L1 segments.
-        window_ms = five_windows(*workload_ms)
+        window_ms = five_windows(workload_start_ms, workload_end_ms)
         t = time.time()
         subprocess.run([distributary, "compact", "--l1-window", f"{window_ms}ms", "file://" + ours_store], check=True,
                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
