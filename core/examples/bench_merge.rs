@@ -63,7 +63,7 @@ fn mb(bytes: u64) -> f64 {
 /// a consistent chain (each page's hash is XORed out and in).
 fn generate(dir: &Path, shape: &Shape) -> Result<u64> {
     let generation = GenerationId([1; 16]);
-    let mut codec = PageCodec::new(generation, None, Compression { level: 1 })?;
+    let mut codec = PageCodec::new(generation, None, Compression::default())?;
     let mut checksum = Checksum(0x5eed);
     let mut total = 0;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -90,6 +90,7 @@ fn generate(dir: &Path, shape: &Shape) -> Result<u64> {
             pre_apply_checksum: checksum,
             generation,
             key_check: KeyCheck::NONE,
+            compression: Compression::default().codecs(),
         };
         let file = BufWriter::new(File::create(dir.join(format!("{i:06}.seg")))?);
         let mut encoder = SegmentEncoder::new(format!("{i:06}.seg"), header, file)?;

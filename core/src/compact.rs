@@ -509,6 +509,9 @@ async fn build_l1(
                     max_txid,
                     timestamp_ms: run[run.len() - 1].header.timestamp_ms,
                     commit: run[run.len() - 1].header.commit,
+                    compression: run
+                        .iter()
+                        .fold(run[0].header.compression, |codecs, input| codecs.union(input.header.compression)),
                     ..run[0].header.clone()
                 })
             }

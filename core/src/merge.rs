@@ -160,5 +160,7 @@ fn merged_header<R: Read>(inputs: &[SegmentReader<R>]) -> Result<Header, MergeEr
         pre_apply_checksum: first.pre_apply_checksum,
         generation: first.generation,
         key_check: first.key_check,
+        // Frames are copied as they are, so the output may hold any input's.
+        compression: inputs.iter().fold(first.compression, |codecs, input| codecs.union(input.header().compression)),
     })
 }

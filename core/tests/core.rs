@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use distributary_core::checksum::page_hash;
 use distributary_core::format::{
-    Compression, EncryptionKey, Flags, FormatError, Header, KeyCheck, PageCodec, SegmentEncoder, SegmentReader,
+    Codecs, Compression, EncryptionKey, Flags, FormatError, Header, KeyCheck, PageCodec, SegmentEncoder, SegmentReader,
 };
 use distributary_core::merge::{MergeError, merge};
 use distributary_core::store::{FileStore, MemoryStore, conformance};
@@ -38,7 +38,11 @@ struct SegmentSpec {
 }
 
 fn encode(spec: &SegmentSpec, key: Option<&EncryptionKey>) -> Vec<u8> {
-    let mut codec = PageCodec::new(generation(), key, Compression::default()).unwrap();
+    encode_with(spec, key, Compression::default())
+}
+
+fn encode_with(spec: &SegmentSpec, key: Option<&EncryptionKey>, compression: Compression) -> Vec<u8> {
+    let mut codec = PageCodec::new(generation(), key, compression).unwrap();
     let mut flags = if spec.snapshot { Flags::SNAPSHOT } else { 0 };
     if key.is_some() {
         flags |= Flags::ENCRYPTED;
@@ -53,6 +57,7 @@ fn encode(spec: &SegmentSpec, key: Option<&EncryptionKey>) -> Vec<u8> {
         pre_apply_checksum: spec.pre,
         generation: generation(),
         key_check: codec.key_check(),
+        compression: codec.compression().codecs(),
     };
     let mut encoder = SegmentEncoder::new("test.seg", header, Vec::new()).unwrap();
     for (pgno, page) in &spec.pages {
@@ -325,6 +330,7 @@ fn encoder_refuses_misuse_precisely() {
         pre_apply_checksum: Checksum::EMPTY,
         generation: generation(),
         key_check: KeyCheck::NONE,
+        compression: Compression::default().codecs(),
     };
     let mut codec = PageCodec::new(generation(), None, Compression::default()).unwrap();
     let mut encoder = SegmentEncoder::new("misuse.seg", header.clone(), Vec::new()).unwrap();
@@ -337,9 +343,69 @@ fn encoder_refuses_misuse_precisely() {
     assert!(err.contains("page size"), "{err}");
     let err = encoder.finish(Checksum::EMPTY).unwrap_err().to_string();
     assert!(err.contains("snapshot holds 1 pages but commit is 3"), "{err}");
-    let bad = Header { min_txid: TxId(0), ..header };
+    let bad = Header { min_txid: TxId(0), ..header.clone() };
     let err = SegmentEncoder::new("misuse.seg", bad, Vec::new()).err().unwrap().to_string();
     assert!(err.contains("min_txid is 0"), "{err}");
+    let zstd_only = Header { compression: Codecs(Codecs::ZSTD), ..header };
+    let mut encoder = SegmentEncoder::new("misuse.seg", zstd_only, Vec::new()).unwrap();
+    let err = encoder.write_page(&mut codec, PageNo(1), &[0; PAGE]).unwrap_err().to_string();
+    assert!(err.contains("compresses with lz4, which the header's compression byte does not list"), "{err}");
+}
+
+/// A store whose writer changed codec: a merge copies both kinds of frame,
+/// says so in its header, and applies like the inputs one by one.
+#[test]
+fn segments_of_both_codecs_merge_and_apply() {
+    let base = vec![page_of(1, 1), page_of(2, 2), page_of(3, 3)];
+    let mut changed = base.clone();
+    changed[1] = page_of(9, 9);
+    let snapshot = SegmentSpec {
+        snapshot: true,
+        min_txid: 1,
+        max_txid: 1,
+        commit: 3,
+        pre: Checksum::EMPTY,
+        post: checksum_of(&base),
+        pages: base.iter().enumerate().map(|(i, p)| (i as u32 + 1, p.clone())).collect(),
+    };
+    let change = SegmentSpec {
+        snapshot: false,
+        min_txid: 2,
+        max_txid: 2,
+        commit: 3,
+        pre: checksum_of(&base),
+        post: checksum_of(&changed),
+        pages: vec![(2, changed[1].clone())],
+    };
+    for key in [None, Some(EncryptionKey::from_bytes([3; 32]))] {
+        let old = encode_with(&snapshot, key.as_ref(), Compression::Zstd { level: 3 });
+        let new = encode_with(&change, key.as_ref(), Compression::Lz4);
+        let merged = merge_bytes(&[old.clone(), new.clone()]).unwrap();
+        let header = SegmentReader::open("merged.seg", &merged[..]).unwrap().header().clone();
+        assert_eq!(header.compression, Codecs(Codecs::ZSTD | Codecs::LZ4));
+        let mut image = Image::new();
+        apply(&mut image, &merged, key.as_ref()).unwrap();
+        assert_eq!(image, changed);
+    }
+}
+
+#[test]
+fn an_unknown_codec_bit_is_refused_before_any_frame() {
+    let spec = SegmentSpec {
+        snapshot: true,
+        min_txid: 1,
+        max_txid: 1,
+        commit: 1,
+        pre: Checksum::EMPTY,
+        post: checksum_of(&vec![page_of(1, 1)]),
+        pages: vec![(1, page_of(1, 1))],
+    };
+    let mut bytes = encode(&spec, None);
+    bytes[72] |= 0x04;
+    let checksum = xxhash_rust::xxh3::xxh3_64(&bytes[..88]);
+    bytes[88..96].copy_from_slice(&checksum.to_be_bytes());
+    let err = SegmentReader::open("future.seg", &bytes[..]).err().unwrap().to_string();
+    assert!(err.contains("future.seg") && err.contains("unknown compression 0x06 at offset 72"), "{err}");
 }
 
 #[test]

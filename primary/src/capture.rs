@@ -137,6 +137,7 @@ impl SegmentSet {
                 pre_apply_checksum: plan.pre_apply_checksum,
                 generation: target.generation,
                 key_check,
+                compression: target.codec.compression().codecs(),
             };
             let name = if plan.genesis { GENESIS_NAME.to_string() } else { pending_name(plan.min_txid) };
             let sink = if in_memory && plan.kind == SegmentKind::Changes {

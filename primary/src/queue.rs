@@ -179,7 +179,7 @@ pub fn remove_files(files: &[PathBuf]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distributary_core::format::{Flags, KeyCheck};
+    use distributary_core::format::{Compression, Flags, KeyCheck};
     use distributary_core::{Checksum, GenerationId};
 
     fn header(min: u64, max: u64) -> Header {
@@ -193,6 +193,7 @@ mod tests {
             pre_apply_checksum: Checksum::EMPTY,
             generation: GenerationId::new(1).unwrap(),
             key_check: KeyCheck::NONE,
+            compression: Compression::default().codecs(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use distributary_core::format::EncryptionKey;
+use distributary_core::format::{Compression, EncryptionKey};
 use distributary_core::retry::RetryBound;
 use distributary_core::store;
 use tokio::sync::{mpsc, watch};
@@ -70,6 +70,11 @@ pub struct Args {
     /// Run a PASSIVE checkpoint once the WAL holds this many frames.
     #[arg(long)]
     pub checkpoint_frames: Option<u64>,
+    /// How pages are compressed: `lz4` (the default: fastest to restore),
+    /// `zstd` or `zstd:LEVEL` (10-25% fewer bytes stored). Readers take
+    /// either, and a store may mix them. Wins over the config file's.
+    #[arg(long, value_parser = Compression::parse)]
+    pub compression: Option<Compression>,
     /// Run a TRUNCATE checkpoint once the WAL is larger than this (e.g. 64MiB).
     #[arg(long)]
     pub truncate_size: Option<String>,
@@ -126,6 +131,7 @@ fn config_from_args(args: &Args) -> Result<Config> {
                         sync_interval: interval,
                         encryption_key_file: args.encryption_key_file.clone(),
                         credentials: None,
+                        compression: Compression::default(),
                     }],
                     compaction: Default::default(),
                 }],
@@ -147,6 +153,9 @@ fn config_from_args(args: &Args) -> Result<Config> {
         }
         if let Some(mode) = args.compaction {
             db.compaction.mode = mode;
+        }
+        if let Some(compression) = args.compression {
+            db.replicas.iter_mut().for_each(|replica| replica.compression = compression);
         }
         if let Some(size) = &args.truncate_size {
             db.truncate_bytes = config::parse_size(size).context("--truncate-size")?;
@@ -206,7 +215,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         for replica in &db.replicas {
             let key = replica.encryption_key_file.as_deref().map(read_key).transpose()?;
             let store = replica.open_store().await?;
-            replicas.push(ReplicaSpec { url: replica.url.clone(), store, sync_interval: replica.sync_interval, key });
+            replicas.push(ReplicaSpec {
+                url: replica.url.clone(),
+                store,
+                sync_interval: replica.sync_interval,
+                key,
+                compression: replica.compression,
+            });
         }
         let policy = CheckpointPolicy {
             passive_frames: db.checkpoint_frames,

@@ -74,7 +74,7 @@ impl History {
         assert_eq!(mode, "wal");
         conn.execute_batch(setup).unwrap();
         let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-        let codec = PageCodec::new(generation, None, Compression { level: 1 }).unwrap();
+        let codec = PageCodec::new(generation, None, Compression::default()).unwrap();
         let mut history = History {
             path: path.to_path_buf(),
             conn,
@@ -267,6 +267,7 @@ impl History {
             pre_apply_checksum: pre,
             generation: self.generation,
             key_check: KeyCheck::NONE,
+            compression: Compression::default().codecs(),
         };
         let mut encoder = SegmentEncoder::new("history", header, Vec::new()).unwrap();
         for (pgno, page) in pages {

@@ -106,7 +106,7 @@ impl SyntheticDb {
     }
 
     fn codec(&self) -> PageCodec {
-        PageCodec::new(self.generation, self.key.as_ref(), Compression { level: 1 }).expect("zstd initialises")
+        PageCodec::new(self.generation, self.key.as_ref(), Compression::default()).expect("zstd initialises")
     }
 
     fn key_check(&self) -> KeyCheck {
@@ -235,6 +235,7 @@ impl SyntheticDb {
             pre_apply_checksum: pre,
             generation: self.generation,
             key_check: self.key_check(),
+            compression: Compression::default().codecs(),
         }
     }
 }

@@ -370,7 +370,7 @@ async fn deep_recomputes_a_post_apply_checksum_that_nothing_else_contradicts() {
     let (bytes, _) = store.get_bytes(&key).await.unwrap();
     let mut reader = SegmentReader::open(key.clone(), &bytes[..]).unwrap();
     let header = reader.header().clone();
-    let mut codec = PageCodec::new(history.generation, None, Compression { level: 1 }).unwrap();
+    let mut codec = PageCodec::new(history.generation, None, Compression::default()).unwrap();
     let mut page = vec![0u8; header.page_size as usize];
     let mut pages = Vec::new();
     while let Some(pgno) = reader.next_page(&mut codec, &mut page).unwrap() {

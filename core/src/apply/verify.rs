@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::ApplyError;
-use crate::checksum::page_hash;
 use crate::format::{Compression, EncryptionKey, FormatError, Header, PageCodec, SegmentReader};
 use crate::ids::{Checksum, GenerationId, PageNo, TxId};
 use crate::plan::ReplicaPosition;
@@ -17,7 +16,7 @@ use crate::plan::ReplicaPosition;
 /// together: between [`PageSink::begin_object`] and either
 /// [`PageSink::finish_object`] or [`PageSink::rollback_object`].
 pub trait PageSink {
-    /// The hash term ([`page_hash`]) of page `pgno` in the state the open
+    /// The hash term ([`page_hash`](crate::checksum::page_hash)) of page `pgno` in the state the open
     /// object builds on: every object kept so far, committed or not. Called
     /// only for pages within the database's current size.
     fn page_hash(&mut self, pgno: PageNo) -> Result<u64, ApplyError>;
@@ -182,8 +181,7 @@ impl ObjectApplier {
         let mut step = ChecksumStep::new(if snapshot { Checksum::EMPTY } else { self.position.checksum }, old_size);
         let mut page = vec![0u8; self.page_size as usize];
         let mut page_one: Option<Vec<u8>> = None;
-        while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
-            let new_hash = page_hash(pgno, &page);
+        while let Some((pgno, new_hash)) = reader.next_page_hashed(&mut self.codec, &mut page)? {
             step.page(pgno, new_hash, || sink.page_hash(pgno))?;
             // Page 1 (the schema's root and the header) goes last, so the
             // database is consistent whenever it changes.
@@ -305,8 +303,8 @@ impl ObjectApplier {
         check_continuity(at, self.page_size, key, &header, false)?;
         let mut page = vec![0u8; self.page_size as usize];
         let mut pages = Vec::new();
-        while let Some(pgno) = reader.next_page(&mut self.codec, &mut page)? {
-            pages.push((pgno.0, page_hash(pgno, &page)));
+        while let Some((pgno, hash)) = reader.next_page_hashed(&mut self.codec, &mut page)? {
+            pages.push((pgno.0, hash));
             if pgno.0 == lock_byte_page {
                 check_lock_byte_page(key, &header, pgno, &page)?;
                 continue;
@@ -530,7 +528,7 @@ pub(super) struct WrittenAhead {
     pub header: Header,
     /// The post-apply checksum its trailer says.
     pub post_apply: Checksum,
-    /// Every page it holds, in order, with its [`page_hash`].
+    /// Every page it holds, in order, with its [`page_hash`](crate::checksum::page_hash).
     pub pages: Vec<(u32, u64)>,
 }
 
@@ -649,8 +647,7 @@ impl BatchWriter<'_> {
         let mut run: Option<(PageNo, usize)> = None;
         for (i, frame) in batch.iter().enumerate() {
             let page = &mut pages[i * size..(i + 1) * size];
-            self.codec.decode_page(self.key, frame.pgno, &frame.payload, page)?;
-            let hash = page_hash(frame.pgno, page);
+            let hash = self.codec.decode_page(self.key, frame.pgno, &frame.payload, page)?;
             done.checksum = Checksum(done.checksum.0 ^ hash);
             if frame.pgno.0 == self.holes.lock_byte_page {
                 check_lock_byte_page(self.key, self.header, frame.pgno, page)?;
@@ -686,7 +683,7 @@ impl BatchWriter<'_> {
 #[derive(Debug, Clone)]
 pub struct PageHashes {
     page_size: u32,
-    /// `hashes[p - 1]` is page `p`'s [`page_hash`] in the state kept so far.
+    /// `hashes[p - 1]` is page `p`'s [`page_hash`](crate::checksum::page_hash) in the state kept so far.
     hashes: Vec<u64>,
 }
 

@@ -78,6 +78,12 @@ impl<W: Write> SegmentEncoder<W> {
         if codec.key_check() != self.header.key_check {
             return Err(self.misuse("the page codec's key does not match the header's key check".into()));
         }
+        if !self.header.compression.contains(codec.compression().codecs()) {
+            return Err(self.misuse(format!(
+                "the page codec compresses with {}, which the header's compression byte does not list",
+                codec.compression()
+            )));
+        }
         self.check_order(pgno)?;
         let payload = codec.encode_page(&self.object, pgno, page)?;
         self.append_frame(pgno, &payload)

@@ -3,6 +3,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::codec::Codecs;
 use super::key::KeyCheck;
 use super::{
     FORMAT_VERSION, FormatError, HEADER_SIZE, INDEX_ENTRY_SIZE, MAGIC, MAX_PAGE_SIZE, MIN_PAGE_SIZE, TRAILER_SIZE,
@@ -33,9 +34,6 @@ impl Flags {
     }
 }
 
-/// The compression byte: 1 = zstd, the only one defined.
-pub(crate) const COMPRESSION_ZSTD: u8 = 1;
-
 /// A segment's header: what it covers and how to check it applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -58,6 +56,8 @@ pub struct Header {
     pub generation: GenerationId,
     /// Identifies the encryption key (zero when not encrypted).
     pub key_check: KeyCheck,
+    /// The page codecs the frames may use.
+    pub compression: Codecs,
 }
 
 impl Header {
@@ -82,6 +82,12 @@ impl Header {
         if self.min_txid > self.max_txid {
             return bad(format!("min_txid {} is after max_txid {}", self.min_txid, self.max_txid));
         }
+        if self.compression.0 == 0 || self.compression.0 & !Codecs::KNOWN != 0 {
+            return bad(format!(
+                "unknown compression {:#04x} at offset 72 (this build reads zstd = 0x01 and LZ4 = 0x02; upgrade it)",
+                self.compression.0
+            ));
+        }
         if self.flags.encrypted() != (self.key_check != KeyCheck::NONE) {
             return bad("encrypted flag and key check disagree".into());
         }
@@ -102,7 +108,7 @@ impl Header {
         out[40..48].copy_from_slice(&self.pre_apply_checksum.0.to_be_bytes());
         out[48..64].copy_from_slice(&self.generation.0);
         out[64..72].copy_from_slice(&self.key_check.0.to_be_bytes());
-        out[72] = COMPRESSION_ZSTD;
+        out[72] = self.compression.0;
         // 73..88 reserved, zero.
         let checksum = xxh3_64(&out[..88]);
         out[88..96].copy_from_slice(&checksum.to_be_bytes());
@@ -126,9 +132,6 @@ impl Header {
         if stored != computed {
             return Err(FormatError::ChecksumMismatch { object: object.to_string(), what: "header", stored, computed });
         }
-        if bytes[72] != COMPRESSION_ZSTD {
-            return Err(bad(format!("unknown compression {} at offset 72", bytes[72])));
-        }
         if bytes[73..88].iter().any(|&b| b != 0) {
             return Err(bad("reserved header bytes 73..88 are not zero".into()));
         }
@@ -144,6 +147,7 @@ impl Header {
             pre_apply_checksum: Checksum(be64(&bytes[40..48])),
             generation: GenerationId(generation),
             key_check: KeyCheck(be64(&bytes[64..72])),
+            compression: Codecs(bytes[72]),
         };
         header.validate(object)?;
         Ok(header)

@@ -9,7 +9,7 @@
 //!   and it yields [`Event`]s, verifying everything as it goes.
 //! - [`SegmentReader`] drives the decoder from any `std::io::Read`.
 //! - [`PageCodec`] turns page images into frame payloads and back
-//!   (zstd, then optionally AES-256-GCM).
+//!   (LZ4 or zstd, then optionally AES-256-GCM).
 //!
 //! Nothing here depends on an async runtime, so it builds for wasm32.
 
@@ -20,7 +20,7 @@ mod header;
 mod key;
 mod reader;
 
-pub use codec::{Compression, PageCodec};
+pub use codec::{Codecs, Compression, PageCodec};
 pub use decoder::{Event, Frame, SegmentDecoder};
 pub use encoder::{EncodeSummary, SegmentEncoder};
 pub use header::{Flags, Header, IndexEntry, Trailer};

@@ -146,6 +146,16 @@ impl<R: Read> SegmentReader<R> {
         codec: &mut super::PageCodec,
         page: &mut [u8],
     ) -> Result<Option<crate::ids::PageNo>, FormatError> {
+        Ok(self.next_page_hashed(codec, page)?.map(|(pgno, _)| pgno))
+    }
+
+    /// [`SegmentReader::next_page`] with the page's term in the rolling
+    /// checksum ([`crate::checksum::page_hash`]), which decoding yields.
+    pub fn next_page_hashed(
+        &mut self,
+        codec: &mut super::PageCodec,
+        page: &mut [u8],
+    ) -> Result<Option<(crate::ids::PageNo, u64)>, FormatError> {
         codec.check_key(self.decoder.object(), self.header.key_check)?;
         if page.len() != self.header.page_size as usize {
             return Err(FormatError::Misuse {
@@ -156,7 +166,7 @@ impl<R: Read> SegmentReader<R> {
         let Some(frame) = self.next_frame()? else {
             return Ok(None);
         };
-        codec.decode_page(self.decoder.object(), frame.pgno, &frame.payload, page)?;
-        Ok(Some(frame.pgno))
+        let hash = codec.decode_page(self.decoder.object(), frame.pgno, &frame.payload, page)?;
+        Ok(Some((frame.pgno, hash)))
     }
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use distributary_core::format::Compression;
 use distributary_core::store::StoreUrl;
 
 use super::compaction::{CompactionKey, CompactionSettings};
@@ -547,7 +548,17 @@ fn resolve_replica(
             compaction.set(key, positive_duration(text, name)?, format!("{key_path}.{name}"));
         }
     }
-    let replica = ReplicaConfig { url, sync_interval, encryption_key_file: replica.encryption_key_file, credentials };
+    let compression = match &replica.compression {
+        Some(text) => Compression::parse(text).map_err(|e| anyhow::anyhow!("{key_path}.compression: {e}"))?,
+        None => Compression::default(),
+    };
+    let replica = ReplicaConfig {
+        url,
+        sync_interval,
+        encryption_key_file: replica.encryption_key_file,
+        credentials,
+        compression,
+    };
     Ok((replica, compaction))
 }
 

@@ -13,6 +13,7 @@
 //!       - url: s3://my-bucket/app-db?region=us-east-1
 //!         sync-interval: 1s             # optional, 100ms at least
 //!         encryption-key-file: /etc/distributary/key   # optional
+//!         compression: lz4              # optional: lz4 (default), zstd or zstd:LEVEL
 //!       - type: s3                      # or spelled out, Litestream-style
 //!         bucket: my-bucket
 //!         path: app-db-copy
@@ -49,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use distributary_core::format::Compression;
 use distributary_core::store::{self, S3Store, Store, StoreUrl};
 
 pub use self::compaction::{CompactionKey, CompactionMode, CompactionSettings, lambda_instructions};
@@ -174,6 +176,8 @@ pub struct ReplicaConfig {
     pub encryption_key_file: Option<PathBuf>,
     /// Static S3 credentials from the file, instead of the SDK's chain.
     pub credentials: Option<Credentials>,
+    /// How pages are compressed in the segments written to this store.
+    pub compression: Compression,
 }
 
 /// Static S3 credentials. `Debug` never shows the secret.

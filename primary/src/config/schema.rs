@@ -200,6 +200,8 @@ replica_settings!(section! {
         snapshot_interval: Option<String>,
         /// Ours: the file holding the AES-256-GCM key.
         encryption_key_file: Option<PathBuf>,
+        /// Ours: how pages are compressed (`lz4`, `zstd`, `zstd:LEVEL`).
+        compression: Option<String>,
     }
 });
 

@@ -57,6 +57,19 @@ fn before_marker(text: &str) -> &str {
 }
 
 #[test]
+fn each_store_chooses_its_page_compression() {
+    let config = parse(
+        "dbs:\n  - path: /a.db\n    replicas:\n      - url: file:///x\n      - url: file:///y\n        compression: zstd:9\n",
+    )
+    .unwrap();
+    let replicas = &config.dbs[0].replicas;
+    assert_eq!(replicas[0].compression, Compression::Lz4, "the default");
+    assert_eq!(replicas[1].compression, Compression::Zstd { level: 9 });
+    let err = error("dbs:\n  - path: /a.db\n    replica:\n      url: file:///x\n      compression: brotli\n");
+    assert!(err.contains("dbs[0].replica.compression") && err.contains("expected lz4, zstd or zstd:LEVEL"), "{err}");
+}
+
+#[test]
 fn parses_our_own_configs() {
     let config = parse(
         "dbs:\n  - path: /tmp/app.db\n    replicas:\n      - url: file:///tmp/store\n        sync-interval: 250ms\n      - type: s3\n        bucket: my-bucket\n        path: /app/\n        endpoint: ${S3_ENDPOINT}\n",

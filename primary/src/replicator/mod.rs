@@ -90,6 +90,8 @@ pub struct ReplicaSpec {
     pub sync_interval: std::time::Duration,
     /// Seals pages when set.
     pub key: Option<EncryptionKey>,
+    /// How pages are compressed.
+    pub compression: Compression,
 }
 
 /// Checkpoint policy of a database.
@@ -228,7 +230,6 @@ impl Replicator {
         replicas: &[ReplicaSpec],
         starts: &[Start],
         policy: CheckpointPolicy,
-        compression: Compression,
         metrics: Arc<Metrics>,
     ) -> Result<Replicator> {
         let db_label = db_path.display().to_string();
@@ -310,7 +311,7 @@ impl Replicator {
                     }
                 }
             };
-            let codec = PageCodec::new(generation, spec.key.as_ref(), compression)?;
+            let codec = PageCodec::new(generation, spec.key.as_ref(), spec.compression)?;
             let target = Target { url: spec.url.clone(), generation, captured_txid, pending_dir, codec };
             stores.push(StoreReplica {
                 spec: spec.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use distributary_core::TxId;
-use distributary_core::format::{Compression, EncryptionKey, KeyCheck};
+use distributary_core::format::{EncryptionKey, KeyCheck};
 use distributary_core::retry::{ErrorClass, RetryBound, backoff, classify, retry_bounded};
 use tokio::sync::watch;
 
@@ -43,10 +43,7 @@ impl Replicator {
     ) -> Result<Replicator> {
         let starts = plan_starts(path, replicas, &opening.shutdown, opening.wait_for_db, opening.bound).await?;
         let (path, replicas) = (path.to_path_buf(), replicas.to_vec());
-        tokio::task::spawn_blocking(move || {
-            Replicator::start(&path, &replicas, &starts, policy, Compression::default(), metrics)
-        })
-        .await?
+        tokio::task::spawn_blocking(move || Replicator::start(&path, &replicas, &starts, policy, metrics)).await?
     }
 }
 

@@ -20,12 +20,11 @@ fn start(dir: &Path) -> (Connection, Replicator, Arc<Metrics>) {
         store: Arc::new(MemoryStore::new()),
         sync_interval: std::time::Duration::from_secs(1),
         key: None,
+        compression: Compression::default(),
     };
     let metrics = Arc::new(Metrics::default());
     let starts = [Start::Plan(StartPlan::NewGeneration(GenerationId::new(1).unwrap()))];
-    let replicator =
-        Replicator::start(&db, &[spec], &starts, CheckpointPolicy::default(), Compression::default(), metrics.clone())
-            .unwrap();
+    let replicator = Replicator::start(&db, &[spec], &starts, CheckpointPolicy::default(), metrics.clone()).unwrap();
     (app, replicator, metrics)
 }
 
@@ -245,6 +244,7 @@ fn open(db: &Path, store: &Arc<MemoryStore>) -> (Replicator, Arc<Metrics>) {
         store: store.clone(),
         sync_interval: Duration::from_millis(100),
         key: None,
+        compression: Compression::default(),
     };
     let metrics = Arc::new(Metrics::default());
     let (_tx, shutdown) = tokio::sync::watch::channel(false);

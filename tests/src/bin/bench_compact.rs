@@ -122,10 +122,11 @@ async fn write_genesis(
                 pre_apply_checksum: Checksum::EMPTY,
                 generation,
                 key_check: KeyCheck::NONE,
+                compression: Compression::default().codecs(),
             };
             let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
             let mut encoder = SegmentEncoder::new(key, header, file)?;
-            let mut codec = PageCodec::new(generation, None, Compression { level: 1 })?;
+            let mut codec = PageCodec::new(generation, None, Compression::default())?;
             let mut checksum = Checksum::EMPTY;
             let mut page = vec![0u8; PAGE_SIZE as usize];
             for pgno in 1..=pages {
@@ -210,10 +211,11 @@ impl SparseDb {
             pre_apply_checksum: self.checksum,
             generation: self.generation,
             key_check: KeyCheck::NONE,
+            compression: Compression::default().codecs(),
         };
         let key = l0_key(self.generation, txid);
         let mut encoder = SegmentEncoder::new(key.clone(), header, Vec::new())?;
-        let mut codec = PageCodec::new(self.generation, None, Compression { level: 1 })?;
+        let mut codec = PageCodec::new(self.generation, None, Compression::default())?;
         let (mut old, mut new) = (vec![0u8; PAGE_SIZE as usize], vec![0u8; PAGE_SIZE as usize]);
         for pgno in pgnos {
             let version = &mut self.versions[pgno as usize - 1];
