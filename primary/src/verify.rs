@@ -20,7 +20,7 @@
 //! - the manifest and the index agree with the objects they name, and every
 //!   kept snapshot's restore chain (snapshot → L1 → L0, as
 //!   [`distributary_core::plan`] plans it) reaches the newest state;
-//! - `--deep`: every frame is decoded too (zstd content checksums; AES-GCM
+//! - `--deep`: every frame is decoded too (page checksums; AES-GCM
 //!   tags with the key), and the chain is replayed from the oldest kept
 //!   snapshot through core's [`ObjectApplier`] into [`PageHashes`] (8 bytes
 //!   per page), so every post-apply checksum is recomputed from pages;
@@ -66,7 +66,7 @@ generation, page size and key check, TXID contiguity, and the checksum
 chain (pre-apply = the previous state's post-apply; the manifest's and the
 index's checksums, sizes and TXIDs agree with the objects).
 
---deep also decodes every page frame (zstd checksums; AES-GCM tags with
+--deep also decodes every page frame (page checksums; AES-GCM tags with
 --encryption-key-file) and replays the chain from the oldest kept snapshot,
 recomputing every post-apply checksum from the pages (8 bytes of memory per
 page). Without the key, an encrypted store gets every check but decoding.
@@ -1084,7 +1084,7 @@ impl DeepJob {
     }
 }
 
-/// Decodes every frame of a segment (zstd checksums, AES-GCM tags).
+/// Decodes every frame of a segment (page checksums, AES-GCM tags).
 fn decode_frames(
     key: &str,
     header: &Header,

@@ -90,7 +90,14 @@ async fn readers_follow(published: Published, dir: &Path) {
 
     // serve follows new commits.
     let served_db = dir.join("served.db");
-    let (mut serve, base) = start_serve_with("serve", dir, &published.source, &served_db, &["--poll", "200ms"], env);
+    let (mut serve, base) = start_serve_with(
+        "serve",
+        dir,
+        &published.source,
+        &served_db,
+        &["--poll", "200ms", "--manifest-interval", "0s"],
+        env,
+    );
     let client = reqwest::Client::new();
     for round in 1..=2 {
         insert_rows(&primary, 200 * round, 50);
@@ -103,8 +110,9 @@ async fn readers_follow(published: Published, dir: &Path) {
         }
     }
 
-    // An idle poll: a probe for the next segment and a conditional read of
-    // the manifest, whatever validators the server sends.
+    // An idle poll with `--manifest-interval 0s`: a probe for the next
+    // segment and a conditional read of the manifest, whatever validators
+    // the server sends.
     let idle = |client: reqwest::Client, base: String| async move {
         store_requests(&client, &base, "get_conditional", "not_modified").await
     };

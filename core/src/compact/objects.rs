@@ -11,7 +11,7 @@ use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
 use super::CompactError;
-use super::headers::HeaderCache;
+use super::headers::{BODY_MAX, HeaderCache};
 use crate::format::{EncodeSummary, HEADER_SIZE, Header, SegmentReader, TRAILER_SIZE, Trailer, read_segment_header};
 use crate::ids::{GenerationId, TxId};
 use crate::merge::merge;
@@ -46,7 +46,17 @@ pub(crate) async fn fetch_header(
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let header = read_segment_header(key, &bytes)?;
+    check_header(key, &bytes, generation, named_min_txid).map(Some)
+}
+
+/// The header at the start of `bytes`, checked as [`fetch_header`] says.
+fn check_header(
+    key: &str,
+    bytes: &[u8],
+    generation: GenerationId,
+    named_min_txid: Option<TxId>,
+) -> Result<Header, CompactError> {
+    let header = read_segment_header(key, bytes)?;
     if header.generation != generation {
         return Err(CompactError::Inconsistent {
             key: key.to_string(),
@@ -61,6 +71,44 @@ pub(crate) async fn fetch_header(
             reason: format!("header covers {} but the name says it starts at {named}", header.range()),
         });
     }
+    Ok(header)
+}
+
+/// [`fetch_header_cached`] for a segment this compactor will merge (an L0
+/// segment): one GET of the whole object instead of a range request now and
+/// a GET later. A body up to [`BODY_MAX`] is kept in `cache` for the merge
+/// ([`download_or_raced`] takes it); of a larger one only the first chunks
+/// are read, and the merge fetches it again.
+pub(crate) async fn fetch_segment_cached(
+    store: &dyn Store,
+    cache: &HeaderCache,
+    key: &str,
+    generation: GenerationId,
+    named_min_txid: Option<TxId>,
+) -> Result<Option<Header>, CompactError> {
+    if let Some(header) = cache.get(store.url(), key) {
+        return Ok(Some(header));
+    }
+    let mut result = match store.get(key, GetOptions::default()).await {
+        Ok(result) => result,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let header = if result.meta.size <= BODY_MAX {
+        let body = result.bytes().await?;
+        let header = check_header(key, &body, generation, named_min_txid)?;
+        cache.insert_body(store.url(), key, body);
+        header
+    } else {
+        let mut head = Vec::with_capacity(HEADER_SIZE);
+        while head.len() < HEADER_SIZE
+            && let Some(chunk) = result.body.next().await
+        {
+            head.extend_from_slice(&chunk?);
+        }
+        check_header(key, &head, generation, named_min_txid)?
+    };
+    cache.insert(store.url(), key, &header);
     Ok(Some(header))
 }
 
@@ -86,8 +134,12 @@ pub(crate) async fn fetch_header_cached(
 /// without downloading the segment. Not verified against the file checksum;
 /// callers use it for the manifest's informational `newest.checksum`, and
 /// readers verify every segment they apply.
-pub(crate) async fn fetch_trailer(store: &dyn Store, key: &str) -> Result<Trailer, CompactError> {
-    let bytes = store.get_range(key, ByteRange::Suffix(TRAILER_SIZE as u64)).await?;
+/// A body kept in `cache` answers without a request.
+pub(crate) async fn fetch_trailer(store: &dyn Store, cache: &HeaderCache, key: &str) -> Result<Trailer, CompactError> {
+    let bytes = match cache.body_suffix(store.url(), key, TRAILER_SIZE) {
+        Some(bytes) => bytes,
+        None => store.get_range(key, ByteRange::Suffix(TRAILER_SIZE as u64)).await?,
+    };
     let raw: [u8; TRAILER_SIZE] = bytes.as_ref().try_into().map_err(|_| CompactError::Inconsistent {
         key: key.to_string(),
         reason: format!("a {}-byte object cannot hold a trailer", bytes.len()),
@@ -96,12 +148,23 @@ pub(crate) async fn fetch_trailer(store: &dyn Store, key: &str) -> Result<Traile
 }
 
 /// Streams object `key` into a new temp file in `dir` (deleted when the
-/// returned path is dropped). Memory holds one body chunk at a time.
-pub(crate) async fn download(store: &dyn Store, key: &str, dir: &Path) -> Result<TempPath, CompactError> {
+/// returned path is dropped). Memory holds one body chunk at a time. A body
+/// kept in `cache` by [`fetch_segment_cached`] is written without a request.
+pub(crate) async fn download(
+    store: &dyn Store,
+    cache: &HeaderCache,
+    key: &str,
+    dir: &Path,
+) -> Result<TempPath, CompactError> {
+    let io = |op: &'static str, path: &Path, source| CompactError::Io { op, path: path.to_path_buf(), source };
+    if let Some(body) = cache.take_body(store.url(), key) {
+        let (mut file, path) = new_temp_file(dir)?;
+        std::io::Write::write_all(&mut file, &body).map_err(|e| io("write", &path, e))?;
+        return Ok(path);
+    }
     let mut result = store.get(key, GetOptions::default()).await?;
     let (file, path) = new_temp_file(dir)?;
     let mut file = tokio::fs::File::from_std(file);
-    let io = |op: &'static str, path: &Path, source| CompactError::Io { op, path: path.to_path_buf(), source };
     let mut written = 0u64;
     while let Some(chunk) = result.body.next().await {
         let chunk = chunk?;

@@ -10,15 +10,30 @@
 //! is cheaper, using only the public `Store` trait:
 //!
 //! 1. `HEAD l0/{t+1}`: found means there is something to apply: run [`sync_replica`].
-//! 2. Otherwise a conditional `GET manifest.json` (`If-None-Match` on the
-//!    ETag last seen): `304 Not Modified` when nothing changed. When the
-//!    manifest did change (a new generation, retention passing the replica,
-//!    newer TXIDs only in L1), run [`sync_replica`]; a manifest that asks for
-//!    nothing (compaction of TXIDs the replica has) costs nothing more.
+//! 2. Otherwise, at most once per `--manifest-interval` (30 s by default),
+//!    a conditional `GET manifest.json` (`If-None-Match` on the ETag last
+//!    seen): `304 Not Modified` when nothing changed. When the manifest did
+//!    change (a new generation, retention passing the replica, newer TXIDs
+//!    only in L1), run [`sync_replica`]; a manifest that asks for nothing
+//!    (compaction of TXIDs the replica has) costs nothing more.
 //!
-//! So an idle poll is one 404 and one 304, never a LIST. The ETag is kept
-//! only once the replica has everything that manifest asked for, so a failed
+//! So an idle poll is one 404, and one poll in every 30 (at a 1 s poll)
+//! adds a 304: 1.03 requests per poll, never a LIST. The ETag is kept only
+//! once the replica has everything that manifest asked for, so a failed
 //! sync is retried on the next poll rather than hidden behind a 304.
+//!
+//! Why the probe alone is enough between manifest checks: every new TXID
+//! first appears as an L0 segment, and an L0 stays in the store until the
+//! compactor folded it into L1 *and* `--l0-retention` (5 min by default)
+//! passed, so a reader polling more often than that finds each one by the
+//! probe. The manifest is needed only for what no probe can see:
+//! - a new generation (the old one's chain just stops): seen within one
+//!   manifest interval;
+//! - the store having moved past the replica (its next L0 already
+//!   deleted): only possible when the reader was away longer than the
+//!   retention, so the first poll after start, and the first after a
+//!   failed one, always read the manifest; and a poll interval at least as
+//!   long as the manifest interval reads it every time.
 //!
 //! # What TXID a query read at
 //!
@@ -139,6 +154,9 @@ pub struct FollowerConfig {
     pub poll: Duration,
     /// Staleness past which the replica is unhealthy.
     pub max_staleness: Duration,
+    /// Longest time between two reads of the manifest while the L0 probe
+    /// finds nothing (see the module's "Requests per poll").
+    pub manifest_interval: Duration,
 }
 
 /// Mutable bookkeeping behind a std mutex: it is held for a few field
@@ -146,6 +164,9 @@ pub struct FollowerConfig {
 #[derive(Debug, Default)]
 struct Book {
     manifest_etag: Option<ETag>,
+    /// When the manifest was last read whole or found unchanged; `None`
+    /// until the first time, and again after a failed poll.
+    manifest_checked: Option<std::time::Instant>,
     store_newest_txid: Option<TxId>,
     caught_up_ms: Option<u64>,
     last_ok_ms: Option<u64>,
@@ -284,6 +305,7 @@ impl Follower {
                 let mut book = self.book();
                 book.last_error = Some((message, now));
                 book.consecutive_failures += 1;
+                book.manifest_checked = None;
                 Err(())
             }
         }
@@ -306,12 +328,23 @@ impl Follower {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("probe {}", self.store.url()))),
         }
-        // 2. Did the manifest change in a way that needs a sync?
-        let etag = self.book().manifest_etag.clone();
+        // 2. Did the manifest change in a way that needs a sync? Asked once
+        // per manifest interval: the probe sees everything else.
+        let checked = std::time::Instant::now();
+        let etag = {
+            let book = self.book();
+            if book.manifest_checked.is_some_and(|at| at.elapsed() < self.config.manifest_interval) {
+                return Ok(Polled::Idle);
+            }
+            book.manifest_etag.clone()
+        };
         let options = GetOptions { range: None, if_none_match: etag };
         let result = match self.store.get(MANIFEST_KEY, options).await {
             Ok(result) => result,
-            Err(StoreError::NotModified { .. }) => return Ok(Polled::Idle),
+            Err(StoreError::NotModified { .. }) => {
+                self.book().manifest_checked = Some(checked);
+                return Ok(Polled::Idle);
+            }
             Err(e) if e.is_not_found() => anyhow::bail!(
                 "read {}/{MANIFEST_KEY}: not found (was the store's prefix deleted or moved?)",
                 self.store.url()
@@ -329,11 +362,16 @@ impl Follower {
         }
         let polled = if needs_sync(&manifest, &view) { self.sync().await? } else { Polled::Idle };
         // The replica now has everything this manifest asked for.
-        self.book().manifest_etag = etag;
+        let mut book = self.book();
+        book.manifest_etag = etag;
+        book.manifest_checked = Some(checked);
+        drop(book);
         Ok(polled)
     }
 
     async fn sync(&self) -> anyhow::Result<Polled> {
+        // A sync reads the whole manifest first: it counts as a check.
+        let checked = std::time::Instant::now();
         let summary = sync_replica(Arc::clone(&self.store), &self.config.source, &self.config.db, &self.config.sync)
             .await
             .map_err(|e| anyhow::Error::new(e).context(format!("sync from {}", self.store.url())))?;
@@ -345,6 +383,7 @@ impl Follower {
                 book.store_newest_txid = None;
             }
             book.store_newest_txid = book.store_newest_txid.max(Some(summary.manifest_newest)).max(Some(view.txid));
+            book.manifest_checked = Some(checked);
         }
         self.views.send_replace(Some(view));
         Ok(Polled::Synced(Box::new(summary)))
