@@ -65,7 +65,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use self::headers::HeaderCache;
 use self::objects::{
-    LocalSegment, SegmentInfo, Upload, download, fetch_header, fetch_segment_cached, fetch_trailer, merge_files, upload,
+    LocalSegment, Read, SegmentInfo, Upload, download, fetch_header, fetch_header_cached, fetch_trailer, merge_files,
+    upload,
 };
 use crate::format::{FormatError, Header};
 use crate::ids::{GenerationId, TxId};
@@ -456,7 +457,7 @@ async fn walk_l0(
     let mut txid = min_txid;
     loop {
         let key = l0_key(generation, txid);
-        let Some(header) = fetch_segment_cached(store, headers, &key, generation, Some(txid)).await? else {
+        let Some(header) = fetch_header_cached(store, headers, &key, generation, Some(txid), Read::Whole).await? else {
             return Ok(chain);
         };
         txid = header.max_txid.next();

@@ -74,42 +74,17 @@ fn check_header(
     Ok(header)
 }
 
-/// [`fetch_header_cached`] for a segment this compactor will merge (an L0
-/// segment): one GET of the whole object instead of a range request now and
-/// a GET later. A body up to [`BODY_MAX`] is kept in `cache` for the merge
-/// ([`download_or_raced`] takes it); of a larger one only the first chunks
-/// are read, and the merge fetches it again.
-pub(crate) async fn fetch_segment_cached(
-    store: &dyn Store,
-    cache: &HeaderCache,
-    key: &str,
-    generation: GenerationId,
-    named_min_txid: Option<TxId>,
-) -> Result<Option<Header>, CompactError> {
-    if let Some(header) = cache.get(store.url(), key) {
-        return Ok(Some(header));
-    }
-    let mut result = match store.get(key, GetOptions::default()).await {
-        Ok(result) => result,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let header = if result.meta.size <= BODY_MAX {
-        let body = result.bytes().await?;
-        let header = check_header(key, &body, generation, named_min_txid)?;
-        cache.insert_body(store.url(), key, body);
-        header
-    } else {
-        let mut head = Vec::with_capacity(HEADER_SIZE);
-        while head.len() < HEADER_SIZE
-            && let Some(chunk) = result.body.next().await
-        {
-            head.extend_from_slice(&chunk?);
-        }
-        check_header(key, &head, generation, named_min_txid)?
-    };
-    cache.insert(store.url(), key, &header);
-    Ok(Some(header))
+/// How [`fetch_header_cached`] reads a segment whose header is not cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The header alone, by one 96-byte range request.
+    Header,
+    /// The whole object in one GET, for a segment this compactor will merge
+    /// (an L0 segment): one request instead of a range request now and a
+    /// GET later. A body up to [`BODY_MAX`] is kept in the cache for the
+    /// merge ([`download`] takes it); of a larger one only the first chunks
+    /// are read, and the merge fetches it again.
+    Whole,
 }
 
 /// [`fetch_header`] through `cache`: a header read before costs no request.
@@ -119,15 +94,47 @@ pub(crate) async fn fetch_header_cached(
     key: &str,
     generation: GenerationId,
     named_min_txid: Option<TxId>,
+    read: Read,
 ) -> Result<Option<Header>, CompactError> {
     if let Some(header) = cache.get(store.url(), key) {
         return Ok(Some(header));
     }
-    let header = fetch_header(store, key, generation, named_min_txid).await?;
+    let header = match read {
+        Read::Header => fetch_header(store, key, generation, named_min_txid).await?,
+        Read::Whole => fetch_whole(store, cache, key, generation, named_min_txid).await?,
+    };
     if let Some(header) = &header {
         cache.insert(store.url(), key, header);
     }
     Ok(header)
+}
+
+/// [`Read::Whole`].
+async fn fetch_whole(
+    store: &dyn Store,
+    cache: &HeaderCache,
+    key: &str,
+    generation: GenerationId,
+    named_min_txid: Option<TxId>,
+) -> Result<Option<Header>, CompactError> {
+    let mut result = match store.get(key, GetOptions::default()).await {
+        Ok(result) => result,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if result.meta.size <= BODY_MAX {
+        let body = result.bytes().await?;
+        let header = check_header(key, &body, generation, named_min_txid)?;
+        cache.insert_body(store.url(), key, body);
+        return Ok(Some(header));
+    }
+    let mut head = Vec::with_capacity(HEADER_SIZE);
+    while head.len() < HEADER_SIZE
+        && let Some(chunk) = result.body.next().await
+    {
+        head.extend_from_slice(&chunk?);
+    }
+    check_header(key, &head, generation, named_min_txid).map(Some)
 }
 
 /// Reads the trailer of `key` (its last 32 bytes): the post-apply checksum
@@ -149,7 +156,7 @@ pub(crate) async fn fetch_trailer(store: &dyn Store, cache: &HeaderCache, key: &
 
 /// Streams object `key` into a new temp file in `dir` (deleted when the
 /// returned path is dropped). Memory holds one body chunk at a time. A body
-/// kept in `cache` by [`fetch_segment_cached`] is written without a request.
+/// kept in `cache` by [`Read::Whole`] is written without a request.
 pub(crate) async fn download(
     store: &dyn Store,
     cache: &HeaderCache,

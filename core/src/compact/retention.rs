@@ -30,7 +30,7 @@
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::headers::HeaderCache;
-use super::objects::{fetch_header, fetch_header_cached};
+use super::objects::{Read, fetch_header, fetch_header_cached};
 use super::{Clock, CompactConfig, CompactError, CompactReport};
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{l0_key, l1_key, snapshot_index_key, snapshot_key};
@@ -85,7 +85,7 @@ async fn delete_l0(
             break;
         }
         let key = l1_key(generation, cursor);
-        let Some(l1) = fetch_header_cached(store, headers, &key, generation, Some(cursor)).await? else {
+        let Some(l1) = fetch_header_cached(store, headers, &key, generation, Some(cursor), Read::Header).await? else {
             warn!(key, "the L1 segment at the L0 retention cursor is missing; keeping the L0 segments after it");
             break;
         };
@@ -98,7 +98,7 @@ async fn delete_l0(
         let mut txid = cursor;
         while txid <= l1.max_txid {
             let l0 = l0_key(generation, txid);
-            match fetch_header_cached(store, headers, &l0, generation, Some(txid)).await? {
+            match fetch_header_cached(store, headers, &l0, generation, Some(txid), Read::Header).await? {
                 Some(header) => {
                     keys.push(l0);
                     txid = header.max_txid.next();
