@@ -68,7 +68,7 @@ use self::objects::{
     LocalSegment, Read, SegmentInfo, Upload, download, fetch_header, fetch_header_cached, fetch_trailer, merge_files,
     upload,
 };
-use crate::format::{FormatError, Header};
+use crate::format::{Codecs, FormatError, Header};
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, l0_key, l1_key, snapshot_index_key, snapshot_key};
 use crate::manifest::{
@@ -516,9 +516,7 @@ async fn build_l1(
                     max_txid,
                     timestamp_ms: run[run.len() - 1].header.timestamp_ms,
                     commit: run[run.len() - 1].header.commit,
-                    compression: run
-                        .iter()
-                        .fold(run[0].header.compression, |codecs, input| codecs.union(input.header.compression)),
+                    compression: Codecs::union_of(run.iter().map(|input| input.header.compression)),
                     ..run[0].header.clone()
                 })
             }

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{Read, Write};
 
-use crate::format::{EncodeSummary, Flags, FormatError, Frame, Header, SegmentEncoder, SegmentReader};
+use crate::format::{Codecs, EncodeSummary, Flags, FormatError, Frame, Header, SegmentEncoder, SegmentReader};
 use crate::ids::PageNo;
 
 /// Why a merge was refused or failed.
@@ -160,7 +160,6 @@ fn merged_header<R: Read>(inputs: &[SegmentReader<R>]) -> Result<Header, MergeEr
         pre_apply_checksum: first.pre_apply_checksum,
         generation: first.generation,
         key_check: first.key_check,
-        // Frames are copied as they are, so the output may hold any input's.
-        compression: inputs.iter().fold(first.compression, |codecs, input| codecs.union(input.header().compression)),
+        compression: Codecs::union_of(inputs.iter().map(|input| input.header().compression)),
     })
 }

@@ -97,6 +97,12 @@ impl Codecs {
         Codecs(self.0 | other.0)
     }
 
+    /// The union of a segment's inputs' sets (a merge copies their frames
+    /// as they are, so its output may hold any of them).
+    pub fn union_of(sets: impl IntoIterator<Item = Codecs>) -> Codecs {
+        sets.into_iter().fold(Codecs(0), Codecs::union)
+    }
+
     /// Whether every codec of `other` is in this set.
     pub fn contains(self, other: Codecs) -> bool {
         other.0 & !self.0 == 0
