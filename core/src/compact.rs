@@ -6,27 +6,34 @@
 //!
 //! # What one [`compact`] call does
 //!
-//! 1. Reads the manifest and walks the L0 chain by name from `l0_min_txid`
-//!    (one GET of each new segment, no LIST), advancing `newest`. The
-//!    [`HeaderCache`] keeps the headers it read, and the bodies of small
-//!    segments until the L1 merge takes them, so a process that compacts
-//!    again and again ([`compact_with`]) requests each L0 segment once: not
-//!    once per run, and not a header and then a body.
-//! 2. Groups the L0 segments into windows of [`CompactConfig::l1_window`] by
+//! 1. Reads the manifest and applies L0 retention ([`retention`]): deletes
+//!    the L0 segments of L1 segments older than
+//!    [`CompactConfig::l0_retention`]; the new cursor rides on step 4's
+//!    manifest update.
+//! 2. Walks the L0 chain by name from `l0_min_txid` (one GET of each new
+//!    segment, no LIST), advancing `newest`. The [`CompactMemory`] keeps
+//!    the headers it read, and the bodies of small segments until the L1
+//!    merge takes them, so a process that compacts again and again
+//!    ([`compact_with`]) requests each L0 segment once: not once per run,
+//!    and not a header and then a body.
+//! 3. Groups the L0 segments into windows of [`CompactConfig::l1_window`] by
 //!    their header timestamps. A window is closed once a later segment of the
 //!    chain falls in a later window, or once the clock is a whole window past
 //!    its end (an idle database). Each closed window becomes
-//!    `l1/<min_txid>.seg`, the merge of its L0 segments.
-//! 3. After an L1 segment whose timestamp is [`CompactConfig::snapshot_interval`]
-//!    past the previous snapshot's, builds `snapshots/<max_txid>.seg`: the
-//!    merge of the previous snapshot with the L1 segments after it. Snapshots
+//!    `l1/<min_txid>.seg`, the merge of its L0 segments. After an L1 segment
+//!    whose timestamp is [`CompactConfig::snapshot_interval`] past the
+//!    previous snapshot's, builds `snapshots/<max_txid>.seg`: the merge of
+//!    the previous snapshot with the L1 segments after it. Snapshots
 //!    therefore always sit on L1 boundaries.
 //! 4. Publishes each object with create-if-absent, adds new snapshots to the
-//!    snapshot index, then advances the manifest by compare-and-swap.
-//! 5. Applies retention ([`retention`]): deletes covered L0 segments past
-//!    [`CompactConfig::l0_retention`], snapshots past
-//!    [`CompactConfig::snapshot_retention`] (always keeping the newest), and
-//!    the L1 segments up to the oldest kept snapshot.
+//!    snapshot index, then advances the manifest by compare-and-swap, once
+//!    per L1 segment, from the version it last read or wrote.
+//! 5. Retires snapshots past [`CompactConfig::snapshot_retention`] (always
+//!    keeping the newest) and the L1 segments up to the oldest kept one.
+//!
+//! A watching process calls [`compact_watching`] instead, which runs all of
+//! this only when the store may have work, and otherwise makes at most one
+//! request (see its module, `schedule.rs`, for the argument).
 //!
 //! # Exactly-once results from at-least-once invocations
 //!
@@ -55,6 +62,7 @@
 mod headers;
 mod objects;
 pub mod retention;
+mod schedule;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,17 +71,19 @@ use std::time::Duration;
 use tempfile::TempPath;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-pub use self::headers::HeaderCache;
+use self::headers::HeaderCache;
 use self::objects::{
     LocalSegment, Read, SegmentInfo, Upload, download, fetch_header, fetch_header_cached, fetch_trailer, merge_files,
     upload,
 };
+use self::schedule::Outlook;
+pub use self::schedule::{CompactMemory, compact_watching};
 use crate::format::{Codecs, FormatError, Header};
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, l0_key, l1_key, snapshot_index_key, snapshot_key};
 use crate::manifest::{
-    Chain, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, Position, SnapshotIndex, SnapshotRef, read_manifest,
-    update_document, update_manifest,
+    Chain, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, Position, SnapshotIndex, SnapshotRef, Versioned,
+    read_manifest, update_document, update_manifest_from,
 };
 use crate::merge::MergeError;
 use crate::store::{Store, StoreError};
@@ -275,36 +285,48 @@ pub async fn compact(
     config: &CompactConfig,
     clock: &dyn Clock,
 ) -> Result<CompactReport, CompactError> {
-    compact_with(store, config, clock, &HeaderCache::new()).await
+    compact_with(store, config, clock, &CompactMemory::new()).await
 }
 
-/// [`compact`] for a process that compacts again and again: `headers`
+/// [`compact`] for a process that compacts again and again: `memory`
 /// remembers the segment headers read, so the next runs do not request
-/// them again (see [`HeaderCache`]). One cache may serve many stores.
+/// them again, and what the run learnt about the store's next deadlines
+/// (see [`compact_watching`]). One memory may serve many stores.
 pub async fn compact_with(
     store: &dyn Store,
     config: &CompactConfig,
     clock: &dyn Clock,
-    headers: &HeaderCache,
+    memory: &CompactMemory,
 ) -> Result<CompactReport, CompactError> {
     let span = info_span!("compact", store = store.url());
     async {
+        memory.forget_outlook(store.url());
         let mut report = CompactReport::default();
         let mut attempt = 0;
-        loop {
+        let passed = loop {
             attempt += 1;
-            match compact_pass(store, config, clock, headers, &mut report).await {
+            match compact_pass(store, config, clock, &memory.headers, &mut report).await {
                 Err(CompactError::Raced { key, .. }) if attempt < RACE_ATTEMPTS => {
                     debug!(key, attempt, "chain changed under the run; starting over");
-                    headers.forget(store.url(), &key);
+                    memory.headers.forget(store.url(), &key);
                 }
                 Err(CompactError::Raced { key, .. }) => return Err(CompactError::Raced { key, attempts: attempt }),
                 Err(e) => return Err(e),
-                Ok(()) => break,
+                Ok(passed) => break passed,
             }
-        }
-        if report.generation.is_some() {
-            retention::apply(store, config, clock, headers, &mut report).await?;
+        };
+        if let Some(passed) = passed {
+            let now_ms = clock.now_ms();
+            let retired = retention::retire_snapshots(
+                store,
+                config,
+                passed.manifest.clone(),
+                passed.l0.cursor,
+                now_ms,
+                &mut report,
+            )
+            .await?;
+            memory.set_outlook(store.url(), Outlook::after_pass(config, &passed, &retired, now_ms));
         }
         info!(
             newest = ?report.newest.map(|t| t.to_string()),
@@ -329,6 +351,20 @@ struct Progress {
     newest: Option<Position>,
     l1_max_txid: Option<TxId>,
     snapshot: Option<SnapshotRef>,
+    /// L0 retention's cursor, once it moved (its deletes are done).
+    l0_kept_min_txid: Option<TxId>,
+}
+
+/// What a pass leaves for retention and for the schedule of the next ones.
+pub(crate) struct Passed {
+    /// The manifest as the pass last read or wrote it.
+    pub manifest: Versioned<Manifest>,
+    /// The next L0 segment's TXID: where the walk found nothing.
+    pub next_l0: TxId,
+    /// Timestamp of the first L0 segment not yet in L1 (a window still open).
+    pub pending_ms: Option<u64>,
+    /// L0 retention after the pass.
+    pub l0: retention::L0Retention,
 }
 
 /// Local copies kept within a pass so a snapshot does not download what the
@@ -345,12 +381,15 @@ async fn compact_pass(
     clock: &dyn Clock,
     headers: &HeaderCache,
     report: &mut CompactReport,
-) -> Result<(), CompactError> {
-    let Some(manifest) = read_manifest(store).await? else {
+) -> Result<Option<Passed>, CompactError> {
+    let Some(read) = read_manifest(store).await? else {
         report.no_manifest = true;
-        return Ok(());
+        return Ok(None);
     };
-    let manifest = manifest.value;
+    let manifest = read.value.clone();
+    // The manifest as last read or written: each update starts from it
+    // rather than reading it again.
+    let mut current = read;
     let generation = manifest.generation;
     report.generation = Some(generation);
     report.newest = Some(manifest.newest.txid);
@@ -360,8 +399,18 @@ async fn compact_pass(
         .tempdir_in(&temp_root)
         .map_err(|source| CompactError::Io { op: "create", path: temp_root.clone(), source })?;
 
+    // L0 retention first, from the manifest just read (it deletes only what
+    // that manifest already covers by L1): its cursor then rides on this
+    // pass's manifest update instead of costing one of its own.
+    let l0 = retention::delete_l0(store, config, headers, &manifest, clock.now_ms(), report).await?;
     let l0s = walk_l0(store, headers, generation, manifest.l0_min_txid).await?;
-    let mut progress = Progress { generation, newest: None, l1_max_txid: None, snapshot: None };
+    let mut progress = Progress {
+        generation,
+        newest: None,
+        l1_max_txid: None,
+        snapshot: None,
+        l0_kept_min_txid: l0.cursor.filter(|_| l0.moved),
+    };
     if let Some(last) = l0s.last()
         && last.header.max_txid > manifest.newest.txid
     {
@@ -377,27 +426,20 @@ async fn compact_pass(
     let mut cache = LocalCache { headers, snapshot: None, l1: Vec::new() };
     let mut next_l0 = 0usize;
     let mut position = manifest.l0_min_txid;
-    loop {
+    let mut published = false;
+    // Each closed window becomes an L1 segment. A window closed here that
+    // another run already merged is adopted when the upload finds its name
+    // taken; a run that saw no closed window does not look for L1 segments
+    // written by others: their manifest update says so.
+    while let Some(run) = closed_run(&l0s[next_l0..], config, clock.now_ms()) {
         let key = l1_key(generation, position);
-        let l1 = match fetch_header(store, &key, generation, Some(position)).await? {
-            Some(header) => {
-                report.l1_adopted += 1;
-                debug!(key, range = %header.range(), "L1 segment already written; adopting it");
-                header
-            }
-            None => {
-                let Some(run) = closed_run(&l0s[next_l0..], config, clock.now_ms()) else {
-                    break;
-                };
-                if run[0].header.min_txid != position {
-                    return Err(CompactError::Inconsistent {
-                        key: run[0].key.clone(),
-                        reason: format!("the L0 chain does not continue the L1 chain at {position}"),
-                    });
-                }
-                build_l1(store, config, &key, run, dir.path(), &mut cache, report).await?
-            }
-        };
+        if run[0].header.min_txid != position {
+            return Err(CompactError::Inconsistent {
+                key: run[0].key.clone(),
+                reason: format!("the L0 chain does not continue the L1 chain at {position}"),
+            });
+        }
+        let l1 = build_l1(store, config, &key, run, dir.path(), &mut cache, report).await?;
         let folded = next_l0;
         while next_l0 < l0s.len() && l0s[next_l0].header.max_txid <= l1.max_txid {
             next_l0 += 1;
@@ -434,16 +476,29 @@ async fn compact_pass(
             snapshot_base = Some(snapshot);
             progress.snapshot = Some(snapshot);
         }
-        publish(store, &progress, clock, report).await?;
+        current = publish(store, current, &progress, clock, report).await?;
+        published = true;
     }
-    if progress.newest.is_some() {
-        // Nothing was closed, but `newest` moved.
-        publish(store, &progress, clock, report).await?;
+    if !published && (progress.newest.is_some() || progress.l0_kept_min_txid.is_some()) {
+        // Nothing was closed, but `newest` or the L0 cursor moved.
+        current = publish(store, current, &progress, clock, report).await?;
+    }
+    // A pass that ran late (an outage, a first run over old segments) may
+    // have built L1 segments whose L0 segments are already past retention.
+    let l0 = retention::delete_l0(store, config, headers, &current.value, clock.now_ms(), report).await?;
+    if l0.moved {
+        progress.l0_kept_min_txid = l0.cursor;
+        current = publish(store, current, &progress, clock, report).await?;
     }
     if let Some(newest) = progress.newest {
         report.newest = Some(newest.txid);
     }
-    Ok(())
+    Ok(Some(Passed {
+        next_l0: l0s.last().map_or(manifest.l0_min_txid, |last| last.header.max_txid.next()),
+        pending_ms: l0s.get(next_l0).map(|s| s.header.timestamp_ms),
+        manifest: current,
+        l0,
+    }))
 }
 
 /// Walks the L0 chain by name from `min_txid` until a name is not found.
@@ -511,14 +566,17 @@ async fn build_l1(
                 report.l1_created += 1;
                 info!(size = summary.size, pages = summary.page_count, "L1 segment written");
                 cache.l1.push((min_txid, path));
-                Ok(Header {
+                let header = Header {
                     min_txid,
                     max_txid,
                     timestamp_ms: run[run.len() - 1].header.timestamp_ms,
                     commit: run[run.len() - 1].header.commit,
                     compression: Codecs::union_of(run.iter().map(|input| input.header.compression)),
                     ..run[0].header.clone()
-                })
+                };
+                // L0 retention reads it when the cursor reaches it.
+                cache.headers.insert(store.url(), key, &header);
+                Ok(header)
             }
             Upload::AlreadyExisted => {
                 report.l1_adopted += 1;
@@ -680,16 +738,19 @@ async fn add_to_index(store: &dyn Store, generation: GenerationId, snapshot: Sna
     Ok(())
 }
 
-/// Moves the manifest forward to include `progress`, by compare-and-swap.
-/// Each field only moves forward, so concurrent runs' updates combine.
+/// Moves the manifest forward to include `progress`, by compare-and-swap
+/// from `current` (the version last read or written). Each field only
+/// moves forward, so concurrent runs' updates combine. Returns the
+/// manifest as now stored.
 async fn publish(
     store: &dyn Store,
+    current: Versioned<Manifest>,
     progress: &Progress,
     clock: &dyn Clock,
     report: &mut CompactReport,
-) -> Result<(), CompactError> {
+) -> Result<Versioned<Manifest>, CompactError> {
     let mut changed = false;
-    update_manifest(store, |current| {
+    let stored = update_manifest_from(store, Some(current), |current| {
         changed = false;
         let Some(current) = current else {
             return Err(ManifestError::Rejected {
@@ -703,7 +764,12 @@ async fn publish(
     if changed {
         report.manifest_updates += 1;
     }
-    Ok(())
+    stored.ok_or_else(|| {
+        CompactError::Manifest(ManifestError::Rejected {
+            key: MANIFEST_KEY.to_string(),
+            reason: "the manifest disappeared during compaction".into(),
+        })
+    })
 }
 
 /// The manifest `current` moved forward by `progress`, or `None` if that
@@ -730,6 +796,11 @@ fn advance(current: &Manifest, progress: &Progress, now_ms: u64) -> Option<Manif
         && next.snapshot.is_none_or(|s| s.txid < snapshot.txid)
     {
         next.snapshot = Some(snapshot);
+    }
+    if let Some(kept) = progress.l0_kept_min_txid
+        && next.l0_kept_min_txid.is_none_or(|current| current < kept)
+    {
+        next.l0_kept_min_txid = Some(kept);
     }
     if next == *current {
         return None;

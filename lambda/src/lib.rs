@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
 use distributary_core::compact::{
-    Clock, CompactConfig, CompactError, CompactReport, HeaderCache, SystemClock, compact_with, parse_duration,
+    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with, parse_duration,
 };
 use distributary_core::layout::{Level, SegmentKey};
 use distributary_core::manifest::{Manifest, read_manifest};
@@ -111,14 +111,14 @@ pub struct Compactor {
     metrics_namespace: Option<String>,
     /// Kept while the execution environment stays warm: the next
     /// invocations skip the headers this one read.
-    headers: HeaderCache,
+    memory: CompactMemory,
 }
 
 impl Compactor {
     /// A compactor using `s3`'s client (any bucket and prefix) with `config`.
     /// It prints no metrics until [`Compactor::with_metrics`] names a namespace.
     pub fn new(s3: S3Store, config: CompactConfig, clock: Arc<dyn Clock>) -> Compactor {
-        Compactor { s3, config, clock, metrics_namespace: None, headers: HeaderCache::new() }
+        Compactor { s3, config, clock, metrics_namespace: None, memory: CompactMemory::new() }
     }
 
     /// Prints one Embedded Metric Format line per compacted store to stdout,
@@ -367,7 +367,7 @@ pub async fn handle<E: Into<Event>>(compactor: &Compactor, event: LambdaEvent<E>
     let mut messages = Vec::new();
     for target in &targets {
         let store = compactor.s3.with_location(target.bucket.clone(), target.prefix.clone());
-        match compact_with(&store, &compactor.config, compactor.clock.as_ref(), &compactor.headers).await {
+        match compact_with(&store, &compactor.config, compactor.clock.as_ref(), &compactor.memory).await {
             Ok(report) => {
                 // One more GET: the report does not carry the newest commit's
                 // time, and the staleness metric is worth a request.

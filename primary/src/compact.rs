@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use distributary_core::compact::{
-    CompactConfig, CompactError, HeaderCache, SystemClock, compact, compact_with, parse_duration,
+    CompactConfig, CompactError, CompactMemory, SystemClock, compact, compact_watching, parse_duration,
 };
 use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;
@@ -121,8 +121,9 @@ pub async fn watch(
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    // One cache for every pass: headers read once are not requested again.
-    let headers = HeaderCache::new();
+    // One memory for every pass: headers read once are not requested again,
+    // and a pass with nothing due costs at most one request.
+    let memory = CompactMemory::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -130,7 +131,7 @@ pub async fn watch(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
         }
-        match compact_with(store, config, &SystemClock, &headers).await {
+        match compact_watching(store, config, &SystemClock, &memory).await {
             Ok(_) => {}
             Err(error) if error.class() == ErrorClass::Permanent => {
                 return Err(error).with_context(|| format!("compact {}", store.url()));

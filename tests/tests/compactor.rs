@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use distributary_core::compact::{Clock, CompactConfig, HeaderCache, ManualClock, compact, compact_with};
+use distributary_core::compact::{
+    Clock, CompactConfig, CompactMemory, ManualClock, compact, compact_watching, compact_with,
+};
 use distributary_core::format::EncryptionKey;
 use distributary_core::layout::{Level, SegmentKey, l0_key};
 use distributary_core::manifest::{SnapshotRef, read_manifest, read_snapshot_index};
@@ -520,54 +522,179 @@ async fn the_function_runs_under_the_lambda_runtime_api() -> Result<()> {
 
 /// Store requests of a compactor that runs every 10 s (as `compact --watch`
 /// does) while a replicator uploads one L0 segment a second, for
-/// `minutes` simulated minutes. `remember` shares one header cache across
-/// the runs; otherwise each run starts with an empty one.
-async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Result<(u64, u64, u64, u64)> {
+/// `minutes` simulated minutes. `remember` runs the watching pass with one
+/// memory across the runs; otherwise each run is a full pass that starts
+/// with an empty memory.
+async fn requests_of_a_watching_compactor(minutes: u64, remember: bool) -> Result<Requests> {
     let dir = tempfile::tempdir()?;
     let store = CountingStore::new(Arc::new(FileStore::new(dir.path())));
     let mut db = SyntheticDb::new(generation(10), PAGE_SIZE, 16, None, 10);
     db.create_generation(&store, T0).await?;
     let config = CompactConfig { snapshot_interval: Duration::from_secs(3_600), ..quick_config() };
     let clock = ManualClock::new(T0);
-    let shared = HeaderCache::new();
+    let shared = CompactMemory::new();
     store.reset();
-    let (mut uploads, mut runs) = (0, 0);
+    let (mut uploads, mut runs, mut full) = (0, 0, 0);
     for second in 1..=minutes * 60 {
         let now = T0 + second * 1_000;
         put(&store, &db.next_l0(1, 2, now)?).await?;
         uploads += 1;
         if second % 10 == 0 {
             clock.set(now);
-            let fresh = HeaderCache::new();
-            compact_with(&store, &config, &clock, if remember { &shared } else { &fresh }).await?;
+            if remember {
+                full += u64::from(compact_watching(&store, &config, &clock, &shared).await?.is_some());
+            } else {
+                compact_with(&store, &config, &clock, &CompactMemory::new()).await?;
+                full += 1;
+            }
             runs += 1;
         }
     }
-    check_references(&store).await?;
     let count = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::SeqCst);
-    Ok((count(&store.gets) + count(&store.heads), count(&store.deletes), uploads, runs))
+    let requests = Requests {
+        reads: count(&store.gets) + count(&store.heads),
+        // Minus the replicator's uploads.
+        writes: count(&store.puts) - uploads,
+        deletes: count(&store.deletes),
+        uploads,
+        runs,
+        full,
+    };
+    check_references(&store).await?;
+    Ok(requests)
+}
+
+/// What [`requests_of_a_watching_compactor`] counted.
+#[derive(Debug)]
+struct Requests {
+    reads: u64,
+    writes: u64,
+    deletes: u64,
+    uploads: u64,
+    runs: u64,
+    full: u64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watching_compactor_reads_each_segment_once_and_deletes_in_batches() -> Result<()> {
-    let (reads, deletes, uploads, runs) = requests_of_a_watching_compactor(8, true).await?;
-    let (forgetful, _, _, _) = requests_of_a_watching_compactor(8, false).await?;
-    println!(
-        "{uploads} L0 uploads, {runs} runs: {reads} GET/HEAD with a shared header cache, {forgetful} without; \
-         {deletes} delete requests"
+async fn a_watching_compactor_reads_each_segment_once_and_writes_once_a_window() -> Result<()> {
+    let minutes = 8;
+    let watching = requests_of_a_watching_compactor(minutes, true).await?;
+    let forgetful = requests_of_a_watching_compactor(minutes, false).await?;
+    println!("watching: {watching:?}\nfull passes with a fresh memory: {forgetful:?}");
+    // Per L0 segment: one GET of the whole object (a probe or the walk,
+    // which keeps the body for the L1 merge and the header for retention).
+    // Per window of a minute: a full pass (the manifest, the probe past the
+    // chain's end, the snapshot index, the new L1 header for retention).
+    let budget = watching.uploads + 6 * minutes;
+    ensure!(watching.reads <= budget, "{watching:?}: more than {budget} reads");
+    ensure!(watching.reads * 2 < forgetful.reads, "the memory saves at least half: {watching:?} vs {forgetful:?}");
+    // A full pass once a window (plus the first), not every run.
+    ensure!(
+        watching.full <= minutes + 2 && watching.runs == minutes * 6,
+        "{watching:?}: a full pass more often than once a window"
     );
-    // Per L0 segment: one GET of the whole object (the walk, which keeps
-    // the body for the L1 merge and the header for retention). Per run: the
-    // manifest twice (the pass and retention), the two probes past the
-    // chains' ends, the snapshot index, and the manifest reads of each
-    // compare-and-swap.
-    let budget = uploads + 8 * runs;
-    ensure!(reads <= budget, "{reads} reads for {uploads} uploads and {runs} runs (budget {budget})");
-    ensure!(reads * 2 < forgetful, "the cache saves at least half: {reads} vs {forgetful}");
+    // Per full pass: the L1 segment and one manifest update, which also
+    // carries L0 retention's cursor.
+    ensure!(watching.writes <= 2 * watching.full, "{watching:?}: more than two writes a full pass");
     // L0 retention (2 minutes) deletes the 60 L0 segments of each closed
     // 1-minute window in one request, not one request each (what made an
     // idle store's compactor cost more than its replicator).
-    ensure!(deletes >= 1, "retention deleted nothing in {minutes} minutes", minutes = 8);
-    ensure!(deletes <= 8, "{deletes} delete requests for at most 8 windows of L0 segments");
+    ensure!(watching.deletes >= 1, "{watching:?}: retention deleted nothing in {minutes} minutes");
+    ensure!(watching.deletes <= minutes, "{watching:?}: more than one delete request a window");
     Ok(())
+}
+
+/// A watching compactor over a database gone idle: once its last window is
+/// closed and retention is done, each pass makes at most one request (the
+/// probe for the next L0 segment, or once a minute the manifest's
+/// conditional GET); a new segment, a new generation and a retention
+/// deadline are each still acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watching_compactor_makes_at_most_one_request_a_pass() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = CountingStore::new(Arc::new(FileStore::new(dir.path())));
+    let mut db = SyntheticDb::new(generation(11), PAGE_SIZE, 16, None, 11);
+    db.create_generation(&store, T0).await?;
+    let config = CompactConfig {
+        snapshot_interval: Duration::from_secs(120),
+        snapshot_retention: Duration::from_secs(3_600),
+        ..quick_config()
+    };
+    let mut watcher =
+        Watcher { store: &store, config, clock: ManualClock::new(T0), memory: CompactMemory::new(), now: T0 };
+    // Three busy minutes, then long enough for the last window to close,
+    // its snapshot to be written and L0 retention (2 min) to finish.
+    watcher.run(&mut db, 180, true).await?;
+    watcher.run(&mut db, 600, false).await?;
+    let settled = read_manifest(&store).await?.context("manifest")?.value;
+    ensure!(settled.l0_min_txid == db.txid().next(), "every L0 segment is in L1: {settled:?}");
+    ensure!(settled.l0_kept_min_txid == Some(db.txid().next()), "L0 retention is done: {settled:?}");
+
+    // An idle half hour, before snapshot retention (1 h) is due.
+    store.reset();
+    let (most, full) = watcher.run(&mut db, 1_200, false).await?;
+    let passes = 120;
+    println!("idle: {} requests in {passes} passes, at most {most} in one, {full} full passes", store.total());
+    ensure!(most <= 1 && full == 0, "an idle pass made {most} requests ({full} full passes)");
+    ensure!(store.total() <= passes, "{} requests for {passes} idle passes", store.total());
+    ensure!(store.puts.load(std::sync::atomic::Ordering::SeqCst) == 0, "an idle pass wrote");
+
+    // A new L0 segment is compacted once its window closes.
+    watcher.run(&mut db, 1, true).await?;
+    watcher.run(&mut db, 180, false).await?;
+    let manifest = read_manifest(&store).await?.context("manifest")?.value;
+    ensure!(manifest.l0_min_txid == db.txid().next(), "the new segment went into L1: {manifest:?}");
+
+    // Snapshot retention's deadline (an hour after the oldest) is acted on.
+    let index = read_snapshot_index(&store, db.generation).await?.context("index")?.value;
+    let oldest = index.snapshots[0];
+    let until_expired = (oldest.timestamp_ms + 3_600_000 + 20_000).saturating_sub(watcher.now) / 1_000;
+    watcher.run(&mut db, until_expired, false).await?;
+    let index = read_snapshot_index(&store, db.generation).await?.context("index")?.value;
+    ensure!(index.snapshots[0].txid > oldest.txid, "the expired snapshot {} was retired: {index:?}", oldest.txid);
+
+    // A new generation is seen by the manifest check within a minute.
+    let mut next = SyntheticDb::new(generation(12), PAGE_SIZE, 16, None, 12);
+    next.create_generation(&store, watcher.now).await?;
+    put(&store, &next.next_l0(1, 2, watcher.now + 1_000)?).await?;
+    watcher.run(&mut db, 240, false).await?;
+    let manifest = read_manifest(&store).await?.context("manifest")?.value;
+    ensure!(
+        manifest.generation == next.generation && manifest.l0_min_txid == next.txid().next(),
+        "the new generation's segment went into L1: {manifest:?}"
+    );
+    check_references(&store).await?;
+    Ok(())
+}
+
+/// A compactor watching `store` every 10 s of a simulated clock.
+struct Watcher<'a> {
+    store: &'a CountingStore,
+    config: CompactConfig,
+    clock: ManualClock,
+    memory: CompactMemory,
+    now: u64,
+}
+
+impl Watcher<'_> {
+    /// Runs for `seconds`, uploading an L0 segment of `db` each second if
+    /// `uploading`; returns the most requests one pass made and how many
+    /// passes were full ones.
+    async fn run(&mut self, db: &mut SyntheticDb, seconds: u64, uploading: bool) -> Result<(u64, u64)> {
+        let (mut most, mut full) = (0, 0);
+        for _ in 0..seconds {
+            self.now += 1_000;
+            if uploading {
+                put(self.store, &db.next_l0(1, 2, self.now)?).await?;
+            }
+            if (self.now - T0).is_multiple_of(10_000) {
+                self.clock.set(self.now);
+                let before = self.store.total();
+                full +=
+                    u64::from(compact_watching(self.store, &self.config, &self.clock, &self.memory).await?.is_some());
+                most = most.max(self.store.total() - before);
+            }
+        }
+        Ok((most, full))
+    }
 }

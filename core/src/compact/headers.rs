@@ -39,7 +39,7 @@ const BODY_CAPACITY: usize = 64 << 20;
 /// Headers (and small bodies) by store URL and key. Shared by reference;
 /// safe across tasks.
 #[derive(Debug, Default)]
-pub struct HeaderCache {
+pub(crate) struct HeaderCache {
     entries: Mutex<HashMap<(String, String), Header>>,
     bodies: Mutex<Bodies>,
 }
@@ -51,11 +51,6 @@ struct Bodies {
 }
 
 impl HeaderCache {
-    /// An empty cache.
-    pub fn new() -> HeaderCache {
-        HeaderCache::default()
-    }
-
     pub(crate) fn get(&self, store_url: &str, key: &str) -> Option<Header> {
         self.lock().get(&(store_url.to_string(), key.to_string())).cloned()
     }

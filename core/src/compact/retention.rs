@@ -31,57 +31,55 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::headers::HeaderCache;
 use super::objects::{Read, fetch_header, fetch_header_cached};
-use super::{Clock, CompactConfig, CompactError, CompactReport};
+use super::{CompactConfig, CompactError, CompactReport};
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{l0_key, l1_key, snapshot_index_key, snapshot_key};
-use crate::manifest::{Manifest, SnapshotIndex, read_manifest, read_snapshot_index, update_document, update_manifest};
+use crate::manifest::{Manifest, SnapshotIndex, Versioned, read_snapshot_index, update_document, update_manifest_from};
 use crate::store::Store;
 
 /// Most L1 segments whose L0 segments one run deletes: bounds a run's work
 /// after a long outage (the next runs continue).
 const MAX_L0_GROUPS_PER_RUN: usize = 1_000;
 
-/// Applies the retention rules to the manifest's current generation.
-pub(crate) async fn apply(
-    store: &dyn Store,
-    config: &CompactConfig,
-    clock: &dyn Clock,
-    headers: &HeaderCache,
-    report: &mut CompactReport,
-) -> Result<(), CompactError> {
-    let Some(manifest) = read_manifest(store).await? else {
-        return Ok(());
-    };
-    let manifest = manifest.value;
-    let span = info_span!("retention", generation = %manifest.generation);
-    async {
-        let now_ms = clock.now_ms();
-        let cursor = delete_l0(store, config, headers, &manifest, now_ms, report).await?;
-        delete_snapshots_and_l1(store, config, &manifest, cursor, now_ms, report).await
-    }
-    .instrument(span)
-    .await
+/// What [`delete_l0`] did, and when it has work again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct L0Retention {
+    /// The first TXID whose L0 segments are kept, if the store has L1.
+    pub cursor: Option<TxId>,
+    /// The cursor moved past the manifest's: the caller's next manifest
+    /// update carries it (`l0_kept_min_txid` moves only after the deletes).
+    pub moved: bool,
+    /// When the oldest L0 segments still kept expire (`None`: no L1 segment
+    /// waits for it; a new one comes with a pass that has work anyway).
+    pub due_ms: Option<u64>,
 }
 
 /// Deletes the L0 segments of every L1 segment old enough, from the cursor
-/// on, then moves the cursor. Returns the cursor (first TXID whose L0
-/// segments are kept), if known.
-async fn delete_l0(
+/// on (the manifest's `l0_kept_min_txid`). Does not write the manifest:
+/// the caller publishes the new cursor with its own update, so deleting a
+/// minute's L0 segments costs no manifest write of its own.
+pub(crate) async fn delete_l0(
     store: &dyn Store,
     config: &CompactConfig,
     headers: &HeaderCache,
     manifest: &Manifest,
     now_ms: u64,
     report: &mut CompactReport,
-) -> Result<Option<TxId>, CompactError> {
+) -> Result<L0Retention, CompactError> {
     let generation = manifest.generation;
     let Some(start) = manifest.l0_kept_min_txid.or(manifest.l1.map(|chain| chain.min_txid)) else {
-        return Ok(None);
+        return Ok(L0Retention::default());
     };
     let retention_ms = u64::try_from(config.l0_retention.as_millis()).unwrap_or(u64::MAX);
     let mut cursor = start;
-    for _ in 0..MAX_L0_GROUPS_PER_RUN {
+    let mut due_ms = None;
+    for group in 0..=MAX_L0_GROUPS_PER_RUN {
         if cursor >= manifest.l0_min_txid {
+            break;
+        }
+        if group == MAX_L0_GROUPS_PER_RUN {
+            // More after a long outage: the next pass goes on at once.
+            due_ms = Some(now_ms);
             break;
         }
         let key = l1_key(generation, cursor);
@@ -89,7 +87,9 @@ async fn delete_l0(
             warn!(key, "the L1 segment at the L0 retention cursor is missing; keeping the L0 segments after it");
             break;
         };
-        if l1.timestamp_ms.saturating_add(retention_ms) > now_ms {
+        let expires_ms = l1.timestamp_ms.saturating_add(retention_ms);
+        if expires_ms > now_ms {
+            due_ms = Some(expires_ms);
             break;
         }
         // Find this L1 segment's L0 segments by name, then delete them newest
@@ -116,45 +116,49 @@ async fn delete_l0(
         debug!(l1 = key, deleted = keys.len(), "deleted the L0 segments covered by an L1 segment");
         cursor = l1.max_txid.next();
     }
-    if cursor > start {
-        update_manifest(store, |current| {
-            let Some(current) = current else { return Ok(None) };
-            if current.generation != generation || current.l0_kept_min_txid.is_some_and(|kept| kept >= cursor) {
-                return Ok(None);
-            }
-            let mut next = current.clone();
-            next.l0_kept_min_txid = Some(cursor);
-            Ok(Some(next))
-        })
-        .await?;
-        report.manifest_updates += 1;
-    }
-    Ok(Some(cursor))
+    Ok(L0Retention { cursor: Some(cursor), moved: cursor > start, due_ms })
+}
+
+/// What [`retire_snapshots`] leaves: the manifest as now stored, and when
+/// the oldest snapshot kept expires (`None` when it is the newest, which is
+/// always kept, or when the L0 cursor holds it back: L0 retention's own
+/// deadline comes first then).
+pub(crate) struct Retired {
+    pub manifest: Versioned<Manifest>,
+    pub due_ms: Option<u64>,
 }
 
 /// Deletes snapshots past retention and the L1 segments up to the oldest
-/// kept snapshot, in the crash-safe order of the module docs.
-async fn delete_snapshots_and_l1(
+/// kept snapshot, in the crash-safe order of the module docs. `manifest` is
+/// the manifest as the caller last read or wrote it.
+pub(crate) async fn retire_snapshots(
     store: &dyn Store,
     config: &CompactConfig,
-    manifest: &Manifest,
+    manifest: Versioned<Manifest>,
     l0_cursor: Option<TxId>,
     now_ms: u64,
     report: &mut CompactReport,
-) -> Result<(), CompactError> {
-    let generation = manifest.generation;
-    let (Some(newest), Some(l0_cursor)) = (manifest.snapshot, l0_cursor) else {
-        return Ok(());
+) -> Result<Retired, CompactError> {
+    let generation = manifest.value.generation;
+    let (Some(newest), Some(l0_cursor)) = (manifest.value.snapshot, l0_cursor) else {
+        return Ok(Retired { manifest, due_ms: None });
     };
     let Some(index) = read_snapshot_index(store, generation).await? else {
-        return Ok(());
+        return Ok(Retired { manifest, due_ms: None });
     };
     let index = index.value;
     let Some(oldest) = index.snapshots.first().copied() else {
-        return Ok(());
+        return Ok(Retired { manifest, due_ms: None });
     };
     let retention_ms = u64::try_from(config.snapshot_retention.as_millis()).unwrap_or(u64::MAX);
     let cutoff_ms = now_ms.saturating_sub(retention_ms);
+    // When a snapshot other than the newest is first past retention (the
+    // floor below keeps one exactly `retention` old).
+    let expiry = |txid: TxId| {
+        let snapshot = index.snapshots.iter().find(|s| s.txid == txid)?;
+        let expires_ms = snapshot.timestamp_ms.saturating_add(retention_ms).saturating_add(1);
+        (snapshot.txid < newest.txid && expires_ms > now_ms).then_some(expires_ms)
+    };
     // The floor: the oldest snapshot kept. Kept are those young enough and
     // the newest (and any newer the index already lists). The floor may not
     // pass the L0 cursor: the L1 segments before it would be deleted while
@@ -162,19 +166,19 @@ async fn delete_snapshots_and_l1(
     let Some(floor) =
         index.snapshots.iter().filter(|s| s.timestamp_ms >= cutoff_ms || s.txid >= newest.txid).map(|s| s.txid).min()
     else {
-        return Ok(());
+        return Ok(Retired { manifest, due_ms: expiry(oldest.txid) });
     };
     let floor = match index.snapshots.iter().map(|s| s.txid).filter(|&t| t <= floor && t < l0_cursor).max() {
         Some(floor) => floor,
-        None => return Ok(()),
+        None => return Ok(Retired { manifest, due_ms: expiry(oldest.txid) }),
     };
     if floor <= oldest.txid {
-        return Ok(());
+        return Ok(Retired { manifest, due_ms: expiry(oldest.txid) });
     }
     let span = info_span!("retire", floor = %floor, oldest = %oldest.txid);
     async {
         // (1) The manifest stops pointing at the L1 segments up to the floor.
-        update_manifest(store, |current| {
+        let manifest = update_manifest_from(store, Some(manifest), |current| {
             let Some(current) = current else { return Ok(None) };
             let Some(chain) = current.l1 else { return Ok(None) };
             if current.generation != generation || chain.min_txid > floor {
@@ -184,7 +188,8 @@ async fn delete_snapshots_and_l1(
             next.l1 = (chain.max_txid > floor).then(|| crate::manifest::Chain { min_txid: floor.next(), ..chain });
             Ok(Some(next))
         })
-        .await?;
+        .await?
+        .ok_or_else(|| manifest_gone(generation))?;
         // (2) L1 segments from the oldest snapshot to the floor, newest first.
         let l1_keys = walk_l1_keys(store, generation, oldest.txid.next(), floor).await?;
         delete_chain(store, &l1_keys).await?;
@@ -206,10 +211,19 @@ async fn delete_snapshots_and_l1(
         })
         .await?;
         info!(l1_deleted = l1_keys.len(), snapshots_deleted = retired.len(), "retired old snapshots");
-        Ok(())
+        Ok(Retired { manifest, due_ms: expiry(floor) })
     }
     .instrument(span)
     .await
+}
+
+/// The manifest was deleted while the compactor worked (only a person can
+/// do that): the run stops rather than write one back.
+fn manifest_gone(generation: GenerationId) -> CompactError {
+    CompactError::Manifest(crate::manifest::ManifestError::Rejected {
+        key: crate::layout::MANIFEST_KEY.to_string(),
+        reason: format!("the manifest of generation {generation} disappeared during compaction"),
+    })
 }
 
 /// The keys of the L1 chain from `min_txid` to `max_txid`, by name, stopping
