@@ -21,14 +21,26 @@ Sections, in order (each reuses the code of its stand-alone script):
               both databases) then an idle window (no writes). Requests by
               kind and bytes uploaded are counted at the proxy; CPU and RSS
               from /proc. Distributary's column includes `distributary compact
-              --watch` (its defaults) on the same proxy, because Litestream
-              compacts inside its replicator.
+              --watch` (its defaults) on its own proxy, because Litestream
+              compacts inside its replicator. In both windows one reader per
+              tool, each on its own proxy and asked a trivial query once a
+              second: `edge-reader serve --poll 1s` (default
+              --manifest-interval, 30 s) and the Litestream VFS (1 s poll) in
+              the sqlite3 CLI. Then a cost table: request $ per month of 1
+              database with 1, 10 and 10,000 readers (writer side + N x the
+              measured reader; readers on S3 add linearly), active and idle,
+              and Distributary's readers behind a CDN: S3 = writer side + the
+              CDN's origin GETs, the CDN's request charge (CloudFront) apart;
+              its numbers come from the cdn section's JSON (--cdn-json), the
+              row says "not measured" without it.
   many        bench/many.py: 1,000 idle databases in one process (a folder,
               `replicate --dir` beside Litestream's `dir:`): threads,
               descriptors, RSS, idle CPU and store writes, then 10 written at
               once and their lag to the store (--quick: 100 databases).
 
-Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many]
+Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many] [--cdn-json PATH]
+  --cdn-json PATH: {"readers", "origin_requests_per_s" (CDN -> S3, all readers
+  together), "reader_requests_per_s" (readers -> CDN, all together), "hit_ratio"}
 """
 import argparse, http.client, json, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
 from types import SimpleNamespace
