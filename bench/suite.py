@@ -257,15 +257,18 @@ class ReaderQueries:
     def __init__(self, edge_port, vfs):
         self.client = http.client.HTTPConnection("127.0.0.1", edge_port, timeout=10)
         self.vfs, self.failed, self.running = vfs, 0, True
+        self.last = {"distributary-reader": None, "litestream-reader": None}  # max(id) each last saw
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
 
     def ask_edge_reader(self):
         self.client.request("POST", "/query", json.dumps({"sql": self.SQL}), {"Content-Type": "application/json"})
         response = self.client.getresponse()
-        response.read()
+        body = response.read()
         if response.status != 200:
             self.failed += 1
+        else:
+            self.last["distributary-reader"] = json.loads(body)["rows"][0][0]
 
     def loop(self):
         tick = time.perf_counter()
@@ -274,7 +277,7 @@ class ReaderQueries:
                 self.ask_edge_reader()
             except OSError:
                 self.failed += 1
-            self.vfs.query_int(self.SQL)
+            self.last["litestream-reader"] = self.vfs.query_int(self.SQL)
             tick += 1.0
             time.sleep(max(0.0, tick - time.perf_counter()))
 
@@ -345,7 +348,8 @@ def run_s3(cfg, work, binaries):
         peak = {name: st.peak_rss_mb() for name, st in stats.items()}
         # Failed HTTP queries to edge-reader serve; lines the VFS logged.
         result = {"active": active, "idle": idle, "lifetime_peak_rss": peak,
-                  "reader_errors": {"distributary-reader": queries.failed, "litestream-reader": len(vfs.errors)}}
+                  "reader_errors": {"distributary-reader": queries.failed, "litestream-reader": len(vfs.errors)},
+                  "reader_last": queries.last}
         result["cost"] = cost_table(result, cfg.cdn)
         return result
     finally:
@@ -587,11 +591,13 @@ def print_table(results, cfg, versions):
               "$0.0004 per 1,000; DELETE free. Storage and transfer not included.")
         print("Distributary = `distributary replicate` + `distributary compact --watch` (defaults: every 10 s, "
               "1 min L1 windows, 1 h snapshots); Litestream = `litestream replicate` (defaults; it compacts itself).")
-        errors = results["s3"]["reader_errors"]
+        errors, last = results["s3"]["reader_errors"], results["s3"]["reader_last"]
         print("One reader each, through its own proxy, in both windows, asked `SELECT max(id)` once a second: "
               f"`edge-reader serve --poll {READER_POLL}` (default --manifest-interval) on Distributary's bucket, the "
               "Litestream VFS (1 s poll) in the sqlite3 CLI on Litestream's; failed queries to edge-reader: "
-              f"{errors['distributary-reader']}, lines the VFS logged: {errors['litestream-reader']}.")
+              f"{errors['distributary-reader']}, lines the VFS logged: {errors['litestream-reader']}; last max(id) "
+              f"seen (rows: {cfg.seed_rows:,} seeded + {results['s3']['active']['written']:,} written): edge-reader "
+              f"{fmt(last['distributary-reader'])}, VFS {fmt(last['litestream-reader'])}.")
     if "lag" in results:
         n = results["lag"]["distributary"][2] if results["lag"]["distributary"] else 0
         print(f"Lag: {cfg.lag_writes} writes 0.2-0.6 s apart ({n} seen by our reader), reader polls every 10 ms; "
