@@ -13,6 +13,7 @@ KINDS = ("PUT", "COPY", "POST", "LIST", "GET", "HEAD", "DELETE", "OTHER")
 # S3 Standard list prices, us-east-1, dollars per 1,000 requests. DELETE is free.
 PRICE_PER_1000 = {"PUT": 0.005, "COPY": 0.005, "POST": 0.005, "LIST": 0.005,
                   "GET": 0.0004, "HEAD": 0.0004, "OTHER": 0.0004, "DELETE": 0.0}
+HOURS_PER_MONTH = 730  # a 30.4-day month
 
 
 def classify(method, target, headers):
@@ -131,5 +132,6 @@ def delta(after, before):
 
 
 def monthly_cost(counts_per_hour):
-    """Dollars per 30.4-day month (730 h) at PRICE_PER_1000."""
-    return sum(counts_per_hour[k] * PRICE_PER_1000[k] / 1000 for k in KINDS) * 730
+    """Dollars per month (HOURS_PER_MONTH) at PRICE_PER_1000; kinds missing
+    from `counts_per_hour` count as none."""
+    return sum(counts_per_hour.get(k, 0) * PRICE_PER_1000[k] / 1000 for k in KINDS) * HOURS_PER_MONTH

@@ -186,8 +186,41 @@ def lag_distributary(work, writes, gaps=(0.2, 0.6)):
         keeper.close()
 
 
+class VfsReader:
+    """Litestream 0.5's VFS read replica of `replica_url` (LITESTREAM_REPLICA_URL;
+    it polls every 1 s by default) in the sqlite3 CLI on a pipe: this
+    Python's sqlite3 cannot load extensions. `env` is Litestream's
+    (common.litestream_env); `cwd` holds the CLI's scratch files."""
+
+    def __init__(self, replica_url, env, cwd):
+        import litestream_vfs  # pip install litestream-vfs
+        so = os.path.splitext(litestream_vfs.loadable_path())[0]
+        self.errors = []  # lines the VFS logged to the CLI's stdout
+        self.proc = subprocess.Popen(["stdbuf", "-oL", "sqlite3", "-batch", "-cmd", f".load {so}", "-cmd",
+                                      ".open file:replica.db?vfs=litestream", ":memory:"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=dict(env, LITESTREAM_REPLICA_URL=replica_url), cwd=cwd)
+
+    def query_int(self, sql):
+        """The integer that `sql` answers with."""
+        self.proc.stdin.write(sql + ";\n")
+        self.proc.stdin.flush()
+        # The VFS logs its errors to the CLI's stdout: skip those lines (and
+        # keep them) until the query's answer.
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                sys.exit("the sqlite3 CLI with the Litestream VFS exited")
+            if line.strip().isdigit():
+                return int(line)
+            self.errors.append(line.strip())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def lag_litestream(work, writes, gaps=(0.2, 0.6)):
-    import litestream_vfs  # pip install litestream-vfs
     app = os.path.join(work, "ls-app.db")
     keeper = make_events_db(app)
     store = os.path.join(work, "ls-store")
@@ -204,35 +237,20 @@ def lag_litestream(work, writes, gaps=(0.2, 0.6)):
             if time.time() > deadline:
                 sys.exit("litestream did not replicate")
             time.sleep(0.1)
-        env["LITESTREAM_REPLICA_URL"] = "file://" + store
-        so = os.path.splitext(litestream_vfs.loadable_path())[0]
-        reader = subprocess.Popen(["stdbuf", "-oL", "sqlite3", "-batch", "-cmd", f".load {so}", "-cmd",
-                                   ".open file:replica.db?vfs=litestream", ":memory:"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=work)
-
-        vfs_errors = []
+        reader = VfsReader("file://" + store, env, work)
 
         def read_max_id():
-            reader.stdin.write("SELECT coalesce(max(id), 0) FROM events;\n")
-            reader.stdin.flush()
-            # The VFS logs its errors to the CLI's stdout: skip those lines
-            # (and count them) until the query's answer.
-            while True:
-                line = reader.stdout.readline()
-                if not line:
-                    sys.exit("the sqlite3 CLI with the Litestream VFS exited")
-                if line.strip().isdigit():
-                    return int(line)
-                vfs_errors.append(line.strip())
+            return reader.query_int("SELECT coalesce(max(id), 0) FROM events")
 
         read_max_id()
         lags = measure_lag(Writer(app, writes, gaps), read_max_id)
-        if vfs_errors:
-            print(f"  Litestream VFS logged {len(vfs_errors)} errors, first: {vfs_errors[0][:200]}", file=sys.stderr)
+        if reader.errors:
+            print(f"  Litestream VFS logged {len(reader.errors)} errors, first: {reader.errors[0][:200]}",
+                  file=sys.stderr)
         return lags
     finally:
         if reader:
-            reader.kill()
+            reader.close()
         stop(replicator)
         keeper.close()
 

@@ -21,16 +21,28 @@ Sections, in order (each reuses the code of its stand-alone script):
               both databases) then an idle window (no writes). Requests by
               kind and bytes uploaded are counted at the proxy; CPU and RSS
               from /proc. Distributary's column includes `distributary compact
-              --watch` (its defaults) on the same proxy, because Litestream
-              compacts inside its replicator.
+              --watch` (its defaults) on its own proxy, because Litestream
+              compacts inside its replicator. In both windows one reader per
+              tool, each on its own proxy and asked a trivial query once a
+              second: `edge-reader serve --poll 1s` (default
+              --manifest-interval, 30 s) and the Litestream VFS (1 s poll) in
+              the sqlite3 CLI. Then a cost table: request $ per month of 1
+              database with 1, 10 and 10,000 readers (writer side + N x the
+              measured reader; readers on S3 add linearly), active and idle,
+              and Distributary's readers behind a CDN: S3 = writer side + the
+              CDN's origin GETs, the CDN's request charge (CloudFront) apart;
+              its numbers come from the cdn section's JSON (--cdn-json), the
+              row says "not measured" without it.
   many        bench/many.py: 1,000 idle databases in one process (a folder,
               `replicate --dir` beside Litestream's `dir:`): threads,
               descriptors, RSS, idle CPU and store writes, then 10 written at
               once and their lag to the store (--quick: 100 databases).
 
-Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many]
+Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many] [--cdn-json PATH]
+  --cdn-json PATH: {"readers", "origin_requests_per_s" (CDN -> S3, all readers
+  together), "reader_requests_per_s" (readers -> CDN, all together), "hit_ratio"}
 """
-import argparse, http.client, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
 from types import SimpleNamespace
 
 import bursts, busy0, common, many, restore, s3proxy, serve
@@ -205,27 +217,97 @@ def window(seconds, proxies, stats, write=None, rate=0):
             "rss": peak}
 
 
+READER_POLL = "1s"  # both readers: edge-reader serve --poll 1s, and the VFS's default
+READERS = ("distributary-reader", "litestream-reader")
+
+
+def s3_url(bucket, proxy_port):
+    """Distributary's store URL for `bucket` on moto, through a proxy."""
+    return f"s3://{bucket}/db?endpoint=http://127.0.0.1:{proxy_port}&region=us-east-1"
+
+
+def start_edge_reader(binary, folder, proxy_port, env, logs):
+    """`edge-reader serve --poll 1s` (default --manifest-interval) on the S3
+    store through its own proxy; returns (process, its HTTP port) once its
+    first sync is done, so that sync falls in neither window."""
+    port = free_port()
+    proc = subprocess.Popen([binary, "serve", "--source", s3_url("distributary", proxy_port),
+                             "--db", os.path.join(folder, "reader.db"), "--listen", f"127.0.0.1:{port}",
+                             "--poll", READER_POLL], stdout=logs, stderr=logs, env=env)
+    serve.wait_http(port, "/status", lambda status, body: status == 200 and json.loads(body)["ready"])
+    return proc, port
+
+
+def start_vfs_reader(folder, proxy_port, env):
+    """The Litestream VFS on Litestream's bucket through its own proxy (the
+    same URL form as `litestream replicate`'s config: endpoint, region,
+    path-style); returns it once it has answered a first query."""
+    url = f"s3://litestream/db?endpoint=http://127.0.0.1:{proxy_port}&region=us-east-1&forcePathStyle=true"
+    reader = serve.VfsReader(url, env, folder)
+    reader.query_int("SELECT count(*) FROM events")
+    return reader
+
+
+class ReaderQueries:
+    """One trivial query a second to each reader while the windows run, as an
+    app would, so a reader that syncs on demand (the VFS) keeps polling."""
+
+    SQL = "SELECT coalesce(max(id), 0) FROM events"
+
+    def __init__(self, edge_port, vfs):
+        self.client = http.client.HTTPConnection("127.0.0.1", edge_port, timeout=10)
+        self.vfs, self.failed, self.running = vfs, 0, True
+        self.last = {"distributary-reader": None, "litestream-reader": None}  # max(id) each last saw
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def ask_edge_reader(self):
+        self.client.request("POST", "/query", json.dumps({"sql": self.SQL}), {"Content-Type": "application/json"})
+        response = self.client.getresponse()
+        body = response.read()
+        if response.status != 200:
+            self.failed += 1
+        else:
+            self.last["distributary-reader"] = json.loads(body)["rows"][0][0]
+
+    def loop(self):
+        tick = time.perf_counter()
+        while self.running:
+            try:
+                self.ask_edge_reader()
+            except OSError:
+                self.failed += 1
+            self.last["litestream-reader"] = self.vfs.query_int(self.SQL)
+            tick += 1.0
+            time.sleep(max(0.0, tick - time.perf_counter()))
+
+    def finish(self):
+        self.running = False
+        self.thread.join(timeout=30)  # a VFS that stopped answering must not hang the suite
+        self.client.close()
+
+
 def run_s3(cfg, work, binaries):
     folder = os.path.join(work, "s3")
     os.makedirs(folder)
     moto, moto_port = start_moto()
-    procs, proxies, keepers = {}, {}, []
+    procs, proxies, keepers, vfs, queries = {}, {}, [], None, None
     logs = open(os.path.join(folder, "replicators.log"), "wb")
     try:
         for tool in ("distributary", "litestream"):
             create_bucket(moto_port, tool)
-        # The compactor gets its own proxy to the same bucket, so the table can
-        # say which of Distributary's two processes made the requests.
-        proxies = {name: s3proxy.CountingProxy(moto_port) for name in ("distributary", "compactor", "litestream")}
+        # The compactor and each reader get their own proxy to their tool's
+        # bucket, so the tables can say which process made the requests.
+        proxies = {name: s3proxy.CountingProxy(moto_port)
+                   for name in ("distributary", "compactor", "litestream") + READERS}
         dbs = {tool: os.path.join(folder, tool + ".db") for tool in ("distributary", "litestream")}
         keepers = [seed_database(db, cfg.seed_rows) for db in dbs.values()]
         env = litestream_env(S3_ENV)
-        url = "s3://distributary/db?endpoint=http://127.0.0.1:{}&region=us-east-1".format
         procs["distributary"] = subprocess.Popen(
             [binaries["distributary"], "replicate", "--sync-interval", SYNC_INTERVAL, dbs["distributary"],
-             url(proxies["distributary"].port)], stdout=logs, stderr=logs, env=env)
+             s3_url("distributary", proxies["distributary"].port)], stdout=logs, stderr=logs, env=env)
         procs["compactor"] = subprocess.Popen(
-            [binaries["distributary"], "compact", "--watch", url(proxies["compactor"].port)],
+            [binaries["distributary"], "compact", "--watch", s3_url("distributary", proxies["compactor"].port)],
             stdout=logs, stderr=logs, env=env)
         config = os.path.join(folder, "litestream.yml")
         litestream_config(config, dbs["litestream"], "litestream", proxies["litestream"].port)
@@ -235,6 +317,13 @@ def run_s3(cfg, work, binaries):
         for tool in ("distributary", "litestream"):
             wait_for(lambda: proxies[tool].snapshot()[0]["PUT"] > 0, f"{tool}'s first upload", timeout=120)
         time.sleep(15)
+        # Nor is each reader's first sync (the whole database).
+        procs["distributary-reader"], edge_port = start_edge_reader(
+            binaries["edge-reader"], folder, proxies["distributary-reader"].port, env, logs)
+        vfs = start_vfs_reader(folder, proxies["litestream-reader"].port, env)
+        procs["litestream-reader"] = vfs.proc
+        queries = ReaderQueries(edge_port, vfs)
+        time.sleep(5)
         for name, proc in procs.items():
             if proc.poll() is not None:
                 sys.exit(f"{name} exited early ({proc.returncode}); see {folder}/replicators.log")
@@ -255,9 +344,20 @@ def run_s3(cfg, work, binaries):
         idle = window(cfg.window, proxies, stats)
         for conn in writers:
             conn.close()
+        queries.finish()
         peak = {name: st.peak_rss_mb() for name, st in stats.items()}
-        return {"active": active, "idle": idle, "lifetime_peak_rss": peak}
+        # Failed HTTP queries to edge-reader serve; lines the VFS logged.
+        result = {"active": active, "idle": idle, "lifetime_peak_rss": peak,
+                  "reader_errors": {"distributary-reader": queries.failed, "litestream-reader": len(vfs.errors)},
+                  "reader_last": queries.last}
+        result["cost"] = cost_table(result, cfg.cdn)
+        return result
     finally:
+        if queries:
+            queries.running = False
+        if vfs:
+            vfs.close()
+            procs.pop("litestream-reader", None)
         for proc in procs.values():
             stop(proc)
         for proxy in proxies.values():
@@ -268,6 +368,111 @@ def run_s3(cfg, work, binaries):
         logs.close()
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- the cost table: 1 database, N readers, from this run's counts ----
+
+READER_COUNTS = (1, 10, 10_000)
+# CloudFront pay-as-you-go, United States and Europe: $0.0100 per 10,000 HTTPS
+# requests (the list price given in issue #18, as of 2026-12-07). Its data
+# transfer out, which S3 would also charge readers outside AWS, is not counted.
+CDN_PRICE_PER_10000 = 0.0100
+CDN_FIELDS = ("readers", "origin_requests_per_s", "reader_requests_per_s", "hit_ratio")
+
+
+def load_cdn(path):
+    """The cdn section's result (--cdn-json): `readers` behind one CDN,
+    `origin_requests_per_s` from the CDN to the store (all readers together),
+    `reader_requests_per_s` from all readers to the CDN, `hit_ratio`."""
+    with open(path) as f:
+        cdn = json.load(f)
+    missing = [k for k in CDN_FIELDS if not isinstance(cdn.get(k), (int, float))]
+    if missing:
+        sys.exit(f"{path}: no number for {', '.join(missing)}")
+    if cdn["reader_requests_per_s"] and abs(1 - cdn["origin_requests_per_s"] / cdn["reader_requests_per_s"]
+                                            - cdn["hit_ratio"]) > 0.02:
+        print(f"warning: {path}: hit_ratio {cdn['hit_ratio']} is not 1 - origin / reader requests; the table "
+              "takes both request rates as totals over all readers", file=sys.stderr)
+    return cdn
+
+
+def per_hour(w):
+    """Requests by kind per hour, per proxy, over window `w`."""
+    scale = 3600 / w["seconds"]
+    return {name: {k: v * scale for k, v in w["requests"][name][0].items()} for name in w["requests"]}
+
+
+def phase_costs(w):
+    """$ per month, per tool, of the writer side (Distributary: replicator +
+    compactor) and of one reader, in window `w`."""
+    counts = per_hour(w)
+    cost = {name: s3proxy.monthly_cost(c) for name, c in counts.items()}
+    return {"writer": {"distributary": cost["distributary"] + cost["compactor"], "litestream": cost["litestream"]},
+            "reader": {"distributary": cost["distributary-reader"], "litestream": cost["litestream-reader"]}}
+
+
+def direct_cost(costs, tool, readers):
+    """The writer side plus `readers` readers that each read S3 directly:
+    each makes the requests the measured one made, so they add linearly."""
+    return costs["writer"][tool] + readers * costs["reader"][tool]
+
+
+def cdn_cost(costs, cdn):
+    """(S3 $, the CDN's request $) per month with cdn["readers"] readers behind
+    a CDN: S3 serves the writer side and the CDN's origin requests (GETs);
+    the readers' requests are billed by the CDN instead."""
+    origin = {"GET": cdn["origin_requests_per_s"] * 3600}
+    requests_per_month = cdn["reader_requests_per_s"] * 3600 * s3proxy.HOURS_PER_MONTH
+    return (costs["writer"]["distributary"] + s3proxy.monthly_cost(origin),
+            requests_per_month * CDN_PRICE_PER_10000 / 10_000)
+
+
+def cost_table(s3, cdn):
+    """Rows (label, {phase: (Distributary $, Litestream $)}) per month."""
+    costs = {phase: phase_costs(s3[phase]) for phase in ("active", "idle")}
+    rows = [(f"{n:,} reader{'s' if n > 1 else ''}, each on S3",
+             {p: (direct_cost(c, "distributary", n), direct_cost(c, "litestream", n)) for p, c in costs.items()})
+            for n in READER_COUNTS]
+    if cdn is None:
+        missing = "not measured (run the cdn section)"
+        rows.append(("Distributary, 10,000 readers behind a CDN", {p: (missing, "–") for p in costs}))
+        return rows
+    n = cdn["readers"]
+    split = {p: cdn_cost(c, cdn) for p, c in costs.items()}
+    theirs = {p: direct_cost(c, "litestream", n) for p, c in costs.items()}
+    rows.append((f"Distributary, {n:,} readers behind a CDN: S3 (writer side + origin GETs) vs Litestream's "
+                 f"{n:,} on S3", {p: (split[p][0], theirs[p]) for p in costs}))
+    rows.append((f"  + the CDN's request charge ({n:,} readers' requests)", {p: (split[p][1], "–") for p in costs}))
+    rows.append(("  = S3 + CDN requests", {p: (sum(split[p]), theirs[p]) for p in costs}))
+    return rows
+
+
+def money(value):
+    if not isinstance(value, (int, float)):
+        return value
+    return f"${value:,.0f}" if value >= 100 else f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def print_cost_table(s3, cfg, litestream_version):
+    print()
+    print("Request cost per month, 1 database, readers polling every 1 s, S3 list prices (from this run's counts)")
+    print(f"| readers | active: Distributary | active: Litestream {litestream_version} | active: D / L "
+          f"| idle: Distributary | idle: Litestream | idle: D / L |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, by_phase in s3["cost"]:
+        cells = [f"{money(ours)} | {money(theirs)} | {ratio(ours, theirs)}" for ours, theirs in
+                 (by_phase["active"], by_phase["idle"])]
+        print(f"| {label} | {' | '.join(cells)} |")
+    print()
+    print("Distributary = replicator + `compact --watch` + N x the measured `edge-reader serve --poll 1s`; "
+          "Litestream = replicator + N x the measured VFS reader. Readers that each read S3 add linearly.")
+    if cfg.cdn:
+        c = cfg.cdn
+        print(f"CDN (from {cfg.cdn_path}): {c['readers']:,} readers, {c['reader_requests_per_s']:,.1f} requests/s "
+              f"to the CDN, {c['origin_requests_per_s']:,.2f}/s to S3 (hit ratio {c['hit_ratio']:.4f}); the CDN's "
+              f"requests at CloudFront's ${CDN_PRICE_PER_10000:.4f} per 10,000 HTTPS (US/EU). A CDN moves the "
+              "readers' request cost from S3 to the CDN, it does not remove it; transfer is not counted.")
+    print()
 
 
 # ---- the table ----
@@ -286,8 +491,23 @@ def fmt(value, digits=2):
 
 def ratio(ours, theirs):
     if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
-        return f"{ours / theirs:.2f}"
+        value = ours / theirs
+        return f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.1e}"  # not "0.00" for 1/3,000
     return "–"
+
+
+def reader_rows(phase, w, counts, hour):
+    """One reader at 1 s: edge-reader serve vs the Litestream VFS."""
+    ours, theirs = counts["distributary-reader"], counts["litestream-reader"]
+    rows = [(f"{phase}: one reader (1 s poll), {kind} requests per hour", round(ours[kind]), round(theirs[kind]))
+            for kind in s3proxy.KINDS if kind in ("GET", "LIST") or ours[kind] or theirs[kind]]
+    rows.append((f"{phase}: one reader, all requests per hour", round(sum(ours.values())),
+                 round(sum(theirs.values()))))
+    rows.append((f"{phase}: one reader, request cost, $ per month", s3proxy.monthly_cost(ours),
+                 s3proxy.monthly_cost(theirs)))
+    rows.append((f"{phase}: one reader, CPU (s per hour)", w["cpu"]["distributary-reader"] * hour,
+                 w["cpu"]["litestream-reader"] * hour))
+    return rows
 
 
 def rows_for(results, cfg):
@@ -316,8 +536,8 @@ def rows_for(results, cfg):
         s3 = results["s3"]
         for phase in ("active", "idle"):
             w = s3[phase]
-            per_hour = 3600 / w["seconds"]
-            counts = {name: {k: v * per_hour for k, v in w["requests"][name][0].items()} for name in w["requests"]}
+            hour = 3600 / w["seconds"]
+            counts = per_hour(w)
             ours = {k: counts["distributary"][k] + counts["compactor"][k] for k in s3proxy.KINDS}
             theirs = counts["litestream"]
             for kind in ("PUT", "GET", "LIST") + tuple(k for k in s3proxy.KINDS if k not in ("PUT", "GET", "LIST")):
@@ -328,14 +548,15 @@ def rows_for(results, cfg):
                          ", ".join(f"{k} {counts['compactor'][k]:,.0f}" for k in shown) or "none", "–"))
             rows.append((f"{phase}: request cost, $ per month (S3 list prices)",
                          s3proxy.monthly_cost(ours), s3proxy.monthly_cost(theirs)))
-            uploaded = {name: w["requests"][name][1] * per_hour / 1e6 for name in w["requests"]}
+            uploaded = {name: w["requests"][name][1] * hour / 1e6 for name in w["requests"]}
             rows.append((f"{phase}: MB uploaded per hour", uploaded["distributary"] + uploaded["compactor"],
                          uploaded["litestream"]))
-            rows.append((f"{phase}: replicator CPU (s per hour)", w["cpu"]["distributary"] * per_hour,
-                         w["cpu"]["litestream"] * per_hour))
+            rows.append((f"{phase}: replicator CPU (s per hour)", w["cpu"]["distributary"] * hour,
+                         w["cpu"]["litestream"] * hour))
             rows.append((f"{phase}: compactor CPU (s per hour; Litestream's is in its replicator)",
-                         w["cpu"]["compactor"] * per_hour, "in replicator"))
+                         w["cpu"]["compactor"] * hour, "in replicator"))
             rows.append((f"{phase}: replicator peak RSS (MB)", w["rss"]["distributary"], w["rss"]["litestream"]))
+            rows += reader_rows(phase, w, counts, hour)
         rows.append(("replicator peak RSS since start, incl. initial snapshot (MB)",
                      s3["lifetime_peak_rss"]["distributary"], s3["lifetime_peak_rss"]["litestream"]))
     if "throughput" in results:
@@ -370,6 +591,13 @@ def print_table(results, cfg, versions):
               "$0.0004 per 1,000; DELETE free. Storage and transfer not included.")
         print("Distributary = `distributary replicate` + `distributary compact --watch` (defaults: every 10 s, "
               "1 min L1 windows, 1 h snapshots); Litestream = `litestream replicate` (defaults; it compacts itself).")
+        errors, last = results["s3"]["reader_errors"], results["s3"]["reader_last"]
+        print("One reader each, through its own proxy, in both windows, asked `SELECT max(id)` once a second: "
+              f"`edge-reader serve --poll {READER_POLL}` (default --manifest-interval) on Distributary's bucket, the "
+              "Litestream VFS (1 s poll) in the sqlite3 CLI on Litestream's; failed queries to edge-reader: "
+              f"{errors['distributary-reader']}, lines the VFS logged: {errors['litestream-reader']}; last max(id) "
+              f"seen (rows: {cfg.seed_rows:,} seeded + {results['s3']['active']['written']:,} written): edge-reader "
+              f"{fmt(last['distributary-reader'])}, VFS {fmt(last['litestream-reader'])}.")
     if "lag" in results:
         n = results["lag"]["distributary"][2] if results["lag"]["distributary"] else 0
         print(f"Lag: {cfg.lag_writes} writes 0.2-0.6 s apart ({n} seen by our reader), reader polls every 10 ms; "
@@ -382,6 +610,8 @@ def print_table(results, cfg, versions):
               f"{t['single']['litestream'][0]:,.0f} under Litestream. Busy-timeout-0 app: {cfg.busy0_seconds} s "
               "beside each (bench/busy0.py).")
     print(f"Sync interval: {SYNC_INTERVAL} for both (each tool's default).")
+    if "s3" in results:
+        print_cost_table(results["s3"], cfg, versions["litestream"])
 
 
 def versions(binaries):
@@ -407,8 +637,12 @@ def main():
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
     parser.add_argument("--window", type=int, help="seconds of each S3 window (default 300, --quick 60)")
     parser.add_argument("--restore-db-mb", type=int, help="MiB of rows for the restore (default 1000: 1.06 GB)")
+    parser.add_argument("--cdn-json", metavar="PATH",
+                        help="the cdn section's result, for the cost table's row of readers behind a CDN")
     args = parser.parse_args()
     cfg = settings(args.quick)
+    cfg.cdn_path = args.cdn_json
+    cfg.cdn = load_cdn(args.cdn_json) if args.cdn_json else None
     if args.window:
         cfg.window = args.window
     if args.restore_db_mb:
