@@ -3,8 +3,10 @@
 //! `--watch` repeats it every `--interval` until interrupted. The logic is
 //! `distributary_core::compact`, shared with the Lambda.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -115,6 +117,39 @@ pub fn spawn_watch(
     })
 }
 
+/// The memories of this process's watching compactors, by store URL, so
+/// that the replicator can hand a compactor of the same process
+/// (`compaction: local`) each L0 segment it uploads ([`local_memory`]).
+static WATCHING: LazyLock<Mutex<HashMap<String, Arc<CompactMemory>>>> = LazyLock::new(Mutex::default);
+
+/// The memory of the compactor watching `store_url` in this process, if
+/// one is: what the replicator uploads there, it remembers
+/// ([`CompactMemory::remember_upload`]) and then reads without a request.
+pub fn local_memory(store_url: &str) -> Option<Arc<CompactMemory>> {
+    lock_watching().get(store_url).cloned()
+}
+
+fn lock_watching() -> std::sync::MutexGuard<'static, HashMap<String, Arc<CompactMemory>>> {
+    WATCHING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Registers a watching compactor's memory for as long as it lives.
+struct Watching(String);
+
+impl Watching {
+    fn register(store_url: &str) -> (Watching, Arc<CompactMemory>) {
+        let memory = Arc::new(CompactMemory::new());
+        lock_watching().insert(store_url.to_string(), memory.clone());
+        (Watching(store_url.to_string()), memory)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        lock_watching().remove(&self.0);
+    }
+}
+
 pub async fn watch(
     store: &dyn store::Store,
     config: &CompactConfig,
@@ -123,7 +158,7 @@ pub async fn watch(
 ) -> Result<()> {
     // One memory for every pass: headers read once are not requested again,
     // and a pass with nothing due costs at most one request.
-    let memory = CompactMemory::new();
+    let (_registered, memory) = Watching::register(store.url());
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -131,7 +166,7 @@ pub async fn watch(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
         }
-        match compact_watching(store, config, &SystemClock, &memory).await {
+        match compact_watching(store, config, &SystemClock, memory.as_ref()).await {
             Ok(_) => {}
             Err(error) if error.class() == ErrorClass::Permanent => {
                 return Err(error).with_context(|| format!("compact {}", store.url()));

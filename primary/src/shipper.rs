@@ -65,12 +65,17 @@ impl Shipper {
         let first_header = first.header.clone();
         let max_txid = segments.last().expect("not empty").header.max_txid;
         let (payload, size, _temp) = payload(segments, &key, spill_dir).await?;
+        let uploaded_bytes = match &payload {
+            Payload::Bytes(bytes) => Some(bytes.clone()),
+            Payload::File(_) => None,
+        };
         let span = tracing::info_span!("ship", key = %key, max_txid = %max_txid);
         let upload = self.store.put(&key, payload, PutMode::Create);
         match tracing::Instrument::instrument(upload, span).await {
             Ok(_) => {
                 tracing::debug!(key = %key, %max_txid, "uploaded");
                 self.metrics.record_upload(size);
+                self.hand_to_local_compactor(&key, uploaded_bytes);
                 Ok(max_txid)
             }
             Err(StoreError::AlreadyExists { .. }) => {
@@ -92,6 +97,20 @@ impl Shipper {
                 self.metrics.record_error();
                 Err(e).with_context(|| format!("upload {key}"))
             }
+        }
+    }
+
+    /// Gives what was just uploaded to the compactor watching this store in
+    /// this process (`compaction: local`), if any, so it merges the segment
+    /// without reading it back from the store: one GET fewer per upload.
+    fn hand_to_local_compactor(&self, key: &str, uploaded: Option<bytes::Bytes>) {
+        let (Some(memory), Some(bytes)) = (crate::compact::local_memory(self.store.url()), uploaded) else {
+            return;
+        };
+        if let Err(error) = memory.remember_upload(self.store.url(), key, bytes) {
+            // Only a bug could make our own upload unreadable; the compactor
+            // then reads it from the store as usual.
+            tracing::warn!(key, error = %error, "could not hand the upload to the local compactor");
         }
     }
 

@@ -112,3 +112,67 @@ async fn compaction_local_compacts_and_applies_litestreams_retention_in_the_repl
     let restored = assert_every_snapshot_restores(&url, &[], dir.path());
     assert!(restored >= 1, "{restored} snapshots kept");
 }
+
+/// With `compaction: local` the replicator hands each L0 segment it uploads
+/// to its own compactor, which merges it without reading it back: on S3
+/// (moto, recording every request), the GETs of L0 objects are a small
+/// fraction of their uploads (a compactor in another process makes one per
+/// upload), while L1 segments are still written from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_compactor_reads_no_segment_its_replicator_uploaded() {
+    use distributary_tests::moto::MotoServer;
+    use distributary_tests::process::Process;
+
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    app.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);").unwrap();
+    let config = dir.path().join("replicate.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "{FAST_LOCAL_COMPACTION}dbs:\n  - path: {}\n    replica:\n      url: {}\n      sync-interval: 200ms\n      \
+             retention-check-interval: 1s\n",
+            db.display(),
+            moto.url(&bucket, "app")
+        ),
+    )
+    .unwrap();
+    moto.start_recording();
+    let mut replicate = Command::new(binary("distributary", "distributary"));
+    replicate.args(["replicate", "--config"]).arg(&config).envs(moto.env());
+    let mut replicator = Process::spawn("replicate", dir.path(), &mut replicate);
+
+    // The app commits every 50 ms until the compactor has written L1
+    // segments over at least 40 uploads.
+    let is_l0 = |target: &str| target.contains("/l0/");
+    let is_l1 = |target: &str| target.contains("/l1/");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut i = 0;
+    loop {
+        app.execute("INSERT INTO events (body) VALUES (?1)", [format!("event {i}")]).unwrap();
+        i += 1;
+        let recorded = moto.recorded();
+        let uploads = recorded.iter().filter(|r| r.method == "PUT" && is_l0(&r.target)).count();
+        let l1_writes = recorded.iter().filter(|r| r.method == "PUT" && is_l1(&r.target)).count();
+        if uploads >= 40 && l1_writes >= 3 {
+            break;
+        }
+        if let Some(status) = replicator.exited() {
+            panic!("replicate exited with {status}:\n{}", tail(&replicator.log()));
+        }
+        assert!(Instant::now() < deadline, "after 120 s: {uploads} uploads, {l1_writes} L1 writes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = replicator.terminate();
+    assert!(status.success(), "replicate exited with {status}:\n{}", tail(&replicator.log()));
+    let recorded = moto.recorded();
+    let uploads = recorded.iter().filter(|r| r.method == "PUT" && is_l0(&r.target)).count();
+    // Probes for the next segment while idle (404s) are the only L0 reads.
+    let l0_reads = recorded.iter().filter(|r| (r.method == "GET" || r.method == "HEAD") && is_l0(&r.target)).count();
+    println!("{uploads} L0 uploads, {l0_reads} L0 reads by the local compactor");
+    assert!(l0_reads * 4 <= uploads, "{l0_reads} reads of L0 objects for {uploads} uploads");
+}

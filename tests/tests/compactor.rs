@@ -636,7 +636,9 @@ async fn an_idle_watching_compactor_makes_at_most_one_request_a_pass() -> Result
     let passes = 120;
     println!("idle: {} requests in {passes} passes, at most {most} in one, {full} full passes", store.total());
     ensure!(most <= 1 && full == 0, "an idle pass made {most} requests ({full} full passes)");
-    ensure!(store.total() <= passes, "{} requests for {passes} idle passes", store.total());
+    // The probe twice a minute and the manifest check once: three requests
+    // a minute, half the passes.
+    ensure!(store.total() <= passes / 2, "{} requests for {passes} idle passes", store.total());
     ensure!(store.puts.load(std::sync::atomic::Ordering::SeqCst) == 0, "an idle pass wrote");
 
     // A new L0 segment is compacted once its window closes.

@@ -12,21 +12,26 @@
 //!    upload, so only a probe of `l0/{next}` by name sees one. It matters
 //!    once its window can close: right after the window ends (a busy
 //!    database's next segment closes it) or, failing that, a whole window
-//!    later (the clock closes it). A probe every pass finds it within one
-//!    pass interval; once one is known, nothing more needs probing until
-//!    that deadline, because the full pass walks the whole chain.
+//!    later (the clock closes it). A probe twice a window finds it in time;
+//!    once one is known, nothing more needs probing until that deadline,
+//!    because the full pass walks the whole chain. A compactor in the
+//!    replicator's process (`compaction: local`) is handed each segment
+//!    the replicator uploaded ([`CompactMemory::remember_upload`]), so its
+//!    probes and walks of a busy database cost no request at all.
 //! 2. **A deadline already known**: the L0 segments of the oldest L1 segment
 //!    expire at its timestamp plus `l0_retention`; the oldest snapshot kept
 //!    at its timestamp plus `snapshot_retention`. Both are read by the last
 //!    full pass; new L1 segments and snapshots come only from full passes.
+//!    Once the database is idle, the L0 deadline is the newest group's, so
+//!    one pass deletes them all.
 //! 3. **Someone else changed the manifest**: a new generation (the old
 //!    chain just stops, so no probe ever sees it), another compactor, a
 //!    person. A conditional GET (`If-None-Match`) answers `304` when not.
 //!
 //! So a watching pass ([`compact_watching`]) with no deadline reached makes
-//! one request: the manifest check once per `l1_window` (a minute by
-//! default), otherwise the probe, and nothing at all while a known segment
-//! waits for its window. A pass that finds work runs the full pass, whose
+//! at most one request: the manifest check once per `l1_window` (a minute
+//! by default), the probe twice per `l1_window`, and nothing at all in
+//! between or while a known segment waits for its window. A pass that finds work runs the full pass, whose
 //! request count follows the work (one GET per new L0 segment, the uploads,
 //! one manifest update per window closed).
 //!
@@ -37,10 +42,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use super::headers::HeaderCache;
 use super::objects::{Read, fetch_header_cached};
 use super::retention::Retired;
 use super::{Clock, CompactConfig, CompactError, CompactReport, Passed, compact_with};
+use crate::format::read_segment_header;
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, l0_key};
 use crate::manifest::Manifest;
@@ -64,6 +72,8 @@ pub(crate) struct Outlook {
     manifest_etag: ETag,
     /// When a pass last saw the manifest unchanged.
     manifest_checked_ms: u64,
+    /// When a pass last probed for the next L0 segment.
+    probed_ms: u64,
     /// The L0 segment to probe for.
     next_l0: TxId,
     /// A segment not yet in L1 is known: no probe needed until `due_ms`.
@@ -90,6 +100,17 @@ impl CompactMemory {
         self.lock().remove(store_url);
     }
 
+    /// Remembers an L0 segment this process just uploaded to `store_url`
+    /// under `key` (its whole bytes), as if a pass had read it: a compactor
+    /// in the same process (`compaction: local`) then finds and merges it
+    /// without a request. A body that is not a valid segment is refused.
+    pub fn remember_upload(&self, store_url: &str, key: &str, body: Bytes) -> Result<(), CompactError> {
+        let header = read_segment_header(key, &body)?;
+        self.headers.insert(store_url, key, &header);
+        self.headers.insert_body(store_url, key, body);
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outlook>> {
         // A panic while holding the lock cannot leave a half-written entry.
         self.outlooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -101,11 +122,22 @@ impl Outlook {
     pub(crate) fn after_pass(config: &CompactConfig, passed: &Passed, retired: &Retired, now_ms: u64) -> Outlook {
         let manifest: &Manifest = &retired.manifest.value;
         let window_due = passed.pending_ms.map(|timestamp_ms| window_due(config, timestamp_ms, now_ms));
-        let due_ms = [window_due, passed.l0.due_ms, retired.due_ms].into_iter().flatten().min().unwrap_or(u64::MAX);
+        // An idle database's L0 segments are all in L1: rather than one
+        // pass (a delete and a manifest update) per window as each group
+        // expires, one pass when the newest group does deletes them all.
+        let l0_due = match passed.pending_ms {
+            None => passed.l0.due_ms.map(|oldest| {
+                let retention_ms = u64::try_from(config.l0_retention.as_millis()).unwrap_or(u64::MAX);
+                oldest.max(manifest.newest.timestamp_ms.saturating_add(retention_ms))
+            }),
+            Some(_) => passed.l0.due_ms,
+        };
+        let due_ms = [window_due, l0_due, retired.due_ms].into_iter().flatten().min().unwrap_or(u64::MAX);
         Outlook {
             generation: manifest.generation,
             manifest_etag: retired.manifest.etag.clone(),
             manifest_checked_ms: now_ms,
+            probed_ms: now_ms,
             next_l0: passed.next_l0,
             pending: passed.pending_ms.is_some(),
             due_ms,
@@ -174,14 +206,19 @@ async fn quiet_check(
             Err(e) => Err(e.into()),
         };
     }
-    if outlook.pending {
+    // A known segment waits for its window: nothing to probe for. Otherwise
+    // twice a window is often enough: a segment found up to half a window
+    // late is still merged when its window closes.
+    if outlook.pending || now_ms.saturating_sub(outlook.probed_ms) < check_every_ms / 2 {
         return Ok(true);
     }
+    outlook.probed_ms = now_ms;
     let key = l0_key(outlook.generation, outlook.next_l0);
     let Some(header) =
         fetch_header_cached(store, &memory.headers, &key, outlook.generation, Some(outlook.next_l0), Read::Whole)
             .await?
     else {
+        memory.set_outlook(store.url(), outlook);
         return Ok(true);
     };
     outlook.pending = true;
