@@ -20,9 +20,11 @@ Sections, in order (each reuses the code of its stand-alone script):
               active window (the same writer commits --rate transactions/s to
               both databases) then an idle window (no writes). Requests by
               kind and bytes uploaded are counted at the proxy; CPU and RSS
-              from /proc. Distributary's column includes `distributary compact
-              --watch` (its defaults) on its own proxy, because Litestream
-              compacts inside its replicator. In both windows one reader per
+              from /proc. Distributary's column includes its compactor
+              (defaults), because Litestream compacts inside its replicator:
+              in the replicator's process (`--compaction local`, the
+              default, as Litestream) or, with --compaction watch,
+              `distributary compact --watch` on its own proxy. In both windows one reader per
               tool, each on its own proxy and asked a trivial query once a
               second: `edge-reader serve --poll 1s` (default
               --manifest-interval, 30 s) and the Litestream VFS (1 s poll) in
@@ -303,12 +305,17 @@ def run_s3(cfg, work, binaries):
         dbs = {tool: os.path.join(folder, tool + ".db") for tool in ("distributary", "litestream")}
         keepers = [seed_database(db, cfg.seed_rows) for db in dbs.values()]
         env = litestream_env(S3_ENV)
+        # `local`: the replicator compacts in its own process (as Litestream
+        # does), handed each segment it uploads; `watch`: `distributary
+        # compact --watch` in a process of its own, reading them back.
+        local = ["--compaction", "local"] if cfg.compaction == "local" else []
         procs["distributary"] = subprocess.Popen(
-            [binaries["distributary"], "replicate", "--sync-interval", SYNC_INTERVAL, dbs["distributary"],
+            [binaries["distributary"], "replicate", "--sync-interval", SYNC_INTERVAL, *local, dbs["distributary"],
              s3_url("distributary", proxies["distributary"].port)], stdout=logs, stderr=logs, env=env)
-        procs["compactor"] = subprocess.Popen(
-            [binaries["distributary"], "compact", "--watch", s3_url("distributary", proxies["compactor"].port)],
-            stdout=logs, stderr=logs, env=env)
+        if cfg.compaction == "watch":
+            procs["compactor"] = subprocess.Popen(
+                [binaries["distributary"], "compact", "--watch", s3_url("distributary", proxies["compactor"].port)],
+                stdout=logs, stderr=logs, env=env)
         config = os.path.join(folder, "litestream.yml")
         litestream_config(config, dbs["litestream"], "litestream", proxies["litestream"].port)
         procs["litestream"] = subprocess.Popen([binaries["litestream"], "replicate", "-config", config],
@@ -553,8 +560,9 @@ def rows_for(results, cfg):
                          uploaded["litestream"]))
             rows.append((f"{phase}: replicator CPU (s per hour)", w["cpu"]["distributary"] * hour,
                          w["cpu"]["litestream"] * hour))
-            rows.append((f"{phase}: compactor CPU (s per hour; Litestream's is in its replicator)",
-                         w["cpu"]["compactor"] * hour, "in replicator"))
+            if "compactor" in w["cpu"]:
+                rows.append((f"{phase}: compactor CPU (s per hour; Litestream's is in its replicator)",
+                             w["cpu"]["compactor"] * hour, "in replicator"))
             rows.append((f"{phase}: replicator peak RSS (MB)", w["rss"]["distributary"], w["rss"]["litestream"]))
             rows += reader_rows(phase, w, counts, hour)
         rows.append(("replicator peak RSS since start, incl. initial snapshot (MB)",
@@ -589,8 +597,10 @@ def print_table(results, cfg, versions):
               "moto, scaled to one hour; month = 730 h.")
         print("Prices (S3 Standard, us-east-1): PUT, COPY, POST, LIST $0.005 per 1,000; GET, HEAD and other "
               "$0.0004 per 1,000; DELETE free. Storage and transfer not included.")
-        print("Distributary = `distributary replicate` + `distributary compact --watch` (defaults: every 10 s, "
-              "1 min L1 windows, 1 h snapshots); Litestream = `litestream replicate` (defaults; it compacts itself).")
+        compactor = ("`distributary compact --watch` in its own process" if cfg.compaction == "watch"
+                     else "its compactor in the same process (`--compaction local`)")
+        print(f"Distributary = `distributary replicate` + {compactor} (defaults: every 10 s, 1 min L1 windows, "
+              "1 h snapshots); Litestream = `litestream replicate` (defaults; it compacts itself).")
         errors, last = results["s3"]["reader_errors"], results["s3"]["reader_last"]
         print("One reader each, through its own proxy, in both windows, asked `SELECT max(id)` once a second: "
               f"`edge-reader serve --poll {READER_POLL}` (default --manifest-interval) on Distributary's bucket, the "
@@ -637,10 +647,14 @@ def main():
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
     parser.add_argument("--window", type=int, help="seconds of each S3 window (default 300, --quick 60)")
     parser.add_argument("--restore-db-mb", type=int, help="MiB of rows for the restore (default 1000: 1.06 GB)")
+    parser.add_argument("--compaction", choices=("local", "watch"), default="local",
+                        help="s3 section: Distributary compacts in the replicator's process (local, the default, "
+                             "as Litestream does) or in `distributary compact --watch` beside it (watch)")
     parser.add_argument("--cdn-json", metavar="PATH",
                         help="the cdn section's result, for the cost table's row of readers behind a CDN")
     args = parser.parse_args()
     cfg = settings(args.quick)
+    cfg.compaction = args.compaction
     cfg.cdn_path = args.cdn_json
     cfg.cdn = load_cdn(args.cdn_json) if args.cdn_json else None
     if args.window:

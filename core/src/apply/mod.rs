@@ -52,7 +52,7 @@ pub use progress::{ProgressChoice, ProgressStyle, progress_printer};
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 pub use sqlite::{
     IntegrityCheck, RestoreOptions, check_replica, database_checksum, integrity_check, remove_replica,
-    replica_checksum, restore, sync, sync_replica,
+    replica_checksum, restore, sync, sync_replica, sync_replica_from,
 };
 pub use verify::{ObjectApplier, PageHashes, PageSink, PagesAt};
 

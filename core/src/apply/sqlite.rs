@@ -102,7 +102,22 @@ pub async fn sync_replica(
     db: &Path,
     options: &SyncOptions,
 ) -> Result<SyncSummary, ApplyError> {
-    let result = sync_inner(store, source, db, options).await;
+    sync_replica_from(store, source, db, options, None).await
+}
+
+/// [`sync_replica`] planned from `manifest`, one the caller read (or found
+/// unchanged) a moment ago, instead of reading it again: `edge-reader
+/// serve`, whose probe just found the next L0 segment, saves a request per
+/// sync. A stale manifest only plans a longer way to the same state: the
+/// L0 chain is probed by name from the replica's position either way.
+pub async fn sync_replica_from(
+    store: Arc<dyn Store>,
+    source: &str,
+    db: &Path,
+    options: &SyncOptions,
+    manifest: Option<Manifest>,
+) -> Result<SyncSummary, ApplyError> {
+    let result = sync_inner(store, source, db, options, manifest).await;
     if !options.keep_state || options.dry_run {
         return result;
     }
@@ -251,9 +266,14 @@ async fn plan_sync(
     source: &str,
     db: &Path,
     options: &SyncOptions,
+    known: Option<Manifest>,
 ) -> Result<(Plan, SyncSummary), ApplyError> {
-    let manifest =
-        read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value;
+    let manifest = match known {
+        Some(manifest) => manifest,
+        None => {
+            read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value
+        }
+    };
     if options.keep_state {
         check_replica_against(store, source, db, Some(&manifest)).await?;
     }
@@ -273,9 +293,10 @@ async fn sync_inner(
     source: &str,
     db: &Path,
     options: &SyncOptions,
+    manifest: Option<Manifest>,
 ) -> Result<SyncSummary, ApplyError> {
     let started = Instant::now();
-    let (plan, mut summary) = plan_sync(store.as_ref(), source, db, options).await?;
+    let (plan, mut summary) = plan_sync(store.as_ref(), source, db, options, manifest).await?;
     if options.dry_run {
         return Ok(summary);
     }
@@ -528,7 +549,7 @@ pub async fn restore(store: Arc<dyn Store>, out: &Path, options: &RestoreOptions
     let started = Instant::now();
     let sync_options = SyncOptions { keep_state: false, ..options.sync.clone() };
     let source = store.url().to_string();
-    let (plan, mut summary) = plan_sync(store.as_ref(), &source, out, &sync_options).await?;
+    let (plan, mut summary) = plan_sync(store.as_ref(), &source, out, &sync_options, None).await?;
     if sync_options.dry_run {
         return Ok(summary);
     }

@@ -9,7 +9,10 @@
 //! `l0/{t+1}` (a GET that finds nothing): two GETs when idle. The follower
 //! is cheaper, using only the public `Store` trait:
 //!
-//! 1. `HEAD l0/{t+1}`: found means there is something to apply: run [`sync_replica`].
+//! 1. `HEAD l0/{t+1}`: found means there is something to apply: sync,
+//!    planned from the manifest the last check found current
+//!    ([`sync_replica_from`]) rather than reading it again, so a busy
+//!    database costs the probe, the segments and the walk's last probe.
 //! 2. Otherwise, at most once per `--manifest-interval` (30 s by default),
 //!    a conditional `GET manifest.json` (`If-None-Match` on the ETag last
 //!    seen): `304 Not Modified` when nothing changed. When the manifest did
@@ -46,13 +49,15 @@
 //! That is the guarantee a bookmark needs — a read at `X-Replica-Txid: N`
 //! includes every transaction up to N — and it is exact whenever no sync
 //! committed in the few milliseconds between the two.
+//!
+//! [`sync_replica`]: distributary_core::apply::sync_replica
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distributary_core::apply::{SyncOptions, SyncSummary, sync_replica};
+use distributary_core::apply::{SyncOptions, SyncSummary, sync_replica_from};
 use distributary_core::clock::now_ms;
 use distributary_core::layout::{MANIFEST_KEY, l0_key};
 use distributary_core::manifest::{Manifest, parse_document};
@@ -164,6 +169,9 @@ pub struct FollowerConfig {
 #[derive(Debug, Default)]
 struct Book {
     manifest_etag: Option<ETag>,
+    /// The manifest last read whole, while checks find it unchanged: a
+    /// sync the probe asked for plans from it instead of reading it again.
+    manifest: Option<Manifest>,
     /// When the manifest was last read whole or found unchanged; `None`
     /// until the first time, and again after a failed poll.
     manifest_checked: Option<std::time::Instant>,
@@ -306,6 +314,7 @@ impl Follower {
                 book.last_error = Some((message, now));
                 book.consecutive_failures += 1;
                 book.manifest_checked = None;
+                book.manifest = None;
                 Err(())
             }
         }
@@ -313,17 +322,18 @@ impl Follower {
 
     async fn poll_inner(&self) -> anyhow::Result<Polled> {
         let Some(view) = self.view() else {
-            return self.sync().await;
+            return self.sync(None).await;
         };
         // 1. Is there a next L0 segment?
         let next = l0_key(view.generation, view.txid.next());
         match self.store.head(&next).await {
             Ok(_) => {
-                {
+                let known = {
                     let mut book = self.book();
                     book.store_newest_txid = book.store_newest_txid.max(Some(view.txid.next()));
-                }
-                return self.sync().await;
+                    book.manifest.clone().filter(|m| m.generation == view.generation && book.manifest_checked.is_some())
+                };
+                return self.sync(known).await;
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("probe {}", self.store.url()))),
@@ -360,21 +370,25 @@ impl Follower {
                 book.store_newest_txid = book.store_newest_txid.max(Some(manifest.newest.txid));
             }
         }
-        let polled = if needs_sync(&manifest, &view) { self.sync().await? } else { Polled::Idle };
+        let polled = if needs_sync(&manifest, &view) { self.sync(None).await? } else { Polled::Idle };
         // The replica now has everything this manifest asked for.
         let mut book = self.book();
         book.manifest_etag = etag;
+        book.manifest = Some(manifest);
         book.manifest_checked = Some(checked);
         drop(book);
         Ok(polled)
     }
 
-    async fn sync(&self) -> anyhow::Result<Polled> {
-        // A sync reads the whole manifest first: it counts as a check.
-        let checked = std::time::Instant::now();
-        let summary = sync_replica(Arc::clone(&self.store), &self.config.source, &self.config.db, &self.config.sync)
-            .await
-            .map_err(|e| anyhow::Error::new(e).context(format!("sync from {}", self.store.url())))?;
+    /// Syncs the replica, planned from `known` (a manifest the last check
+    /// found current) or from the manifest read anew.
+    async fn sync(&self, known: Option<Manifest>) -> anyhow::Result<Polled> {
+        // A sync that reads the whole manifest counts as a check.
+        let checked = known.is_none().then(std::time::Instant::now);
+        let summary =
+            sync_replica_from(Arc::clone(&self.store), &self.config.source, &self.config.db, &self.config.sync, known)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("sync from {}", self.store.url())))?;
         let view = View { generation: summary.generation, txid: summary.to_txid, timestamp_ms: summary.timestamp_ms };
         {
             let mut book = self.book();
@@ -383,7 +397,9 @@ impl Follower {
                 book.store_newest_txid = None;
             }
             book.store_newest_txid = book.store_newest_txid.max(Some(summary.manifest_newest)).max(Some(view.txid));
-            book.manifest_checked = Some(checked);
+            if checked.is_some() {
+                book.manifest_checked = checked;
+            }
         }
         self.views.send_replace(Some(view));
         Ok(Polled::Synced(Box::new(summary)))
