@@ -672,6 +672,42 @@ async fn an_idle_poll_costs_one_request_and_never_a_list() {
     assert_eq!((counting.gets.load(Ordering::SeqCst), counting.total()), (2, 2), "core's idle sync");
 }
 
+/// A busy database: each poll finds one new segment. The sync it runs is
+/// planned from the manifest the last check found current, so it costs the
+/// probe, the segment and the walk's probe past it, not the manifest again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_poll_does_not_read_the_manifest_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = file_store(&dir.path().join("store"));
+    let mut history = History::create(&dir.path().join("primary.db"), store, SETUP).await;
+    let db = dir.path().join("replica.db");
+    let serve = Serve::start(dir.path(), &url, &db, &["--poll", "50ms", "--manifest-interval", "1h"], &[]);
+    serve.wait_txid(1).await;
+    history.commit("UPDATE items SET price = 0 WHERE id = 1").await;
+    serve.wait_txid(2).await;
+    let metrics = || async { serve.get("/metrics").await.body.as_str().unwrap().to_string() };
+    let requests = "distributary_store_requests_total";
+    let checks = |text: &str| counter(text, requests, "op=\"get_conditional\"");
+    let before = metrics().await;
+    let commits = 20;
+    for i in 0..commits {
+        history.commit(&format!("UPDATE items SET price = {i} WHERE id = 1")).await;
+        serve.wait_txid(3 + i).await;
+    }
+    let after = metrics().await;
+    let delta = |labels: &str| counter(&after, requests, labels) - counter(&before, requests, labels);
+    let probes = |text: &str| counter(text, requests, "op=\"head\",result=\"not_found\"");
+    let idle_probes = probes(&after) - probes(&before);
+    let checked = checks(&after) - checks(&before);
+    let per_commit = (delta("") - idle_probes - checked) as f64 / commits as f64;
+    println!("{per_commit:.2} requests per commit besides {idle_probes} idle probes and {checked} checks\n{after}");
+    // The probe that found it, the segment, and the walk's probe past it;
+    // before, the manifest too (4). Read once since the start (the busy
+    // poll's first sync), then not again within the manifest interval.
+    assert!(per_commit <= 3.05, "{per_commit:.2} requests per commit\n{after}");
+    assert_eq!(checked, 0, "no conditional reads within the manifest interval\n{after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_the_query_in_flight_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();

@@ -313,8 +313,11 @@ impl Follower {
                 let mut book = self.book();
                 book.last_error = Some((message, now));
                 book.consecutive_failures += 1;
+                // The next check reads the manifest whole: what a failed
+                // sync left undone must not hide behind a 304.
                 book.manifest_checked = None;
                 book.manifest = None;
+                book.manifest_etag = None;
                 Err(())
             }
         }
@@ -328,12 +331,12 @@ impl Follower {
         let next = l0_key(view.generation, view.txid.next());
         match self.store.head(&next).await {
             Ok(_) => {
-                let known = {
+                {
                     let mut book = self.book();
                     book.store_newest_txid = book.store_newest_txid.max(Some(view.txid.next()));
-                    book.manifest.clone().filter(|m| m.generation == view.generation && book.manifest_checked.is_some())
-                };
-                return self.sync(known).await;
+                }
+                let manifest = self.manifest_for_sync().await?;
+                return self.sync(manifest).await;
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("probe {}", self.store.url()))),
@@ -348,13 +351,60 @@ impl Follower {
             }
             book.manifest_etag.clone()
         };
+        let Some((manifest, etag)) = self.read_manifest_if_changed(etag).await? else {
+            self.book().manifest_checked = Some(checked);
+            return Ok(Polled::Idle);
+        };
+        {
+            let mut book = self.book();
+            if manifest.generation == view.generation {
+                book.store_newest_txid = book.store_newest_txid.max(Some(manifest.newest.txid));
+            }
+        }
+        let polled = if needs_sync(&manifest, &view) { self.sync(Some(manifest.clone())).await? } else { Polled::Idle };
+        // The replica now has everything this manifest asked for.
+        let mut book = self.book();
+        book.manifest_etag = etag;
+        book.manifest = Some(manifest);
+        book.manifest_checked = Some(checked);
+        drop(book);
+        Ok(polled)
+    }
+
+    /// The manifest a sync the probe asked for plans from: the one the last
+    /// check found current, checked again (conditionally) once per manifest
+    /// interval, so a busy database does not read it on every poll. `None`
+    /// when none is known: the sync reads it.
+    async fn manifest_for_sync(&self) -> anyhow::Result<Option<Manifest>> {
+        let checked = std::time::Instant::now();
+        let (known, etag) = {
+            let book = self.book();
+            let due = book.manifest_checked.is_none_or(|at| at.elapsed() >= self.config.manifest_interval);
+            if !due && book.manifest.is_some() {
+                return Ok(book.manifest.clone());
+            }
+            (book.manifest.clone(), book.manifest.as_ref().and(book.manifest_etag.clone()))
+        };
+        let manifest = match self.read_manifest_if_changed(etag).await? {
+            None => known,
+            Some((manifest, etag)) => {
+                self.book().manifest_etag = etag;
+                Some(manifest)
+            }
+        };
+        let mut book = self.book();
+        book.manifest = manifest.clone();
+        book.manifest_checked = Some(checked);
+        Ok(manifest)
+    }
+
+    /// `GET manifest.json`, conditional on `etag`: `None` when it is
+    /// unchanged (`304`), else the manifest and its ETag.
+    async fn read_manifest_if_changed(&self, etag: Option<ETag>) -> anyhow::Result<Option<(Manifest, Option<ETag>)>> {
         let options = GetOptions { range: None, if_none_match: etag };
         let result = match self.store.get(MANIFEST_KEY, options).await {
             Ok(result) => result,
-            Err(StoreError::NotModified { .. }) => {
-                self.book().manifest_checked = Some(checked);
-                return Ok(Polled::Idle);
-            }
+            Err(StoreError::NotModified { .. }) => return Ok(None),
             Err(e) if e.is_not_found() => anyhow::bail!(
                 "read {}/{MANIFEST_KEY}: not found (was the store's prefix deleted or moved?)",
                 self.store.url()
@@ -363,21 +413,7 @@ impl Follower {
         };
         let etag = result.meta.etag.clone();
         let bytes = result.bytes().await?;
-        let manifest: Manifest = parse_document(MANIFEST_KEY, &bytes)?;
-        {
-            let mut book = self.book();
-            if manifest.generation == view.generation {
-                book.store_newest_txid = book.store_newest_txid.max(Some(manifest.newest.txid));
-            }
-        }
-        let polled = if needs_sync(&manifest, &view) { self.sync(None).await? } else { Polled::Idle };
-        // The replica now has everything this manifest asked for.
-        let mut book = self.book();
-        book.manifest_etag = etag;
-        book.manifest = Some(manifest);
-        book.manifest_checked = Some(checked);
-        drop(book);
-        Ok(polled)
+        Ok(Some((parse_document(MANIFEST_KEY, &bytes)?, etag)))
     }
 
     /// Syncs the replica, planned from `known` (a manifest the last check
