@@ -63,3 +63,31 @@ async fn origin_requests_stay_flat_with_200_readers_behind_the_cdn() {
         report.cdn_origin_requests
     );
 }
+
+/// The production CDN (CloudFront in `infra/template.yaml`) caches what the
+/// nginx block this test measured caches, for as long: a missing object
+/// (404 and 403) for `CdnMissingTtlSeconds`, the JSON documents for
+/// `CdnManifestTtlSeconds`, both 1 s by default like nginx's.
+#[test]
+fn cloudfront_caches_missing_objects_and_documents_as_long_as_the_tested_nginx() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let template = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
+    let default_of = |parameter: &str| {
+        let at = template.find(&format!("\n  {parameter}:\n")).unwrap_or_else(|| panic!("parameter {parameter}"));
+        let rest = &template[at..];
+        let line = rest.lines().find(|l| l.trim_start().starts_with("Default:")).unwrap();
+        line.trim_start().trim_start_matches("Default:").trim().to_string()
+    };
+    assert_eq!(default_of("CdnMissingTtlSeconds"), "1");
+    assert_eq!(default_of("CdnManifestTtlSeconds"), "1");
+    for code in ["404", "403"] {
+        assert!(
+            template
+                .contains(&format!("- ErrorCode: {code}\n            ErrorCachingMinTTL: !Ref CdnMissingTtlSeconds")),
+            "CloudFront caches {code} for CdnMissingTtlSeconds"
+        );
+    }
+    let nginx = distributary_tests::cdn::deploy_doc_cdn_block();
+    assert_eq!(nginx.matches("proxy_cache_valid 403 404 1s;").count(), 2, "nginx caches 403/404 for 1 s everywhere");
+    assert!(nginx.contains("proxy_cache_valid 200 1s;") && nginx.contains("proxy_cache_valid 200 365d;"));
+}
