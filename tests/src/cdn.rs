@@ -25,7 +25,8 @@ const DOC_LISTEN: &str = "listen 8080;";
 
 /// The access log's format: fields separated by spaces, the upstream
 /// address last because nginx writes a list (`a, b`) when it retried.
-const LOG_FORMAT: &str = "$msec $status $upstream_cache_status $request_method $uri $upstream_addr";
+const LOG_FORMAT: &str =
+    "$msec $status $upstream_cache_status $request_method $uri $connection_requests $upstream_addr";
 
 /// nginx caching in front of an origin; stopped when dropped.
 pub struct Cdn {
@@ -181,12 +182,13 @@ pub fn stats_between(served: &[Served], from_ms: u64, to_ms: u64) -> CacheStats 
 
 /// Parses one line of [`LOG_FORMAT`].
 fn parse_line(line: &str) -> Option<Served> {
-    let mut fields = line.splitn(6, ' ');
+    let mut fields = line.splitn(7, ' ');
     let msec = fields.next()?;
     let status = fields.next()?.parse().ok()?;
     let cache = fields.next()?.to_string();
     let _method = fields.next()?;
     let uri = fields.next()?.to_string();
+    let _connection_requests = fields.next()?;
     let upstream = fields.next().unwrap_or("-").trim();
     let (seconds, millis) = msec.split_once('.')?;
     let at_ms = seconds.parse::<u64>().ok()? * 1000 + millis.parse::<u64>().ok()?;
@@ -213,11 +215,11 @@ mod tests {
 
     #[test]
     fn parses_the_access_log() {
-        let hit = parse_line("1796630400.123 206 HIT GET /b/app/x/l0/1.seg -").unwrap();
+        let hit = parse_line("1796630400.123 206 HIT GET /b/app/x/l0/1.seg 1 -").unwrap();
         assert_eq!((hit.at_ms, hit.status, hit.is_hit(), hit.went_to_origin), (1_796_630_400_123, 206, true, false));
-        let miss = parse_line("1796630400.500 404 MISS GET /b/app/x/l0/2.seg 127.0.0.1:9000").unwrap();
+        let miss = parse_line("1796630400.500 404 MISS GET /b/app/x/l0/2.seg 3 127.0.0.1:9000").unwrap();
         assert!(!miss.is_hit() && miss.went_to_origin && miss.at_ms == 1_796_630_400_500);
-        let retried = parse_line("1796630401.000 200 EXPIRED GET /b/m.json 127.0.0.1:1, 127.0.0.1:2").unwrap();
+        let retried = parse_line("1796630401.000 200 EXPIRED GET /b/m.json 1 127.0.0.1:1, 127.0.0.1:2").unwrap();
         assert!(retried.went_to_origin);
     }
 

@@ -129,8 +129,13 @@ impl CdnRun {
         let base = wait_shipped(store.as_ref(), &db, &mut replicator, setup_limit).await;
 
         let origin = OriginCounter::start(SocketAddr::from(([127, 0, 0, 1], moto.port()))).await;
-        // Room for every reader's connection, and then some.
-        let cdn = Cdn::start(origin.addr, work, (self.readers + 512).max(1024));
+        // Room for every reader's connection twice over: the shared client
+        // opens a new one when a burst of polls finds none idle, and at its
+        // limit nginx closes idle ones that readers are about to reuse
+        // ("worker_connections are not enough"), which turns into
+        // reconnections and failed requests (seen with 7,000 readers at
+        // readers + 512).
+        let cdn = Cdn::start(origin.addr, work, self.readers * 2 + 1024);
         let readers_store: Arc<dyn Store> =
             Arc::new(HttpStore::new(format!("{}/{bucket}/app", cdn.url()), None).expect("an HTTP store"));
 

@@ -6,7 +6,8 @@
 //! cost tables: `origin_requests_per_s` is what the origin bills).
 //!
 //! Usage: `cdn_bench --readers N --seconds S [--json PATH] [--rate R]
-//! [--distributary PATH] [--work DIR]`. The primary is `--distributary`,
+//! [--distributary PATH] [--work DIR]` (`CDN_BENCH_KEEP=1` keeps the work
+//! folder and its logs). The primary is `--distributary`,
 //! else `$DISTRIBUTARY`, else the `distributary` beside this binary
 //! (`cargo build --release -p distributary -p distributary-tests --bin cdn_bench`).
 
@@ -83,6 +84,10 @@ async fn main() -> Result<()> {
     };
     eprintln!("cdn_bench: {readers} readers, {seconds} s of writes at {rate}/s (work in {})", work.path().display());
     let report = run.run(work.path()).await;
+    if std::env::var_os("CDN_BENCH_KEEP").is_some() {
+        // The logs (nginx's access and error logs, the replicator's) for a look.
+        eprintln!("kept {}", work.keep().display());
+    }
     println!(
         "| readers | seconds | origin requests/s | (after {} s warm-up) | reader requests/s | hit ratio | lag p50 (s) | lag p99 (s) | reader CPU (cores) | nginx CPU (cores) | converged |",
         run.warmup.as_secs()
