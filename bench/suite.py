@@ -280,22 +280,26 @@ def run_s3(cfg, work, binaries):
 def run_cdn(cfg, work, binaries):
     """cdn_bench once per fleet size (1,000 and 10,000 readers, 60 s of writes;
     --quick: 100 and 1,000, 20 s). It is built here, in the bench target dir;
-    it prints its table row, and its JSON is kept in the results (a cost table
-    takes `origin_requests_per_s` of the 10,000-reader run)."""
+    it prints its table row, and writes its JSON to $BENCH_CDN_OUT (default
+    ~/.cache/distributary/bench-cdn/cdn-N.json; a cost table takes
+    `origin_requests_per_s` of the 10,000-reader run)."""
     import json
     target = os.environ.get("CARGO_TARGET_DIR", common.BENCH_TARGET)
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "distributary-tests", "--bin", "cdn_bench"],
                    cwd=common.ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target})
     bench = os.path.join(target, "release", "cdn_bench")
     readers, seconds = ((100, 1000), 20) if cfg.quick else ((1000, 10000), 60)
+    # Kept after the run (the work folder is not): a cost table reads them.
+    out_dir = os.environ.get("BENCH_CDN_OUT", os.path.expanduser("~/.cache/distributary/bench-cdn"))
+    os.makedirs(out_dir, exist_ok=True)
     runs = []
     for n in readers:
-        out = os.path.join(work, f"cdn-{n}.json")
+        out = os.path.join(out_dir, f"cdn-{n}.json")
         subprocess.run([bench, "--readers", str(n), "--seconds", str(seconds), "--json", out,
                         "--distributary", binaries["distributary"], "--work", work], check=True)
         with open(out) as f:
             runs.append(json.load(f))
-        print(json.dumps(runs[-1]), flush=True)
+        print(f"{out}: {json.dumps(runs[-1])}", flush=True)
     return runs
 
 
