@@ -53,7 +53,18 @@ pub struct CdnRun {
     /// How long readers may take to reach the final TXID once it is in
     /// the store.
     pub converge_limit: Duration,
+    /// Also run `distributary compact --watch` on the store (see
+    /// [`COMPACT_ARGS`]): readers then also meet manifests that change
+    /// under them, L1 segments and new snapshots.
+    pub compact: bool,
 }
+
+/// The compactor's settings when [`CdnRun::compact`] is set: its defaults
+/// (10 s runs, 1 min L1 windows, hourly snapshots) would show nothing in a
+/// minute, so windows of 10 s and a snapshot every 30 s. Retention stays at
+/// its defaults: the genesis snapshot and every L0 segment remain, which the
+/// run's check of the store (a walk of the L0 chain) needs.
+pub const COMPACT_ARGS: [&str; 6] = ["--interval", "5s", "--l1-window", "10s", "--snapshot-interval", "30s"];
 
 /// What a run measured and found.
 #[derive(Clone, Debug, Default)]
@@ -124,6 +135,18 @@ impl CdnRun {
                 .arg(moto.url(&bucket, "app"))
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
         );
+        // Straight to moto, like a Lambda's: not through the CDN.
+        let mut compactor = self.compact.then(|| {
+            Process::spawn(
+                "compact",
+                work,
+                Command::new(&self.distributary)
+                    .args(["compact", "--watch"])
+                    .args(COMPACT_ARGS)
+                    .arg(moto.url(&bucket, "app"))
+                    .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+            )
+        });
         let store = moto.store_at(&bucket, "app").await;
         let setup_limit = Duration::from_secs(120);
         let base = wait_shipped(store.as_ref(), &db, &mut replicator, setup_limit).await;
@@ -179,6 +202,10 @@ impl CdnRun {
         let served = cdn.stop();
         let logged = stats_between(&served, started_ms, ended_ms);
         let _ = replicator.terminate();
+        if let Some(compactor) = compactor.as_mut() {
+            compactor.assert_running();
+            let _ = compactor.terminate();
+        }
         let warm_seconds = self.warmup.as_secs_f64();
         CdnReport {
             readers: self.readers,

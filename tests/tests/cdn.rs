@@ -33,6 +33,8 @@ async fn origin_requests_stay_flat_with_200_readers_behind_the_cdn() {
         warmup: Duration::from_secs(3),
         // Generous: two cores shared with builds, a debug build of core.
         converge_limit: Duration::from_secs(90),
+        // The probe path alone: compaction is the benchmark's option.
+        compact: false,
     };
     let report = run.run(work.path()).await;
     eprintln!("{report:#?}");

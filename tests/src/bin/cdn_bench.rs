@@ -6,8 +6,9 @@
 //! cost tables: `origin_requests_per_s` is what the origin bills).
 //!
 //! Usage: `cdn_bench --readers N --seconds S [--json PATH] [--rate R]
-//! [--distributary PATH] [--work DIR]` (`CDN_BENCH_KEEP=1` keeps the work
-//! folder and its logs). The primary is `--distributary`,
+//! [--distributary PATH] [--work DIR] [--compact]` (`--compact` also runs
+//! `distributary compact --watch`, see `cdn_run::COMPACT_ARGS`;
+//! `CDN_BENCH_KEEP=1` keeps the work folder and its logs). The primary is `--distributary`,
 //! else `$DISTRIBUTARY`, else the `distributary` beside this binary
 //! (`cargo build --release -p distributary -p distributary-tests --bin cdn_bench`).
 
@@ -38,7 +39,7 @@ fn distributary() -> Result<PathBuf> {
 }
 
 /// The figures as JSON: the fields the brief names first, then the rest.
-fn json(report: &CdnReport, rate: u64) -> serde_json::Value {
+fn json(report: &CdnReport, rate: u64, compact: bool) -> serde_json::Value {
     serde_json::json!({
         "readers": report.readers,
         "seconds": report.seconds,
@@ -56,6 +57,7 @@ fn json(report: &CdnReport, rate: u64) -> serde_json::Value {
         "cdn_cpu_cores": report.cdn_cpu_cores,
         "commits": report.commits,
         "commits_per_s": rate,
+        "compact": compact,
         "final_txid": report.final_txid,
         "converged_readers": report.converged,
         "converge_seconds": report.converge_seconds,
@@ -77,12 +79,17 @@ async fn main() -> Result<()> {
         distributary: distributary()?,
         warmup: Duration::from_secs(5.min(seconds / 2)),
         converge_limit: Duration::from_secs(180),
+        compact: std::env::args().any(|a| a == "--compact"),
     };
     let work = match arg("--work") {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
-    eprintln!("cdn_bench: {readers} readers, {seconds} s of writes at {rate}/s (work in {})", work.path().display());
+    eprintln!(
+        "cdn_bench: {readers} readers, {seconds} s of writes at {rate}/s{} (work in {})",
+        if run.compact { ", compact --watch" } else { "" },
+        work.path().display()
+    );
     let report = run.run(work.path()).await;
     if std::env::var_os("CDN_BENCH_KEEP").is_some() {
         // The logs (nginx's access and error logs, the replicator's) for a look.
@@ -113,7 +120,7 @@ async fn main() -> Result<()> {
         eprintln!("{} polls failed (retried); the last: {failure}", report.failed_polls);
     }
     if let Some(path) = arg("--json") {
-        std::fs::write(&path, serde_json::to_string_pretty(&json(&report, rate))? + "\n")
+        std::fs::write(&path, serde_json::to_string_pretty(&json(&report, rate, run.compact))? + "\n")
             .with_context(|| format!("write {path}"))?;
     }
     if !report.mismatches.is_empty() {
