@@ -35,12 +35,17 @@ Sections, in order (each reuses the code of its stand-alone script):
               CDN's origin GETs, the CDN's request charge (CloudFront) apart;
               its numbers come from the cdn section's JSON (--cdn-json), the
               row says "not measured" without it.
+  cdn         tests/src/bin/cdn_bench.rs (run_cdn below): 1,000 then 10,000
+              simulated edge readers (serve's protocol, in-memory replicas, one
+              process) behind nginx running the CDN block of docs/DEPLOY.md, the
+              real replicator shipping 10 commits/s to moto: origin and reader
+              requests/s, hit ratio, lag p50/p99, CPU. Its own table, and JSON.
   many        bench/many.py: 1,000 idle databases in one process (a folder,
               `replicate --dir` beside Litestream's `dir:`): threads,
               descriptors, RSS, idle CPU and store writes, then 10 written at
               once and their lag to the store (--quick: 100 databases).
 
-Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many] [--cdn-json PATH]
+Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many,cdn] [--cdn-json PATH]
   --cdn-json PATH: {"readers", "origin_requests_per_s" (CDN -> S3, all readers
   together), "reader_requests_per_s" (readers -> CDN, all together), "hit_ratio"}
 """
@@ -50,7 +55,7 @@ from types import SimpleNamespace
 import bursts, busy0, common, many, restore, s3proxy, serve
 from common import ProcStats, free_port, litestream_env, quantile, stop, wait_for
 
-SECTIONS = ("restore", "lag", "throughput", "s3", "many")
+SECTIONS = ("restore", "lag", "throughput", "s3", "many", "cdn")
 SYNC_INTERVAL = "1s"  # both tools; each one's default
 
 
@@ -481,6 +486,33 @@ def print_cost_table(s3, cfg, litestream_version):
               "readers' request cost from S3 to the CDN, it does not remove it; transfer is not counted.")
     print()
 
+# ---- cdn: readers behind a CDN (issue #18) ----
+
+def run_cdn(cfg, work, binaries):
+    """cdn_bench once per fleet size (1,000 and 10,000 readers, 60 s of writes;
+    --quick: 100 and 1,000, 20 s). It is built here, in the bench target dir;
+    it prints its table row, and writes its JSON to $BENCH_CDN_OUT (default
+    ~/.cache/distributary/bench-cdn/cdn-N.json; a cost table takes
+    `origin_requests_per_s` of the 10,000-reader run)."""
+    import json
+    target = os.environ.get("CARGO_TARGET_DIR", common.BENCH_TARGET)
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "distributary-tests", "--bin", "cdn_bench"],
+                   cwd=common.ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target})
+    bench = os.path.join(target, "release", "cdn_bench")
+    readers, seconds = ((100, 1000), 20) if cfg.quick else ((1000, 10000), 60)
+    # Kept after the run (the work folder is not): a cost table reads them.
+    out_dir = os.environ.get("BENCH_CDN_OUT", os.path.expanduser("~/.cache/distributary/bench-cdn"))
+    os.makedirs(out_dir, exist_ok=True)
+    runs = []
+    for n in readers:
+        out = os.path.join(out_dir, f"cdn-{n}.json")
+        subprocess.run([bench, "--readers", str(n), "--seconds", str(seconds), "--json", out,
+                        "--distributary", binaries["distributary"], "--work", work], check=True)
+        with open(out) as f:
+            runs.append(json.load(f))
+        print(f"{out}: {json.dumps(runs[-1])}", flush=True)
+    return runs
+
 
 # ---- the table ----
 
@@ -657,6 +689,7 @@ def main():
     cfg.compaction = args.compaction
     cfg.cdn_path = args.cdn_json
     cfg.cdn = load_cdn(args.cdn_json) if args.cdn_json else None
+    cfg.quick = args.quick
     if args.window:
         cfg.window = args.window
     if args.restore_db_mb:
@@ -683,7 +716,8 @@ def main():
     print(f"mode: {'--quick (smoke sizes, NOT the >= 1 GB restore)' if args.quick else 'full'}; sections: {', '.join(sections)}")
     began = time.time()
     results = {}
-    runners = {"restore": run_restore, "lag": run_lag, "throughput": run_throughput, "s3": run_s3, "many": run_many}
+    runners = {"restore": run_restore, "lag": run_lag, "throughput": run_throughput, "s3": run_s3, "many": run_many,
+               "cdn": run_cdn}
     try:
         for section in SECTIONS:
             if section in sections:

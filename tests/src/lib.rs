@@ -4,6 +4,9 @@
 //! | module | what |
 //! |---|---|
 //! | [`moto`] | a moto S3 server, with a fresh bucket per test |
+//! | [`cdn`] | nginx as a CDN (the `docs/DEPLOY.md` CDN block) in front of an origin, its access log |
+//! | [`cdn_run`] | issue #18's scenario: primary, moto, CDN and a reader fleet, measured (test and bench) |
+//! | [`fleet`] | many simulated edge readers in one process: serve's follower protocol over in-memory replicas |
 //! | [`bins`] | the workspace's binaries, built on demand, for process tests |
 //! | [`chain`] | walking and verifying a store's chain; a database's checksum |
 //! | [`lambda`] | S3 event JSON and the real Lambda runtime API (`cargo lambda watch`) for the compactor |
@@ -19,10 +22,13 @@
 //! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
 
 pub mod bins;
+pub mod cdn;
+pub mod cdn_run;
 pub mod chain;
 pub mod counting;
 pub mod e2e;
 pub mod faults;
+pub mod fleet;
 pub mod history;
 pub mod lambda;
 pub mod moto;
