@@ -476,7 +476,8 @@ def print_cost_table(s3, cfg, litestream_version):
                  (by_phase["active"], by_phase["idle"])]
         print(f"| {label} | {' | '.join(cells)} |")
     print()
-    print("Distributary = replicator + `compact --watch` + N x the measured `edge-reader serve --poll 1s`; "
+    compactor = "`compact --watch`" if cfg.compaction == "watch" else "its compactor (`--compaction local`)"
+    print(f"Distributary = replicator + {compactor} + N x the measured `edge-reader serve --poll 1s`; "
           "Litestream = replicator + N x the measured VFS reader. Readers that each read S3 add linearly.")
     if cfg.cdn:
         c = cfg.cdn

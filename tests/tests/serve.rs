@@ -696,16 +696,19 @@ async fn a_busy_poll_does_not_read_the_manifest_again() {
     }
     let after = metrics().await;
     let delta = |labels: &str| counter(&after, requests, labels) - counter(&before, requests, labels);
-    let probes = |text: &str| counter(text, requests, "op=\"head\",result=\"not_found\"");
-    let idle_probes = probes(&after) - probes(&before);
-    let checked = checks(&after) - checks(&before);
-    let per_commit = (delta("") - idle_probes - checked) as f64 / commits as f64;
-    println!("{per_commit:.2} requests per commit besides {idle_probes} idle probes and {checked} checks\n{after}");
-    // The probe that found it, the segment, and the walk's probe past it;
-    // before, the manifest too (4). Read once since the start (the busy
-    // poll's first sync), then not again within the manifest interval.
-    assert!(per_commit <= 3.05, "{per_commit:.2} requests per commit\n{after}");
-    assert_eq!(checked, 0, "no conditional reads within the manifest interval\n{after}");
+    // Each commit is one segment GET: the manifest is not read again (it
+    // was read once since the start, by the first busy poll's sync, and
+    // the manifest interval has not passed).
+    let segments = delta("op=\"get\",result=\"ok\"");
+    assert_eq!(segments, commits, "one GET per commit, none for the manifest\n{after}");
+    assert_eq!(checks(&after) - checks(&before), 0, "no conditional reads within the manifest interval\n{after}");
+    // For the record: a poll right after one that applied something syncs
+    // at once (its walk is the probe), others probe first; which one a
+    // commit meets depends on the test's timing, so it is measured by
+    // `scripts/bench` (a steady 10 commits/s), not asserted here.
+    let found_by_probe = delta("op=\"head\",result=\"ok\"");
+    let per_commit = (segments + found_by_probe) as f64 / commits as f64;
+    println!("{per_commit:.2} requests per commit besides polls that found nothing\n{after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
