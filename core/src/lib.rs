@@ -18,6 +18,7 @@
 //! | [`retry`] | which failures are worth retrying; the bounded retry of one-shot commands |
 //! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
+//! | [`poll`] | what a reader following a store decides at each poll |
 //! | [`clock`] | wall-clock time and sleeping |
 //!
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
@@ -34,6 +35,7 @@ pub mod layout;
 pub mod manifest;
 pub mod merge;
 pub mod plan;
+pub mod poll;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod replica;
 pub mod retry;

@@ -29,7 +29,7 @@ use distributary_core::apply::{MemoryDatabase, SyncOptions, sync_in_memory};
 use distributary_core::clock::now_ms;
 use distributary_core::layout::{MANIFEST_KEY, l0_key};
 use distributary_core::manifest::{Manifest, parse_document};
-use distributary_core::plan::ReplicaPosition;
+use distributary_core::poll::{aligned_delay, needs_sync};
 use distributary_core::store::{ETag, GetOptions, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -338,7 +338,8 @@ impl Reader {
         };
         let etag = result.meta.etag.clone();
         let manifest: Manifest = parse_document(MANIFEST_KEY, &result.bytes().await?)?;
-        let polled = if needs_sync(&manifest, &position) { self.sync().await? } else { Polled::Idle };
+        let polled =
+            if needs_sync(&manifest, position.generation, position.txid) { self.sync().await? } else { Polled::Idle };
         self.manifest_etag = etag;
         self.manifest_checked = Some(checked);
         Ok(polled)
@@ -362,30 +363,6 @@ impl Reader {
         self.shared.synced.notify_waiters();
         Ok(if summary.objects > 0 { Polled::Applied(summary.timestamp_ms) } else { Polled::Idle })
     }
-}
-
-/// The follower's `needs_sync` (edge-reader/src/serve/follower.rs): a
-/// changed manifest asks for a sync the L0 probe did not reveal when it
-/// names another generation, newer TXIDs, or retention past the replica.
-fn needs_sync(manifest: &Manifest, position: &ReplicaPosition) -> bool {
-    let floor = match manifest.l1 {
-        Some(l1) => l1.min_txid.0.saturating_sub(1),
-        None => manifest.l0_min_txid.0.saturating_sub(1),
-    };
-    manifest.generation != position.generation || manifest.newest.txid > position.txid || floor > position.txid.0
-}
-
-/// The follower's `aligned_delay` (edge-reader/src/serve/follower.rs,
-/// where its reasons are written): after applying a segment captured at
-/// `captured_ms`, poll one interval after that capture plus 100 ms, within
-/// half an interval and one.
-fn aligned_delay(poll: Duration, captured_ms: u64, now_ms: u64) -> Duration {
-    const ALIGN_MARGIN: Duration = Duration::from_millis(100);
-    let Some(age) = now_ms.checked_sub(captured_ms).map(Duration::from_millis) else { return poll };
-    if age > poll {
-        return poll;
-    }
-    (poll + ALIGN_MARGIN).saturating_sub(age).clamp(poll / 2, poll)
 }
 
 #[cfg(test)]
