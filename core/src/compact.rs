@@ -315,18 +315,11 @@ pub async fn compact_with(
                 Ok(passed) => break passed,
             }
         };
-        if let Some(passed) = passed {
+        if let Some(Passed { manifest, next_l0, pending_ms, l0 }) = passed {
             let now_ms = clock.now_ms();
-            let retired = retention::retire_snapshots(
-                store,
-                config,
-                passed.manifest.clone(),
-                passed.l0.cursor,
-                now_ms,
-                &mut report,
-            )
-            .await?;
-            memory.set_outlook(store.url(), Outlook::after_pass(config, &passed, &retired, now_ms));
+            let retired = retention::retire_snapshots(store, config, manifest, l0.cursor, now_ms, &mut report).await?;
+            let outlook = Outlook::after_pass(config, next_l0, pending_ms, &l0, &retired, now_ms);
+            memory.set_outlook(store.url(), outlook);
         }
         info!(
             newest = ?report.newest.map(|t| t.to_string()),
@@ -356,15 +349,15 @@ struct Progress {
 }
 
 /// What a pass leaves for retention and for the schedule of the next ones.
-pub(crate) struct Passed {
+struct Passed {
     /// The manifest as the pass last read or wrote it.
-    pub manifest: Versioned<Manifest>,
+    manifest: Versioned<Manifest>,
     /// The next L0 segment's TXID: where the walk found nothing.
-    pub next_l0: TxId,
+    next_l0: TxId,
     /// Timestamp of the first L0 segment not yet in L1 (a window still open).
-    pub pending_ms: Option<u64>,
+    pending_ms: Option<u64>,
     /// L0 retention after the pass.
-    pub l0: retention::L0Retention,
+    l0: retention::L0Retention,
 }
 
 /// Local copies kept within a pass so a snapshot does not download what the
@@ -753,10 +746,7 @@ async fn publish(
     let stored = update_manifest_from(store, Some(current), |current| {
         changed = false;
         let Some(current) = current else {
-            return Err(ManifestError::Rejected {
-                key: MANIFEST_KEY.to_string(),
-                reason: "the manifest disappeared during compaction".into(),
-            });
+            return Err(manifest_gone());
         };
         Ok(advance(current, progress, clock.now_ms()).inspect(|_| changed = true))
     })
@@ -764,12 +754,16 @@ async fn publish(
     if changed {
         report.manifest_updates += 1;
     }
-    stored.ok_or_else(|| {
-        CompactError::Manifest(ManifestError::Rejected {
-            key: MANIFEST_KEY.to_string(),
-            reason: "the manifest disappeared during compaction".into(),
-        })
-    })
+    stored.ok_or_else(|| manifest_gone().into())
+}
+
+/// The manifest was deleted while the compactor worked (only a person can
+/// do that): the run stops rather than write one back.
+pub(crate) fn manifest_gone() -> ManifestError {
+    ManifestError::Rejected {
+        key: MANIFEST_KEY.to_string(),
+        reason: "the manifest disappeared during compaction".into(),
+    }
 }
 
 /// The manifest `current` moved forward by `progress`, or `None` if that

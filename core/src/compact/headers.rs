@@ -104,7 +104,7 @@ impl HeaderCache {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a half-written entry.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

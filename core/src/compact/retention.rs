@@ -189,7 +189,7 @@ pub(crate) async fn retire_snapshots(
             Ok(Some(next))
         })
         .await?
-        .ok_or_else(|| manifest_gone(generation))?;
+        .ok_or_else(super::manifest_gone)?;
         // (2) L1 segments from the oldest snapshot to the floor, newest first.
         let l1_keys = walk_l1_keys(store, generation, oldest.txid.next(), floor).await?;
         delete_chain(store, &l1_keys).await?;
@@ -215,15 +215,6 @@ pub(crate) async fn retire_snapshots(
     }
     .instrument(span)
     .await
-}
-
-/// The manifest was deleted while the compactor worked (only a person can
-/// do that): the run stops rather than write one back.
-fn manifest_gone(generation: GenerationId) -> CompactError {
-    CompactError::Manifest(crate::manifest::ManifestError::Rejected {
-        key: crate::layout::MANIFEST_KEY.to_string(),
-        reason: format!("the manifest of generation {generation} disappeared during compaction"),
-    })
 }
 
 /// The keys of the L1 chain from `min_txid` to `max_txid`, by name, stopping

@@ -45,9 +45,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use super::headers::HeaderCache;
+use super::headers::lock;
 use super::objects::{Read, fetch_header_cached};
-use super::retention::Retired;
-use super::{Clock, CompactConfig, CompactError, CompactReport, Passed, compact_with};
+use super::retention::{L0Retention, Retired};
+use super::{Clock, CompactConfig, CompactError, CompactReport, compact_with};
 use crate::format::read_segment_header;
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, l0_key};
@@ -112,25 +113,33 @@ impl CompactMemory {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outlook>> {
-        // A panic while holding the lock cannot leave a half-written entry.
-        self.outlooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.outlooks)
     }
 }
 
 impl Outlook {
     /// The outlook after a full pass at `now_ms`.
-    pub(crate) fn after_pass(config: &CompactConfig, passed: &Passed, retired: &Retired, now_ms: u64) -> Outlook {
+    /// `next_l0`, `pending_ms` and `l0` are those of the pass
+    /// ([`super::Passed`]); `retired`, what snapshot retention left.
+    pub(crate) fn after_pass(
+        config: &CompactConfig,
+        next_l0: TxId,
+        pending_ms: Option<u64>,
+        l0: &L0Retention,
+        retired: &Retired,
+        now_ms: u64,
+    ) -> Outlook {
         let manifest: &Manifest = &retired.manifest.value;
-        let window_due = passed.pending_ms.map(|timestamp_ms| window_due(config, timestamp_ms, now_ms));
+        let window_due = pending_ms.map(|timestamp_ms| window_due(config, timestamp_ms, now_ms));
         // An idle database's L0 segments are all in L1: rather than one
         // pass (a delete and a manifest update) per window as each group
         // expires, one pass when the newest group does deletes them all.
-        let l0_due = match passed.pending_ms {
-            None => passed.l0.due_ms.map(|oldest| {
+        let l0_due = match pending_ms {
+            None => l0.due_ms.map(|oldest| {
                 let retention_ms = u64::try_from(config.l0_retention.as_millis()).unwrap_or(u64::MAX);
                 oldest.max(manifest.newest.timestamp_ms.saturating_add(retention_ms))
             }),
-            Some(_) => passed.l0.due_ms,
+            Some(_) => l0.due_ms,
         };
         let due_ms = [window_due, l0_due, retired.due_ms].into_iter().flatten().min().unwrap_or(u64::MAX);
         Outlook {
@@ -138,8 +147,8 @@ impl Outlook {
             manifest_etag: retired.manifest.etag.clone(),
             manifest_checked_ms: now_ms,
             probed_ms: now_ms,
-            next_l0: passed.next_l0,
-            pending: passed.pending_ms.is_some(),
+            next_l0,
+            pending: pending_ms.is_some(),
             due_ms,
         }
     }
