@@ -11,6 +11,11 @@
 //! 3. sleep one poll interval (aligned to the primary's uploads after a
 //!    sync that applied something; doubled per failure, capped at 30 s).
 //!
+//! Since then serve's follower also skips, on a busy database, the probe
+//! after a poll that applied something and the manifest read of each
+//! sync; the fleet does not, so what it counts at the origin is an upper
+//! bound of what real readers send.
+//!
 //! All readers share one store, so one HTTP client and its connection pool:
 //! 10,000 readers cost 10,000 tasks and their images, not 10,000 clients.
 //! Start times are spread over the first poll interval, as independent
