@@ -15,6 +15,7 @@
 //! | [`manifest`] | the manifest and snapshot index, updated by compare-and-swap |
 //! | [`plan`] | planning a read without LIST: the chain of objects that reaches a target |
 //! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) or to an image in memory (the wasm reader) |
+//! | [`lazy`] | a lazy replica: pages read on demand by range requests, for databases too large to download (the wasm reader) |
 //! | [`retry`] | which failures are worth retrying; the bounded retry of one-shot commands |
 //! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
@@ -32,6 +33,7 @@ pub mod compact;
 pub mod format;
 pub mod ids;
 pub mod layout;
+pub mod lazy;
 pub mod manifest;
 pub mod merge;
 pub mod plan;

@@ -55,6 +55,7 @@ pub use sqlite::{
     replica_checksum, restore, sync, sync_replica, sync_replica_from,
 };
 pub use verify::{ObjectApplier, PageHashes, PageSink, PagesAt};
+pub(crate) use verify::{check_continuity, empty_position};
 
 /// Errors of restore and sync. Each names the object key, TXID range or
 /// path involved.

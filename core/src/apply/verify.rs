@@ -385,7 +385,7 @@ impl ObjectApplier {
 /// Checks that `header` continues `at`: same generation and page size,
 /// contiguous TXIDs and, if `with_checksum`, the pre-apply checksum
 /// (snapshots replace everything and need none of that but the generation).
-pub(super) fn check_continuity(
+pub(crate) fn check_continuity(
     at: ReplicaPosition,
     page_size: u32,
     key: &str,

@@ -1,0 +1,121 @@
+//! The byte-capped cache of a lazy replica: decoded pages and raw chunks of
+//! snapshot page indexes, evicted least recently used first.
+//!
+//! Entries are keyed by the object they came from (a source's `uid`) and
+//! never change: objects are immutable, so a page stays valid in every
+//! version of the replica that still reads it from that object, and a
+//! version that reads it from a newer object simply asks for another key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What an entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// A decoded page image.
+    Page(u32),
+    /// A chunk of a snapshot's page index (raw entries).
+    IndexChunk(u32),
+}
+
+/// An entry's key: the source object's uid and what of it.
+pub type CacheKey = (u64, Slot);
+
+/// Bytes charged per entry beyond its data (map nodes, the `Arc`).
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A least-recently-used cache that holds at most `capacity` bytes.
+#[derive(Debug)]
+pub struct PageCache {
+    capacity: usize,
+    used: usize,
+    tick: u64,
+    entries: HashMap<CacheKey, (Arc<[u8]>, u64)>,
+    by_age: BTreeMap<u64, CacheKey>,
+}
+
+impl PageCache {
+    /// An empty cache of `capacity` bytes.
+    pub fn new(capacity: usize) -> PageCache {
+        PageCache { capacity, used: 0, tick: 0, entries: HashMap::new(), by_age: BTreeMap::new() }
+    }
+
+    /// The entry, marked as just used.
+    pub fn get(&mut self, key: &CacheKey) -> Option<Arc<[u8]>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (bytes, age) = self.entries.get_mut(key)?;
+        self.by_age.remove(age);
+        *age = tick;
+        self.by_age.insert(tick, *key);
+        Some(bytes.clone())
+    }
+
+    /// Whether the entry is present (without marking it used).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Adds (or replaces) an entry, then evicts the oldest entries until the
+    /// cache fits its capacity again.
+    pub fn insert(&mut self, key: CacheKey, bytes: Arc<[u8]>) {
+        self.remove(&key);
+        self.tick += 1;
+        self.used += bytes.len() + ENTRY_OVERHEAD;
+        self.entries.insert(key, (bytes, self.tick));
+        self.by_age.insert(self.tick, key);
+        while self.used > self.capacity {
+            let Some((_, oldest)) = self.by_age.pop_first() else { break };
+            if let Some((bytes, _)) = self.entries.remove(&oldest) {
+                self.used -= bytes.len() + ENTRY_OVERHEAD;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some((bytes, age)) = self.entries.remove(key) {
+            self.by_age.remove(&age);
+            self.used -= bytes.len() + ENTRY_OVERHEAD;
+        }
+    }
+
+    /// Bytes held, overhead included.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(byte: u8, len: usize) -> Arc<[u8]> {
+        vec![byte; len].into()
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_goes_first() {
+        let mut cache = PageCache::new(3 * (100 + ENTRY_OVERHEAD));
+        cache.insert((1, Slot::Page(1)), page(1, 100));
+        cache.insert((1, Slot::Page(2)), page(2, 100));
+        cache.insert((1, Slot::Page(3)), page(3, 100));
+        assert!(cache.get(&(1, Slot::Page(1))).is_some());
+        cache.insert((1, Slot::Page(4)), page(4, 100));
+        assert!(cache.contains(&(1, Slot::Page(1))), "used recently");
+        assert!(!cache.contains(&(1, Slot::Page(2))), "the oldest");
+        assert!(cache.used() <= cache.capacity());
+    }
+
+    #[test]
+    fn replacing_an_entry_does_not_count_it_twice() {
+        let mut cache = PageCache::new(10_000);
+        cache.insert((7, Slot::IndexChunk(0)), page(0, 100));
+        cache.insert((7, Slot::IndexChunk(0)), page(1, 100));
+        assert_eq!(cache.used(), 100 + ENTRY_OVERHEAD);
+    }
+}
