@@ -45,6 +45,12 @@ fi
 # example "" for sqlite-wasm-rs's full set, FTS5 included: 1.12 MB, over budget).
 export SQLITE_WASM_RS_FLAGS="${SQLITE_WASM_RS_FLAGS--USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_SESSION -USQLITE_ENABLE_PREUPDATE_HOOK -USQLITE_ENABLE_BYTECODE_VTAB -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_DBPAGE_VTAB -USQLITE_ENABLE_STMTVTAB -USQLITE_ENABLE_UNLOCK_NOTIFY -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_API_ARMOR -DSQLITE_DQS=0 -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_OMIT_TRACE -DSQLITE_OMIT_AUTHORIZATION -DSQLITE_OMIT_COMPLETE -DSQLITE_OMIT_GET_TABLE -DSQLITE_OMIT_TCL_VARIABLE -DSQLITE_UNTESTABLE}"
 
+# One build at a time per target folder: test processes build the package
+# in parallel, and wasm-opt's temporary file and the package files are shared.
+mkdir -p "$target_dir"
+exec 9>"$target_dir/build-wasm.lock"
+flock 9
+
 log "cargo build (wasm32-unknown-unknown, profile wasm-release)"
 cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p distributary-edge-wasm \
     --manifest-path "$root/Cargo.toml"

@@ -12,7 +12,8 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | `replica` | `EdgeReplica`, the JavaScript API: `open`, `sync`, `query`, `txid`, `export` |
+//! | `replica` | `EdgeReplica`, the JavaScript API: `open`, `sync`, `query`, `queryAsync`, `txid`, `export` |
+//! | `lazy` | lazy mode: SQLite reading pages through a VFS, a query run again once the page it missed is fetched |
 //! | `fetch` | a read-only `Store` over the host's `fetch` (browsers, Node, workerd) |
 //! | `sqlite` | SQLite reading the image in place (`sqlite3_deserialize`, read-only) and rows as JavaScript values |
 //!
@@ -22,6 +23,8 @@
 
 #[cfg(target_arch = "wasm32")]
 mod fetch;
+#[cfg(target_arch = "wasm32")]
+mod lazy;
 #[cfg(target_arch = "wasm32")]
 mod replica;
 #[cfg(target_arch = "wasm32")]

@@ -45,6 +45,13 @@ impl ReadOnlyDb {
         Ok(ReadOnlyDb { conn })
     }
 
+    /// A connection opened elsewhere (the lazy VFS), made query-only.
+    pub fn from_connection(conn: Connection) -> ReadOnlyDb {
+        // Belt and braces: the VFS refuses writes too.
+        let _ = conn.execute_batch("PRAGMA query_only = 1");
+        ReadOnlyDb { conn }
+    }
+
     /// Runs one read-only statement with positional `params` and returns
     /// `{ columns: string[], rows: object[] }`, each row an object keyed by
     /// column name.

@@ -1,7 +1,10 @@
 // Opens a replica of the store named by ?store= (default ./store, beside
 // this page), runs ?sql= (or the form's query), renders the rows, and syncs
-// on the Sync button. #result carries data-state="done" and a JSON copy of
-// the last result in data-json, for scripts that drive the page.
+// on the Sync button. ?lazy=1 reads the database page by page with range
+// requests (any size opens at once), ?lazy=0 downloads it whole; without it
+// the replica picks (lazy past a 16 MiB snapshot). #result carries
+// data-state="done" and a JSON copy of the last result in data-json, for
+// scripts that drive the page.
 import { EdgeReplica } from './pkg/index.js';
 
 const params = new URLSearchParams(location.search);
@@ -30,10 +33,13 @@ async function run(action) {
   error.textContent = '';
   try {
     await action();
-    const { columns, rows } = replica.query(form.sql.value);
+    const { columns, rows } = await replica.queryAsync(form.sql.value);
     render(columns, rows);
     document.querySelector('#txid').textContent = replica.txid;
-    result.dataset.json = JSON.stringify({ txid: replica.txid, columns, rows });
+    document.querySelector('#mode').textContent = replica.lazy
+      ? `lazy: ${replica.stats.requests} requests, ${replica.stats.bytes} bytes fetched`
+      : `downloaded: ${replica.size} bytes`;
+    result.dataset.json = JSON.stringify({ txid: replica.txid, columns, rows, lazy: replica.lazy, size: replica.size, stats: replica.stats });
     result.dataset.state = 'done';
   } catch (e) {
     error.textContent = e.message;
@@ -48,5 +54,6 @@ form.addEventListener('submit', (event) => {
 });
 document.querySelector('#sync').addEventListener('click', () => run(() => replica.sync()));
 run(async () => {
-  replica = await EdgeReplica.open(storeUrl, {});
+  const lazy = { 1: true, 0: false }[params.get('lazy')] ?? 'auto';
+  replica = await EdgeReplica.open(storeUrl, { lazy });
 });

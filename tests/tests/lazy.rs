@@ -173,7 +173,11 @@ async fn a_corrupt_frame_or_index_is_refused_and_named() {
         .filter_map(|e| e.ok().map(|e| e.path().join("snapshots")))
         .find(|p| p.is_dir())
         .map(|dir| {
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "seg")).unwrap()
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|e| e == "seg"))
+                .unwrap()
         })
         .unwrap();
     let pristine = std::fs::read(&snapshot).unwrap();

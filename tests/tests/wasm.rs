@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
+use distributary_tests::synthetic::Rng;
 use distributary_tests::web_servers::{StartServer, WebServer};
 use serde_json::Value;
 
@@ -73,6 +74,29 @@ impl Primary {
         primary
     }
 
+    /// A primary of 1 GB: two 500 MB blobs of zeros (so its store stays
+    /// small and quick to write) beside `events`.
+    fn gigabyte(rows: i64) -> Primary {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
+        // Written in rollback mode, then switched to WAL like every primary:
+        // through the WAL, the gigabyte would be written twice.
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode=DELETE;
+                 CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);
+                 CREATE TABLE blobs (b BLOB);
+                 INSERT INTO blobs VALUES (zeroblob(500000000));
+                 INSERT INTO blobs VALUES (zeroblob(500000000));",
+            )
+            .unwrap();
+        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        drop(connection);
+        let mut primary = Primary { dir, next: 1 };
+        primary.write(rows);
+        primary
+    }
+
     fn db(&self) -> PathBuf {
         self.dir.path().join("app.db")
     }
@@ -85,14 +109,27 @@ impl Primary {
         format!("file://{}", self.store().display())
     }
 
-    /// Commits `rows` inserts (one transaction each) and ships them.
+    /// Commits `rows` inserts (one transaction each, or one for all when
+    /// there are many) and ships them. Bodies are 200 hex digits drawn from
+    /// the row's id: they compress about 2:1, like real rows, so a store of
+    /// a few thousand rows is read by range requests in lazy mode.
     fn write(&mut self, rows: i64) {
         let connection = rusqlite::Connection::open(self.db()).unwrap();
+        // Few rows: one transaction each, as an app commits; many: one.
+        let batch = rows > 100;
+        if batch {
+            connection.execute_batch("BEGIN").unwrap();
+        }
         for _ in 0..rows {
+            let mut rng = Rng::new(self.next as u64);
+            let body: String = (0..25).map(|_| format!("{:08x}", rng.next_u64() as u32)).collect();
             connection
-                .execute("INSERT INTO events (id, body) VALUES (?1, ?2)", rusqlite::params![self.next, "x".repeat(200)])
+                .execute("INSERT INTO events (id, body) VALUES (?1, ?2)", rusqlite::params![self.next, body])
                 .unwrap();
             self.next += 1;
+        }
+        if batch {
+            connection.execute_batch("COMMIT").unwrap();
         }
         drop(connection);
         let output = Command::new(binary("distributary", "distributary"))
@@ -147,7 +184,11 @@ impl Driver {
     }
 
     fn sync(&mut self) -> Value {
-        writeln!(self.stdin, "sync").unwrap();
+        self.command("sync")
+    }
+
+    fn command(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").unwrap();
         self.stdin.flush().unwrap();
         self.line()
     }
@@ -195,15 +236,32 @@ fn native_sync(db: &Path, store_url: &str) -> Option<String> {
 
 #[test]
 fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
+    let opened = follow_and_refuse(20, "{}");
+    assert_eq!(opened["lazy"], false, "a small store opens in full mode: {opened}");
+}
+
+/// The same checks on a lazy replica (issue 19): a store read by range
+/// requests (3,000 rows: a snapshot far past the first 64 KiB fetched), its
+/// pages exported and checked against the primary's.
+#[test]
+fn node_lazy_replica_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
+    let opened = follow_and_refuse(3000, r#"{"lazy": true}"#);
+    assert_eq!(opened["lazy"], true, "{opened}");
+}
+
+/// Opens a replica of a primary of `rows` rows with `options`, follows five
+/// commits, exports the database, then refuses a corrupt L0 segment with
+/// the native reader's message. Returns the first report.
+fn follow_and_refuse(rows: i64, options: &str) -> Value {
     let package = package();
-    let mut primary = Primary::new(20);
+    let mut primary = Primary::new(rows);
     let server = StaticServer::start(vec![("/store".into(), primary.store())]);
     let url = format!("{}/store", server.url());
-    let mut node = Driver::spawn("node.mjs", &[package.to_str().unwrap(), &url, COUNT_SQL]);
+    let mut node = Driver::spawn("node.mjs", &[package.to_str().unwrap(), &url, COUNT_SQL, options]);
 
     let opened = node.line();
     assert_eq!(opened["error"], Value::Null, "{opened}");
-    assert_eq!(count(&opened), 20);
+    assert_eq!(count(&opened), rows);
     let first = txid(&opened);
     assert!(first >= 1);
     // Same bytes as the primary: the rolling checksum matches.
@@ -212,11 +270,15 @@ fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
     primary.write(5);
     let synced = node.sync();
     assert_eq!(synced["error"], Value::Null, "{synced}");
-    assert_eq!(count(&synced), 25);
-    assert_eq!(synced["rows"][0]["last"], 25);
+    assert_eq!(count(&synced), rows + 5);
+    assert_eq!(synced["rows"][0]["last"], rows + 5);
     let second = txid(&synced);
     assert!(second > first, "TXID {second} after {first}");
     assert_eq!(synced["checksum"], database_checksum(&primary.db()).unwrap().to_string());
+    // Every page, read back: the primary's database.
+    let exported = primary.dir.path().join("exported.db");
+    assert!(node.command(&format!("export {}", exported.display()))["written"].as_u64().unwrap() > 0);
+    assert_eq!(database_checksum(&exported).unwrap(), database_checksum(&primary.db()).unwrap());
 
     // A native replica at the same point, then one corrupt object for both.
     let native = primary.dir.path().join("replica.db");
@@ -238,7 +300,43 @@ fn node_follows_the_primary_and_refuses_a_corrupt_object_like_native() {
     assert_eq!(message.strip_prefix(&context), Some(native_error.as_str()), "wasm: {message}\nnative: {native_error}");
     // The last good state stays readable.
     assert_eq!(txid(&refused), second);
-    assert_eq!(count(&refused), 25);
+    assert_eq!(count(&refused), rows + 5);
+    opened
+}
+
+/// A lazy query that is still fetching pages when a sync publishes the next
+/// version finishes on the version it started with: every page as of one
+/// TXID. The driver holds the query's snapshot reads until the sync is done,
+/// so the two always interleave.
+#[test]
+fn node_lazy_query_during_sync_reads_one_txid() {
+    let package = package();
+    let mut primary = Primary::new(3000);
+    let server = StaticServer::start(vec![("/store".into(), primary.store())]);
+    let url = format!("{}/store", server.url());
+    // The driver's own query reads the last leaf only; the raced one scans
+    // every leaf, which no query has fetched yet.
+    let sql = "SELECT max(id) AS last FROM events";
+    let mut node = Driver::spawn("node.mjs", &[package.to_str().unwrap(), &url, sql, r#"{"lazy": true}"#]);
+    let opened = node.line();
+    assert_eq!(opened["error"], Value::Null, "{opened}");
+    let before = txid(&opened);
+    // Rows appended and the first rows rewritten: pages of the snapshot change.
+    primary.write(200);
+    let connection = rusqlite::Connection::open(primary.db()).unwrap();
+    connection.execute_batch("UPDATE events SET body = upper(body) WHERE id <= 300").unwrap();
+    drop(connection);
+    primary.write(1);
+
+    let raced = node.command("race SELECT count(*) AS n, sum(length(body)) AS bytes FROM events");
+    assert_eq!(raced["syncedFirst"], true, "the sync must publish while the query runs: {raced}");
+    assert!(txid(&raced) > before);
+    assert_eq!(raced["rows"], serde_json::json!([{"n": 3000, "bytes": 600000}]), "the query's own version");
+    let after = node.command("race SELECT count(*) AS n, sum(length(body)) AS bytes FROM events WHERE body = upper(body)");
+    assert_eq!(after["rows"], serde_json::json!([{"n": 300, "bytes": 60000}]), "the new version: {after}");
+    let after = node.sync();
+    assert_eq!(after["rows"][0]["last"], 3201);
+    assert_eq!(after["checksum"], database_checksum(&primary.db()).unwrap().to_string());
 }
 
 /// The wasm reader through real static servers (issue #22): Python's
@@ -284,6 +382,39 @@ fn chromium_renders_the_example_page_and_syncs() {
     assert_eq!(opened["error"], Value::Null, "{opened}");
     assert_eq!(count(&opened), 20);
     assert_eq!(opened["cells"], serde_json::json!(["20"]), "the rendered table");
+    let first = txid(&opened);
+
+    primary.write(3);
+    let synced = browser.sync();
+    assert_eq!(synced["error"], Value::Null, "{synced}");
+    assert_eq!(count(&synced), 23);
+    assert_eq!(synced["cells"], serde_json::json!(["23"]));
+    assert!(txid(&synced) > first);
+}
+
+/// The example page opens a 1 GB database lazily (issue 19): it answers
+/// after fetching a sliver of the store, then follows new commits.
+#[test]
+fn chromium_opens_a_gigabyte_database_lazily_and_follows_it() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} not found: apt-get install chromium (scripts/setup.sh)");
+    let package = package();
+    let mut primary = Primary::gigabyte(20);
+    let server = StaticServer::start(vec![
+        ("/".into(), workspace().join("examples/browser")),
+        ("/pkg".into(), package.to_path_buf()),
+        ("/store".into(), primary.store()),
+    ]);
+    let page = format!("{}/?store=/store&lazy=1&sql=SELECT%20count(*)%20AS%20n%20FROM%20events", server.url());
+    let mut browser = Driver::spawn("chromium.mjs", &[&page]);
+
+    let opened = browser.line();
+    assert_eq!(opened["error"], Value::Null, "{opened}");
+    assert_eq!(opened["lazy"], true, "{opened}");
+    assert!(opened["size"].as_f64().unwrap() >= 1e9, "a 1 GB database: {opened}");
+    assert!(opened["stats"]["bytes"].as_f64().unwrap() < 1e6, "a lazy open reads a sliver of the store: {opened}");
+    assert_eq!(count(&opened), 20);
+    assert_eq!(opened["cells"], serde_json::json!(["20"]));
     let first = txid(&opened);
 
     primary.write(3);

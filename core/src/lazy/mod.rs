@@ -219,7 +219,11 @@ impl LazyReplica {
             let mut codec = lock(&self.codec);
             let codec = match &mut *codec {
                 Some(codec) => codec,
-                None => codec.insert(PageCodec::new(version.position.generation, self.key.as_ref(), Compression::default())?),
+                None => codec.insert(PageCodec::new(
+                    version.position.generation,
+                    self.key.as_ref(),
+                    Compression::default(),
+                )?),
             };
             codec.check_key(&source.key, source.header.key_check)?;
             codec.decode_page(&source.key, PageNo(pgno), payload, &mut page)?;
@@ -292,7 +296,9 @@ impl LazyReplica {
         for (source, pgno, extent) in extents {
             match ranges.last_mut() {
                 Some((s, start, end, frames))
-                    if s.uid == source.uid && extent.offset <= *end + MERGE_GAP && extent.end() - *start <= MAX_RANGE =>
+                    if s.uid == source.uid
+                        && extent.offset <= *end + MERGE_GAP
+                        && extent.end() - *start <= MAX_RANGE =>
                 {
                     *end = (*end).max(extent.end());
                     frames.push((pgno, extent));
@@ -300,14 +306,15 @@ impl LazyReplica {
                 _ => ranges.push((source, extent.offset, extent.end(), vec![(pgno, extent)])),
             }
         }
-        let fetched = futures::future::try_join_all(ranges.into_iter().map(|(source, start, end, frames)| async move {
-            let bytes = self.store.get_range(&source.key, ByteRange::Bounded { start, end }).await?;
-            if (bytes.len() as u64) < end - start {
-                return Err(short_read(&source.key, end));
-            }
-            Ok::<_, ApplyError>((source, start, frames, bytes))
-        }))
-        .await?;
+        let fetched =
+            futures::future::try_join_all(ranges.into_iter().map(|(source, start, end, frames)| async move {
+                let bytes = self.store.get_range(&source.key, ByteRange::Bounded { start, end }).await?;
+                if (bytes.len() as u64) < end - start {
+                    return Err(short_read(&source.key, end));
+                }
+                Ok::<_, ApplyError>((source, start, frames, bytes))
+            }))
+            .await?;
         for (source, start, frames, bytes) in fetched {
             for (pgno, extent) in frames {
                 let payload = payload_at(&source.key, pgno, extent, start, &bytes)?;
@@ -378,7 +385,8 @@ impl LazyReplica {
             });
         }
         let mut summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
-        let mut fetcher = LazyFetcher { replica: self, plan: &plan, next: Draft::from(current.as_deref(), &plan), failed: None };
+        let mut fetcher =
+            LazyFetcher { replica: self, plan: &plan, next: Draft::from(current.as_deref(), &plan), failed: None };
         let walked = walk_chain(&mut fetcher, &plan).await;
         let LazyFetcher { next, failed, .. } = fetcher;
         if next.objects > 0 {

@@ -99,7 +99,9 @@ impl Source {
         let index_offset = size
             .checked_sub(TRAILER_SIZE as u64 + index_bytes)
             .filter(|&offset| offset >= (HEADER_SIZE + FRAME_HEADER_SIZE) as u64)
-            .ok_or_else(|| malformed(key, format!("{size} bytes cannot hold {} pages and their index", header.commit)))?;
+            .ok_or_else(|| {
+                malformed(key, format!("{size} bytes cannot hold {} pages and their index", header.commit))
+            })?;
         let held = head_frames(key, &header, head, index_offset)?;
         Ok(Source { uid, key: key.to_string(), header, held, rest: Rest::SnapshotIndex { index_offset } })
     }
@@ -238,7 +240,10 @@ fn check_entry(
     }
     let end = entry.offset + FRAME_HEADER_SIZE as u64 + u64::from(entry.payload_len);
     if end + FRAME_HEADER_SIZE as u64 > index_offset {
-        return Err(malformed(key, format!("page {pgno}'s frame runs past the frames (into the index at {index_offset})")));
+        return Err(malformed(
+            key,
+            format!("page {pgno}'s frame runs past the frames (into the index at {index_offset})"),
+        ));
     }
     Ok(())
 }
