@@ -332,7 +332,8 @@ fn node_lazy_query_during_sync_reads_one_txid() {
     assert_eq!(raced["syncedFirst"], true, "the sync must publish while the query runs: {raced}");
     assert!(txid(&raced) > before);
     assert_eq!(raced["rows"], serde_json::json!([{"n": 3000, "bytes": 600000}]), "the query's own version");
-    let after = node.command("race SELECT count(*) AS n, sum(length(body)) AS bytes FROM events WHERE body = upper(body)");
+    let after =
+        node.command("race SELECT count(*) AS n, sum(length(body)) AS bytes FROM events WHERE body = upper(body)");
     assert_eq!(after["rows"], serde_json::json!([{"n": 300, "bytes": 60000}]), "the new version: {after}");
     let after = node.sync();
     assert_eq!(after["rows"][0]["last"], 3201);

@@ -1,12 +1,15 @@
 //! The byte-capped cache of a lazy replica: decoded pages and raw chunks of
-//! snapshot page indexes, evicted least recently used first.
+//! snapshot page indexes, evicted least recently used first (in batches:
+//! when full, the oldest eighth goes at once, so eviction costs a sort of
+//! the ages now and then rather than an ordered index kept on every use;
+//! a smaller .wasm, too).
 //!
 //! Entries are keyed by the object they came from (a source's `uid`) and
 //! never change: objects are immutable, so a page stays valid in every
 //! version of the replica that still reads it from that object, and a
 //! version that reads it from a newer object simply asks for another key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What an entry holds.
@@ -31,13 +34,12 @@ pub struct PageCache {
     used: usize,
     tick: u64,
     entries: HashMap<CacheKey, (Arc<[u8]>, u64)>,
-    by_age: BTreeMap<u64, CacheKey>,
 }
 
 impl PageCache {
     /// An empty cache of `capacity` bytes.
     pub fn new(capacity: usize) -> PageCache {
-        PageCache { capacity, used: 0, tick: 0, entries: HashMap::new(), by_age: BTreeMap::new() }
+        PageCache { capacity, used: 0, tick: 0, entries: HashMap::new() }
     }
 
     /// The entry, marked as just used.
@@ -45,9 +47,7 @@ impl PageCache {
         self.tick += 1;
         let tick = self.tick;
         let (bytes, age) = self.entries.get_mut(key)?;
-        self.by_age.remove(age);
         *age = tick;
-        self.by_age.insert(tick, *key);
         Some(bytes.clone())
     }
 
@@ -56,26 +56,31 @@ impl PageCache {
         self.entries.contains_key(key)
     }
 
-    /// Adds (or replaces) an entry, then evicts the oldest entries until the
-    /// cache fits its capacity again.
+    /// Adds (or replaces) an entry; if the cache is then over its capacity,
+    /// evicts the oldest entries (at least an eighth of them) until it fits.
     pub fn insert(&mut self, key: CacheKey, bytes: Arc<[u8]>) {
-        self.remove(&key);
+        if let Some((old, _)) = self.entries.remove(&key) {
+            self.used -= old.len() + ENTRY_OVERHEAD;
+        }
         self.tick += 1;
         self.used += bytes.len() + ENTRY_OVERHEAD;
         self.entries.insert(key, (bytes, self.tick));
-        self.by_age.insert(self.tick, key);
-        while self.used > self.capacity {
-            let Some((_, oldest)) = self.by_age.pop_first() else { break };
-            if let Some((bytes, _)) = self.entries.remove(&oldest) {
-                self.used -= bytes.len() + ENTRY_OVERHEAD;
-            }
+        if self.used > self.capacity {
+            self.evict();
         }
     }
 
-    fn remove(&mut self, key: &CacheKey) {
-        if let Some((bytes, age)) = self.entries.remove(key) {
-            self.by_age.remove(&age);
-            self.used -= bytes.len() + ENTRY_OVERHEAD;
+    fn evict(&mut self) {
+        let mut ages: Vec<(u64, CacheKey)> = self.entries.iter().map(|(key, (_, age))| (*age, *key)).collect();
+        ages.sort_unstable_by_key(|(age, _)| *age);
+        let at_least = ages.len().div_ceil(8);
+        for (i, (_, key)) in ages.into_iter().enumerate() {
+            if i >= at_least && self.used <= self.capacity {
+                break;
+            }
+            if let Some((bytes, _)) = self.entries.remove(&key) {
+                self.used -= bytes.len() + ENTRY_OVERHEAD;
+            }
         }
     }
 
@@ -108,6 +113,7 @@ mod tests {
         cache.insert((1, Slot::Page(4)), page(4, 100));
         assert!(cache.contains(&(1, Slot::Page(1))), "used recently");
         assert!(!cache.contains(&(1, Slot::Page(2))), "the oldest");
+        assert!(cache.contains(&(1, Slot::Page(3))) && cache.contains(&(1, Slot::Page(4))));
         assert!(cache.used() <= cache.capacity());
     }
 

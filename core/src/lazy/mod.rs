@@ -6,7 +6,7 @@
 //! A [`LazyReplica`] follows the store as every reader does (manifest, plan,
 //! chain walked by name), but it reads objects only as far as it must:
 //!
-//! - the **snapshot**: its first 64 KiB (the header and the first pages:
+//! - the **snapshot**: its first 16 KiB (the header and the first pages:
 //!   page 1 and the schema), nothing else at sync; the manifest already
 //!   gives its size, page count and checksum, so the page index is found by
 //!   arithmetic and read in 4 KiB chunks when pages are wanted;
@@ -34,7 +34,7 @@ pub mod cache;
 mod counted;
 pub mod source;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,6 +55,11 @@ use crate::store::{ByteRange, GetOptions, Store, StoreError};
 /// Bytes of an object fetched first: its header and first frames, or all
 /// of a small object (most L0 segments) in one request.
 pub const HEAD_BYTES: u64 = 64 << 10;
+/// Bytes of a snapshot fetched first: its header and its first pages (page
+/// 1, the schema, often the first tables' roots). Less than [`HEAD_BYTES`]:
+/// a snapshot is never small enough to come whole, and every byte here is
+/// on the way to the first answer.
+pub const SNAPSHOT_HEAD_BYTES: u64 = 16 << 10;
 /// Default size of the page cache: 32 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 /// The smallest cache accepted: a query's working set must fit.
@@ -261,14 +266,12 @@ impl LazyReplica {
                 _ => runs.push((source, number, number)),
             }
         }
-        let fetched = futures::future::try_join_all(runs.iter().map(|(source, first, last)| async move {
-            let start = source.chunk_range(*first).expect("a snapshot's chunk").start;
-            let end = source.chunk_range(*last).expect("a snapshot's chunk").end;
+        // One request at a time: a query's misses come one per run, so a
+        // fetch is nearly always one range (and joins add to the .wasm).
+        for (source, first, last) in runs {
+            let start = source.chunk_range(first).expect("a snapshot's chunk").start;
+            let end = source.chunk_range(last).expect("a snapshot's chunk").end;
             let bytes = self.store.get_range(&source.key, ByteRange::Bounded { start, end }).await?;
-            Ok::<_, ApplyError>((source, *first, *last, start, bytes))
-        }))
-        .await?;
-        for (source, first, last, start, bytes) in fetched {
             for number in first..=last {
                 let range = source.chunk_range(number).expect("a snapshot's chunk");
                 let at = (range.start - start) as usize..(range.end - start) as usize;
@@ -496,18 +499,21 @@ impl Draft {
 
     /// The version, without the objects whose every page a later one replaced.
     fn publish(mut self, id: u64) -> Version {
-        let used: HashSet<u32> = self.overlay.values().copied().collect();
-        if used.len() < self.sources.len() {
-            let mut renumber = HashMap::new();
-            let mut kept = Vec::with_capacity(used.len());
+        let mut used = vec![false; self.sources.len()];
+        for &slot in self.overlay.values() {
+            used[slot as usize] = true;
+        }
+        if used.contains(&false) {
+            let mut renumber = vec![0u32; self.sources.len()];
+            let mut kept = Vec::with_capacity(self.sources.len());
             for (slot, source) in self.sources.into_iter().enumerate() {
-                if used.contains(&(slot as u32)) {
-                    renumber.insert(slot as u32, kept.len() as u32);
+                if used[slot] {
+                    renumber[slot] = kept.len() as u32;
                     kept.push(source);
                 }
             }
             for slot in self.overlay.values_mut() {
-                *slot = renumber[slot];
+                *slot = renumber[*slot as usize];
             }
             self.sources = kept;
         }
@@ -542,7 +548,8 @@ impl Fetcher for LazyFetcher<'_> {
     type Body = Head;
 
     async fn start(&mut self, key: &str) -> Result<Option<Started<Head>>, ApplyError> {
-        let options = GetOptions { range: Some(ByteRange::Bounded { start: 0, end: HEAD_BYTES }), if_none_match: None };
+        let end = if self.plan.snapshot_key().as_deref() == Some(key) { SNAPSHOT_HEAD_BYTES } else { HEAD_BYTES };
+        let options = GetOptions { range: Some(ByteRange::Bounded { start: 0, end }), if_none_match: None };
         let result = match self.replica.store.get(key, options).await {
             Ok(result) => result,
             Err(StoreError::NotFound { .. }) => return Ok(None),

@@ -3,7 +3,6 @@
 //! large one) and where the other frames are (the page index, read whole
 //! for an L1 segment, chunk by chunk on demand for a snapshot).
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 
 use bytes::Bytes;
@@ -39,8 +38,8 @@ impl Extent {
 pub enum Rest {
     /// None: every frame is held.
     Nothing,
-    /// The whole page index, read at sync.
-    Index(BTreeMap<u32, Extent>),
+    /// The whole page index, read at sync, by ascending page.
+    Index(Vec<(u32, Extent)>),
     /// A snapshot's index (pages `1..=commit`, entry `p` at
     /// `index_offset + 16 (p - 1)`), read in chunks when pages are wanted.
     SnapshotIndex {
@@ -58,8 +57,8 @@ pub struct Source {
     pub key: String,
     /// Its header, checked against the chain.
     pub header: Header,
-    /// Payloads held in memory, by page.
-    pub held: HashMap<u32, Bytes>,
+    /// Payloads held in memory, by ascending page.
+    pub held: Vec<(u32, Bytes)>,
     /// Where the other frames are.
     pub rest: Rest,
 }
@@ -84,9 +83,10 @@ impl Source {
     pub fn whole(uid: u64, key: &str, body: Bytes) -> Result<(Source, crate::format::Trailer), ApplyError> {
         let mut reader = SegmentReader::open(key, Cursor::new(body))?;
         let header = reader.header().clone();
-        let mut held = HashMap::new();
+        let mut held = Vec::new();
+        // Frames come in ascending page order (the decoder checks it).
         while let Some(frame) = reader.next_frame()? {
-            held.insert(frame.pgno.0, Bytes::from(frame.payload));
+            held.push((frame.pgno.0, Bytes::from(frame.payload)));
         }
         let trailer = *reader.trailer().expect("next_frame returned None after the trailer");
         Ok((Source { uid, key: key.to_string(), header, held, rest: Rest::Nothing }, trailer))
@@ -134,7 +134,7 @@ impl Source {
         let index = tail
             .get(tail.len() - TRAILER_SIZE - index_len as usize..tail.len() - TRAILER_SIZE)
             .ok_or_else(|| malformed(key, "the page index was not fetched whole".into()))?;
-        let mut entries = BTreeMap::new();
+        let mut entries = Vec::with_capacity(trailer.page_count as usize);
         let mut expected_offset = HEADER_SIZE as u64;
         let mut last = 0u32;
         for raw in index.chunks_exact(INDEX_ENTRY_SIZE) {
@@ -146,7 +146,7 @@ impl Source {
             last = entry.pgno.0;
             let extent = Extent { offset: entry.offset, payload_len: entry.payload_len };
             expected_offset = extent.end();
-            entries.insert(entry.pgno.0, extent);
+            entries.push((entry.pgno.0, extent));
         }
         if expected_offset + FRAME_HEADER_SIZE as u64 != trailer.index_offset {
             return Err(malformed(key, format!("the frames end at {expected_offset}, not before the end marker")));
@@ -160,19 +160,22 @@ impl Source {
     /// snapshot, which holds `1..=commit`).
     pub fn pages(&self) -> Vec<u32> {
         match &self.rest {
-            Rest::Index(entries) => entries.keys().copied().collect(),
-            _ => self.held.keys().copied().collect(),
+            Rest::Index(entries) => entries.iter().map(|(pgno, _)| *pgno).collect(),
+            _ => self.held.iter().map(|(pgno, _)| *pgno).collect(),
         }
     }
 
     /// Where page `pgno`'s frame is.
     pub fn find(&self, pgno: u32, chunk: Option<&[u8]>) -> Find {
-        if let Some(payload) = self.held.get(&pgno) {
-            return Find::Held(payload.clone());
+        if let Ok(at) = self.held.binary_search_by_key(&pgno, |(p, _)| *p) {
+            return Find::Held(self.held[at].1.clone());
         }
         match &self.rest {
             Rest::Nothing => Find::Absent,
-            Rest::Index(entries) => entries.get(&pgno).map_or(Find::Absent, |&e| Find::At(e)),
+            Rest::Index(entries) => match entries.binary_search_by_key(&pgno, |(p, _)| *p) {
+                Ok(at) => Find::At(entries[at].1),
+                Err(_) => Find::Absent,
+            },
             Rest::SnapshotIndex { .. } if pgno == 0 || pgno > self.header.commit => Find::Absent,
             Rest::SnapshotIndex { .. } => {
                 let number = (pgno - 1) / INDEX_CHUNK_ENTRIES;
@@ -250,8 +253,8 @@ fn check_entry(
 
 /// The frames wholly inside `head` (the object's first bytes), checked
 /// for order and bounds; their payloads are verified when decoded.
-fn head_frames(key: &str, header: &Header, head: &Bytes, index_offset: u64) -> Result<HashMap<u32, Bytes>, ApplyError> {
-    let mut frames = HashMap::new();
+fn head_frames(key: &str, header: &Header, head: &Bytes, index_offset: u64) -> Result<Vec<(u32, Bytes)>, ApplyError> {
+    let mut frames = Vec::new();
     let mut offset = HEADER_SIZE;
     let mut last = 0u32;
     let limit = head.len().min(usize::try_from(index_offset).unwrap_or(usize::MAX));
@@ -271,7 +274,7 @@ fn head_frames(key: &str, header: &Header, head: &Bytes, index_offset: u64) -> R
         if end > limit {
             break;
         }
-        frames.insert(pgno, head.slice(offset + FRAME_HEADER_SIZE..end));
+        frames.push((pgno, head.slice(offset + FRAME_HEADER_SIZE..end)));
         last = pgno;
         offset = end;
     }
