@@ -51,30 +51,35 @@ fi
 #    foreign-key actions (and PRAGMA foreign_key_list), CHECK evaluation,
 #    AUTOINCREMENT bookkeeping, auto-vacuum, the INSERT-SELECT transfer
 #    and DELETE truncate optimisations, quick balance;
-#  - WAL: the image is always opened in rollback-journal mode (core's
-#    apply::memory sets the header so), and SQLite's in-memory VFS cannot
-#    open a WAL image anyway;
-#  - EXPLAIN (run it on the primary: same schema), PRAGMA integrity_check
-#    (every applied page is verified by the checksum chain instead, and
-#    without auto-vacuum it would misreport auto-vacuum databases), the
-#    progress callback, tracing, the authorizer, sqlite3_complete,
-#    sqlite3_get_table, TCL variables, decltype, memory statistics.
+#  - WAL: the image is opened in rollback-journal mode (core's
+#    apply::memory sets header bytes 18-19 to 1). Any other way of opening
+#    a replica must do the same: without WAL, SQLite refuses a header that
+#    says WAL ("file is not a database"), and with it, a VFS without shared
+#    memory (the in-memory one included) cannot open a WAL image either
+#    outside exclusive locking mode;
+#  - PRAGMA integrity_check (every applied page is verified by the checksum
+#    chain instead, and without auto-vacuum it would misreport auto-vacuum
+#    databases; the unknown pragma now returns no rows), the progress
+#    callback, tracing, the authorizer, sqlite3_complete, sqlite3_get_table,
+#    TCL variables, decltype, memory statistics.
 # Kept on purpose: UTF-16 (SQLITE_OMIT_UTF16 would read a UTF-16 database's
 # text as UTF-8), the expression depth limit (a deep expression must be an
 # error, not a stack overflow that kills the instance), incremental blob I/O
-# (FTS5 reads its index through it).
+# (FTS5 reads its index through it), EXPLAIN (the amalgamation's parser
+# still accepts it, so SQLITE_OMIT_EXPLAIN runs `EXPLAIN QUERY PLAN SELECT`
+# as the SELECT itself under the plan's column names).
 # Only flags that keep the amalgamation's generated parser whole work here:
 # one that removes a function the parser calls (ALTER, ANALYZE, ATTACH,
 # VACUUM, REINDEX, TRIGGER) leaves an undefined symbol, which wasm-ld turns
 # into an `env` import; the import check below refuses such a build.
 # Set SQLITE_WASM_RS_FLAGS to build another selection ("" is sqlite-wasm-rs's
 # full set: over budget, so also set WASM_SIZE_BUDGET=off).
-export SQLITE_WASM_RS_FLAGS="${SQLITE_WASM_RS_FLAGS--USQLITE_ENABLE_RTREE -USQLITE_ENABLE_SESSION -USQLITE_ENABLE_PREUPDATE_HOOK -USQLITE_ENABLE_BYTECODE_VTAB -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_DBPAGE_VTAB -USQLITE_ENABLE_STMTVTAB -USQLITE_ENABLE_UNLOCK_NOTIFY -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_API_ARMOR -USQLITE_ENABLE_OFFSET_SQL_FUNC -USQLITE_ENABLE_UNKNOWN_SQL_FUNCTION -DSQLITE_DQS=0 -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_OMIT_TRACE -DSQLITE_OMIT_AUTHORIZATION -DSQLITE_OMIT_COMPLETE -DSQLITE_OMIT_GET_TABLE -DSQLITE_OMIT_TCL_VARIABLE -DSQLITE_OMIT_COMPILEOPTION_DIAGS -DSQLITE_OMIT_INTROSPECTION_PRAGMAS -DSQLITE_OMIT_DECLTYPE -DSQLITE_OMIT_UPSERT -DSQLITE_OMIT_FOREIGN_KEY -DSQLITE_OMIT_CHECK -DSQLITE_OMIT_AUTOINCREMENT -DSQLITE_OMIT_AUTOVACUUM -DSQLITE_OMIT_XFER_OPT -DSQLITE_OMIT_TRUNCATE_OPTIMIZATION -DSQLITE_OMIT_QUICKBALANCE -DSQLITE_OMIT_WAL -DSQLITE_OMIT_EXPLAIN -DSQLITE_OMIT_INTEGRITY_CHECK -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_UNTESTABLE}"
+export SQLITE_WASM_RS_FLAGS="${SQLITE_WASM_RS_FLAGS--USQLITE_ENABLE_RTREE -USQLITE_ENABLE_SESSION -USQLITE_ENABLE_PREUPDATE_HOOK -USQLITE_ENABLE_BYTECODE_VTAB -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_DBPAGE_VTAB -USQLITE_ENABLE_STMTVTAB -USQLITE_ENABLE_UNLOCK_NOTIFY -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_API_ARMOR -USQLITE_ENABLE_OFFSET_SQL_FUNC -USQLITE_ENABLE_UNKNOWN_SQL_FUNCTION -DSQLITE_DQS=0 -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_OMIT_TRACE -DSQLITE_OMIT_AUTHORIZATION -DSQLITE_OMIT_COMPLETE -DSQLITE_OMIT_GET_TABLE -DSQLITE_OMIT_TCL_VARIABLE -DSQLITE_OMIT_COMPILEOPTION_DIAGS -DSQLITE_OMIT_INTROSPECTION_PRAGMAS -DSQLITE_OMIT_DECLTYPE -DSQLITE_OMIT_UPSERT -DSQLITE_OMIT_FOREIGN_KEY -DSQLITE_OMIT_CHECK -DSQLITE_OMIT_AUTOINCREMENT -DSQLITE_OMIT_AUTOVACUUM -DSQLITE_OMIT_XFER_OPT -DSQLITE_OMIT_TRUNCATE_OPTIMIZATION -DSQLITE_OMIT_QUICKBALANCE -DSQLITE_OMIT_WAL -DSQLITE_OMIT_INTEGRITY_CHECK -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_UNTESTABLE}"
 
 # zstd (zstd-sys, C) for the wasm target only: its documented size options.
 # One Huffman decoder (single-symbol) and one sequence decoder (short
-# offsets) instead of two of each, and no forced inlining: about 18 KB less
-# code (measured together) for somewhat slower decompression of segments, which are small. Error
+# offsets) instead of two of each (about 18 KB less code), and no forced
+# inlining (about 12 KB), for slower decompression (docs/BENCHMARKS.md). Error
 # strings stay (ZSTD_STRIP_ERROR_STRINGS would make every zstd error read
 # "Error strings stripped"). cc reads CFLAGS_<target>; native builds are
 # unaffected.
