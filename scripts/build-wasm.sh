@@ -4,6 +4,7 @@
 #   -> wasm-bindgen CLI at exactly the wasm-bindgen version in Cargo.lock
 #   -> wasm-opt -Oz (binaryen from npm: Debian's wasm-opt is too old)
 #   -> package.json, index.js, .d.ts, .wasm
+#   -> checks: no undefined imports, within the size budget
 #
 # Usage: scripts/build-wasm.sh [OUT_DIR]   (default: edge-wasm/pkg)
 # Honours CARGO_TARGET_DIR. Installs nothing system-wide: scripts/setup.sh
@@ -37,13 +38,52 @@ if [ ! -x "$tools/node_modules/.bin/wasm-opt" ]; then
     (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# SQLite for the wasm reader (sqlite-wasm-rs): queries on a read-only
-# in-memory image need none of FTS5, R*Tree, sessions, update hooks or the
-# bytecode, dbstat, dbpage and statement virtual tables; leaving them out
-# keeps the .wasm inside its 1 MB budget (docs/BENCHMARKS.md). JSON and math
-# functions stay. Set SQLITE_WASM_RS_FLAGS to build another selection (for
-# example "" for sqlite-wasm-rs's full set, FTS5 included: 1.12 MB, over budget).
-export SQLITE_WASM_RS_FLAGS="${SQLITE_WASM_RS_FLAGS--USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_SESSION -USQLITE_ENABLE_PREUPDATE_HOOK -USQLITE_ENABLE_BYTECODE_VTAB -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_DBPAGE_VTAB -USQLITE_ENABLE_STMTVTAB -USQLITE_ENABLE_UNLOCK_NOTIFY -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_API_ARMOR -DSQLITE_DQS=0 -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_OMIT_TRACE -DSQLITE_OMIT_AUTHORIZATION -DSQLITE_OMIT_COMPLETE -DSQLITE_OMIT_GET_TABLE -DSQLITE_OMIT_TCL_VARIABLE -DSQLITE_UNTESTABLE}"
+# SQLite for the wasm reader (sqlite-wasm-rs): a read-only query engine over
+# an in-memory image. FTS5 stays (full-text search at the edge, issue #19),
+# as do JSON, math and date functions, window functions, CTEs, views and
+# triggers in the schema. Left out, to keep the .wasm inside its budget
+# (docs/BENCHMARKS.md, "wasm edge reader: size"):
+#  - extensions a reader never uses: R*Tree, sessions, update hooks, the
+#    bytecode, dbstat, dbpage and statement virtual tables, unlock notify,
+#    column metadata, API armour, sqlite_offset(), the compile-option list
+#    and the function/module/pragma list pragmas;
+#  - write-side code that can go without touching the grammar: UPSERT,
+#    foreign-key actions (and PRAGMA foreign_key_list), CHECK evaluation,
+#    AUTOINCREMENT bookkeeping, auto-vacuum, the INSERT-SELECT transfer
+#    and DELETE truncate optimisations, quick balance;
+#  - WAL: the image is opened in rollback-journal mode (core's
+#    apply::memory sets header bytes 18-19 to 1). Any other way of opening
+#    a replica must do the same: without WAL, SQLite refuses a header that
+#    says WAL ("file is not a database"), and with it, a VFS without shared
+#    memory (the in-memory one included) cannot open a WAL image either
+#    outside exclusive locking mode;
+#  - PRAGMA integrity_check (every applied page is verified by the checksum
+#    chain instead, and without auto-vacuum it would misreport auto-vacuum
+#    databases; the unknown pragma now returns no rows), the progress
+#    callback, tracing, the authorizer, sqlite3_complete, sqlite3_get_table,
+#    TCL variables, decltype, memory statistics.
+# Kept on purpose: UTF-16 (SQLITE_OMIT_UTF16 would read a UTF-16 database's
+# text as UTF-8), the expression depth limit (a deep expression must be an
+# error, not a stack overflow that kills the instance), incremental blob I/O
+# (FTS5 reads its index through it), EXPLAIN (the amalgamation's parser
+# still accepts it, so SQLITE_OMIT_EXPLAIN runs `EXPLAIN QUERY PLAN SELECT`
+# as the SELECT itself under the plan's column names).
+# Only flags that keep the amalgamation's generated parser whole work here:
+# one that removes a function the parser calls (ALTER, ANALYZE, ATTACH,
+# VACUUM, REINDEX, TRIGGER) leaves an undefined symbol, which wasm-ld turns
+# into an `env` import; the import check below refuses such a build.
+# Set SQLITE_WASM_RS_FLAGS to build another selection ("" is sqlite-wasm-rs's
+# full set: over budget, so also set WASM_SIZE_BUDGET=off).
+export SQLITE_WASM_RS_FLAGS="${SQLITE_WASM_RS_FLAGS--USQLITE_ENABLE_RTREE -USQLITE_ENABLE_SESSION -USQLITE_ENABLE_PREUPDATE_HOOK -USQLITE_ENABLE_BYTECODE_VTAB -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_DBPAGE_VTAB -USQLITE_ENABLE_STMTVTAB -USQLITE_ENABLE_UNLOCK_NOTIFY -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_API_ARMOR -USQLITE_ENABLE_OFFSET_SQL_FUNC -USQLITE_ENABLE_UNKNOWN_SQL_FUNCTION -DSQLITE_DQS=0 -DSQLITE_OMIT_PROGRESS_CALLBACK -DSQLITE_OMIT_TRACE -DSQLITE_OMIT_AUTHORIZATION -DSQLITE_OMIT_COMPLETE -DSQLITE_OMIT_GET_TABLE -DSQLITE_OMIT_TCL_VARIABLE -DSQLITE_OMIT_COMPILEOPTION_DIAGS -DSQLITE_OMIT_INTROSPECTION_PRAGMAS -DSQLITE_OMIT_DECLTYPE -DSQLITE_OMIT_UPSERT -DSQLITE_OMIT_FOREIGN_KEY -DSQLITE_OMIT_CHECK -DSQLITE_OMIT_AUTOINCREMENT -DSQLITE_OMIT_AUTOVACUUM -DSQLITE_OMIT_XFER_OPT -DSQLITE_OMIT_TRUNCATE_OPTIMIZATION -DSQLITE_OMIT_QUICKBALANCE -DSQLITE_OMIT_WAL -DSQLITE_OMIT_INTEGRITY_CHECK -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_UNTESTABLE}"
+
+# zstd (zstd-sys, C) for the wasm target only: its documented size options.
+# One Huffman decoder (single-symbol) and one sequence decoder (short
+# offsets) instead of two of each (about 18 KB less code), and no forced
+# inlining (about 12 KB), for slower decompression (docs/BENCHMARKS.md). Error
+# strings stay (ZSTD_STRIP_ERROR_STRINGS would make every zstd error read
+# "Error strings stripped"). cc reads CFLAGS_<target>; native builds are
+# unaffected.
+export CFLAGS_wasm32_unknown_unknown="${CFLAGS_wasm32_unknown_unknown--DHUF_FORCE_DECOMPRESS_X1=1 -DZSTD_FORCE_DECOMPRESS_SEQUENCES_SHORT=1 -DZSTD_NO_INLINE=1}"
 
 # One build at a time per target folder: test processes build the package
 # in parallel, and wasm-opt's temporary file and the package files are shared.
@@ -60,7 +100,11 @@ wasm="$target_dir/wasm32-unknown-unknown/wasm-release/distributary_edge_wasm.was
 mkdir -p "$out"
 wasm-bindgen --target web --out-dir "$out" --out-name distributary_edge_wasm "$wasm"
 raw="$out/distributary_edge_wasm_bg.wasm"
-"$tools/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+# --low-memory-unused lets wasm-opt fold constant address offsets into
+# loads and stores (about 11 KB), assuming nothing valid lives below address
+# 1024. rustc puts the 1 MiB stack first in memory, so only the last 1 KiB of
+# a nearly overflowed stack is there: such a deep stack may trap 1 KiB sooner.
+"$tools/node_modules/.bin/wasm-opt" -Oz --low-memory-unused --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --strip-debug --strip-producers "$raw" -o "$raw.opt"
 mv "$raw.opt" "$raw"
 
@@ -69,6 +113,22 @@ crate_version="$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version/ {
 sed "s/\"version\": \"[^\"]*\"/\"version\": \"$crate_version\"/" "$root/edge-wasm/npm/package.json" > "$out/package.json"
 rm -f "$out/.gitignore"
 
+# Every import must come from wasm-bindgen's glue: a C symbol no object
+# defines (an SQLITE_OMIT_* flag that removes a function something still
+# calls) links as an `env` import, and instantiating the module then fails.
+strays="$(node -e '
+const m = new WebAssembly.Module(require("fs").readFileSync(process.argv[1]));
+const strays = WebAssembly.Module.imports(m).filter((i) => !i.module.endsWith("_bg.js"));
+console.log(strays.map((i) => `${i.module}.${i.name}`).join(" "));' "$raw")"
+[ -z "$strays" ] || die "$(basename "$raw") imports undefined symbols: $strays (an SQLITE_WASM_RS_FLAGS or CFLAGS option removed code that is still called)"
+
 size=$(wc -c < "$raw")
 gz=$(gzip -9 -c "$raw" | wc -c)
 log "built $out ($(basename "$raw"): $size bytes, $gz gzipped)"
+# The budget (docs/BENCHMARKS.md): 1.1 MB raw, 480 KB gzip -9, in bytes of
+# 1000. WASM_SIZE_BUDGET=off builds anyway (to measure another selection).
+raw_budget=1100000
+gz_budget=480000
+if [ "${WASM_SIZE_BUDGET:-on}" != off ] && { [ "$size" -gt "$raw_budget" ] || [ "$gz" -gt "$gz_budget" ]; }; then
+    die "$(basename "$raw") is over budget: $size bytes (budget $raw_budget), $gz gzipped (budget $gz_budget)"
+fi

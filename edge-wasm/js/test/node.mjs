@@ -1,5 +1,5 @@
 // Drives an EdgeReplica from Node for tests/tests/wasm.rs.
-//   node node.mjs <package dir> <store URL> <sql> [options JSON]
+//   node node.mjs <package dir> <store URL> <sql> [<params as a JSON array>] [<options JSON>]
 // Opens the replica (which syncs), prints one JSON line, then for every
 // line on stdin prints another:
 //   sync          syncs: {txid, rows} or {error, txid, rows} (a failed sync
@@ -13,8 +13,9 @@ import { writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 
-const [pkg, storeUrl, sql, optionsJson] = process.argv.slice(2);
-const options = JSON.parse(optionsJson ?? '{}');
+const [pkg, storeUrl, sql, params = '[]', optionsJson = '{}'] = process.argv.slice(2);
+const values = JSON.parse(params);
+const options = JSON.parse(optionsJson);
 const { EdgeReplica } = await import(pathToFileURL(resolve(pkg, 'index.js')).href);
 
 // The replica calls the global fetch: "race" holds reads of snapshot pages
@@ -34,7 +35,13 @@ async function report(replica, error) {
   const line = { txid: replica?.txid ?? null };
   if (error) line.error = error.message;
   if (replica) {
-    line.rows = (await replica.queryAsync(sql, [])).rows;
+    // A query error (no such table, no such module: fts5) is reported like
+    // a sync error rather than ending the script without a line.
+    try {
+      line.rows = (await replica.queryAsync(sql, values)).rows;
+    } catch (e) {
+      line.error = line.error ? `${line.error}; ${e.message}` : e.message;
+    }
     line.checksum = replica.checksum;
     line.lazy = replica.lazy;
   }
