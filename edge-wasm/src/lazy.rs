@@ -16,7 +16,7 @@
 //! it nor looks for a journal.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -46,8 +46,9 @@ enum Miss {
 }
 
 thread_local! {
-    /// Files the VFS can open: name -> the replica and version it reads.
-    static FILES: RefCell<HashMap<String, (Rc<LazyReplica>, Arc<Version>)>> = RefCell::new(HashMap::new());
+    /// Files the VFS can open: name, and the replica and version it reads
+    /// (a few at most: the current version and any a query still holds).
+    static FILES: RefCell<Vec<(String, Rc<LazyReplica>, Arc<Version>)>> = const { RefCell::new(Vec::new()) };
     /// Why the last read failed, for the query loop.
     static MISS: RefCell<Option<Miss>> = const { RefCell::new(None) };
 }
@@ -153,8 +154,9 @@ impl VfsStore for LazyStore {
             return Err(cant_open("the lazy replica opens no file but its database"));
         }
         let name = request.filename.map(|f| f.path().to_string()).unwrap_or_default();
-        let (replica, version) =
-            FILES.with(|files| files.borrow().get(&name).cloned()).ok_or_else(|| cant_open("no such version"))?;
+        let (replica, version) = FILES
+            .with(|files| files.borrow().iter().find(|(n, ..)| *n == name).map(|(_, r, v)| (r.clone(), v.clone())))
+            .ok_or_else(|| cant_open("no such version"))?;
         Ok(OpenedFile { file: LazyFile { replica, version }, access: request.options.access() })
     }
 
@@ -164,7 +166,7 @@ impl VfsStore for LazyStore {
 
     fn access(_: &Self::AppData, name: &str, _: AccessMode) -> VfsResult<bool> {
         // No journal, WAL or other file beside the database exists.
-        Ok(FILES.with(|files| files.borrow().contains_key(name)))
+        Ok(FILES.with(|files| files.borrow().iter().any(|(n, ..)| n == name)))
     }
 
     fn full_pathname(_: &Self::AppData, name: &str) -> VfsResult<String> {
@@ -217,7 +219,7 @@ impl Drop for VersionDb {
     fn drop(&mut self) {
         // The connection closes first (field order), then the name goes.
         let name = std::mem::take(&mut self.name);
-        FILES.with(|files| files.borrow_mut().remove(&name));
+        FILES.with(|files| files.borrow_mut().retain(|(n, ..)| *n != name));
     }
 }
 
@@ -248,7 +250,7 @@ impl LazyState {
         }
         register()?;
         let name = format!("/version-{}.db", version.id());
-        FILES.with(|files| files.borrow_mut().insert(name.clone(), (self.replica.clone(), version.clone())));
+        FILES.with(|files| files.borrow_mut().push((name.clone(), self.replica.clone(), version.clone())));
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let opened = Connection::open_with_flags_and_vfs(&name, flags, VFS_NAME)
             .map_err(|e| format!("open SQLite: {e}"))
@@ -260,7 +262,7 @@ impl LazyState {
         let db = match opened {
             Ok(db) => Rc::new(VersionDb { name, db }),
             Err(error) => {
-                FILES.with(|files| files.borrow_mut().remove(&name));
+                FILES.with(|files| files.borrow_mut().retain(|(n, ..)| *n != name));
                 return Err(error);
             }
         };

@@ -28,7 +28,6 @@ pub type CacheKey = (u64, Slot);
 const ENTRY_OVERHEAD: usize = 64;
 
 /// A least-recently-used cache that holds at most `capacity` bytes.
-#[derive(Debug)]
 pub struct PageCache {
     capacity: usize,
     used: usize,

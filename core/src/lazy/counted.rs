@@ -7,11 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::store::{GetOptions, GetResult, ObjectMeta, Payload, PutMode, Store, StoreError};
 
 /// A store that counts what is read through it.
-#[derive(Debug)]
 pub(super) struct Counted {
     inner: Arc<dyn Store>,
     requests: AtomicU64,
     bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.inner.url())
+    }
 }
 
 impl Counted {

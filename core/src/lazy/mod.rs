@@ -88,7 +88,6 @@ impl Default for LazyOptions {
 }
 
 /// The database at one TXID: which object holds each page.
-#[derive(Debug)]
 pub struct Version {
     id: u64,
     position: ReplicaPosition,
@@ -160,7 +159,6 @@ pub struct LazyStats {
 }
 
 /// A replica read page by page (see the module documentation).
-#[derive(Debug)]
 pub struct LazyReplica {
     store: Counted,
     key: Option<EncryptionKey>,
@@ -168,6 +166,20 @@ pub struct LazyReplica {
     cache: Mutex<PageCache>,
     current: Mutex<Option<Arc<Version>>>,
     next_uid: AtomicU64,
+}
+
+// Short Debug output by hand: derived ones would print every page source
+// and cost the .wasm the formatting of all of it.
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version").field("id", &self.id).field("txid", &self.position.txid).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LazyReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyReplica").field("store", &self.store.url()).finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,7 +270,7 @@ impl LazyReplica {
                 }
             }
         }
-        chunks.sort_by_key(|(s, n)| (s.uid, *n));
+        chunks.sort_unstable_by_key(|(s, n)| (s.uid, *n));
         let mut runs: Vec<(Arc<Source>, u32, u32)> = Vec::new();
         for (source, number) in chunks {
             match runs.last_mut() {
@@ -294,7 +306,7 @@ impl LazyReplica {
                 Find::InChunk(_) | Find::Absent => return Err(no_such_page(version, pgno)),
             }
         }
-        extents.sort_by_key(|(s, _, e)| (s.uid, e.offset));
+        extents.sort_unstable_by_key(|(s, _, e)| (s.uid, e.offset));
         let mut ranges: Vec<(Arc<Source>, u64, u64, Vec<(u32, Extent)>)> = Vec::new();
         for (source, pgno, extent) in extents {
             match ranges.last_mut() {

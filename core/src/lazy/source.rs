@@ -34,7 +34,6 @@ impl Extent {
 }
 
 /// How the frames not held in memory are found.
-#[derive(Debug)]
 pub enum Rest {
     /// None: every frame is held.
     Nothing,
@@ -49,7 +48,6 @@ pub enum Rest {
 }
 
 /// One object a replica version reads pages from.
-#[derive(Debug)]
 pub struct Source {
     /// Identifies the object in the page cache.
     pub uid: u64,
@@ -64,7 +62,6 @@ pub struct Source {
 }
 
 /// Where one page's frame is.
-#[derive(Debug)]
 pub enum Find {
     /// Its payload is in memory.
     Held(Bytes),
