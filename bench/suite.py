@@ -45,7 +45,13 @@ Sections, in order (each reuses the code of its stand-alone script):
               descriptors, RSS, idle CPU and store writes, then 10 written at
               once and their lag to the store (--quick: 100 databases).
 
-Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many,cdn] [--cdn-json PATH]
+  lazy        bench/lazy.py: the wasm reader's lazy mode on a 1 GB database
+              behind nginx: a cold reader's first answer (point query, 100-row
+              range) in Node, requests, bytes and memory, beside the full
+              download and, in headless Chromium, sql.js-httpvfs; then a sync
+              after 1,000 commits. Its own table (--quick: 64 MiB, 2 rounds).
+
+Usage: python3 bench/suite.py [--quick] [--only restore,lag,throughput,s3,many,cdn,lazy] [--cdn-json PATH]
   --cdn-json PATH: {"readers", "origin_requests_per_s" (CDN -> S3, all readers
   together), "reader_requests_per_s" (readers -> CDN, all together), "hit_ratio"}
 """
@@ -55,7 +61,7 @@ from types import SimpleNamespace
 import bursts, busy0, common, many, restore, s3proxy, serve
 from common import ProcStats, free_port, litestream_env, quantile, stop, wait_for
 
-SECTIONS = ("restore", "lag", "throughput", "s3", "many", "cdn")
+SECTIONS = ("restore", "lag", "throughput", "s3", "many", "cdn", "lazy")
 SYNC_INTERVAL = "1s"  # both tools; each one's default
 
 
@@ -515,6 +521,20 @@ def run_cdn(cfg, work, binaries):
     return runs
 
 
+# ---- lazy: the wasm reader's lazy mode (issue #19) ----
+
+def run_lazy(cfg, work, binaries):
+    """bench/lazy.py in a child (it builds the wasm package and prints its
+    own table); its JSON is the section's result."""
+    out = os.path.join(work, "lazy.json")
+    sizes = ["--db-mb", "64", "--rounds", "2", "--browser-rounds", "1", "--commits", "100"] if cfg.quick else []
+    subprocess.run([sys.executable, os.path.join(common.ROOT, "bench", "lazy.py"), "--work-dir",
+                    os.path.join(work, "lazy"), "--json", out, *sizes], check=True,
+                   env={**os.environ, "DISTRIBUTARY": binaries["distributary"]})
+    with open(out) as f:
+        return json.load(f)
+
+
 # ---- the table ----
 
 def fmt(value, digits=2):
@@ -718,7 +738,7 @@ def main():
     began = time.time()
     results = {}
     runners = {"restore": run_restore, "lag": run_lag, "throughput": run_throughput, "s3": run_s3, "many": run_many,
-               "cdn": run_cdn}
+               "cdn": run_cdn, "lazy": run_lazy}
     try:
         for section in SECTIONS:
             if section in sections:

@@ -1,11 +1,15 @@
 // Types of @distributary/edge-wasm. The class is wasm-bindgen's (see
 // distributary_edge_wasm.d.ts); it is declared again here so that the
 // optional arguments are optional in TypeScript too.
-import type { EdgeReplicaOptions, QueryResult, SqlValue } from './distributary_edge_wasm.js';
+import type { EdgeReplicaOptions, LazyStats, QueryResult, SqlValue } from './distributary_edge_wasm.js';
 
-export type { EdgeReplicaOptions, QueryResult, SqlValue };
+export type { EdgeReplicaOptions, LazyStats, QueryResult, SqlValue };
 
-/** A read-only replica of a Distributary store, held in wasm memory. */
+/**
+ * A read-only replica of a Distributary store: held in wasm memory (full
+ * mode) or read page by page with range requests (lazy mode, `lazy: true`,
+ * or by default for a store whose snapshot is over 16 MiB).
+ */
 export class EdgeReplica {
   private constructor();
   /**
@@ -16,10 +20,25 @@ export class EdgeReplica {
   static open(url: string, options?: EdgeReplicaOptions): Promise<EdgeReplica>;
   /** Applies what is new in the store, verified; resolves to the TXID reached. */
   sync(): Promise<number>;
-  /** Runs one read-only statement with positional parameters. */
+  /**
+   * Runs one read-only statement with positional parameters. A lazy replica
+   * answers only from pages already fetched (else it throws: use queryAsync).
+   */
   query(sql: string, params?: SqlValue[]): QueryResult;
-  /** The database as a SQLite file, byte for byte the primary's at `txid`. */
+  /**
+   * Runs one read-only statement, fetching the pages it reaches (lazy mode;
+   * resolves at once in full mode). Every row is as of one TXID, whatever
+   * `sync()` does meanwhile.
+   */
+  queryAsync(sql: string, params?: SqlValue[]): Promise<QueryResult>;
+  /** The database as a SQLite file, byte for byte the primary's at `txid` (full mode). */
   export(): Uint8Array;
+  /** `export`, in both modes: a lazy replica fetches every page and checks the database checksum. */
+  exportAsync(): Promise<Uint8Array>;
+  /** Whether the replica reads pages on demand. */
+  readonly lazy: boolean;
+  /** Lazy mode: requests made, bytes received and bytes cached (null in full mode). */
+  readonly stats: LazyStats | null;
   /** The TXID the replica is at (0 before anything was applied). */
   readonly txid: number;
   /** The generation followed (32 hex digits). */

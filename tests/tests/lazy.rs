@@ -206,3 +206,32 @@ async fn a_corrupt_frame_or_index_is_refused_and_named() {
     let error = fresh.fetch(&fresh.current().unwrap(), &[page]).await.unwrap_err().to_string();
     assert!(error.contains("read segment") && error.contains(&format!("page {page}")), "{error}");
 }
+
+#[tokio::test]
+async fn a_replica_holding_many_segments_starts_again_from_a_newer_snapshot() {
+    let mut primary = Primary::new();
+    primary.commit(3000, "");
+    // The smallest cache: segments held past a quarter of it (256 KiB) send
+    // the next sync back to the newest snapshot.
+    let options = LazyOptions { cache_bytes: 1 << 20, ..LazyOptions::default() };
+    let lazy = LazyReplica::new(Arc::new(FileStore::new(primary.store())), options);
+    lazy.sync(false).await.unwrap();
+    let first = lazy.current().unwrap().snapshot_txid();
+    for _ in 0..20 {
+        primary.commit(150, "");
+        lazy.sync(false).await.unwrap();
+    }
+    assert_eq!(lazy.current().unwrap().snapshot_txid(), first, "no newer snapshot yet");
+    let output = Command::new(binary("distributary", "distributary"))
+        .args(["compact", "--snapshot-interval", "1ms", "--l1-window", "1ms"])
+        .arg(format!("file://{}", primary.store().display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
+    primary.commit(1, "");
+    lazy.sync(false).await.unwrap();
+    let version = lazy.current().unwrap();
+    assert!(version.snapshot_txid() > first, "{:?} after {first:?}", version.snapshot_txid());
+    assert_eq!(version.position().checksum, primary.checksum());
+    read_all(&lazy, &version).await;
+}

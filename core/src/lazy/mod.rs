@@ -71,6 +71,11 @@ const MERGE_GAP: u64 = 16 << 10;
 const MAX_RANGE: u64 = 4 << 20;
 /// Read-ahead of a sequential scan doubles up to this many pages.
 const MAX_READ_AHEAD: u32 = 64;
+/// Segments held in memory (read whole at sync) may take this share of the
+/// cache's size; past it, the next sync starts again from a newer snapshot,
+/// if the store has one, so a replica that follows a busy primary for days
+/// does not keep every segment since it opened.
+const HELD_SHARE_OF_CACHE: usize = 4;
 
 /// How a lazy replica reads.
 #[derive(Clone, Debug)]
@@ -101,6 +106,8 @@ pub struct Version {
     sources: Vec<Arc<Source>>,
     /// Page -> index in `sources` of the newest object holding it.
     overlay: HashMap<u32, u32>,
+    /// Payload bytes the sources after the base hold in memory.
+    held_bytes: usize,
 }
 
 impl Version {
@@ -127,6 +134,11 @@ impl Version {
     /// Database size in bytes.
     pub fn len(&self) -> u64 {
         u64::from(self.commit) * u64::from(self.page_size)
+    }
+
+    /// The TXID of the snapshot this version reads its other pages from.
+    pub fn snapshot_txid(&self) -> Option<TxId> {
+        self.base.as_ref().map(|base| base.header.max_txid)
     }
 
     /// Whether the database has no page (never: a synced version has one).
@@ -161,6 +173,7 @@ pub struct LazyStats {
 /// A replica read page by page (see the module documentation).
 pub struct LazyReplica {
     store: Counted,
+    cache_bytes: usize,
     key: Option<EncryptionKey>,
     codec: Mutex<Option<PageCodec>>,
     cache: Mutex<PageCache>,
@@ -191,6 +204,7 @@ impl LazyReplica {
     pub fn new(store: Arc<dyn Store>, options: LazyOptions) -> LazyReplica {
         LazyReplica {
             store: Counted::new(store),
+            cache_bytes: options.cache_bytes.max(MIN_CACHE_BYTES),
             key: options.key,
             codec: Mutex::new(None),
             cache: Mutex::new(PageCache::new(options.cache_bytes.max(MIN_CACHE_BYTES))),
@@ -380,11 +394,18 @@ impl LazyReplica {
     /// store may have deleted since). On error, the objects verified before
     /// the failure are published.
     pub async fn sync(&self, rebase: bool) -> Result<SyncSummary, ApplyError> {
-        let current = if rebase { None } else { self.current() };
-        let position = current.as_ref().map(|v| v.position);
+        let mut current = if rebase { None } else { self.current() };
         let store: &dyn Store = &self.store;
         let manifest =
             read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value;
+        if let (Some(version), Some(snapshot)) = (&current, manifest.snapshot)
+            && version.held_bytes > self.cache_bytes / HELD_SHARE_OF_CACHE
+            && version.base.as_ref().is_none_or(|base| base.header.max_txid < snapshot.txid)
+        {
+            tracing::debug!(held = version.held_bytes, "starting again from the newest snapshot");
+            current = None;
+        }
+        let position = current.as_ref().map(|v| v.position);
         let plan = plan(store, &manifest, None, position, Target::Newest).await?;
         tracing::debug!(plan = %plan.describe(), "planned a lazy sync");
         if let (Some(version), Base::Replica(_)) = (&current, plan.base)
@@ -529,6 +550,7 @@ impl Draft {
             }
             self.sources = kept;
         }
+        let held_bytes = self.sources.iter().flat_map(|s| s.held.iter()).map(|(_, payload)| payload.len()).sum();
         Version {
             id,
             position: self.position,
@@ -538,6 +560,7 @@ impl Draft {
             base_limit: self.base_limit,
             sources: self.sources,
             overlay: self.overlay,
+            held_bytes,
         }
     }
 }
