@@ -2,6 +2,10 @@
 //! makes, whatever holds its database. Only the [`PageSink`] differs (a
 //! SQLite file through `sqlite_dbpage`, or a byte buffer in memory).
 
+// The snapshot-written-last path (threads, write-ahead, replay) serves the
+// native file writer only; the wasm build has no use for it.
+#![cfg_attr(target_arch = "wasm32", allow(dead_code))]
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;

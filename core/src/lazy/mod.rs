@@ -321,30 +321,30 @@ impl LazyReplica {
             }
         }
         extents.sort_unstable_by_key(|(s, _, e)| (s.uid, e.offset));
-        let mut ranges: Vec<(Arc<Source>, u64, u64, Vec<(u32, Extent)>)> = Vec::new();
+        let mut ranges: Vec<FrameRange> = Vec::new();
         for (source, pgno, extent) in extents {
             match ranges.last_mut() {
-                Some((s, start, end, frames))
-                    if s.uid == source.uid
-                        && extent.offset <= *end + MERGE_GAP
-                        && extent.end() - *start <= MAX_RANGE =>
+                Some(range)
+                    if range.source.uid == source.uid
+                        && extent.offset <= range.end + MERGE_GAP
+                        && extent.end() - range.start <= MAX_RANGE =>
                 {
-                    *end = (*end).max(extent.end());
-                    frames.push((pgno, extent));
+                    range.end = range.end.max(extent.end());
+                    range.frames.push((pgno, extent));
                 }
-                _ => ranges.push((source, extent.offset, extent.end(), vec![(pgno, extent)])),
+                _ => ranges.push(FrameRange {
+                    start: extent.offset,
+                    end: extent.end(),
+                    frames: vec![(pgno, extent)],
+                    source,
+                }),
             }
         }
-        let fetched =
-            futures::future::try_join_all(ranges.into_iter().map(|(source, start, end, frames)| async move {
-                let bytes = self.store.get_range(&source.key, ByteRange::Bounded { start, end }).await?;
-                if (bytes.len() as u64) < end - start {
-                    return Err(short_read(&source.key, end));
-                }
-                Ok::<_, ApplyError>((source, start, frames, bytes))
-            }))
-            .await?;
-        for (source, start, frames, bytes) in fetched {
+        for FrameRange { source, start, end, frames } in ranges {
+            let bytes = self.store.get_range(&source.key, ByteRange::Bounded { start, end }).await?;
+            if (bytes.len() as u64) < end - start {
+                return Err(short_read(&source.key, end));
+            }
             for (pgno, extent) in frames {
                 let payload = payload_at(&source.key, pgno, extent, start, &bytes)?;
                 self.decode(version, &source, pgno, &payload)?;
@@ -443,6 +443,14 @@ impl LazyReplica {
             None => walked.map(|()| summary),
         }
     }
+}
+
+/// Neighbouring frames of one object, fetched with one range request.
+struct FrameRange {
+    source: Arc<Source>,
+    start: u64,
+    end: u64,
+    frames: Vec<(u32, Extent)>,
 }
 
 /// The next version, built object by object during a sync.
