@@ -45,10 +45,17 @@ enum Miss {
     Failed(String),
 }
 
+/// A file the VFS can open: a name, and the replica and version it reads.
+struct Openable {
+    name: String,
+    replica: Rc<LazyReplica>,
+    version: Arc<Version>,
+}
+
 thread_local! {
-    /// Files the VFS can open: name, and the replica and version it reads
-    /// (a few at most: the current version and any a query still holds).
-    static FILES: RefCell<Vec<(String, Rc<LazyReplica>, Arc<Version>)>> = const { RefCell::new(Vec::new()) };
+    /// Files the VFS can open (a few at most: the current version and any
+    /// a query still holds).
+    static FILES: RefCell<Vec<Openable>> = const { RefCell::new(Vec::new()) };
     /// Why the last read failed, for the query loop.
     static MISS: RefCell<Option<Miss>> = const { RefCell::new(None) };
 }
@@ -155,7 +162,10 @@ impl VfsStore for LazyStore {
         }
         let name = request.filename.map(|f| f.path().to_string()).unwrap_or_default();
         let (replica, version) = FILES
-            .with(|files| files.borrow().iter().find(|(n, ..)| *n == name).map(|(_, r, v)| (r.clone(), v.clone())))
+            .with(|files| {
+                let files = files.borrow();
+                files.iter().find(|f| f.name == name).map(|f| (f.replica.clone(), f.version.clone()))
+            })
             .ok_or_else(|| cant_open("no such version"))?;
         Ok(OpenedFile { file: LazyFile { replica, version }, access: request.options.access() })
     }
@@ -166,7 +176,7 @@ impl VfsStore for LazyStore {
 
     fn access(_: &Self::AppData, name: &str, _: AccessMode) -> VfsResult<bool> {
         // No journal, WAL or other file beside the database exists.
-        Ok(FILES.with(|files| files.borrow().iter().any(|(n, ..)| n == name)))
+        Ok(FILES.with(|files| files.borrow().iter().any(|f| f.name == name)))
     }
 
     fn full_pathname(_: &Self::AppData, name: &str) -> VfsResult<String> {
@@ -200,11 +210,11 @@ fn register() -> Result<(), String> {
     if REGISTERED.with(Cell::get) {
         return Ok(());
     }
-    // SAFETY: wasm is single-threaded here; the registration lives as long
-    // as the module (it is leaked on purpose: files may outlive any owner).
-    let registration = unsafe { register_vfs::<LazyIo, LazyVfs>(VFS_NAME, sqlite_wasm_rs::WasmOsCallback, false) }
+    // SAFETY: wasm is single-threaded here. The registration's allocations
+    // stay with SQLite for the module's life (dropping the handle frees
+    // nothing), as open files may outlive any owner.
+    let _kept_registered = unsafe { register_vfs::<LazyIo, LazyVfs>(VFS_NAME, sqlite_wasm_rs::WasmOsCallback, false) }
         .map_err(|e| format!("register the lazy VFS: {e}"))?;
-    std::mem::forget(registration);
     REGISTERED.with(|r| r.set(true));
     Ok(())
 }
@@ -219,7 +229,7 @@ impl Drop for VersionDb {
     fn drop(&mut self) {
         // The connection closes first (field order), then the name goes.
         let name = std::mem::take(&mut self.name);
-        FILES.with(|files| files.borrow_mut().retain(|(n, ..)| *n != name));
+        FILES.with(|files| files.borrow_mut().retain(|f| f.name != name));
     }
 }
 
@@ -250,7 +260,10 @@ impl LazyState {
         }
         register()?;
         let name = format!("/version-{}.db", version.id());
-        FILES.with(|files| files.borrow_mut().push((name.clone(), self.replica.clone(), version.clone())));
+        FILES.with(|files| {
+            let openable = Openable { name: name.clone(), replica: self.replica.clone(), version: version.clone() };
+            files.borrow_mut().push(openable)
+        });
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let opened = Connection::open_with_flags_and_vfs(&name, flags, VFS_NAME)
             .map_err(|e| format!("open SQLite: {e}"))
@@ -262,7 +275,7 @@ impl LazyState {
         let db = match opened {
             Ok(db) => Rc::new(VersionDb { name, db }),
             Err(error) => {
-                FILES.with(|files| files.borrow_mut().retain(|(n, ..)| *n != name));
+                FILES.with(|files| files.borrow_mut().retain(|f| f.name != name));
                 return Err(error);
             }
         };
