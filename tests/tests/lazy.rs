@@ -70,6 +70,16 @@ impl Primary {
         assert!(output.status.success(), "replicate --once: {}", String::from_utf8_lossy(&output.stderr));
     }
 
+    /// Compacts the store now: the L0 segments into L1, and a new snapshot.
+    fn compact(&self) {
+        let output = Command::new(binary("distributary", "distributary"))
+            .args(["compact", "--snapshot-interval", "1ms", "--l1-window", "1ms"])
+            .arg(format!("file://{}", self.store().display()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
     fn checksum(&self) -> Checksum {
         database_checksum(&self.db()).unwrap()
     }
@@ -124,12 +134,7 @@ async fn every_page_read_lazily_is_the_primarys_at_its_version() {
     // Compacted into a new snapshot and L1: a new replica starts from them,
     // and the old one follows on.
     primary.commit(200, "");
-    let output = Command::new(binary("distributary", "distributary"))
-        .args(["compact", "--snapshot-interval", "1ms", "--l1-window", "1ms"])
-        .arg(format!("file://{}", primary.store().display()))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
+    primary.compact();
     let fresh = replica(&primary.store());
     fresh.sync(false).await.unwrap();
     let compacted = fresh.current().unwrap();
@@ -222,12 +227,7 @@ async fn a_replica_holding_many_segments_starts_again_from_a_newer_snapshot() {
         lazy.sync(false).await.unwrap();
     }
     assert_eq!(lazy.current().unwrap().snapshot_txid(), first, "no newer snapshot yet");
-    let output = Command::new(binary("distributary", "distributary"))
-        .args(["compact", "--snapshot-interval", "1ms", "--l1-window", "1ms"])
-        .arg(format!("file://{}", primary.store().display()))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
+    primary.compact();
     primary.commit(1, "");
     lazy.sync(false).await.unwrap();
     let version = lazy.current().unwrap();

@@ -422,20 +422,21 @@ impl LazyReplica {
         }
         let mut summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
         let mut fetcher =
-            LazyFetcher { replica: self, plan: &plan, next: Draft::from(current.as_deref(), &plan), failed: None };
+            LazyFetcher { replica: self, plan: &plan, draft: Draft::from(current.as_deref(), &plan), failed: None };
         let walked = walk_chain(&mut fetcher, &plan).await;
-        let LazyFetcher { next, failed, .. } = fetcher;
-        if next.objects > 0 {
-            if next.position.generation != position.map_or(next.position.generation, |p| p.generation) {
+        let LazyFetcher { draft, failed, .. } = fetcher;
+        if draft.objects > 0 {
+            let reached = draft.next.position;
+            if reached.generation != position.map_or(reached.generation, |p| p.generation) {
                 *lock(&self.codec) = None;
             }
-            summary.to_txid = next.position.txid;
-            summary.checksum = next.position.checksum;
-            summary.timestamp_ms = next.position.timestamp_ms;
-            summary.generation = next.position.generation;
-            summary.objects = next.objects;
-            summary.bytes = next.bytes;
-            let version = next.publish(self.uid());
+            summary.to_txid = reached.txid;
+            summary.checksum = reached.checksum;
+            summary.timestamp_ms = reached.timestamp_ms;
+            summary.generation = reached.generation;
+            summary.objects = draft.objects;
+            summary.bytes = draft.bytes;
+            let version = draft.publish(self.uid());
             *lock(&self.current) = Some(Arc::new(version));
         }
         match failed {
@@ -455,13 +456,8 @@ struct FrameRange {
 
 /// The next version, built object by object during a sync.
 struct Draft {
-    position: ReplicaPosition,
-    page_size: u32,
-    commit: u32,
-    base: Option<Arc<Source>>,
-    base_limit: u32,
-    sources: Vec<Arc<Source>>,
-    overlay: HashMap<u32, u32>,
+    /// The version so far (its id and held bytes are set when published).
+    next: Version,
     objects: u64,
     bytes: u64,
 }
@@ -469,8 +465,9 @@ struct Draft {
 impl Draft {
     /// A draft continuing `current` (or empty, at the plan's generation).
     fn from(current: Option<&Version>, plan: &Plan) -> Draft {
-        match current {
-            Some(v) => Draft {
+        let next = match current {
+            Some(v) => Version {
+                id: 0,
                 position: v.position,
                 page_size: v.page_size,
                 commit: v.commit,
@@ -478,10 +475,10 @@ impl Draft {
                 base_limit: v.base_limit,
                 sources: v.sources.clone(),
                 overlay: v.overlay.clone(),
-                objects: 0,
-                bytes: 0,
+                held_bytes: 0,
             },
-            None => Draft {
+            None => Version {
+                id: 0,
                 position: empty_position(plan.generation),
                 page_size: plan.page_size,
                 commit: 0,
@@ -489,87 +486,81 @@ impl Draft {
                 base_limit: 0,
                 sources: Vec::new(),
                 overlay: HashMap::new(),
-                objects: 0,
-                bytes: 0,
+                held_bytes: 0,
             },
-        }
+        };
+        Draft { next, objects: 0, bytes: 0 }
     }
 
     /// Starts again from `snapshot`.
     fn rebase(&mut self, snapshot: Source, position: ReplicaPosition, page_size: u32) {
-        self.commit = snapshot.header.commit;
-        self.base_limit = snapshot.header.commit;
-        self.base = Some(Arc::new(snapshot));
-        self.sources.clear();
-        self.overlay.clear();
-        self.page_size = page_size;
-        self.position = position;
+        let v = &mut self.next;
+        v.commit = snapshot.header.commit;
+        v.base_limit = snapshot.header.commit;
+        v.base = Some(Arc::new(snapshot));
+        v.sources.clear();
+        v.overlay.clear();
+        v.page_size = page_size;
+        v.position = position;
     }
 
     /// Lays `source` over the pages it holds; the database then has
     /// `source.header.commit` pages and is at `position`.
     fn apply(&mut self, source: Source, position: ReplicaPosition) -> Result<(), ApplyError> {
+        let v = &mut self.next;
         let header = source.header.clone();
         let pages = source.pages();
-        if header.commit > self.commit {
-            let grown = pages.iter().filter(|&&p| p > self.commit).count() as u32;
-            if grown != header.commit - self.commit {
+        if header.commit > v.commit {
+            let grown = pages.iter().filter(|&&p| p > v.commit).count() as u32;
+            if grown != header.commit - v.commit {
                 return Err(ApplyError::Discontinuous {
                     key: source.key.clone(),
                     range: header.range(),
                     reason: format!(
                         "the database grows from {} to {} pages but the segment holds {grown} of the new pages",
-                        self.commit, header.commit
+                        v.commit, header.commit
                     ),
                 });
             }
         }
-        let slot = self.sources.len() as u32;
-        self.sources.push(Arc::new(source));
+        let slot = v.sources.len() as u32;
+        v.sources.push(Arc::new(source));
         for pgno in pages {
-            self.overlay.insert(pgno, slot);
+            v.overlay.insert(pgno, slot);
         }
-        if header.commit < self.commit {
-            self.overlay.retain(|&pgno, _| pgno <= header.commit);
+        if header.commit < v.commit {
+            v.overlay.retain(|&pgno, _| pgno <= header.commit);
         }
-        self.base_limit = self.base_limit.min(header.commit);
-        self.commit = header.commit;
-        self.position = position;
+        v.base_limit = v.base_limit.min(header.commit);
+        v.commit = header.commit;
+        v.position = position;
         Ok(())
     }
 
     /// The version, without the objects whose every page a later one replaced.
-    fn publish(mut self, id: u64) -> Version {
-        let mut used = vec![false; self.sources.len()];
-        for &slot in self.overlay.values() {
+    fn publish(self, id: u64) -> Version {
+        let mut v = self.next;
+        let mut used = vec![false; v.sources.len()];
+        for &slot in v.overlay.values() {
             used[slot as usize] = true;
         }
         if used.contains(&false) {
-            let mut renumber = vec![0u32; self.sources.len()];
-            let mut kept = Vec::with_capacity(self.sources.len());
-            for (slot, source) in self.sources.into_iter().enumerate() {
+            let mut renumber = vec![0u32; v.sources.len()];
+            let mut kept = Vec::with_capacity(v.sources.len());
+            for (slot, source) in v.sources.into_iter().enumerate() {
                 if used[slot] {
                     renumber[slot] = kept.len() as u32;
                     kept.push(source);
                 }
             }
-            for slot in self.overlay.values_mut() {
+            for slot in v.overlay.values_mut() {
                 *slot = renumber[*slot as usize];
             }
-            self.sources = kept;
+            v.sources = kept;
         }
-        let held_bytes = self.sources.iter().flat_map(|s| s.held.iter()).map(|(_, payload)| payload.len()).sum();
-        Version {
-            id,
-            position: self.position,
-            page_size: self.page_size,
-            commit: self.commit,
-            base: self.base,
-            base_limit: self.base_limit,
-            sources: self.sources,
-            overlay: self.overlay,
-            held_bytes,
-        }
+        v.held_bytes = v.sources.iter().flat_map(|s| s.held.iter()).map(|(_, payload)| payload.len()).sum();
+        v.id = id;
+        v
     }
 }
 
@@ -583,7 +574,7 @@ struct Head {
 struct LazyFetcher<'a> {
     replica: &'a LazyReplica,
     plan: &'a Plan,
-    next: Draft,
+    draft: Draft,
     failed: Option<ApplyError>,
 }
 
@@ -653,9 +644,9 @@ impl LazyFetcher<'_> {
                 checksum,
                 timestamp_ms: header.timestamp_ms,
             };
-            self.next.rebase(source, position, header.page_size);
+            self.draft.rebase(source, position, header.page_size);
         } else {
-            check_continuity(self.next.position, self.next.page_size, key, &header, true)?;
+            check_continuity(self.draft.next.position, self.draft.next.page_size, key, &header, true)?;
             replica.check_key(key, &header)?;
             let (source, trailer) = if whole {
                 Source::whole(uid, key, body.bytes)?
@@ -679,10 +670,10 @@ impl LazyFetcher<'_> {
                 checksum: trailer.post_apply_checksum,
                 timestamp_ms: header.timestamp_ms,
             };
-            self.next.apply(source, position)?;
+            self.draft.apply(source, position)?;
         }
-        self.next.objects += 1;
-        self.next.bytes += size;
+        self.draft.objects += 1;
+        self.draft.bytes += size;
         Ok(())
     }
 }
