@@ -17,6 +17,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 log() { printf 'build-edge: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
+# Run from a test (`cargo test` sets the test crate's CARGO_MANIFEST_DIR,
+# CARGO_PKG_NAME, ...), those variables would reach ring's build script,
+# which reruns when any of them changes: ring, rustls and everything above
+# them would rebuild on every switch between a test and a shell. They
+# describe the caller's crate, not this build.
+while IFS= read -r name; do
+    unset "$name"
+done < <(compgen -e | grep -E '^(CARGO_(PKG|MANIFEST|CRATE|BIN|CFG|PRIMARY_PACKAGE|TARGET_TMPDIR)|OUT_DIR$)' || true)
+
 targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 limit_bytes=8000000
 
