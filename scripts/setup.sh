@@ -23,6 +23,16 @@ if ! command -v cargo-lambda >/dev/null 2>&1 || ! python3 -c 'import ziglang' >/
 fi
 command -v cargo-lambda >/dev/null 2>&1 || { log "cargo-lambda is not on PATH after install"; exit 1; }
 
+# The small static edge reader for devices (scripts/build-edge.sh,
+# tests/tests/edge_build.rs): cargo-zigbuild links it against musl with zig
+# (ziglang, installed above) for x86-64 and aarch64.
+if ! command -v cargo-zigbuild >/dev/null 2>&1; then
+    log "installing cargo-zigbuild (static musl builds of edge-reader)"
+    python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild
+    hash -r
+fi
+command -v cargo-zigbuild >/dev/null 2>&1 || { log "cargo-zigbuild is not on PATH after install"; exit 1; }
+
 # Infrastructure checks (tests/tests/infra.rs): cfn-lint lints
 # infra/template.yaml (its SAM transform too); checkov scans it. checkov pins
 # old boto3/botocore releases, so it lives in its own virtualenv rather than
@@ -62,10 +72,15 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
 fi
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    log "adding the wasm32-unknown-unknown Rust target"
-    rustup target add wasm32-unknown-unknown
-fi
+# Rust targets: wasm32 for the wasm edge reader, the two musl targets for
+# the small static edge reader.
+installed_targets="$(rustup target list --installed 2>/dev/null || true)"
+for target in wasm32-unknown-unknown x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    if ! grep -qx "$target" <<<"$installed_targets"; then
+        log "adding the $target Rust target"
+        rustup target add "$target"
+    fi
+done
 edge_js="$(cd "$(dirname "$0")/.." && pwd)/edge-wasm/js"
 if [ ! -x "$edge_js/node_modules/.bin/wasm-opt" ] || [ ! -x "$edge_js/node_modules/.bin/workerd" ] \
     || [ ! -d "$edge_js/node_modules/playwright-core" ]; then

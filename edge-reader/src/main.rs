@@ -9,10 +9,17 @@
 //! | [`status`] | `edge-reader status`: the replica's position and lag |
 //! | [`query`] | `edge-reader query`: read-only SQL on the replica |
 //! | [`authorizer`] | what a query may do (`serve` and `query` alike) |
+//! | [`source`] | opening `--source`; the small build's refusal of `s3://` |
+//!
+//! Features: `s3` (default) reads `s3://` stores through the AWS SDK;
+//! without it (`--no-default-features`, the small static device build of
+//! `scripts/build-edge.sh`) the reader takes `file://` and `http(s)://`
+//! stores only.
 
 mod authorizer;
 mod query;
 mod serve;
+mod source;
 mod status;
 mod sync;
 

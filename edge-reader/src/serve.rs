@@ -128,12 +128,13 @@ pub async fn run(args: Args) -> Result<()> {
     if !args.listen.ip().is_loopback() && token.is_none() {
         tracing::warn!(listen = %args.listen, "serving beyond loopback without --token-file: anyone who can reach it can query");
     }
+    // The store first: a URL this build cannot read leaves no lock file.
+    let store = crate::source::open(&args.source).await?;
     // serve owns the replica: no other sync may write it while queries read
     // the TXID this process publishes.
     let _lock = replica::lock(&args.db, false).with_context(|| format!("serve {}", args.db.display()))?;
 
     let metrics = Arc::new(Metrics::default());
-    let store = distributary_core::store::open(&args.source).await?;
     // Refuse a database that is not this store's replica before serving it
     // (and before the first sync would): queries would read someone else's
     // data, and the sync would overwrite it.
@@ -141,7 +142,13 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("serve {}", args.db.display()))?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
-    let sync = SyncOptions { target: Target::Newest, key, concurrency: args.concurrency, ..SyncOptions::default() };
+    let sync = SyncOptions {
+        target: Target::Newest,
+        key,
+        concurrency: args.concurrency,
+        parts: crate::sync::DEFAULT_PARTS,
+        ..SyncOptions::default()
+    };
     let follower = Arc::new(Follower::new(
         store,
         FollowerConfig {

@@ -58,7 +58,7 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         Some(
             async {
-                let store = distributary_core::store::open(&source).await?;
+                let store = crate::source::open(&source).await?;
                 let manifest = read_manifest(store.as_ref())
                     .await?
                     .with_context(|| format!("read {}: the store has no manifest", store.url()))?

@@ -23,6 +23,15 @@ use distributary_core::replica::{self, ReplicaError};
 use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store::Store;
 
+/// Ranged parts of a new replica's snapshot fetched at once, by default
+/// (`sync --parts`; `serve`'s first sync). Parts beat one connection's rate
+/// cap on S3, but every part is held whole: (parts + 2) × 4 MiB of memory.
+/// The small device build reads one stream instead: its peak RSS bootstrapping
+/// a 1 GB database over HTTP is 13 MB with one part against 31 MB with four,
+/// and on a device the link, not one connection, is the limit (the four were
+/// slower even on loopback: docs/BENCHMARKS.md, "A small reader for devices").
+pub const DEFAULT_PARTS: usize = if cfg!(feature = "s3") { distributary_core::apply::DEFAULT_PARTS } else { 1 };
+
 /// Arguments of `edge-reader sync`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,9 +54,10 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Writing a new file from a remote store: ranged parts of a snapshot
-    /// over 64 MiB fetched at once, 4 MiB each (1: one stream, for a server
-    /// that reads the whole object for every range request).
-    #[arg(long, default_value_t = distributary_core::apply::DEFAULT_PARTS as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    /// over 64 MiB fetched at once, 4 MiB each, held in memory (1: one
+    /// stream, for a server that reads the whole object for every range
+    /// request; the default of the small device build, to save memory).
+    #[arg(long, default_value_t = DEFAULT_PARTS as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
     parts: u64,
     /// Replace --db even if it is not this store's replica (an ordinary
     /// SQLite file, or another store's replica): its content is lost.
@@ -90,8 +100,9 @@ pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<EncryptionKey>>
 /// Runs one sync.
 pub async fn run(args: Args) -> Result<()> {
     let key = crate::sync::read_key(args.encryption_key_file.as_deref())?;
+    // The store first: a URL this build cannot read leaves no lock file.
+    let store = crate::source::open(&args.source).await?;
     let _lock = replica::lock(&args.db, !args.no_wait)?;
-    let store = distributary_core::store::open(&args.source).await?;
     let progress_style = args.progress.style(args.json);
     let options = SyncOptions {
         target: Target::Newest,

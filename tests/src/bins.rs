@@ -20,7 +20,19 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         return path;
     }
     // Ask cargo once per test process: a stale binary would test old code.
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // The variables cargo sets for this test crate (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, ...) describe it, not the build: ring's build script
+    // reruns when they change, so passing them on rebuilt ring, rustls and
+    // everything above them (the AWS SDK included) whenever a build from a
+    // shell and one from the tests took turns.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if is_crate_variable(&key) {
+            cargo.env_remove(&*key);
+        }
+    }
+    let status = cargo
         .args(["build", "--quiet", "-p", package, "--bin", name])
         .env("CARGO_TARGET_DIR", profile_dir.parent().expect("target folder"))
         .status()
@@ -29,4 +41,11 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     built.get_or_insert_with(HashSet::new).insert(name.to_string());
     path
+}
+
+/// Whether `key` is one of the variables cargo sets for the crate it builds
+/// or tests (not one that configures cargo, like CARGO_TARGET_DIR or CARGO_HOME).
+fn is_crate_variable(key: &str) -> bool {
+    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_CFG_"].iter().any(|p| key.starts_with(p))
+        || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&key)
 }

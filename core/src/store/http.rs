@@ -37,6 +37,13 @@ pub struct HttpStore {
 impl HttpStore {
     /// A store reading `<base>/<key>?<query>`.
     pub fn new(base: String, query: Option<String>) -> Result<HttpStore, StoreError> {
+        // reqwest takes rustls' process-wide provider when one is installed
+        // and falls back to aws-lc-rs (the `http` feature) otherwise; a
+        // build with only `http-ring` has no fallback, so ring is installed
+        // first. An `Err` means a provider is already installed: reqwest
+        // uses that one, which is as good.
+        #[cfg(all(feature = "http-ring", not(feature = "http"), not(target_arch = "wasm32")))]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = reqwest::Client::builder();
         #[cfg(not(target_arch = "wasm32"))]
         let builder = builder.connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(60));

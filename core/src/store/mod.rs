@@ -17,7 +17,7 @@ mod url;
 
 #[cfg(feature = "file")]
 mod file;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "http-ring"))]
 mod http;
 mod memory;
 #[cfg(feature = "s3")]
@@ -31,7 +31,7 @@ pub use self::types::{Body, ByteRange, ETag, GetOptions, GetResult, ObjectMeta, 
 pub use self::url::{StoreUrl, open};
 #[cfg(feature = "file")]
 pub use file::FileStore;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "http-ring"))]
 pub use http::HttpStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]

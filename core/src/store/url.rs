@@ -190,7 +190,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         StoreUrl::S3 { bucket, prefix, endpoint, region, path_style } => {
             Ok(Arc::new(super::S3Store::connect(bucket, prefix, endpoint, region, path_style).await?))
         }
-        #[cfg(feature = "http")]
+        #[cfg(any(feature = "http", feature = "http-ring"))]
         StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
         #[allow(unreachable_patterns)]
         StoreUrl::File { .. } => Err(unavailable("file://")),
