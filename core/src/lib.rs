@@ -36,6 +36,7 @@ pub mod layout;
 pub mod lazy;
 pub mod manifest;
 pub mod merge;
+pub mod order;
 pub mod plan;
 pub mod poll;
 #[cfg(not(target_arch = "wasm32"))]

@@ -234,7 +234,7 @@ pub fn known_snapshots(manifest: &Manifest, index: Option<&SnapshotIndex>) -> Ve
     if let Some(newest) = manifest.snapshot {
         snapshots.push(newest);
     }
-    snapshots.sort_by_key(|s| s.txid);
+    let mut snapshots = crate::order::sorted_by_key(snapshots, |s| u128::from(s.txid.0));
     snapshots.dedup_by_key(|s| s.txid);
     snapshots
 }

@@ -62,3 +62,10 @@ export function initialize(module: WebAssembly.Module | BufferSource): void;
 
 /** Loads the wasm module beside this file (browsers, Node); `open` calls it. */
 export function ready(): Promise<void>;
+
+/**
+ * Resolves once the OPFS cache has written every response it was given so
+ * far (writes run in the background; await this before a page unloads if
+ * the next load should find them).
+ */
+export function opfsIdle(): Promise<void>;

@@ -5,6 +5,7 @@
 // file) and Node (read from disk). Workers cannot compile wasm at run time:
 // import the .wasm as a module and pass it to initialize() first.
 import init, { initSync, EdgeReplica } from './distributary_edge_wasm.js';
+import { DEFAULT_OPFS_BYTES, opfsAvailable, opfsFetch, opfsIdle } from './opfs.js';
 
 let loading = null;
 
@@ -33,11 +34,26 @@ export function ready() {
   return loading;
 }
 
-// EdgeReplica.open is the entry point: make it load the module first.
+// EdgeReplica.open is the entry point: make it load the module first, and
+// put the OPFS cache under the replica's requests where the browser has it.
 const open = EdgeReplica.open;
 EdgeReplica.open = async function (url, options) {
   await ready();
-  return open.call(EdgeReplica, url, options);
+  return open.call(EdgeReplica, url, withOpfs(url, options));
 };
 
-export { EdgeReplica };
+/** `options` with the OPFS cache as its fetch, unless `opfs: false` or no OPFS. */
+function withOpfs(url, options) {
+  const { opfs, opfsBytes } = options ?? {};
+  if (opfs !== undefined && typeof opfs !== 'boolean') {
+    throw new Error(`open ${url}: options.opfs must be true or false`);
+  }
+  if (opfsBytes !== undefined && !(Number.isSafeInteger(opfsBytes) && opfsBytes >= 1 << 20)) {
+    throw new Error(`open ${url}: options.opfsBytes must be a whole number of bytes, at least 1048576 (1 MiB)`);
+  }
+  if (opfs === false || !opfsAvailable()) return options;
+  const base = options?.fetch ?? ((request) => globalThis.fetch(request));
+  return { ...options, fetch: opfsFetch(url, base, opfsBytes ?? DEFAULT_OPFS_BYTES) };
+}
+
+export { EdgeReplica, opfsIdle };

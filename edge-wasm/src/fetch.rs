@@ -36,6 +36,9 @@ extern "C" {
 pub struct FetchStore {
     base: String,
     query: Option<String>,
+    /// The `fetch` to call instead of the global one (`options.fetch`: a
+    /// persistent cache, added headers, a counting wrapper).
+    fetch: Option<Function>,
 }
 
 impl FetchStore {
@@ -60,7 +63,12 @@ impl FetchStore {
         if base.split('/').count() < 3 || base.ends_with("//") {
             return Err(invalid("no host"));
         }
-        Ok(FetchStore { base, query })
+        Ok(FetchStore { base, query, fetch: None })
+    }
+
+    /// The same store, fetching through `fetch` (`(Request) => Promise<Response>`).
+    pub fn with_fetch(self, fetch: Option<Function>) -> FetchStore {
+        FetchStore { fetch, ..self }
     }
 
     fn object_url(&self, key: &str) -> Result<String, StoreError> {
@@ -77,7 +85,7 @@ impl FetchStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = fetch_once(&url, key, options).await;
+            let result = fetch_once(self.fetch.as_ref(), &url, key, options).await;
             let retry = match &result {
                 Ok(response) => response.status() >= 500 || response.status() == 429,
                 Err(_) => true,
@@ -102,7 +110,7 @@ impl FetchStore {
 /// are revalidated with the origin on every read: a browser's heuristic
 /// cache would otherwise serve an old manifest and the replica would stop
 /// following. Segments are immutable and may come from any cache.
-async fn fetch_once(url: &str, key: &str, options: &GetOptions) -> Result<Response, String> {
+async fn fetch_once(fetch: Option<&Function>, url: &str, key: &str, options: &GetOptions) -> Result<Response, String> {
     let init = RequestInit::new();
     init.set_method("GET");
     let headers = web_sys::Headers::new().map_err(describe)?;
@@ -129,7 +137,13 @@ async fn fetch_once(url: &str, key: &str, options: &GetOptions) -> Result<Respon
         Request::new_with_str_and_init(url, &init)
     }
     .map_err(describe)?;
-    let response = JsFuture::from(fetch_request(&request)).await.map_err(describe)?;
+    let promise = match fetch {
+        Some(fetch) => {
+            fetch.call1(&JsValue::NULL, &request).map_err(describe)?.dyn_into::<Promise>().map_err(describe)?
+        }
+        None => fetch_request(&request),
+    };
+    let response = JsFuture::from(promise).await.map_err(describe)?;
     response.dyn_into::<Response>().map_err(|_| "fetch did not return a Response".to_string())
 }
 

@@ -1,21 +1,21 @@
 //! Distributary's edge reader in WebAssembly: a live, read-only replica of a
-//! Distributary store held in wasm memory, for web pages, Cloudflare Workers
-//! and Node services, queried locally with SQLite compiled to wasm.
+//! Distributary store, held in wasm memory or read page by page, for web
+//! pages, Cloudflare Workers and Node services, queried locally with SQLite
+//! compiled to wasm.
 //!
 //! Nothing here re-implements the log: the format, the plan, the chain walk
-//! and the verified apply are `distributary-core`'s (`apply::download` and
-//! `apply::Downloaded::apply` over a `MemoryDatabase`), so every object is
-//! checked exactly as the native `edge-reader sync` checks it and a bad
-//! object is refused with the same message.
+//! and the verification are `distributary-core`'s (`lazy::LazyReplica`, in
+//! both modes), so every object is checked as the native `edge-reader sync`
+//! checks it and a bad object is refused with the same message.
 //!
 //! # Layout
 //!
 //! | module | concept |
 //! |---|---|
 //! | `replica` | `EdgeReplica`, the JavaScript API: `open`, `sync`, `query`, `queryAsync`, `txid`, `export` |
-//! | `lazy` | lazy mode: SQLite reading pages through a VFS, a query run again once the page it missed is fetched |
+//! | `lazy` | SQLite reading a version's pages through a VFS; a query run again once the page it missed is fetched |
 //! | `fetch` | a read-only `Store` over the host's `fetch` (browsers, Node, workerd) |
-//! | `sqlite` | SQLite reading the image in place (`sqlite3_deserialize`, read-only) and rows as JavaScript values |
+//! | `sqlite` | a query-only connection and its rows as JavaScript values |
 //!
 //! On native targets the crate is empty: it exists for `wasm32-unknown-unknown`
 //! (built by `scripts/build-wasm.sh` into an npm package).

@@ -1,26 +1,28 @@
 //! `EdgeReplica`, the JavaScript API: open a store URL, sync, query.
 //!
-//! Two modes: **full** (the database downloaded into wasm memory and
-//! queried in place; every query is synchronous) and **lazy** (pages
-//! fetched by range requests as queries reach them; see `lazy`). `open`
-//! picks lazy when the store's snapshot is larger than
-//! [`LAZY_ABOVE_BYTES`], unless told.
+//! Two modes, both a core `LazyReplica` read by SQLite through the VFS of
+//! `lazy`: **full** (resident: every page fetched at sync and held in wasm
+//! memory, the rolling checksum checked before a version is published;
+//! every query is synchronous) and **lazy** (pages fetched by range
+//! requests as queries reach them). `open` picks lazy when the store's
+//! snapshot is larger than [`LAZY_ABOVE_BYTES`], unless told.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use distributary_core::apply::{self, ApplyError, DEFAULT_MEMORY_LIMIT, MAX_MEMORY_LIMIT, MemoryDatabase, SyncOptions};
+use distributary_core::apply::{ApplyError, DEFAULT_MEMORY_LIMIT, MAX_MEMORY_LIMIT};
 use distributary_core::format::EncryptionKey;
 use distributary_core::lazy::{DEFAULT_CACHE_BYTES, LazyOptions, LazyReplica, MIN_CACHE_BYTES};
 use distributary_core::manifest::read_manifest;
-use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::fetch::FetchStore;
 use crate::lazy::LazyState;
-use crate::sqlite::ReadOnlyDb;
 
 /// `lazy: "auto"` (the default) reads a store lazily when its newest
 /// snapshot is larger than this (16 MiB, compressed): below it, downloading
@@ -47,6 +49,20 @@ export interface EdgeReplicaOptions {
   lazy?: boolean | "auto";
   /** Lazy mode: the page cache's size in bytes (default 32 MiB, at least 1 MiB). */
   cacheBytes?: number;
+  /**
+   * The `fetch` every request goes through instead of the global one: to
+   * add headers, count requests, or cache. `@distributary/edge-wasm`'s
+   * `open` wraps it with the OPFS cache (below) where the browser has one.
+   */
+  fetch?: (request: Request) => Promise<Response>;
+  /**
+   * Keep the store's byte ranges in the Origin Private File System, so a
+   * reloaded page reads them from disk instead of the network: `true` (the
+   * default where the browser has OPFS) or `false`.
+   */
+  opfs?: boolean;
+  /** The OPFS cache's size in bytes, per store (default 128 MiB). */
+  opfsBytes?: number;
 }
 
 /** What a lazy replica fetched: requests, bytes received, bytes cached. */
@@ -70,38 +86,11 @@ export interface QueryResult {
 /// mode) or read page by page (lazy mode).
 #[wasm_bindgen]
 pub struct EdgeReplica {
-    mode: Mode,
+    state: Rc<LazyState>,
+    /// Full mode: every page is in memory.
+    resident: bool,
     url: String,
     syncing: Rc<Cell<bool>>,
-}
-
-enum Mode {
-    Full(Rc<RefCell<Inner>>),
-    Lazy(Rc<LazyState>),
-}
-
-/// The full mode's state.
-struct Inner {
-    // Declared before `db`: SQLite's view of the image must go first.
-    sqlite: Option<ReadOnlyDb>,
-    db: MemoryDatabase,
-    store: Rc<FetchStore>,
-    key: Option<EncryptionKey>,
-}
-
-impl Inner {
-    /// Reopens SQLite on the image after it changed.
-    fn reopen(&mut self) -> Result<(), String> {
-        self.sqlite = None;
-        if self.db.is_empty() {
-            return Ok(());
-        }
-        // SAFETY: the image lives in `self.db`, which is only changed after
-        // `self.sqlite` is dropped (here and in `sync`), and `sqlite` is
-        // declared first so it is dropped before `db`.
-        self.sqlite = Some(unsafe { ReadOnlyDb::open(self.db.sqlite_image())? });
-        Ok(())
-    }
 }
 
 /// The cause chain of an error, joined as the native CLI prints it
@@ -160,11 +149,17 @@ fn number_option(
 impl EdgeReplica {
     /// Opens a replica of the store at `url` (`https://cdn.example.com/app-db`,
     /// a public bucket, or presigned URLs behind a proxy) and syncs it once.
-    #[wasm_bindgen(unchecked_return_type = "EdgeReplica")]
-    pub async fn open(
+    #[wasm_bindgen(unchecked_return_type = "Promise<EdgeReplica>")]
+    pub fn open(
         url: String,
         #[wasm_bindgen(unchecked_param_type = "EdgeReplicaOptions")] options: Option<Object>,
-    ) -> Result<EdgeReplica, JsError> {
+    ) -> Promise {
+        promise(Box::pin(
+            async move { Self::open_replica(url, options).await.map(JsValue::from).map_err(JsValue::from) },
+        ))
+    }
+
+    async fn open_replica(url: String, options: Option<Object>) -> Result<EdgeReplica, JsError> {
         let key = match option(&options, "key") {
             None => None,
             Some(value) => {
@@ -198,7 +193,14 @@ impl EdgeReplica {
                 _ => return Err(JsError::new(&format!("open {url}: options.lazy must be true, false or \"auto\""))),
             },
         };
-        let store = FetchStore::new(&url).map_err(|e| JsError::new(&format!("open {url}: {}", chain(&e))))?;
+        let fetch = match option(&options, "fetch") {
+            None => None,
+            Some(value) => Some(value.dyn_into::<Function>().map_err(|_| {
+                JsError::new(&format!("open {url}: options.fetch must be a function (Request) => Promise<Response>"))
+            })?),
+        };
+        let store =
+            FetchStore::new(&url).map_err(|e| JsError::new(&format!("open {url}: {}", chain(&e))))?.with_fetch(fetch);
         let lazy = match laziness {
             Laziness::Full => false,
             Laziness::Lazy => true,
@@ -209,18 +211,13 @@ impl EdgeReplica {
                 Ok(Some(manifest)) if manifest.value.snapshot.is_some_and(|s| s.size > LAZY_ABOVE_BYTES)
             ),
         };
-        let mode = if lazy {
-            let replica = LazyReplica::new(Arc::new(store), LazyOptions { key, cache_bytes });
-            Mode::Lazy(Rc::new(LazyState::new(replica)))
+        let options = if lazy {
+            LazyOptions { key, cache_bytes, resident: false }
         } else {
-            Mode::Full(Rc::new(RefCell::new(Inner {
-                sqlite: None,
-                db: MemoryDatabase::new(limit),
-                store: Rc::new(store),
-                key,
-            })))
+            LazyOptions { key, cache_bytes: limit as usize, resident: true }
         };
-        let replica = EdgeReplica { mode, url, syncing: Rc::new(Cell::new(false)) };
+        let state = Rc::new(LazyState::new(LazyReplica::new(Arc::new(store), options)));
+        let replica = EdgeReplica { state, resident: !lazy, url, syncing: Rc::new(Cell::new(false)) };
         replica.run_sync().await?;
         Ok(replica)
     }
@@ -232,7 +229,7 @@ impl EdgeReplica {
     #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
     pub fn sync(&self) -> Promise {
         let sync = self.run_sync();
-        wasm_bindgen_futures::future_to_promise(async move { sync.await.map(JsValue::from_f64).map_err(JsValue::from) })
+        promise(Box::pin(async move { sync.await.map(JsValue::from_f64).map_err(JsValue::from) }))
     }
 
     /// Runs one read-only SQL statement with positional parameters (`?` or
@@ -246,15 +243,7 @@ impl EdgeReplica {
         #[wasm_bindgen(unchecked_param_type = "SqlValue[]")] params: Option<Object>,
     ) -> Result<JsValue, JsError> {
         let params = params_array(params)?;
-        match &self.mode {
-            Mode::Full(inner) => {
-                let inner = inner.borrow();
-                let sqlite =
-                    inner.sqlite.as_ref().ok_or_else(|| JsError::new("query: the replica is empty (sync it first)"))?;
-                sqlite.query(sql, &params).map_err(|e| JsError::new(&e))
-            }
-            Mode::Lazy(state) => state.query_cached(sql, &params).map_err(|e| JsError::new(&e)),
-        }
+        self.state.query_cached(sql, &params).map_err(|e| JsError::new(&e))
     }
 
     /// `query` that fetches the pages the statement reaches (lazy mode);
@@ -266,31 +255,30 @@ impl EdgeReplica {
         sql: String,
         #[wasm_bindgen(unchecked_param_type = "SqlValue[]")] params: Option<Object>,
     ) -> Promise {
-        let state = match &self.mode {
-            Mode::Full(_) => {
-                let result = self.query(&sql, params);
-                return wasm_bindgen_futures::future_to_promise(async move { result.map_err(JsValue::from) });
-            }
-            Mode::Lazy(state) => state.clone(),
-        };
-        wasm_bindgen_futures::future_to_promise(async move {
+        if self.resident {
+            return settled(self.query(&sql, params));
+        }
+        let state = self.state.clone();
+        promise(Box::pin(async move {
             let params = params_array(params)?;
             state.query(&sql, &params).await.map_err(|e| JsError::new(&e).into())
-        })
+        }))
     }
 
     /// Whether the replica reads pages on demand.
     #[wasm_bindgen(getter)]
     pub fn lazy(&self) -> bool {
-        matches!(self.mode, Mode::Lazy(_))
+        !self.resident
     }
 
     /// Lazy mode: requests made, bytes received and bytes cached so far
     /// (`null` in full mode).
     #[wasm_bindgen(getter, unchecked_return_type = "LazyStats | null")]
     pub fn stats(&self) -> JsValue {
-        let Mode::Lazy(state) = &self.mode else { return JsValue::NULL };
-        let stats = state.replica.stats();
+        if self.resident {
+            return JsValue::NULL;
+        }
+        let stats = self.state.replica.stats();
         let out = Object::new();
         let _ = Reflect::set(&out, &"requests".into(), &JsValue::from_f64(stats.requests as f64));
         let _ = Reflect::set(&out, &"bytes".into(), &JsValue::from_f64(stats.bytes as f64));
@@ -319,28 +307,27 @@ impl EdgeReplica {
     /// The database's size in bytes.
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> f64 {
-        match &self.mode {
-            Mode::Full(inner) => inner.borrow().db.len() as f64,
-            Mode::Lazy(state) => state.replica.current().map_or(0.0, |v| v.len() as f64),
-        }
+        self.state.replica.current().map_or(0.0, |v| v.len() as f64)
     }
 
     /// The database as a SQLite file, byte for byte the primary's at `txid`
     /// (full mode; a lazy replica exports with `exportAsync`).
     pub fn export(&self) -> Result<Uint8Array, JsError> {
-        let Mode::Full(inner) = &self.mode else {
+        if !self.resident {
             return Err(JsError::new(
                 "export: a lazy replica fetches its pages first: use await replica.exportAsync()",
             ));
-        };
-        let inner = inner.borrow();
-        let chunks = inner.db.export_chunks();
-        let out = Uint8Array::new_with_length(inner.db.len() as u32);
-        let mut offset = 0u32;
-        for chunk in chunks {
-            let end = offset + chunk.len() as u32;
-            out.subarray(offset, end).copy_from(chunk);
-            offset = end;
+        }
+        let replica = &self.state.replica;
+        let version = replica.current().ok_or_else(|| JsError::new("export: the replica is empty (sync it first)"))?;
+        let page_size = version.page_size();
+        let out = Uint8Array::new_with_length(version.len() as u32);
+        for pgno in 1..=version.pages() {
+            let page = replica
+                .page(&version, pgno)
+                .map_err(|e| JsError::new(&format!("export {}: {}", self.url, chain(&e))))?
+                .ok_or_else(|| JsError::new(&format!("export {}: page {pgno} is not in memory", self.url)))?;
+            out.subarray((pgno - 1) * page_size, pgno * page_size).copy_from(&page);
         }
         Ok(out)
     }
@@ -349,15 +336,12 @@ impl EdgeReplica {
     /// the rolling checksum over them (the one check lazy reads leave out).
     #[wasm_bindgen(js_name = exportAsync, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_async(&self) -> Promise {
-        let state = match &self.mode {
-            Mode::Full(_) => {
-                let result = self.export().map(JsValue::from);
-                return wasm_bindgen_futures::future_to_promise(async move { result.map_err(JsValue::from) });
-            }
-            Mode::Lazy(state) => state.clone(),
-        };
+        if self.resident {
+            return settled(self.export().map(JsValue::from));
+        }
+        let state = self.state.clone();
         let url = self.url.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
+        promise(Box::pin(async move {
             let version =
                 state.replica.current().ok_or_else(|| JsError::new("export: the replica is empty (sync it first)"))?;
             let out = Uint8Array::new_with_length(version.len() as u32);
@@ -368,7 +352,21 @@ impl EdgeReplica {
                 .await
                 .map_err(|e| JsError::new(&format!("export {url}: {}", chain(&e))))?;
             Ok(out.into())
-        })
+        }))
+    }
+}
+
+/// A Promise of `future`'s result. Every method goes through this one
+/// instantiation of `future_to_promise` (each costs the .wasm some 2 KB).
+fn promise(future: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>) -> Promise {
+    wasm_bindgen_futures::future_to_promise(future)
+}
+
+/// A Promise already settled with `result`.
+fn settled(result: Result<JsValue, JsError>) -> Promise {
+    match result {
+        Ok(value) => Promise::resolve(&value),
+        Err(error) => Promise::reject(&error.into()),
     }
 }
 
@@ -381,54 +379,23 @@ fn params_array(params: Option<Object>) -> Result<Array, JsError> {
 
 impl EdgeReplica {
     fn position(&self) -> Option<distributary_core::plan::ReplicaPosition> {
-        match &self.mode {
-            Mode::Full(inner) => inner.borrow().db.position(),
-            Mode::Lazy(state) => state.replica.current().map(|v| v.position()),
-        }
+        self.state.replica.current().map(|v| v.position())
     }
 
     /// One sync, in either mode; one at a time.
-    fn run_sync(&self) -> impl std::future::Future<Output = Result<f64, JsError>> + 'static {
+    fn run_sync(&self) -> impl Future<Output = Result<f64, JsError>> + 'static {
         let url = self.url.clone();
         let syncing = self.syncing.clone();
-        let mode = match &self.mode {
-            Mode::Full(inner) => Mode::Full(inner.clone()),
-            Mode::Lazy(state) => Mode::Lazy(state.clone()),
-        };
+        let state = self.state.clone();
         async move {
             if syncing.replace(true) {
                 return Err(JsError::new(&format!(
                     "sync replica from {url}: another sync of this replica is running (await it first)"
                 )));
             }
-            let result = match mode {
-                Mode::Full(inner) => sync_full(inner, &url).await,
-                Mode::Lazy(state) => {
-                    state.replica.sync(false).await.map(|s| s.to_txid.0 as f64).map_err(|e| sync_error(&url, &e))
-                }
-            };
+            let result = state.replica.sync(false).await.map(|s| s.to_txid.0 as f64).map_err(|e| sync_error(&url, &e));
             syncing.set(false);
             result
         }
     }
-}
-
-/// One full-mode sync: download without holding the replica (queries keep
-/// reading the old state), then apply at once.
-async fn sync_full(inner: Rc<RefCell<Inner>>, url: &str) -> Result<f64, JsError> {
-    let (store, position, page_size, options) = {
-        let state = inner.borrow();
-        let options = SyncOptions { key: state.key.clone(), keep_state: false, ..SyncOptions::default() };
-        (state.store.clone(), state.db.position(), state.db.page_size(), options)
-    };
-    let downloaded = apply::download(store.as_ref(), position, page_size, &options).await;
-    let mut state = inner.borrow_mut();
-    let downloaded = downloaded.map_err(|e| sync_error(url, &e))?;
-    // SQLite must let go of the image before it changes.
-    state.sqlite = None;
-    let applied = downloaded.apply(&mut state.db);
-    let reopened = state.reopen();
-    let summary = applied.map_err(|e| sync_error(url, &e))?;
-    reopened.map_err(|e| JsError::new(&format!("sync replica from {url}: {e}")))?;
-    Ok(summary.to_txid.0 as f64)
 }

@@ -1,51 +1,22 @@
-//! SQLite (compiled to wasm by sqlite-wasm-rs) reading the replica's image
-//! in place, through `sqlite3_deserialize`, read-only: no copy of the
-//! database, and no statement can write it.
+//! SQLite (compiled to wasm by sqlite-wasm-rs) on a replica's connection,
+//! query-only, and its rows as JavaScript values.
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
+use rusqlite::Connection;
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, ffi};
 use wasm_bindgen::{JsCast, JsValue};
 
 /// Integers beyond this magnitude lose precision as a JavaScript number
 /// and are returned as a BigInt (`Number.MAX_SAFE_INTEGER`).
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
-/// A read-only connection over a database image it does not own.
+/// A read-only connection.
 pub struct ReadOnlyDb {
     conn: Connection,
 }
 
 impl ReadOnlyDb {
-    /// Opens `image` (a SQLite database in rollback-journal mode) read-only.
-    ///
-    /// # Safety
-    /// SQLite keeps a pointer to `image`: it must neither move, change nor
-    /// be freed until the returned value is dropped.
-    pub unsafe fn open(image: &mut [u8]) -> Result<ReadOnlyDb, String> {
-        let conn = Connection::open_in_memory().map_err(|e| format!("open SQLite: {e}"))?;
-        let len = i64::try_from(image.len()).map_err(|_| "open SQLite: the image is too large".to_string())?;
-        // SAFETY: the handle is valid while `conn` lives; READONLY means
-        // SQLite never writes or resizes `image`, whose lifetime the caller
-        // guarantees; without FREEONCLOSE SQLite never frees it.
-        let rc = unsafe {
-            ffi::sqlite3_deserialize(
-                conn.handle(),
-                c"main".as_ptr(),
-                image.as_mut_ptr(),
-                len,
-                len,
-                ffi::SQLITE_DESERIALIZE_READONLY,
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            return Err(format!("open SQLite: sqlite3_deserialize failed with code {rc}"));
-        }
-        conn.execute_batch("PRAGMA query_only = 1").map_err(|e| format!("open SQLite: {e}"))?;
-        Ok(ReadOnlyDb { conn })
-    }
-
-    /// A connection opened elsewhere (the lazy VFS), made query-only.
+    /// A connection on the replica's VFS (`lazy`), made query-only.
     pub fn from_connection(conn: Connection) -> ReadOnlyDb {
         // Belt and braces: the VFS refuses writes too.
         let _ = conn.execute_batch("PRAGMA query_only = 1");

@@ -17,6 +17,7 @@ const replicaWorker :Workerd.Worker = (
   modules = [
     (name = "worker.js", esModule = embed "worker.js"),
     (name = "pkg/index.js", esModule = embed "pkg/index.js"),
+    (name = "pkg/opfs.js", esModule = embed "pkg/opfs.js"),
     (name = "pkg/distributary_edge_wasm.js", esModule = embed "pkg/distributary_edge_wasm.js"),
     (name = "pkg/distributary_edge_wasm_bg.wasm", wasm = embed "pkg/distributary_edge_wasm_bg.wasm"),
   ],

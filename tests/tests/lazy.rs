@@ -4,7 +4,8 @@
 //! version's TXID, across snapshots, small and large L0 segments, a
 //! database that shrinks, and compaction; an old version stays readable
 //! after a newer one is published; a corrupt frame or index is refused and
-//! named; a point read costs an index chunk and a frame.
+//! named; a point read costs an index chunk and a frame; a resident replica
+//! (the wasm full mode) holds every page of its version and only those.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -234,4 +235,49 @@ async fn a_replica_holding_many_segments_starts_again_from_a_newer_snapshot() {
     assert!(version.snapshot_txid() > first, "{:?} after {first:?}", version.snapshot_txid());
     assert_eq!(version.position().checksum, primary.checksum());
     read_all(&lazy, &version).await;
+}
+
+/// A resident replica (the wasm reader's full mode): a sync reads each
+/// object whole, in one request, and publishes the version only once every
+/// page is in memory and the checksum over them is the chain's; queries
+/// then need no fetch. Pages the database no longer reads leave the cache,
+/// and a database growing past the limit is refused at the object that
+/// grows it, the replica keeping its state.
+#[tokio::test]
+async fn a_resident_replica_holds_every_page_and_only_those() {
+    let mut primary = Primary::new();
+    primary.commit(3000, "");
+    let options = LazyOptions { resident: true, cache_bytes: 1 << 20, ..LazyOptions::default() };
+    let full = LazyReplica::new(Arc::new(FileStore::new(primary.store())), options);
+    full.sync(false).await.unwrap();
+    let first = full.current().unwrap();
+    assert_eq!(first.position().checksum, primary.checksum());
+    // The manifest, the snapshot whole, the L0 probe.
+    assert_eq!(full.stats().requests, 3, "{:?}", full.stats());
+    let held_exactly = |version: &Version, cached: u64| {
+        // Each page plus the cache's 64 bytes of bookkeeping per entry.
+        assert_eq!(cached, version.len() + 64 * u64::from(version.pages()), "only the current pages are cached");
+        for pgno in 1..=version.pages() {
+            assert!(full.page(version, pgno).unwrap().is_some(), "page {pgno} is in memory");
+        }
+    };
+    held_exactly(&first, full.stats().cached_bytes);
+
+    primary.commit(10, "UPDATE t SET body = 'changed' WHERE id % 97 = 0");
+    let before = full.stats().requests;
+    full.sync(false).await.unwrap();
+    let second = full.current().unwrap();
+    assert_eq!(second.position().checksum, primary.checksum());
+    // The manifest, the new L0 whole, the probe past it.
+    assert_eq!(full.stats().requests - before, 3, "{:?}", full.stats());
+    held_exactly(&second, full.stats().cached_bytes);
+    let mut image = Vec::new();
+    full.verify(&second, |_, page| image.extend_from_slice(page)).await.unwrap();
+    assert_eq!(image.len() as u64, second.len());
+
+    primary.commit(3000, ""); // past the 1 MiB limit
+    let error = full.sync(false).await.unwrap_err().to_string();
+    assert!(error.contains("past this replica's memory limit of 1048576 bytes"), "{error}");
+    assert_eq!(full.current().unwrap().position(), second.position(), "the replica keeps its state");
+    held_exactly(&second, full.stats().cached_bytes);
 }

@@ -573,8 +573,8 @@ impl SnapshotHoles {
             }
             size = object.header.commit;
         }
-        let mut wanted: Vec<(u32, bool)> = wanted.into_iter().filter(|&(pgno, _)| pgno <= snapshot_size).collect();
-        wanted.sort_unstable();
+        let wanted: Vec<(u32, bool)> = wanted.into_iter().filter(|&(pgno, _)| pgno <= snapshot_size).collect();
+        let wanted = crate::order::sorted_by_key(wanted, |&(pgno, _)| u128::from(pgno));
         let hashes = wanted.iter().map(|_| AtomicU64::new(0)).collect();
         SnapshotHoles { lock_byte_page, final_size: size, wanted, hashes }
     }

@@ -70,8 +70,8 @@ impl PageCache {
     }
 
     fn evict(&mut self) {
-        let mut ages: Vec<(u64, CacheKey)> = self.entries.iter().map(|(key, (_, age))| (*age, *key)).collect();
-        ages.sort_unstable_by_key(|(age, _)| *age);
+        let ages: Vec<(u64, CacheKey)> = self.entries.iter().map(|(key, (_, age))| (*age, *key)).collect();
+        let ages = crate::order::sorted_by_key(ages, |(age, _)| u128::from(*age));
         let at_least = ages.len().div_ceil(8);
         for (i, (_, key)) in ages.into_iter().enumerate() {
             if i >= at_least && self.used <= self.capacity {
@@ -81,6 +81,18 @@ impl PageCache {
                 self.used -= bytes.len() + ENTRY_OVERHEAD;
             }
         }
+    }
+
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&CacheKey) -> bool) {
+        let used = &mut self.used;
+        self.entries.retain(|key, (bytes, _)| {
+            let kept = keep(key);
+            if !kept {
+                *used -= bytes.len() + ENTRY_OVERHEAD;
+            }
+            kept
+        });
     }
 
     /// Bytes held, overhead included.

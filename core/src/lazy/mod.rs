@@ -49,6 +49,7 @@ use crate::format::{Compression, EncryptionKey, HEADER_SIZE, PageCodec, read_seg
 use crate::ids::{Checksum, PageNo, TxId};
 use crate::layout::MANIFEST_KEY;
 use crate::manifest::read_manifest;
+use crate::order::sorted_by_key;
 use crate::plan::{Base, Plan, ReplicaPosition, Target, plan};
 use crate::store::{ByteRange, GetOptions, Store, StoreError};
 
@@ -82,13 +83,20 @@ const HELD_SHARE_OF_CACHE: usize = 4;
 pub struct LazyOptions {
     /// The store's encryption key.
     pub key: Option<EncryptionKey>,
-    /// The page cache's size in bytes (at least [`MIN_CACHE_BYTES`]).
+    /// The page cache's size in bytes (at least [`MIN_CACHE_BYTES`]); for a
+    /// resident replica, the largest database it holds.
     pub cache_bytes: usize,
+    /// Holds every page of the database in memory: a sync fetches every
+    /// page of the new version and checks the rolling checksum over them
+    /// before it publishes it, the cache never evicts a page of the current
+    /// version, and a database larger than `cache_bytes` is refused (the
+    /// wasm reader's full mode: queries need no fetch, and run at once).
+    pub resident: bool,
 }
 
 impl Default for LazyOptions {
     fn default() -> Self {
-        LazyOptions { key: None, cache_bytes: DEFAULT_CACHE_BYTES }
+        LazyOptions { key: None, cache_bytes: DEFAULT_CACHE_BYTES, resident: false }
     }
 }
 
@@ -146,6 +154,18 @@ impl Version {
         self.commit == 0
     }
 
+    /// This version with its objects' payloads dropped (a resident
+    /// replica's, whose every page is decoded in the cache).
+    fn without_payloads(self) -> Version {
+        let strip = |source: &Arc<Source>| Arc::new(source.without_payloads());
+        Version {
+            base: self.base.as_ref().map(strip),
+            sources: self.sources.iter().map(strip).collect(),
+            held_bytes: 0,
+            ..self
+        }
+    }
+
     /// The object holding page `pgno` at this version.
     fn locate(&self, pgno: u32) -> Option<&Arc<Source>> {
         if pgno == 0 || pgno > self.commit {
@@ -174,6 +194,7 @@ pub struct LazyStats {
 pub struct LazyReplica {
     store: Counted,
     cache_bytes: usize,
+    resident: bool,
     key: Option<EncryptionKey>,
     codec: Mutex<Option<PageCodec>>,
     cache: Mutex<PageCache>,
@@ -202,12 +223,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LazyReplica {
     /// An empty replica of `store`; [`LazyReplica::sync`] brings it up.
     pub fn new(store: Arc<dyn Store>, options: LazyOptions) -> LazyReplica {
+        let cache_bytes = options.cache_bytes.max(MIN_CACHE_BYTES);
         LazyReplica {
             store: Counted::new(store),
-            cache_bytes: options.cache_bytes.max(MIN_CACHE_BYTES),
+            cache_bytes,
+            resident: options.resident,
             key: options.key,
             codec: Mutex::new(None),
-            cache: Mutex::new(PageCache::new(options.cache_bytes.max(MIN_CACHE_BYTES))),
+            // Resident: what the current version no longer reads is pruned
+            // at each sync instead.
+            cache: Mutex::new(PageCache::new(if options.resident { usize::MAX } else { cache_bytes })),
             current: Mutex::new(None),
             next_uid: AtomicU64::new(1),
         }
@@ -222,6 +247,15 @@ impl LazyReplica {
     pub fn stats(&self) -> LazyStats {
         let (requests, bytes) = self.store.counts();
         LazyStats { requests, bytes, cached_bytes: lock(&self.cache).used() as u64 }
+    }
+
+    /// Drops the cached pages `version` does not read (a resident
+    /// replica's, after a sync).
+    fn prune(&self, version: &Version) {
+        lock(&self.cache).retain(|&(uid, slot)| match slot {
+            Slot::Page(pgno) => version.locate(pgno).is_some_and(|source| source.uid == uid),
+            Slot::IndexChunk(_) => false,
+        });
     }
 
     fn uid(&self) -> u64 {
@@ -284,7 +318,7 @@ impl LazyReplica {
                 }
             }
         }
-        chunks.sort_unstable_by_key(|(s, n)| (s.uid, *n));
+        let chunks = sorted_by_key(chunks, |(s, n)| u128::from(s.uid) << 32 | u128::from(*n));
         let mut runs: Vec<(Arc<Source>, u32, u32)> = Vec::new();
         for (source, number) in chunks {
             match runs.last_mut() {
@@ -320,7 +354,7 @@ impl LazyReplica {
                 Find::InChunk(_) | Find::Absent => return Err(no_such_page(version, pgno)),
             }
         }
-        extents.sort_unstable_by_key(|(s, _, e)| (s.uid, e.offset));
+        let extents = sorted_by_key(extents, |(s, _, e)| u128::from(s.uid) << 64 | u128::from(e.offset));
         let mut ranges: Vec<FrameRange> = Vec::new();
         for (source, pgno, extent) in extents {
             match ranges.last_mut() {
@@ -357,11 +391,14 @@ impl LazyReplica {
     /// them against the chain's: the full check the lazy reads leave out.
     /// Calls `each` with every page in order (to export the database).
     pub async fn verify(&self, version: &Version, mut each: impl FnMut(u32, &[u8])) -> Result<(), ApplyError> {
-        const BATCH: u32 = 256;
+        // Pages fetched per round: up to half the cache, so a round's pages
+        // are still cached when read back, and at most 4,096 (a 16 MiB
+        // snapshot in a handful of requests).
+        let batch = (self.cache_bytes / 2 / version.page_size.max(1) as usize).clamp(64, 4096) as u32;
         let mut checksum = Checksum::EMPTY;
         let mut first = 1;
         while first <= version.commit {
-            let last = (first + BATCH - 1).min(version.commit);
+            let last = (first + batch - 1).min(version.commit);
             let pages: Vec<u32> = (first..=last).collect();
             self.fetch(version, &pages).await?;
             for pgno in first..=last {
@@ -437,6 +474,16 @@ impl LazyReplica {
             summary.objects = draft.objects;
             summary.bytes = draft.bytes;
             let version = draft.publish(self.uid());
+            let version = if self.resident {
+                // Every page in memory, and the checksum over them right,
+                // before any query sees the version; then the objects'
+                // payloads go (every page is decoded in the cache).
+                self.verify(&version, |_, _| {}).await?;
+                self.prune(&version);
+                version.without_payloads()
+            } else {
+                version
+            };
             *lock(&self.current) = Some(Arc::new(version));
         }
         match failed {
@@ -583,7 +630,10 @@ impl Fetcher for LazyFetcher<'_> {
 
     async fn start(&mut self, key: &str) -> Result<Option<Started<Head>>, ApplyError> {
         let end = if self.plan.snapshot_key().as_deref() == Some(key) { SNAPSHOT_HEAD_BYTES } else { HEAD_BYTES };
-        let options = GetOptions { range: Some(ByteRange::Bounded { start: 0, end }), if_none_match: None };
+        // A resident replica reads every page anyway: each object whole, in
+        // one request (and verified whole, file checksum included).
+        let range = (!self.replica.resident).then_some(ByteRange::Bounded { start: 0, end });
+        let options = GetOptions { range, if_none_match: None };
         let result = match self.replica.store.get(key, options).await {
             Ok(result) => result,
             Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -613,6 +663,16 @@ impl LazyFetcher<'_> {
     async fn admit(&mut self, key: &str, started: Started<Head>) -> Result<(), ApplyError> {
         let Started { header, size, body } = started;
         let replica = self.replica;
+        let bytes = u64::from(header.commit) * u64::from(header.page_size);
+        if replica.resident && bytes > replica.cache_bytes as u64 {
+            return Err(ApplyError::TooLarge {
+                key: key.to_string(),
+                pages: header.commit,
+                page_size: header.page_size,
+                bytes,
+                limit: replica.cache_bytes as u64,
+            });
+        }
         let whole = size <= body.bytes.len() as u64;
         let uid = replica.uid();
         if header.flags.snapshot() {

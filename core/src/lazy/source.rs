@@ -153,6 +153,18 @@ impl Source {
         Ok((source, trailer))
     }
 
+    /// The same object, knowing its header only: where its pages are is
+    /// forgotten (for a resident replica, whose pages are all decoded).
+    pub fn without_payloads(&self) -> Source {
+        Source {
+            uid: self.uid,
+            key: self.key.clone(),
+            header: self.header.clone(),
+            held: Vec::new(),
+            rest: Rest::Nothing,
+        }
+    }
+
     /// The pages this object holds, when it holds a known set (not a
     /// snapshot, which holds `1..=commit`).
     pub fn pages(&self) -> Vec<u32> {
