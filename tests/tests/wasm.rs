@@ -521,10 +521,7 @@ fn chromium_renders_the_example_page_and_syncs() {
 #[test]
 fn chromium_opens_a_gigabyte_database_lazily_and_follows_it() {
     let mut primary = Primary::gigabyte(20);
-    let (_server, mut browser) = example_page(&primary, "lazy=1&");
-    let opened = browser.line();
-    assert_eq!(opened["error"], Value::Null, "{opened}");
-    assert_eq!(opened["lazy"], true, "{opened}");
+    let (_server, mut browser, opened) = lazy_example_page(&primary);
     assert!(opened["size"].as_f64().unwrap() >= 1e9, "a 1 GB database: {opened}");
     assert!(opened["stats"]["bytes"].as_f64().unwrap() < 1e6, "a lazy open reads a sliver of the store: {opened}");
     assert_eq!(count(&opened), 20);
@@ -538,10 +535,7 @@ fn chromium_opens_a_gigabyte_database_lazily_and_follows_it() {
 #[test]
 fn chromium_reloads_a_lazy_replica_from_opfs_and_refetches_a_damaged_entry() {
     let mut primary = Primary::new(3000);
-    let (_server, mut browser) = example_page(&primary, "lazy=1&");
-    let opened = browser.line();
-    assert_eq!(opened["error"], Value::Null, "{opened}");
-    assert_eq!(opened["lazy"], true, "{opened}");
+    let (_server, mut browser, opened) = lazy_example_page(&primary);
     assert_eq!(count(&opened), 3000);
     let fetched = opened["network"]["objects"].as_u64().unwrap();
     assert!(fetched > 0, "a cold replica fetches ranges: {opened}");
@@ -560,6 +554,15 @@ fn chromium_reloads_a_lazy_replica_from_opfs_and_refetches_a_damaged_entry() {
     assert_eq!(count(&refetched), 3000);
     assert_eq!(refetched["network"]["objects"], fetched, "every damaged range fetched again: {refetched}");
     follows_three_commits(&mut primary, &mut browser, &refetched);
+}
+
+/// The example page reading `primary`'s store lazily, and its first result.
+fn lazy_example_page(primary: &Primary) -> (StaticServer, Driver, Value) {
+    let (server, mut browser) = example_page(primary, "lazy=1&");
+    let opened = browser.line();
+    assert_eq!(opened["error"], Value::Null, "{opened}");
+    assert_eq!(opened["lazy"], true, "{opened}");
+    (server, browser, opened)
 }
 
 /// The example page (examples/browser) in headless Chromium, reading
