@@ -333,6 +333,32 @@ fn follow_and_refuse(rows: i64, options: &str) -> Value {
     opened
 }
 
+/// Each bad option of `EdgeReplica.open` is refused with a message that
+/// names it and what it takes, before anything is fetched.
+#[test]
+fn node_refuses_a_bad_option_naming_it_and_what_it_takes() {
+    let package = package();
+    let primary = Primary::new(5);
+    let server = StaticServer::start(vec![("/store".into(), primary.store())]);
+    let url = format!("{}/store", server.url());
+    let cases = [
+        (r#"{"lazy": "maybe"}"#, "options.lazy must be true, false or \"auto\""),
+        (r#"{"cacheBytes": 5}"#, "options.cacheBytes must be a number of bytes from 1048576"),
+        (r#"{"maxBytes": -1}"#, "options.maxBytes must be a number of bytes from 1"),
+        (r#"{"key": 7}"#, "options.key must be a string or a Uint8Array"),
+        (r#"{"fetch": 5}"#, "options.fetch must be a function (Request) => Promise<Response>"),
+        (r#"{"opfs": "yes"}"#, "options.opfs must be true or false"),
+        (r#"{"opfsBytes": 5}"#, "options.opfsBytes must be a whole number of bytes, at least 1048576 (1 MiB)"),
+    ];
+    for (options, expected) in cases {
+        let mut node = Driver::spawn("node.mjs", &[package.to_str().unwrap(), &url, COUNT_SQL, "[]", options]);
+        let refused = node.line();
+        let message = refused["error"].as_str().unwrap_or_else(|| panic!("{options} was accepted: {refused}"));
+        assert!(message.starts_with(&format!("open {url}: ")), "{options}: {message}");
+        assert!(message.contains(expected), "{options}: {message}");
+    }
+}
+
 /// A lazy query that is still fetching pages when a sync publishes the next
 /// version finishes on the version it started with: every page as of one
 /// TXID. The driver holds the query's snapshot reads until the sync is done,
