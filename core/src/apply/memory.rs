@@ -1,7 +1,8 @@
-//! A database image held in memory and synced in place: the replica of
-//! the wasm edge reader (a web page, a Worker, a Node service), where
-//! there is no file system and SQLite reads the image through
-//! `sqlite3_deserialize`.
+//! A database image held in memory and synced in place, for a reader with
+//! no file system: the simulated readers of the fleet tests (thousands of
+//! replicas in one process). The wasm edge reader holds its pages in a
+//! resident [`crate::lazy::LazyReplica`] instead, which SQLite reads
+//! through a VFS (one way of reading for its full and lazy modes).
 //!
 //! [`sync_in_memory`] plans like every reader, then works in two phases:
 //!

@@ -1,7 +1,7 @@
 //! Applying the log to a database: the one piece of logic behind
 //! `edge-reader sync` (a replica that follows the store), `distributary
-//! restore` (a new file at a chosen point) and the wasm edge reader (a
-//! replica held in memory).
+//! restore` (a new file at a chosen point) and in-memory replicas. (The
+//! wasm edge reader follows the same chain through `crate::lazy`.)
 //!
 //! Every reader walks the same chain and verifies every object the same
 //! way; only where the pages land differs (a [`PageSink`]):
@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `chain` | walks a [`Plan`](crate::plan::Plan)'s chain by name, handing objects over in order ([`walk_chain`]) | all |
 //! | `verify` | verifies one object and writes its pages to a sink: continuity, pre- and post-apply checksums ([`ObjectApplier`]); a sink of page hashes only ([`PageHashes`], for `distributary verify --deep`) | all |
-//! | `memory` | a database image held in memory, synced in place ([`MemoryDatabase`], [`sync_in_memory`], [`download`]) | all (the wasm reader) |
+//! | `memory` | a database image held in memory, synced in place ([`MemoryDatabase`], [`sync_in_memory`], [`download`]) | all (the fleet tests' simulated readers) |
 //! | `fetch` | downloads bodies in the background: small ones into memory, large ones streamed to the applier | native |
 //! | `run` | the apply loop on a blocking thread, over a sink that commits | native |
 //! | `sqlite` | a live replica written through `sqlite_dbpage` in one write transaction ([`sync`]) | native, `sqlite` feature |
