@@ -17,6 +17,13 @@ use crate::bins::binary;
 use crate::process::{Process, log_of};
 pub use crate::programs::{distributary, serve_txid};
 
+/// How long a soak lasts: `DISTRIBUTARY_SOAK_SECS` seconds when set (a
+/// longer soak on demand), else `default`; never under `at_least`.
+pub fn soak_duration(default: Duration, at_least: Duration) -> Duration {
+    let seconds = std::env::var("DISTRIBUTARY_SOAK_SECS").ok().and_then(|s| s.parse().ok());
+    seconds.map_or(default, Duration::from_secs).max(at_least)
+}
+
 /// The app: a Python writer committing transactions of 1 to 5 inserts of
 /// random sizes, with updates and deletes mixed in, every 10 ms for
 /// `seconds`. With `maintenance` set it also does what real apps do now

@@ -37,6 +37,7 @@ pub mod programs;
 pub mod proxy;
 pub mod static_files;
 pub mod synthetic;
+pub mod test_store;
 pub mod web_servers;
 
 /// Runs test body `$name(kind)` once per store kind, as `$name::file` and

@@ -1,7 +1,7 @@
 //! The workspace's command-line programs run from tests: one-shot commands
-//! with their output (`distributary ...`, `edge-reader sync --json`), and
-//! requests to a running `edge-reader serve` (started by
-//! [`crate::e2e::start_serve`]).
+//! with their output (`distributary ...`, `edge-reader sync --json`),
+//! `distributary replicate` in the background or once, and requests to a
+//! running `edge-reader serve` (started by [`crate::e2e::start_serve`]).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bins::binary;
+use crate::process::Process;
 
 /// Environment variables for a child process (see [`crate::moto::MotoServer::env`]).
 pub type Env = [(&'static str, String)];
@@ -33,6 +34,39 @@ pub fn edge_sync(url: &str, db: &Path, env: &Env) -> Result<Value, String> {
     } else {
         Err(format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr)))
     }
+}
+
+/// `distributary replicate OPTIONS DB URL` in the background, its log
+/// `replicate.log` beside `db`. It syncs every 100 ms (tests wait on it)
+/// unless `options` set `--sync-interval`.
+pub fn spawn_replicator(db: &Path, url: &str, options: &[&str], env: &Env) -> Process {
+    let interval: &[&str] = if options.contains(&"--sync-interval") { &[] } else { &["--sync-interval", "100ms"] };
+    Process::spawn(
+        "replicate",
+        db.parent().expect("the database's folder"),
+        Command::new(binary("distributary", "distributary"))
+            .arg("replicate")
+            .args(interval)
+            .args(options)
+            .arg(db)
+            .arg(url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    )
+}
+
+/// `distributary replicate --once OPTIONS DB URL`: ships what the WAL holds;
+/// panics with its stderr if it fails.
+pub fn replicate_once(db: &Path, url: &str, options: &[&str], env: &Env) -> Output {
+    let output = run(
+        Command::new(binary("distributary", "distributary"))
+            .args(["replicate", "--once"])
+            .args(options)
+            .arg(db)
+            .arg(url),
+        env,
+    );
+    assert!(output.status.success(), "replicate --once failed: {}", String::from_utf8_lossy(&output.stderr));
+    output
 }
 
 fn run(command: &mut Command, env: &Env) -> Output {

@@ -53,7 +53,9 @@ use distributary_tests::chain::{self, walk};
 use distributary_tests::e2e::start_serve;
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, tail};
-use distributary_tests::programs::{Env, distributary, edge_reader, edge_sync, serve_query, serve_txid};
+use distributary_tests::programs::{
+    Env, distributary, edge_reader, edge_sync, serve_query, serve_txid, spawn_replicator,
+};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -259,18 +261,6 @@ fn copy_files(files: &[PathBuf], to: &Path) {
     }
 }
 
-fn spawn_replicator(dir: &Path, db: &Path, url: &str, env: &Env) -> Process {
-    Process::spawn(
-        "replicate",
-        dir,
-        Command::new(binary("distributary", "distributary"))
-            .args(["replicate", "--sync-interval", "200ms"])
-            .arg(db)
-            .arg(url)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
-    )
-}
-
 const COMPACT: [&str; 5] = ["compact", "--l1-window", "2s", "--snapshot-interval", "5s"];
 
 /// One `distributary compact` pass to completion.
@@ -373,7 +363,7 @@ async fn every_program_killed_at_random_moments_ends_consistent() {
     let started = Instant::now();
 
     // The genesis snapshot (TXID 1) holds the schema; the app starts after.
-    let mut replicator = spawn_replicator(dir.path(), &db, &url, &env);
+    let mut replicator = spawn_replicator(&db, &url, &["--sync-interval", "200ms"], &env);
     let deadline = Instant::now() + LIMIT;
     while read_manifest(store.as_ref()).await.ok().flatten().is_none() {
         replicator.assert_running();
@@ -419,7 +409,7 @@ async fn every_program_killed_at_random_moments_ends_consistent() {
                 tokio::time::sleep(delay).await;
                 replicator.kill_nine();
                 let before = committed.load(Ordering::SeqCst);
-                replicator = spawn_replicator(dir.path(), &db, &url, &env);
+                replicator = spawn_replicator(&db, &url, &["--sync-interval", "200ms"], &env);
                 // Everything committed before the kill gets shipped, and
                 // every L0 object is part of the chain (listed first: the
                 // chain followed after includes all of them).

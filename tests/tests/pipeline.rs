@@ -18,24 +18,19 @@ use distributary_tests::bins::binary;
 use distributary_tests::chain::{database_checksum, walk};
 use distributary_tests::e2e::{
     SyncLoopHandle, app_command, assert_every_snapshot_restores, assert_integrity, create_primary, distributary,
-    serve_txid, start_serve,
+    serve_txid, soak_duration, start_serve,
 };
 use distributary_tests::faults::FaultProxy;
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, tail};
-
-/// How long the faults last (seconds); longer soaks through the variable.
-fn soak() -> Duration {
-    let seconds = std::env::var("DISTRIBUTARY_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    Duration::from_secs(seconds)
-}
 
 /// Generous: two cores shared with other builds, and the SDK's backoff.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_replica_converges_after_ten_percent_faults() {
-    let soak = soak();
+    // How long the faults last.
+    let soak = soak_duration(Duration::from_secs(60), Duration::ZERO);
     let moto = MotoServer::start();
     let bucket = moto.create_bucket();
     let proxy = FaultProxy::start(moto.port(), 0x5eed_0009);

@@ -6,7 +6,7 @@
 //! same TXID, and by `integrity_check`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,12 +18,11 @@ use distributary_core::apply::{
 };
 use distributary_core::plan::Target;
 use distributary_core::replica::read_state;
-use distributary_core::store::{FileStore, PutMode, Store};
 use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
 use distributary_tests::history::{History, time_of};
-use distributary_tests::moto::MotoServer;
 use distributary_tests::on_every_store;
+use distributary_tests::test_store::{Kind, MOTO_PREFIX, TestStore, file_store};
 
 const ACCOUNTS: usize = 40;
 const TOTAL: i64 = 40 * 1000;
@@ -52,82 +51,6 @@ fn transfer(step: u64) -> String {
     }
     sql += &format!("INSERT INTO log (body) VALUES (printf('%.{}c', 'y'));", 200 + step % 900);
     sql
-}
-
-fn file_store(dir: &Path) -> (Arc<dyn Store>, String) {
-    let root = dir.join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    (Arc::new(FileStore::new(root.clone())), format!("file://{}", root.display()))
-}
-
-/// The prefix of the store in a moto test's bucket.
-const MOTO_PREFIX: &str = "app";
-
-/// The kinds of store the key reading tests run against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// A local folder.
-    File,
-    /// A bucket on a real S3-compatible server (moto on loopback).
-    Moto,
-}
-
-/// A fresh, empty store of one kind, reachable in process (`store`) and by
-/// the CLIs (`url` and `env`).
-struct TestStore {
-    kind: Kind,
-    store: Arc<dyn Store>,
-    url: String,
-    env: Vec<(&'static str, String)>,
-    /// The folder of a `file://` store.
-    root: Option<PathBuf>,
-    /// The server behind a moto store; stopped when the test ends.
-    moto: Option<MotoServer>,
-}
-
-impl TestStore {
-    async fn new(kind: Kind, dir: &Path) -> TestStore {
-        match kind {
-            Kind::File => {
-                let (store, url) = file_store(dir);
-                TestStore { kind, store, url, env: Vec::new(), root: Some(dir.join("store")), moto: None }
-            }
-            Kind::Moto => {
-                let moto = MotoServer::start();
-                let bucket = moto.create_bucket();
-                let store = moto.store_at(&bucket, MOTO_PREFIX).await;
-                let url = moto.url(&bucket, MOTO_PREFIX);
-                TestStore { kind, store, url, env: moto.env(), root: None, moto: Some(moto) }
-            }
-        }
-    }
-
-    /// `program` with what it needs to reach this store (credentials for moto).
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new(program);
-        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
-        command
-    }
-
-    /// Flips one bit in the middle of object `key`, as bit rot or a bad
-    /// proxy would: in place on disk for a folder; on S3, by overwriting the
-    /// object through compare-and-swap (the only write that replaces one).
-    async fn corrupt(&self, key: &str) {
-        let (bytes, meta) = self.store.get_bytes(key).await.unwrap();
-        let mut bytes = bytes.to_vec();
-        let middle = bytes.len() / 2;
-        let original = bytes[middle];
-        bytes[middle] ^= 0x10;
-        match self.kind {
-            Kind::File => std::fs::write(self.root.as_ref().unwrap().join(key), bytes).unwrap(),
-            Kind::Moto => {
-                let etag = meta.etag.expect("S3 objects have an ETag");
-                self.store.put(key, bytes.into(), PutMode::Update(etag)).await.unwrap();
-            }
-        }
-        let (stored, _) = self.store.get_bytes(key).await.unwrap();
-        assert_eq!(stored[middle], original ^ 0x10, "{key} is served corrupted");
-    }
 }
 
 /// A restored file is byte for byte the primary's at `txid`.
@@ -361,7 +284,7 @@ print(reads, bad)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_of_the_replica_never_see_a_torn_state_while_sync_applies() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, url) = file_store(dir.path());
+    let (store, url) = file_store(&dir.path().join("store"));
     let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
     let replica = dir.path().join("replica.db");
     let edge = binary("edge-reader", "edge-reader");
@@ -416,7 +339,7 @@ async fn readers_of_the_replica_never_see_a_torn_state_while_sync_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_sync_leaves_a_consistent_replica_and_the_next_sync_converges() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, url) = file_store(dir.path());
+    let (store, url) = file_store(&dir.path().join("store"));
     let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
     let replica = dir.path().join("replica.db");
     let edge = binary("edge-reader", "edge-reader");

@@ -16,6 +16,7 @@ use distributary_tests::bins::binary;
 use distributary_tests::chain::{database_checksum, replay_each, walk};
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::Process;
+use distributary_tests::programs::{replicate_once, spawn_replicator};
 
 fn distributary() -> PathBuf {
     binary("distributary", "distributary")
@@ -35,6 +36,26 @@ fn local() -> Local {
     let url = format!("file://{}", dir.path().join("store").display());
     let store = FileStore::new(dir.path().join("store"));
     Local { dir, db, url, store }
+}
+
+/// An app database (the `events` table) in a temporary folder, and the URL
+/// of a fresh bucket on its own moto server.
+struct OnMoto {
+    moto: MotoServer,
+    bucket: String,
+    url: String,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+fn on_moto() -> OnMoto {
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
+    let url = moto.url(&bucket, "app");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(create_app_db(&db));
+    OnMoto { moto, bucket, url, dir, db }
 }
 
 fn create_app_db(path: &Path) -> rusqlite::Connection {
@@ -59,33 +80,6 @@ fn write_rows(path: &Path, writer: i64, count: usize) {
             )
             .unwrap();
     }
-}
-
-fn run_once(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]) -> std::process::Output {
-    let output = Command::new(distributary())
-        .args(["replicate", "--once"])
-        .arg(db)
-        .arg(url)
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "replicate --once failed: {}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-/// `distributary replicate` running in the background, its log beside `db`.
-fn spawn_replicator(db: &Path, url: &str, env: &[(&'static str, String)], extra: &[&str]) -> Process {
-    Process::spawn(
-        "replicate",
-        db.parent().unwrap(),
-        Command::new(distributary())
-            .args(["replicate", "--sync-interval", "100ms"])
-            .arg(db)
-            .arg(url)
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
-    )
 }
 
 /// SIGTERM; asserts a clean exit and returns the log.
@@ -140,13 +134,8 @@ async fn assert_store_matches_database(store: &dyn Store, db: &Path, key: Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_transactions_from_four_writers_reach_s3_as_one_chain() {
-    let moto = MotoServer::start();
-    let bucket = moto.create_bucket();
-    let url = moto.url(&bucket, "app");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    drop(create_app_db(&db));
-    let replicator = spawn_replicator(&db, &url, &moto.env(), &[]);
+    let OnMoto { moto, bucket, url, dir: _dir, db } = on_moto();
+    let replicator = spawn_replicator(&db, &url, &[], &moto.env());
     let store = moto.store_at(&bucket, "app").await;
     wait_for_manifest(store.as_ref()).await;
     let writers: Vec<_> = (0..4)
@@ -174,25 +163,20 @@ async fn once_ships_what_is_committed_and_nothing_when_idle() {
     // The app keeps a connection open, so the WAL persists between runs.
     let _app = create_app_db(&db);
     write_rows(&db, 0, 50);
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     let first = assert_store_matches_database(&store, &db, None).await;
     let objects = store.list("").await.unwrap().len();
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     assert_eq!(store.list("").await.unwrap().len(), objects, "nothing changed, nothing uploaded");
     write_rows(&db, 1, 20);
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     let second = assert_store_matches_database(&store, &db, None).await;
     assert_eq!(second.0, first.0 + 20, "one TXID per transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nine_at_random_moments_loses_nothing_and_uploads_nothing_twice() {
-    let moto = MotoServer::start();
-    let bucket = moto.create_bucket();
-    let url = moto.url(&bucket, "app");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    drop(create_app_db(&db));
+    let OnMoto { moto, bucket, url, dir: _dir, db } = on_moto();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (db, stop) = (db.clone(), stop.clone());
@@ -214,7 +198,7 @@ async fn kill_nine_at_random_moments_loses_nothing_and_uploads_nothing_twice() {
     };
     let mut random = 0x2545_F491_4F6C_DD1Du64;
     for _ in 0..20 {
-        let mut child = spawn_replicator(&db, &url, &moto.env(), &[]);
+        let mut child = spawn_replicator(&db, &url, &[], &moto.env());
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;
@@ -223,7 +207,7 @@ async fn kill_nine_at_random_moments_loses_nothing_and_uploads_nothing_twice() {
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
-    run_once(&db, &url, &moto.env(), &[]);
+    replicate_once(&db, &url, &[], &moto.env());
     let store = moto.store_at(&bucket, "app").await;
     let chain = walk(store.as_ref(), None).await.unwrap();
     assert_eq!(chain.checksum, database_checksum(&db).unwrap());
@@ -239,7 +223,7 @@ async fn truncate_and_vacuum_while_stopped_are_caught_up() {
     let Local { dir, db, url, store } = local();
     drop(create_app_db(&db));
     write_rows(&db, 0, 200);
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     let before = assert_store_matches_database(&store, &db, None).await;
 
     // While the replicator is stopped: more writes, a TRUNCATE checkpoint
@@ -250,7 +234,7 @@ async fn truncate_and_vacuum_while_stopped_are_caught_up() {
     connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
     connection.execute_batch("VACUUM").unwrap();
     drop(connection);
-    let output = run_once(&db, &url, &[], &[]);
+    let output = replicate_once(&db, &url, &[], &[]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("catching up"));
     let after = assert_store_matches_database(&store, &db, None).await;
     assert_eq!(after.0, before.0 + 1, "one catch-up segment");
@@ -259,7 +243,7 @@ async fn truncate_and_vacuum_while_stopped_are_caught_up() {
     // same generation.
     std::fs::remove_dir_all(dir.path().join("app.db-distributary")).unwrap();
     write_rows(&db, 2, 10);
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     let chain = walk(&store, None).await.unwrap();
     assert_eq!(chain.checksum, database_checksum(&db).unwrap());
     assert_eq!(chain.last_txid.0, after.0 + 1);
@@ -275,7 +259,7 @@ async fn an_idle_database_makes_no_store_requests() {
     let db = dir.path().join("app.db");
     drop(create_app_db(&db));
     write_rows(&db, 0, 10);
-    let replicator = spawn_replicator(&db, &url, &moto.env(), &[]);
+    let replicator = spawn_replicator(&db, &url, &[], &moto.env());
     let store = moto.store_at(&bucket, "app").await;
     wait_until_shipped(store.as_ref(), &db, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -295,9 +279,9 @@ async fn encrypted_replication_needs_the_key_to_read() {
     let store = FileStore::new(dir.path().join("store"));
     let _app = create_app_db(&db);
     write_rows(&db, 0, 30);
-    run_once(&db, &url, &[], &["--encryption-key-file", key_file.to_str().unwrap()]);
+    replicate_once(&db, &url, &["--encryption-key-file", key_file.to_str().unwrap()], &[]);
     write_rows(&db, 0, 5);
-    run_once(&db, &url, &[], &["--encryption-key-file", key_file.to_str().unwrap()]);
+    replicate_once(&db, &url, &["--encryption-key-file", key_file.to_str().unwrap()], &[]);
     let key = EncryptionKey::parse("aa".repeat(32).as_bytes()).unwrap();
     assert_store_matches_database(&store, &db, Some(&key)).await;
     let wrong = EncryptionKey::from_bytes([0xbb; 32]);
@@ -344,7 +328,7 @@ async fn a_page_size_change_starts_a_new_generation() {
     let Local { dir: _dir, db, url, store } = local();
     drop(create_app_db(&db));
     write_rows(&db, 0, 20);
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     let first = walk(&store, None).await.unwrap().generation;
     // Changing the page size needs a rollback journal and a VACUUM.
     let connection = rusqlite::Connection::open(&db).unwrap();
@@ -352,7 +336,7 @@ async fn a_page_size_change_starts_a_new_generation() {
     connection.execute_batch("PRAGMA page_size=8192; VACUUM;").unwrap();
     connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
     drop(connection);
-    run_once(&db, &url, &[], &[]);
+    replicate_once(&db, &url, &[], &[]);
     let chain = walk(&store, None).await.unwrap();
     assert_ne!(chain.generation, first, "a new generation");
     assert_eq!(chain.checksum, database_checksum(&db).unwrap());
@@ -405,7 +389,7 @@ async fn an_unreachable_store_is_retried_and_gets_everything_when_it_is_back() {
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
     ];
-    let replicator = spawn_replicator(&db, &url, &env, &[]);
+    let replicator = spawn_replicator(&db, &url, &[], &env);
     std::thread::sleep(Duration::from_secs(3));
     write_rows(&db, 1, 100);
     // The store comes up (with its bucket) only now. Its bucket exists
@@ -425,7 +409,7 @@ async fn an_unreachable_store_is_retried_and_gets_everything_when_it_is_back() {
 async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
     let Local { dir: _dir, db, url, store } = local();
     let _app = create_app_db(&db);
-    let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "100", "--truncate-size", "256KiB"]);
+    let replicator = spawn_replicator(&db, &url, &["--checkpoint-frames", "100", "--truncate-size", "256KiB"], &[]);
     wait_for_manifest(&store).await;
     let wal = PathBuf::from(format!("{}-wal", db.display()));
     for burst in 0..5 {
@@ -458,7 +442,7 @@ async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
 async fn a_wal_past_the_size_limit_is_truncated_however_few_frames_it_holds() {
     let Local { dir: _dir, db, url, store } = local();
     let app = create_app_db(&db);
-    let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "1000", "--truncate-size", "256KiB"]);
+    let replicator = spawn_replicator(&db, &url, &["--checkpoint-frames", "1000", "--truncate-size", "256KiB"], &[]);
     wait_for_manifest(&store).await;
     // One transaction of ~80 pages (4 KiB rows on 4 KiB pages): ~330 KiB of
     // WAL, well under 1,000 frames.
@@ -496,7 +480,7 @@ async fn bookmark_covers_every_write_committed_before_it() {
     let Local { dir: _dir, db, url, store } = local();
     let app = create_app_db(&db);
     let addr = format!("127.0.0.1:{}", distributary_tests::moto::free_port());
-    let replicator = spawn_replicator(&db, &url, &[], &["--metrics-addr", &addr]);
+    let replicator = spawn_replicator(&db, &url, &["--metrics-addr", &addr], &[]);
     wait_for_manifest(&store).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&addr).is_err() {
@@ -692,7 +676,7 @@ async fn capture_through_windows(transactions: usize, setup: &'static str, besid
         .unwrap()
         .execute_batch("CREATE TABLE leaves (id INTEGER PRIMARY KEY, b BLOB)")
         .unwrap();
-    let replicator = spawn_replicator(&db, &url, &[], &["--checkpoint-frames", "100"]);
+    let replicator = spawn_replicator(&db, &url, &["--checkpoint-frames", "100"], &[]);
     wait_for_manifest(&store).await;
     let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let side = beside.map(|statement| {

@@ -5,7 +5,6 @@
 //! the last good TXID, the idle poll's cost, and graceful shutdown.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,13 +12,13 @@ use std::time::{Duration, Instant};
 use distributary_core::TxId;
 use distributary_core::apply::{SyncOptions, sync};
 use distributary_core::layout::l0_key;
-use distributary_core::store::{FileStore, Store};
-use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
 use distributary_tests::e2e::start_serve_with;
 use distributary_tests::history::History;
 use distributary_tests::moto::{MotoServer, free_port};
 use distributary_tests::process::Process;
+use distributary_tests::programs::spawn_replicator;
+use distributary_tests::test_store::file_store;
 use serde_json::{Value, json};
 
 /// Generous: the test machine has two cores shared with other builds.
@@ -121,11 +120,6 @@ const SETUP: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT N
      CREATE INDEX items_name ON items (name);
      WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
      INSERT INTO items SELECT i, 'item ' || i, i * 0.5, zeroblob(i % 7) FROM n;";
-
-fn file_store(root: &Path) -> (Arc<dyn Store>, String) {
-    std::fs::create_dir_all(root).unwrap();
-    (Arc::new(FileStore::new(root.to_path_buf())), format!("file://{}", root.display()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queries_take_positional_named_and_blob_parameters_and_report_their_txid() {
@@ -416,19 +410,6 @@ async fn journal_mode_is_readable_and_sql_holding_a_nul_byte_is_refused() {
     assert_eq!(serve.query("SELECT count(*) FROM items").await.body["rows"], json!([[500]]));
 }
 
-/// `distributary replicate` of `db` into `url`, with its metrics endpoint.
-fn spawn_replicator(db: &Path, url: &str, metrics: &str, env: &[(&'static str, String)]) -> Process {
-    Process::spawn(
-        "replicate",
-        db.parent().unwrap(),
-        Command::new(binary("distributary", "distributary"))
-            .args(["replicate", "--sync-interval", "100ms", "--metrics-addr", metrics])
-            .arg(db)
-            .arg(url)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_your_writes_a_bookmark_from_the_primary_waits_until_serve_has_the_write() {
     let moto = MotoServer::start();
@@ -441,7 +422,7 @@ async fn read_your_writes_a_bookmark_from_the_primary_waits_until_serve_has_the_
     writer.busy_timeout(Duration::from_secs(10)).unwrap();
     writer.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)").unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut replicator = spawn_replicator(&app, &url, &metrics, &moto.env());
+    let mut replicator = spawn_replicator(&app, &url, &["--metrics-addr", &metrics], &moto.env());
     let client = reqwest::Client::new();
     let bookmark = || async {
         let deadline = Instant::now() + PATIENCE;

@@ -29,17 +29,12 @@ use distributary_tests::bins::binary;
 use distributary_tests::chain::database_checksum;
 use distributary_tests::e2e::{
     SyncLoopHandle, app_command, assert_every_snapshot_restores, assert_integrity, create_primary, serve_txid,
-    start_serve,
+    soak_duration, start_serve,
 };
 use distributary_tests::faults::{Fault, FaultProxy};
 use distributary_tests::lambda::{LambdaWatch, s3_event};
 use distributary_tests::moto::MotoServer;
 use distributary_tests::process::{Process, Usage, descendant_named, tail, usage_of};
-
-fn soak() -> Duration {
-    let seconds = std::env::var("DISTRIBUTARY_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
-    Duration::from_secs(seconds.max(40))
-}
 
 const CONVERGE_LIMIT: Duration = Duration::from_secs(180);
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -182,7 +177,10 @@ impl Track {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_and_descriptors_stay_flat_while_replicas_come_and_go() {
-    let soak = soak();
+    // At least 40 s: shorter, the phases below (a late reader at 1/4, the
+    // network off from 1/3 to 2/3) and the samples taken every
+    // SAMPLE_EVERY would be too short and too few to judge.
+    let soak = soak_duration(Duration::from_secs(120), Duration::from_secs(40));
     let moto = MotoServer::start();
     let bucket = moto.create_bucket();
     let url = moto.url(&bucket, "app");

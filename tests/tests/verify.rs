@@ -7,7 +7,7 @@
 //! recorder proves that no LIST is made without `--list`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,81 +15,23 @@ use distributary_core::compact::{CompactConfig, ManualClock, compact};
 use distributary_core::format::{Compression, EncryptionKey, PageCodec, SegmentEncoder, SegmentReader};
 use distributary_core::layout::{l0_key, l1_key, snapshot_key};
 use distributary_core::manifest::update_manifest;
-use distributary_core::store::{FileStore, PutMode, Store};
+use distributary_core::store::PutMode;
 use distributary_core::{Checksum, GenerationId, TxId};
-use distributary_tests::bins::binary;
 use distributary_tests::history::History;
-use distributary_tests::moto::MotoServer;
 use distributary_tests::on_every_store;
 use distributary_tests::synthetic::{SyntheticDb, put};
+use distributary_tests::test_store::{Kind, TestStore};
 use serde_json::Value;
 
-/// The store a test verifies, reachable in process and by the CLI.
-struct TestStore {
-    store: Arc<dyn Store>,
-    url: String,
-    env: Vec<(&'static str, String)>,
-    moto: Option<MotoServer>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    File,
-    Moto,
-}
-
-impl TestStore {
-    async fn new(kind: Kind, dir: &Path) -> TestStore {
-        match kind {
-            Kind::File => {
-                let root = dir.join("store");
-                std::fs::create_dir_all(&root).unwrap();
-                let url = format!("file://{}", root.display());
-                TestStore { store: Arc::new(FileStore::new(root)), url, env: Vec::new(), moto: None }
-            }
-            Kind::Moto => {
-                let moto = MotoServer::start();
-                let bucket = moto.create_bucket();
-                let store = moto.store_at(&bucket, "app").await;
-                TestStore { store, url: moto.url(&bucket, "app"), env: moto.env(), moto: Some(moto) }
-            }
-        }
-    }
-
-    /// `distributary ARGS` with what it needs to reach this store.
-    fn distributary(&self, args: &[&str]) -> Output {
-        Command::new(binary("distributary", "distributary"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap()
-    }
-
-    /// `distributary verify URL EXTRA... --json`, parsed, with its exit code.
-    fn verify_json(&self, extra: &[&str]) -> (i32, Value) {
-        let mut args = vec!["verify", self.url.as_str(), "--json"];
-        args.extend_from_slice(extra);
-        let output = self.distributary(&args);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let json: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}): {stdout}\n{}", stderr(&output)));
-        (output.status.code().unwrap_or(-1), json)
-    }
-
-    /// Replaces object `key` with `bytes` (a file store in place; S3 by
-    /// compare-and-swap, the only write that replaces an object).
-    async fn overwrite(&self, key: &str, bytes: Vec<u8>) {
-        let meta = self.store.head(key).await.unwrap();
-        match meta.etag {
-            Some(etag) if self.moto.is_some() => {
-                self.store.put(key, bytes.into(), PutMode::Update(etag)).await.unwrap();
-            }
-            _ => {
-                self.store.delete(&[key.to_string()]).await.unwrap();
-                self.store.put(key, bytes.into(), PutMode::Create).await.unwrap();
-            }
-        }
-    }
+/// `distributary verify URL EXTRA... --json`, parsed, with its exit code.
+fn verify_json(store: &TestStore, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["verify", store.url.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let output = store.distributary(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}): {stdout}\n{}", stderr(&output)));
+    (output.status.code().unwrap_or(-1), json)
 }
 
 fn stderr(output: &Output) -> String {
@@ -226,7 +168,7 @@ async fn a_store_made_by_replicate_and_compact_with_retention_verifies_clean() {
     assert_clean(&store, &[]);
     assert_clean(&store, &["--deep"]);
     assert_clean(&store, &["--list", "--deep"]);
-    let (code, json) = store.verify_json(&["--list"]);
+    let (code, json) = verify_json(&store, &["--list"]);
     assert_eq!(code, 0, "{json}");
     assert_eq!(json["problem_count"], 0);
     assert_eq!(json["generations"], 1);
@@ -294,12 +236,12 @@ async fn each_kind_of_damage_is_reported_by_key_with_exit_status_1(kind: Kind) {
     let (saved, _) = store.get_bytes(&missing).await.unwrap();
     store.delete(std::slice::from_ref(&missing)).await.unwrap();
     assert_reports(&test_store, &[], "missing", &missing);
-    let (code, json) = test_store.verify_json(&[]);
+    let (code, json) = verify_json(&test_store, &[]);
     assert_eq!(code, 1);
     assert_eq!(problems(&json), [(missing.clone(), "missing".to_string())], "{json}");
     assert_eq!(json["problem_count"], 1);
     // With --list, the segments stranded after the hole are orphans.
-    let (code, json) = test_store.verify_json(&["--list"]);
+    let (code, json) = verify_json(&test_store, &["--list"]);
     assert_eq!(code, 1);
     let found = problems(&json);
     assert!(found.contains(&(missing.clone(), "missing".into())), "{json}");
@@ -318,7 +260,7 @@ async fn each_kind_of_damage_is_reported_by_key_with_exit_status_1(kind: Kind) {
     let text = assert_reports(&test_store, &[], "corrupt", &flipped);
     assert!(text.contains("checksum mismatch"), "{text}");
     assert_reports(&test_store, &["--deep"], "corrupt", &flipped);
-    let (code, json) = test_store.verify_json(&["--deep"]);
+    let (code, json) = verify_json(&test_store, &["--deep"]);
     assert_eq!(code, 1);
     assert!(problems(&json).contains(&(flipped.clone(), "corrupt".into())), "{json}");
     test_store.overwrite(&flipped, saved.to_vec()).await;
@@ -330,7 +272,7 @@ async fn each_kind_of_damage_is_reported_by_key_with_exit_status_1(kind: Kind) {
     store.delete(std::slice::from_ref(&snapshot)).await.unwrap();
     let text = assert_reports(&test_store, &[], "missing", &snapshot);
     assert!(text.contains("names it"), "{text}");
-    let (code, json) = test_store.verify_json(&[]);
+    let (code, json) = verify_json(&test_store, &[]);
     assert_eq!(code, 1);
     assert_eq!(problems(&json), [(snapshot.clone(), "missing".to_string())], "{json}");
     store.put(&snapshot, saved.into(), PutMode::Create).await.unwrap();
@@ -340,7 +282,7 @@ async fn each_kind_of_damage_is_reported_by_key_with_exit_status_1(kind: Kind) {
     let l1 = l1_key(generation, TxId(2));
     store.delete(std::slice::from_ref(&l1)).await.unwrap();
     assert_reports(&test_store, &[], "missing", &l1);
-    let (code, json) = test_store.verify_json(&[]);
+    let (code, json) = verify_json(&test_store, &[]);
     assert_eq!(code, 1);
     let found = problems(&json);
     assert!(found.contains(&(l1.clone(), "missing".into())), "{json}");
