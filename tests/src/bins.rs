@@ -11,9 +11,7 @@ static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 /// The path of binary `name` of package `package`, built (debug profile,
 /// into the same target folder as the tests) if it is not there yet.
 pub fn binary(package: &str, name: &str) -> PathBuf {
-    // Tests run from target/<profile>/deps/; binaries sit in target/<profile>/.
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
+    let profile_dir = profile_dir();
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if built.get_or_insert_with(HashSet::new).contains(name) {
@@ -34,13 +32,25 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     }
     let status = cargo
         .args(["build", "--quiet", "-p", package, "--bin", name])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().expect("target folder"))
+        .env("CARGO_TARGET_DIR", target_dir())
         .status()
         .expect("run cargo build");
     assert!(status.success(), "cargo build -p {package} --bin {name} failed");
     assert!(path.exists(), "{} was not built", path.display());
     built.get_or_insert_with(HashSet::new).insert(name.to_string());
     path
+}
+
+/// The target folder the tests were built into: builds made for a test
+/// (binaries, scripts' outputs) go there too, so later runs reuse them.
+pub fn target_dir() -> PathBuf {
+    profile_dir().parent().expect("target/<profile>").to_path_buf()
+}
+
+/// target/<profile>/, where the binaries sit: tests run from its deps/.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors().nth(2).expect("target/<profile>/deps/<test>").to_path_buf()
 }
 
 /// Whether `key` is one of the variables cargo sets for the crate it builds

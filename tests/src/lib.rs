@@ -4,15 +4,18 @@
 //! | module | what |
 //! |---|---|
 //! | [`moto`] | a moto S3 server, with a fresh bucket per test |
+//! | [`test_store`] | a folder store; either kind (folder or moto) for one test body run on both |
+//! | [`wal_primary`] | a WAL-mode SQLite primary shipped to a folder store by the real `replicate --once` and `compact` |
+//! | [`nginx`] | nginx in the foreground around a `docs/DEPLOY.md` block (for [`cdn`] and [`web_servers`]) |
 //! | [`cdn`] | nginx as a CDN (the `docs/DEPLOY.md` CDN block) in front of an origin, its access log |
 //! | [`cdn_run`] | issue #18's scenario: primary, moto, CDN and a reader fleet, measured (test and bench) |
 //! | [`fleet`] | many simulated edge readers in one process: serve's follower protocol over in-memory replicas |
 //! | [`bins`] | the workspace's binaries, built on demand, for process tests |
 //! | [`chain`] | walking and verifying a store's chain; a database's checksum |
 //! | [`lambda`] | S3 event JSON and the real Lambda runtime API (`cargo lambda watch`) for the compactor |
-//! | [`programs`] | the CLIs run from tests: one-shot commands with their output, `edge-reader serve` on a free port |
+//! | [`programs`] | the CLIs run from tests: one-shot commands with their output, `replicate` in the background or once, requests to `edge-reader serve` |
 //! | [`e2e`] | the pipeline as processes: the app, sync loops, serve, snapshot restore checks |
-//! | [`process`] | the programs as child processes: logs, SIGTERM / SIGKILL, memory and descriptors |
+//! | [`process`] | the programs as child processes: logs, waiting for a port, SIGTERM / SIGKILL, memory and descriptors |
 //! | [`proxy`] | a byte-counting TCP proxy (proves "zero requests") |
 //! | [`faults`] | a fault-injecting HTTP proxy in front of moto: 5xx, throttling, latency, resets, truncated bodies, hangs |
 //! | [`static_files`] | a static HTTP file server with ranges and CORS (stores read over HTTP) |
@@ -32,12 +35,14 @@ pub mod fleet;
 pub mod history;
 pub mod lambda;
 pub mod moto;
+pub mod nginx;
 pub mod process;
 pub mod programs;
 pub mod proxy;
 pub mod static_files;
 pub mod synthetic;
 pub mod test_store;
+pub mod wal_primary;
 pub mod web_servers;
 
 /// Runs test body `$name(kind)` once per store kind, as `$name::file` and

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
-use distributary_tests::bins::binary;
+use distributary_tests::bins::target_dir;
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
+use distributary_tests::wal_primary::WalPrimary;
 use serde_json::Value;
 
 /// The size budget of each build, in bytes (8 MB).
@@ -41,9 +42,7 @@ fn builds() -> &'static Builds {
     static BUILDING: Mutex<()> = Mutex::new(());
     let _guard = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     BUILDS.get_or_init(|| {
-        // Tests run from target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let target = exe.ancestors().nth(3).expect("target/<profile>/deps/<test>").to_path_buf();
+        let target = target_dir();
         let output = Command::new("bash")
             .arg(workspace().join("scripts/build-edge.sh"))
             .env("CARGO_TARGET_DIR", &target)
@@ -107,33 +106,20 @@ fn both_builds_are_small_static_executables_for_their_architecture() {
     }
 }
 
-/// A WAL-mode primary with an `events` table, replicated to a folder store
-/// by `distributary replicate --once`.
+/// A primary with an `events` table of 1,500-byte blobs.
 struct Primary {
-    dir: tempfile::TempDir,
+    wal: WalPrimary,
     next: i64,
 }
 
 impl Primary {
     fn new() -> Primary {
-        let dir = tempfile::tempdir().unwrap();
-        let connection = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
-        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        connection.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body BLOB)").unwrap();
-        Primary { dir, next: 1 }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("app.db")
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
+        Primary { wal: WalPrimary::create("CREATE TABLE events (id INTEGER PRIMARY KEY, body BLOB)"), next: 1 }
     }
 
     /// Commits `transactions` of `rows` inserts each, then ships them.
     fn write(&mut self, transactions: usize, rows: usize) {
-        let mut connection = rusqlite::Connection::open(self.db()).unwrap();
+        let mut connection = rusqlite::Connection::open(self.wal.db()).unwrap();
         for _ in 0..transactions {
             let transaction = connection.transaction().unwrap();
             for _ in 0..rows {
@@ -145,13 +131,7 @@ impl Primary {
             transaction.commit().unwrap();
         }
         drop(connection);
-        let output = Command::new(binary("distributary", "distributary"))
-            .args(["replicate", "--once"])
-            .arg(self.db())
-            .arg(format!("file://{}", self.store().display()))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "replicate --once failed: {}", String::from_utf8_lossy(&output.stderr));
+        self.wal.ship();
     }
 }
 
@@ -174,7 +154,7 @@ fn the_static_x86_64_build_syncs_a_replica_over_http() {
     // A snapshot of about 3 MB, then commits after it as L0 segments.
     primary.write(1, 2000);
     primary.write(20, 10);
-    let server = StaticServer::start(vec![("/store".into(), primary.store())]);
+    let server = StaticServer::start(vec![("/store".into(), primary.wal.store())]);
     let source = format!("{}/store", server.url());
     let work = tempfile::tempdir().unwrap();
     let replica = work.path().join("replica.db");
@@ -183,7 +163,7 @@ fn the_static_x86_64_build_syncs_a_replica_over_http() {
     assert!(summary["to_txid"].as_u64().is_some_and(|txid| txid > 1), "the first sync stopped short: {summary}");
     assert_eq!(
         database_checksum(&replica).unwrap(),
-        database_checksum(&primary.db()).unwrap(),
+        database_checksum(&primary.wal.db()).unwrap(),
         "the new replica differs from the primary"
     );
 
@@ -192,7 +172,7 @@ fn the_static_x86_64_build_syncs_a_replica_over_http() {
     let summary = sync(reader, &source, &replica);
     assert_eq!(
         database_checksum(&replica).unwrap(),
-        database_checksum(&primary.db()).unwrap(),
+        database_checksum(&primary.wal.db()).unwrap(),
         "the replica differs from the primary after an incremental sync: {summary}"
     );
     let output =

@@ -7,38 +7,28 @@
 //! named; a point read costs an index chunk and a frame; a resident replica
 //! (the wasm full mode) holds every page of its version and only those.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 
-use distributary_core::Checksum;
 use distributary_core::lazy::{LazyOptions, LazyReplica, Version};
 use distributary_core::store::FileStore;
-use distributary_tests::bins::binary;
-use distributary_tests::chain::database_checksum;
 use distributary_tests::synthetic::Rng;
+use distributary_tests::wal_primary::WalPrimary;
 
+/// The `t` table's primary: rows of text that compresses about 2:1.
 struct Primary {
-    dir: tempfile::TempDir,
+    wal: WalPrimary,
     rng: Rng,
     next: i64,
 }
 
 impl Primary {
     fn new() -> Primary {
-        let dir = tempfile::tempdir().unwrap();
-        let connection = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
-        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        connection.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)").unwrap();
-        Primary { dir, rng: Rng::new(19), next: 1 }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("app.db")
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
+        Primary {
+            wal: WalPrimary::create("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"),
+            rng: Rng::new(19),
+            next: 1,
+        }
     }
 
     /// Text that compresses about 2:1, like real rows.
@@ -48,7 +38,7 @@ impl Primary {
 
     /// Runs `sql` statements in one transaction, then ships them.
     fn commit(&mut self, inserts: usize, sql: &str) {
-        let mut connection = rusqlite::Connection::open(self.db()).unwrap();
+        let mut connection = rusqlite::Connection::open(self.wal.db()).unwrap();
         let tx = connection.transaction().unwrap();
         for _ in 0..inserts {
             let body = self.body();
@@ -58,31 +48,7 @@ impl Primary {
         tx.execute_batch(sql).unwrap();
         tx.commit().unwrap();
         drop(connection);
-        self.replicate();
-    }
-
-    fn replicate(&self) {
-        let output = Command::new(binary("distributary", "distributary"))
-            .args(["replicate", "--once"])
-            .arg(self.db())
-            .arg(format!("file://{}", self.store().display()))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "replicate --once: {}", String::from_utf8_lossy(&output.stderr));
-    }
-
-    /// Compacts the store now: the L0 segments into L1, and a new snapshot.
-    fn compact(&self) {
-        let output = Command::new(binary("distributary", "distributary"))
-            .args(["compact", "--snapshot-interval", "1ms", "--l1-window", "1ms"])
-            .arg(format!("file://{}", self.store().display()))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "compact: {}", String::from_utf8_lossy(&output.stderr));
-    }
-
-    fn checksum(&self) -> Checksum {
-        database_checksum(&self.db()).unwrap()
+        self.wal.ship();
     }
 }
 
@@ -102,10 +68,10 @@ async fn read_all(replica: &LazyReplica, version: &Version) -> Vec<u8> {
 async fn every_page_read_lazily_is_the_primarys_at_its_version() {
     let mut primary = Primary::new();
     primary.commit(3000, ""); // ~1.3 MB: a snapshot read far past its first 64 KiB
-    let lazy = replica(&primary.store());
+    let lazy = replica(&primary.wal.store());
     lazy.sync(false).await.unwrap();
     let first = lazy.current().unwrap();
-    assert_eq!(first.position().checksum, primary.checksum());
+    assert_eq!(first.position().checksum, primary.wal.checksum());
     let first_image = read_all(&lazy, &first).await;
 
     // A small L0 (read whole), changing pages inside the snapshot's range.
@@ -115,31 +81,31 @@ async fn every_page_read_lazily_is_the_primarys_at_its_version() {
     lazy.sync(false).await.unwrap();
     let second = lazy.current().unwrap();
     assert!(second.position().txid > first.position().txid);
-    assert_eq!(second.position().checksum, primary.checksum());
+    assert_eq!(second.position().checksum, primary.wal.checksum());
     read_all(&lazy, &second).await;
     // The first version still reads as it was.
     assert_eq!(read_all(&lazy, &first).await, first_image);
 
     // The database shrinks.
     primary.commit(0, "DELETE FROM t WHERE id > 500");
-    let connection = rusqlite::Connection::open(primary.db()).unwrap();
+    let connection = rusqlite::Connection::open(primary.wal.db()).unwrap();
     connection.execute_batch("VACUUM").unwrap();
     drop(connection);
-    primary.replicate();
+    primary.wal.ship();
     lazy.sync(false).await.unwrap();
     let shrunk = lazy.current().unwrap();
     assert!(shrunk.pages() < second.pages(), "{} pages after {}", shrunk.pages(), second.pages());
-    assert_eq!(shrunk.position().checksum, primary.checksum());
+    assert_eq!(shrunk.position().checksum, primary.wal.checksum());
     read_all(&lazy, &shrunk).await;
 
     // Compacted into a new snapshot and L1: a new replica starts from them,
     // and the old one follows on.
     primary.commit(200, "");
-    primary.compact();
-    let fresh = replica(&primary.store());
+    primary.wal.compact();
+    let fresh = replica(&primary.wal.store());
     fresh.sync(false).await.unwrap();
     let compacted = fresh.current().unwrap();
-    assert_eq!(compacted.position().checksum, primary.checksum());
+    assert_eq!(compacted.position().checksum, primary.wal.checksum());
     read_all(&fresh, &compacted).await;
     lazy.sync(false).await.unwrap();
     assert_eq!(lazy.current().unwrap().position(), compacted.position());
@@ -150,7 +116,7 @@ async fn every_page_read_lazily_is_the_primarys_at_its_version() {
 async fn a_point_read_costs_an_index_chunk_and_a_frame_and_then_nothing() {
     let mut primary = Primary::new();
     primary.commit(6000, "");
-    let lazy = replica(&primary.store());
+    let lazy = replica(&primary.wal.store());
     lazy.sync(false).await.unwrap();
     let version = lazy.current().unwrap();
     let opened = lazy.stats();
@@ -174,7 +140,7 @@ async fn a_point_read_costs_an_index_chunk_and_a_frame_and_then_nothing() {
 async fn a_corrupt_frame_or_index_is_refused_and_named() {
     let mut primary = Primary::new();
     primary.commit(3000, "");
-    let snapshot = std::fs::read_dir(primary.store())
+    let snapshot = std::fs::read_dir(primary.wal.store())
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path().join("snapshots")))
         .find(|p| p.is_dir())
@@ -187,7 +153,7 @@ async fn a_corrupt_frame_or_index_is_refused_and_named() {
         })
         .unwrap();
     let pristine = std::fs::read(&snapshot).unwrap();
-    let lazy = replica(&primary.store());
+    let lazy = replica(&primary.wal.store());
     lazy.sync(false).await.unwrap();
     let version = lazy.current().unwrap();
     let page = version.pages() - 1;
@@ -207,7 +173,7 @@ async fn a_corrupt_frame_or_index_is_refused_and_named() {
     let mut bytes = pristine.clone();
     bytes[entry + 11] ^= 0x10;
     std::fs::write(&snapshot, &bytes).unwrap();
-    let fresh = replica(&primary.store());
+    let fresh = replica(&primary.wal.store());
     fresh.sync(false).await.unwrap();
     let error = fresh.fetch(&fresh.current().unwrap(), &[page]).await.unwrap_err().to_string();
     assert!(error.contains("read segment") && error.contains(&format!("page {page}")), "{error}");
@@ -220,7 +186,7 @@ async fn a_replica_holding_many_segments_starts_again_from_a_newer_snapshot() {
     // The smallest cache: segments held past a quarter of it (256 KiB) send
     // the next sync back to the newest snapshot.
     let options = LazyOptions { cache_bytes: 1 << 20, ..LazyOptions::default() };
-    let lazy = LazyReplica::new(Arc::new(FileStore::new(primary.store())), options);
+    let lazy = LazyReplica::new(Arc::new(FileStore::new(primary.wal.store())), options);
     lazy.sync(false).await.unwrap();
     let first = lazy.current().unwrap().snapshot_txid();
     for _ in 0..20 {
@@ -228,12 +194,12 @@ async fn a_replica_holding_many_segments_starts_again_from_a_newer_snapshot() {
         lazy.sync(false).await.unwrap();
     }
     assert_eq!(lazy.current().unwrap().snapshot_txid(), first, "no newer snapshot yet");
-    primary.compact();
+    primary.wal.compact();
     primary.commit(1, "");
     lazy.sync(false).await.unwrap();
     let version = lazy.current().unwrap();
     assert!(version.snapshot_txid() > first, "{:?} after {first:?}", version.snapshot_txid());
-    assert_eq!(version.position().checksum, primary.checksum());
+    assert_eq!(version.position().checksum, primary.wal.checksum());
     read_all(&lazy, &version).await;
 }
 
@@ -248,10 +214,10 @@ async fn a_resident_replica_holds_every_page_and_only_those() {
     let mut primary = Primary::new();
     primary.commit(3000, "");
     let options = LazyOptions { resident: true, cache_bytes: 1 << 20, ..LazyOptions::default() };
-    let full = LazyReplica::new(Arc::new(FileStore::new(primary.store())), options);
+    let full = LazyReplica::new(Arc::new(FileStore::new(primary.wal.store())), options);
     full.sync(false).await.unwrap();
     let first = full.current().unwrap();
-    assert_eq!(first.position().checksum, primary.checksum());
+    assert_eq!(first.position().checksum, primary.wal.checksum());
     // The manifest, the snapshot whole, the L0 probe.
     assert_eq!(full.stats().requests, 3, "{:?}", full.stats());
     let held_exactly = |version: &Version, cached: u64| {
@@ -267,7 +233,7 @@ async fn a_resident_replica_holds_every_page_and_only_those() {
     let before = full.stats().requests;
     full.sync(false).await.unwrap();
     let second = full.current().unwrap();
-    assert_eq!(second.position().checksum, primary.checksum());
+    assert_eq!(second.position().checksum, primary.wal.checksum());
     // The manifest, the new L0 whole, the probe past it.
     assert_eq!(full.stats().requests - before, 3, "{:?}", full.stats());
     held_exactly(&second, full.stats().cached_bytes);

@@ -16,10 +16,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use distributary_tests::bins::binary;
+use distributary_tests::bins::{binary, target_dir};
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
 use distributary_tests::synthetic::Rng;
+use distributary_tests::wal_primary::WalPrimary;
 use distributary_tests::web_servers::{StartServer, WebServer};
 use serde_json::Value;
 
@@ -39,9 +40,7 @@ fn package() -> &'static Path {
     static BUILDING: Mutex<()> = Mutex::new(());
     let _guard = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     PACKAGE.get_or_init(|| {
-        // Tests run from target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let target = exe.ancestors().nth(3).expect("target/<profile>/deps/<test>").to_path_buf();
+        let target = target_dir();
         let out = target.join("edge-wasm-pkg");
         let lock = std::fs::File::create(target.join("edge-wasm-pkg.lock")).expect("create the build lock");
         lock.lock().expect("lock edge-wasm-pkg.lock");
@@ -72,20 +71,17 @@ fn tools() -> PathBuf {
     workspace().join("edge-wasm/js")
 }
 
-/// A WAL-mode primary with an `events` table, replicated to a folder store.
+/// A primary with an `events` table, replicated to a folder store.
 struct Primary {
-    dir: tempfile::TempDir,
+    wal: WalPrimary,
     next: i64,
 }
 
+const EVENTS: &str = "CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);";
+
 impl Primary {
     fn new(rows: i64) -> Primary {
-        let dir = tempfile::tempdir().unwrap();
-        let connection = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
-        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        connection.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)").unwrap();
-        drop(connection);
-        let mut primary = Primary { dir, next: 1 };
+        let mut primary = Primary { wal: WalPrimary::create(EVENTS), next: 1 };
         primary.write(rows);
         primary
     }
@@ -93,36 +89,24 @@ impl Primary {
     /// A primary of 1 GB: two 500 MB blobs of zeros (so its store stays
     /// small and quick to write) beside `events`.
     fn gigabyte(rows: i64) -> Primary {
-        let dir = tempfile::tempdir().unwrap();
-        let connection = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
-        // Written in rollback mode, then switched to WAL like every primary:
-        // through the WAL, the gigabyte would be written twice.
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode=DELETE;
-                 CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT);
-                 CREATE TABLE blobs (b BLOB);
-                 INSERT INTO blobs VALUES (zeroblob(500000000));
-                 INSERT INTO blobs VALUES (zeroblob(500000000));",
-            )
-            .unwrap();
-        connection.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        drop(connection);
-        let mut primary = Primary { dir, next: 1 };
+        let blobs = "CREATE TABLE blobs (b BLOB);
+                     INSERT INTO blobs VALUES (zeroblob(500000000));
+                     INSERT INTO blobs VALUES (zeroblob(500000000));";
+        let mut primary = Primary { wal: WalPrimary::create(&format!("{EVENTS}{blobs}")), next: 1 };
         primary.write(rows);
         primary
     }
 
     fn db(&self) -> PathBuf {
-        self.dir.path().join("app.db")
+        self.wal.db()
     }
 
     fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.wal.store()
     }
 
     fn store_url(&self) -> String {
-        format!("file://{}", self.store().display())
+        self.wal.store_url()
     }
 
     /// Commits `rows` inserts (one transaction each, or one for all when
@@ -159,15 +143,8 @@ impl Primary {
         self.ship();
     }
 
-    /// `distributary replicate --once`: uploads what the WAL holds.
     fn ship(&self) {
-        let output = Command::new(binary("distributary", "distributary"))
-            .args(["replicate", "--once"])
-            .arg(self.db())
-            .arg(self.store_url())
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "replicate --once failed: {}", String::from_utf8_lossy(&output.stderr));
+        self.wal.ship();
     }
 
     /// The newest L0 segment in the store.
@@ -305,12 +282,12 @@ fn follow_and_refuse(rows: i64, options: &str) -> Value {
     assert!(second > first, "TXID {second} after {first}");
     assert_eq!(synced["checksum"], database_checksum(&primary.db()).unwrap().to_string());
     // Every page, read back: the primary's database.
-    let exported = primary.dir.path().join("exported.db");
+    let exported = primary.wal.folder().join("exported.db");
     assert!(node.command(&format!("export {}", exported.display()))["written"].as_u64().unwrap() > 0);
     assert_eq!(database_checksum(&exported).unwrap(), database_checksum(&primary.db()).unwrap());
 
     // A native replica at the same point, then one corrupt object for both.
-    let native = primary.dir.path().join("replica.db");
+    let native = primary.wal.folder().join("replica.db");
     assert_eq!(native_sync(&native, &primary.store_url()), None);
     primary.write(1);
     let segment = primary.newest_l0();
