@@ -640,18 +640,7 @@ mod tests {
         prefix: &str,
     ) -> Arc<dyn distributary_core::store::Store> {
         let _ = moto;
-        Arc::new(
-            distributary_core::store::S3Store::connect_with(
-                bucket.to_string(),
-                prefix.to_string(),
-                Some(proxy.endpoint()),
-                Some("us-east-1".into()),
-                None,
-                Some((crate::moto::ACCESS_KEY_ID.into(), crate::moto::SECRET_ACCESS_KEY.into())),
-            )
-            .await
-            .unwrap(),
-        )
+        Arc::new(crate::moto::s3_store(&proxy.endpoint(), bucket, prefix).await)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,21 @@ pub const ACCESS_KEY_ID: &str = "test";
 /// Credentials moto accepts (it accepts any).
 pub const SECRET_ACCESS_KEY: &str = "test";
 
+/// An S3 store at `endpoint` (moto, or a proxy in front of it) with the
+/// credentials moto accepts.
+pub async fn s3_store(endpoint: &str, bucket: &str, prefix: &str) -> S3Store {
+    S3Store::connect_with(
+        bucket.to_string(),
+        prefix.to_string(),
+        Some(endpoint.to_string()),
+        Some("us-east-1".into()),
+        None,
+        Some((ACCESS_KEY_ID.into(), SECRET_ACCESS_KEY.into())),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
+}
+
 /// A running moto server.
 pub struct MotoServer {
     child: Child,
@@ -138,18 +153,13 @@ impl MotoServer {
 
     /// An S3 store on an existing bucket of this server.
     pub async fn store_at(&self, bucket: &str, prefix: &str) -> Arc<dyn Store> {
-        Arc::new(
-            S3Store::connect_with(
-                bucket.to_string(),
-                prefix.to_string(),
-                Some(self.endpoint()),
-                Some("us-east-1".into()),
-                None,
-                Some((ACCESS_KEY_ID.into(), SECRET_ACCESS_KEY.into())),
-            )
-            .await
-            .expect("connect to moto"),
-        )
+        Arc::new(s3_store(&self.endpoint(), bucket, prefix).await)
+    }
+
+    /// A client of this server with no bucket: the base a compactor's
+    /// handler places on the bucket and prefix each event names.
+    pub async fn base_store(&self) -> S3Store {
+        s3_store(&self.endpoint(), "", "").await
     }
 
     /// Starts moto's request recorder with an empty log: from now on the

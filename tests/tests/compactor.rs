@@ -15,12 +15,12 @@ use distributary_core::compact::{
 use distributary_core::format::EncryptionKey;
 use distributary_core::layout::{Level, SegmentKey, l0_key};
 use distributary_core::manifest::{SnapshotRef, read_manifest, read_snapshot_index};
-use distributary_core::store::{FileStore, S3Store, Store};
+use distributary_core::store::{FileStore, Store};
 use distributary_core::{GenerationId, TxId};
 use distributary_lambda::{Compactor, handle};
 use distributary_tests::counting::CountingStore;
 use distributary_tests::lambda::{LambdaWatch, s3_event};
-use distributary_tests::moto::{ACCESS_KEY_ID, MotoServer, SECRET_ACCESS_KEY};
+use distributary_tests::moto::MotoServer;
 use distributary_tests::synthetic::{
     CrashingStore, SyntheticDb, check_references, header, put, restore_chain, restore_snapshot,
 };
@@ -46,19 +46,6 @@ fn quick_config() -> CompactConfig {
         max_fan_in: 4,
         temp_dir: None,
     }
-}
-
-async fn moto_base(moto: &MotoServer) -> S3Store {
-    S3Store::connect_with(
-        String::new(),
-        String::new(),
-        Some(moto.endpoint()),
-        Some("us-east-1".into()),
-        None,
-        Some((ACCESS_KEY_ID.into(), SECRET_ACCESS_KEY.into())),
-    )
-    .await
-    .expect("connect to moto")
 }
 
 /// Writes genesis and `count` L0 segments `step_ms` apart from `T0`.
@@ -102,7 +89,7 @@ async fn assert_restorable(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn handler_compacts_every_store_named_by_an_s3_event() -> Result<()> {
     let moto = MotoServer::start();
-    let base = moto_base(&moto).await;
+    let base = moto.base_store().await;
     let bucket = moto.create_bucket();
     // A prefix that needs URL-encoding in events (space and plus).
     let (prefix_a, prefix_b) = ("apps/my db+1", "other");
@@ -150,7 +137,7 @@ async fn handler_compacts_every_store_named_by_an_s3_event() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn handler_returns_failures_naming_the_store_and_object() -> Result<()> {
     let moto = MotoServer::start();
-    let base = moto_base(&moto).await;
+    let base = moto.base_store().await;
     let bucket = moto.create_bucket();
     let store = base.with_location(bucket.clone(), "db".into());
     let mut db = SyntheticDb::new(generation(3), PAGE_SIZE, 16, None, 3);
@@ -268,7 +255,7 @@ async fn duplicate_reordered_and_concurrent_invocations_match_one_sequential_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_handler_invocations_on_s3_agree() -> Result<()> {
     let moto = MotoServer::start();
-    let base = moto_base(&moto).await;
+    let base = moto.base_store().await;
     let bucket = moto.create_bucket();
     let store = base.with_location(bucket.clone(), "db".into());
     let mut db = SyntheticDb::new(generation(5), PAGE_SIZE, 32, None, 5);
@@ -477,7 +464,7 @@ async fn an_idle_window_closes_one_window_after_its_end() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_function_runs_under_the_lambda_runtime_api() -> Result<()> {
     let moto = MotoServer::start();
-    let base = moto_base(&moto).await;
+    let base = moto.base_store().await;
     let bucket = moto.create_bucket();
     let store = base.with_location(bucket.clone(), "db".into());
     let mut db = SyntheticDb::new(generation(10), PAGE_SIZE, 16, None, 10);

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail, ensure};
 use distributary_core::compact::{CompactConfig, ManualClock};
 use distributary_core::manifest::read_manifest;
-use distributary_core::store::S3Store;
 use distributary_core::{GenerationId, TxId};
 use distributary_lambda::{Compactor, Event, handle};
 use distributary_tests::bins::binary;
-use distributary_tests::moto::{ACCESS_KEY_ID, MotoServer, SECRET_ACCESS_KEY};
+use distributary_tests::moto::MotoServer;
 use distributary_tests::synthetic::{SyntheticDb, put};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
@@ -614,15 +613,7 @@ async fn the_event_the_rule_delivers_compacts_the_store_and_reports_staleness() 
         .replace("${StorePrefix}", "apps/db");
 
     let moto = MotoServer::start();
-    let base = S3Store::connect_with(
-        String::new(),
-        String::new(),
-        Some(moto.endpoint()),
-        Some("us-east-1".into()),
-        None,
-        Some((ACCESS_KEY_ID.into(), SECRET_ACCESS_KEY.into())),
-    )
-    .await?;
+    let base = moto.base_store().await;
     let bucket = moto.create_bucket();
     let store = base.with_location(bucket.clone(), "apps/db".into());
     let mut generation = [7u8; 16];

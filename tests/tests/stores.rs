@@ -17,16 +17,7 @@ async fn http_store_reads_what_s3_wrote() {
     let moto = MotoServer::start();
     let bucket = moto.create_bucket();
     moto.make_public(&bucket);
-    let writer = distributary_core::store::S3Store::connect_with(
-        bucket.clone(),
-        "db".into(),
-        Some(moto.endpoint()),
-        Some("us-east-1".into()),
-        None,
-        Some(("test".into(), "test".into())),
-    )
-    .await
-    .unwrap();
+    let writer = distributary_tests::moto::s3_store(&moto.endpoint(), &bucket, "db").await;
     let reader = HttpStore::new(format!("{}/{bucket}/db", moto.endpoint()), None).unwrap();
     conformance::run_read_only(&writer, &reader).await;
     assert!(matches!(reader.list("").await, Err(StoreError::Unsupported { .. })));
@@ -36,16 +27,7 @@ async fn http_store_reads_what_s3_wrote() {
 async fn an_unreachable_endpoint_is_a_retryable_error_naming_the_key() {
     // A port nobody listens on.
     let port = distributary_tests::moto::free_port();
-    let store = distributary_core::store::S3Store::connect_with(
-        "bucket".into(),
-        "p".into(),
-        Some(format!("http://127.0.0.1:{port}")),
-        Some("us-east-1".into()),
-        None,
-        Some(("test".into(), "test".into())),
-    )
-    .await
-    .unwrap();
+    let store = distributary_tests::moto::s3_store(&format!("http://127.0.0.1:{port}"), "bucket", "p").await;
     let err = store.head("manifest.json").await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let message = err.to_string();
