@@ -8,12 +8,11 @@
 //! replaced, so the numbers in `docs/BENCHMARKS.md` are those of the
 //! documented configuration.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::moto::free_port;
+use crate::nginx;
 use crate::process::Process;
 
 /// The documented origin the harness replaces (the doc's placeholder bucket).
@@ -84,15 +83,9 @@ impl Cdn {
     /// connections readers may hold open at once. Panics with the fix if
     /// nginx is not installed.
     pub fn start(origin: SocketAddr, work: &Path, connections: usize) -> Cdn {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx-light)");
         let port = free_port();
         let prefix = work.join("cdn");
-        let temp = prefix.join("temp");
         let cache = prefix.join("cache");
-        std::fs::create_dir_all(&temp).unwrap();
         std::fs::create_dir_all(&cache).unwrap();
         let block = deploy_doc_cdn_block();
         for placeholder in [DOC_ORIGIN, DOC_CACHE_PATH, DOC_LISTEN] {
@@ -109,44 +102,24 @@ impl Cdn {
             .replace(DOC_ORIGIN, &format!("proxy_pass http://{origin};"))
             .replace(DOC_CACHE_PATH, &format!("proxy_cache_path {} ", cache.display()))
             .replace(DOC_LISTEN, &format!("listen 127.0.0.1:{port} backlog=4096;"));
-        std::fs::write(prefix.join("cdn.conf"), block).unwrap();
         let access_log = prefix.join("access.log");
-        // Single process in the foreground (stopped with the test), files
-        // under the prefix (unprivileged). The log is buffered: nginx writes
-        // it at the latest when it shuts down, which `Cdn::stop` waits for.
-        std::fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "daemon off;\nmaster_process off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n\
-                 worker_rlimit_nofile {files};\n\
-                 events {{ worker_connections {connections}; }}\n\
-                 http {{\n  log_format cdn '{LOG_FORMAT}';\n  access_log {log} cdn buffer=256k flush=5s;\n  \
-                 client_body_temp_path {temp}/body;\n  proxy_temp_path {temp}/proxy;\n  \
-                 fastcgi_temp_path {temp}/fastcgi;\n  uwsgi_temp_path {temp}/uwsgi;\n  scgi_temp_path {temp}/scgi;\n  \
-                 keepalive_requests 100000;\n  include {prefix}/cdn.conf;\n}}\n",
-                prefix = prefix.display(),
-                log = access_log.display(),
-                temp = temp.display(),
+        // The log is buffered: nginx writes it at the latest when it shuts
+        // down, which `Cdn::stop` waits for.
+        let config = nginx::Config {
+            error_level: "warn",
+            main: &format!(
+                "worker_rlimit_nofile {files};\nevents {{ worker_connections {connections}; }}",
                 // Each reader connection may need one to the origin too.
                 files = connections * 2 + 64,
             ),
-        )
-        .unwrap();
-        let process = Process::spawn(
-            "cdn-nginx",
-            work,
-            Command::new(nginx)
-                .args(["-p", prefix.to_str().unwrap(), "-e", prefix.join("error.log").to_str().unwrap()])
-                .args(["-c", prefix.join("nginx.conf").to_str().unwrap()]),
-        );
-        let mut cdn = Cdn { process, port, access_log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", cdn.port)).is_err() {
-            cdn.process.assert_running();
-            assert!(Instant::now() < deadline, "nginx (CDN) did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        cdn
+            http: &format!(
+                "log_format cdn '{LOG_FORMAT}';\n  access_log {} cdn buffer=256k flush=5s;\n  keepalive_requests 100000;",
+                access_log.display()
+            ),
+        };
+        let mut process = nginx::start("cdn-nginx", work, &prefix, &block, &config);
+        process.wait_listening(port);
+        Cdn { process, port, access_log }
     }
 
     /// `http://127.0.0.1:PORT`: the origin's root through the cache.
@@ -199,14 +172,7 @@ fn parse_line(line: &str) -> Option<Served> {
 /// `docs/DEPLOY.md` (the first nginx block of the file is the static
 /// server's, see [`crate::web_servers::deploy_doc_server_block`]).
 pub fn deploy_doc_cdn_block() -> String {
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/DEPLOY.md");
-    let text = std::fs::read_to_string(&doc).unwrap();
-    let section =
-        text.find("\n### Readers behind a CDN\n").expect("docs/DEPLOY.md has a \"Readers behind a CDN\" section");
-    let text = &text[section..];
-    let start = text.find("```nginx\n").expect("that section has an nginx block") + "```nginx\n".len();
-    let end = start + text[start..].find("\n```").unwrap();
-    text[start..end].to_string()
+    nginx::deploy_doc_block(Some("### Readers behind a CDN"))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! for failure messages, signals (SIGTERM for a clean stop, SIGKILL for a
 //! crash), and the memory and file descriptors a soak watches.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -62,6 +63,17 @@ impl Process {
                 return status;
             }
             assert!(Instant::now() < deadline, "{} did not exit within {limit:?}:\n{}", self.name, tail(&self.log()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to 30 s for the program to accept connections on loopback
+    /// `port`; panics with its log's tail if it exits first.
+    pub fn wait_listening(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            self.assert_running();
+            assert!(Instant::now() < deadline, "{} did not start listening on port {port}", self.name);
             std::thread::sleep(Duration::from_millis(50));
         }
     }

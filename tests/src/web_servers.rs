@@ -4,12 +4,11 @@
 //! (ETag, Range, gzip). Each counts the requests it answered, from its own
 //! log, and is stopped when dropped.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::moto::free_port;
+use crate::nginx;
 use crate::process::Process;
 
 /// How a test starts a kind of server: `(folder, work) -> server`.
@@ -45,51 +44,24 @@ impl WebServer {
     /// (its `listen` and `root` replaced), run in the foreground from
     /// `work`. Panics with the fix if nginx is not installed.
     pub fn nginx(folder: &Path, work: &Path) -> WebServer {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx-light)");
         let port = free_port();
         let server = deploy_doc_server_block()
             .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
             .replace("root /srv/distributary/app-db;", &format!("root {};", folder.display()));
         assert!(server.contains(&format!("127.0.0.1:{port}")) && server.contains(&folder.display().to_string()));
         let prefix = work.join("nginx");
-        std::fs::create_dir_all(prefix.join("temp")).unwrap();
-        let temp = prefix.join("temp");
         let requests_log = prefix.join("access.log");
-        std::fs::write(prefix.join("server.conf"), server).unwrap();
-        std::fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "daemon off;\nmaster_process off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {log};\n  client_body_temp_path {temp}/body;\n  proxy_temp_path {temp}/proxy;\n  \
-                 fastcgi_temp_path {temp}/fastcgi;\n  uwsgi_temp_path {temp}/uwsgi;\n  scgi_temp_path {temp}/scgi;\n  \
-                 include {prefix}/server.conf;\n}}\n",
-                prefix = prefix.display(),
-                log = requests_log.display(),
-                temp = temp.display(),
-            ),
-        )
-        .unwrap();
-        let process = Process::spawn(
-            "nginx",
-            work,
-            Command::new(nginx)
-                .args(["-p", prefix.to_str().unwrap(), "-e", prefix.join("error.log").to_str().unwrap()])
-                .args(["-c", prefix.join("nginx.conf").to_str().unwrap()]),
-        );
+        let config = nginx::Config {
+            error_level: "",
+            main: "events { worker_connections 64; }",
+            http: &format!("access_log {};", requests_log.display()),
+        };
+        let process = nginx::start("nginx", work, &prefix, &server, &config);
         WebServer::ready(WebServer { _process: process, port, requests_log, request_marker: "\" " })
     }
 
     fn ready(mut server: WebServer) -> WebServer {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", server.port)).is_err() {
-            server._process.assert_running();
-            assert!(Instant::now() < deadline, "{} did not start listening", server._process.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server._process.wait_listening(server.port);
         server
     }
 
@@ -112,9 +84,5 @@ impl WebServer {
 
 /// The first ```` ```nginx ```` block of `docs/DEPLOY.md`.
 pub fn deploy_doc_server_block() -> String {
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/DEPLOY.md");
-    let text = std::fs::read_to_string(&doc).unwrap();
-    let start = text.find("```nginx\n").expect("docs/DEPLOY.md has an nginx block") + "```nginx\n".len();
-    let end = start + text[start..].find("\n```").unwrap();
-    text[start..end].to_string()
+    nginx::deploy_doc_block(None)
 }
