@@ -14,6 +14,10 @@ use distributary_core::format::{Compression, Flags, Header, KeyCheck, PageCodec,
 use distributary_core::merge::merge;
 use distributary_core::{Checksum, GenerationId, PageNo, TxId};
 
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+use peak_rss::{peak_rss_kib, reset_peak_rss};
+
 const PAGE_SIZE: usize = 4096;
 
 struct Shape {
@@ -22,7 +26,15 @@ struct Shape {
     db_pages: u32,
 }
 
+const USAGE: &str = "Usage: bench_merge [--quick]\n\n\
+    Merges 100 to 1,000 generated L0 segments per shape (--quick: one small shape)\n\
+    and prints a table of throughput and peak RSS.";
+
 fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let shapes: Vec<Shape> = if quick {
         vec![Shape { segments: 100, pages_per_segment: 20, db_pages: 2_000 }]
@@ -123,18 +135,4 @@ fn run_merge(dir: &Path, segments: u32) -> Result<(f64, u64, u64)> {
     let (_, summary) = merge("merged.seg", inputs, out)?;
     let seconds = start.elapsed().as_secs_f64();
     Ok((seconds, summary.size, peak_rss_kib()))
-}
-
-/// Resets the kernel's peak-RSS counter so it measures the merge alone.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

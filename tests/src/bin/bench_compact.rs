@@ -22,6 +22,10 @@ use distributary_core::store::{FileStore, Payload, PutMode, Store};
 use distributary_core::{Checksum, GenerationId, PageNo, TxId};
 use distributary_tests::synthetic::Rng;
 
+#[path = "../../../core/examples/support/peak_rss.rs"]
+mod peak_rss;
+use peak_rss::{peak_rss_kib, reset_peak_rss};
+
 const PAGE_SIZE: u32 = 4096;
 const T0: u64 = 1_767_225_600_000;
 
@@ -35,6 +39,15 @@ fn arg(name: &str, default: u64) -> Result<u64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "Usage: bench_compact [--db-mb N] [--segments N]\n\n\
+             Compacts a generated store (a database of N MB, default 1,024, then N L0\n\
+             segments, default 1,000) in a folder under $BENCH_DIR (default /tmp) and\n\
+             prints throughput and peak RSS."
+        );
+        return Ok(());
+    }
     let db_mb = arg("--db-mb", 1_024)?;
     let segments = arg("--segments", 1_000)? as u32;
     let pages = (db_mb * 1_000_000 / u64::from(PAGE_SIZE)) as u32;
@@ -160,20 +173,6 @@ async fn write_genesis(
     };
     update_manifest(store, |_| Ok(Some(manifest.clone()))).await?;
     Ok((checksum, size))
-}
-
-/// Resets the kernel's peak-RSS counter so it measures the compaction alone.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Page `pgno` at `version`: regenerated on demand, so the benchmark holds a
