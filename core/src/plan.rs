@@ -27,13 +27,18 @@
 //! objects that lead from the position to the snapshot (everything after the
 //! snapshot is the same for both).
 
+mod l1_walk;
+mod probe;
+
 use std::fmt;
 
-use crate::format::{HEADER_SIZE, TRAILER_SIZE, Trailer, read_segment_header};
+use self::l1_walk::walk_l1;
 use crate::ids::{Checksum, GenerationId, TxId};
 use crate::layout::{Level, l0_key, l1_key, snapshot_key};
-use crate::manifest::{Manifest, Position, SnapshotIndex, SnapshotRef};
-use crate::store::{ByteRange, Store, StoreError};
+use crate::manifest::{Manifest, SnapshotIndex, SnapshotRef};
+use crate::store::{Store, StoreError};
+
+pub use self::probe::{probe_newest, probe_newest_sealed};
 
 /// Errors while planning. Each names the TXIDs and keys involved.
 #[derive(Debug, thiserror::Error)]
@@ -413,146 +418,6 @@ enum Choice {
     Snapshot(SnapshotRef, String),
 }
 
-/// Walks L1 headers from the nearest known L1 boundary at or before
-/// `txid` to the object covering `txid + 1`, and on to `until` (a TXID and
-/// a byte budget) if given. Returns the objects from the covering one on,
-/// and their total size; `None` if the budget ran out first.
-async fn walk_l1(
-    store: &dyn Store,
-    manifest: &Manifest,
-    snapshots: &[SnapshotRef],
-    txid: TxId,
-    until: Option<(TxId, u64)>,
-) -> Result<Option<(Vec<Link>, u64)>, PlanError> {
-    let Some(l1) = manifest.l1 else {
-        // No L1: the replica continues in L0, whose sizes are unknown until
-        // fetched; the snapshot wins only if the replica cannot continue.
-        return Ok(Some((Vec::new(), 0)));
-    };
-    let chain_start = TxId(l1.min_txid.0.saturating_sub(1));
-    // Snapshots sit at L1 boundaries: the newest one at or before `txid`
-    // inside the chain is the closest place to start walking.
-    let mut boundary = snapshots
-        .iter()
-        .map(|s| s.txid)
-        .filter(|&s| s >= chain_start && s <= txid && s < l1.max_txid)
-        .max()
-        .unwrap_or(chain_start)
-        .max(chain_start);
-    let stop = until.map_or(txid.next(), |(stop, _)| stop);
-    let mut links = Vec::new();
-    let mut bytes = 0u64;
-    while boundary < l1.max_txid && boundary < stop {
-        let key = l1_key(manifest.generation, boundary.next());
-        let result = store
-            .get(
-                &key,
-                crate::store::GetOptions {
-                    range: Some(ByteRange::Bounded { start: 0, end: HEADER_SIZE as u64 }),
-                    if_none_match: None,
-                },
-            )
-            .await;
-        let result = match result {
-            Ok(result) => result,
-            Err(e) if e.is_not_found() => {
-                return Err(PlanError::Gap {
-                    key,
-                    reason: "not found".into(),
-                    from_txid: boundary.next(),
-                    to_txid: l1.max_txid,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let size = result.meta.size;
-        let prefix = result.bytes().await?;
-        let header = read_segment_header(&key, &prefix)?;
-        if header.min_txid != boundary.next() || header.generation != manifest.generation {
-            return Err(PlanError::Gap {
-                key,
-                reason: format!("holds {} of generation {}", header.range(), header.generation),
-                from_txid: boundary.next(),
-                to_txid: l1.max_txid,
-            });
-        }
-        if header.max_txid >= txid {
-            // Covers txid + 1 (or ends exactly at txid, a no-op to skip).
-            if header.max_txid > txid {
-                bytes += size;
-                if let Some((_, budget)) = until
-                    && bytes > budget
-                {
-                    return Ok(None);
-                }
-                links.push(Link::Object {
-                    key,
-                    level: Level::L1,
-                    min_txid: header.min_txid,
-                    max_txid: header.max_txid,
-                    size,
-                });
-            }
-            if until.is_none() {
-                break;
-            }
-        }
-        boundary = header.max_txid;
-    }
-    Ok(Some((links, bytes)))
-}
-
-/// The store's newest state, found the way readers find it: from the
-/// manifest's `newest`, probe `l0/{t+1}` by name (a 96-byte header range
-/// read each) until one is not found, then read the last object's trailer
-/// for its post-apply checksum. Returns the manifest's `newest` when no L0
-/// object follows it. Costs one request per L0 object past the manifest,
-/// plus one not found, plus one trailer read.
-pub async fn probe_newest(store: &dyn Store, manifest: &Manifest) -> Result<Position, PlanError> {
-    Ok(probe_newest_sealed(store, manifest).await?.0)
-}
-
-/// [`probe_newest`], with the key check of the newest L0 object's header
-/// (`None` when no L0 object follows the manifest's `newest`): a writer
-/// continuing the chain must seal with the same key.
-pub async fn probe_newest_sealed(
-    store: &dyn Store,
-    manifest: &Manifest,
-) -> Result<(Position, Option<crate::format::KeyCheck>), PlanError> {
-    let generation = manifest.generation;
-    let mut newest = manifest.newest;
-    let mut last_key = None;
-    let mut key_check = None;
-    loop {
-        let key = l0_key(generation, newest.txid.next());
-        let head = match store.get_range(&key, ByteRange::Bounded { start: 0, end: HEADER_SIZE as u64 }).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => break,
-            Err(e) => return Err(e.into()),
-        };
-        let header = read_segment_header(&key, &head)?;
-        if header.min_txid != newest.txid.next() || header.generation != generation {
-            return Err(PlanError::Misnamed {
-                key,
-                reason: format!("holds {} of generation {}", header.range(), header.generation),
-            });
-        }
-        newest.txid = header.max_txid;
-        newest.timestamp_ms = header.timestamp_ms;
-        key_check = Some(header.key_check);
-        last_key = Some(key);
-    }
-    if let Some(key) = last_key {
-        let tail = store.get_range(&key, ByteRange::Suffix(TRAILER_SIZE as u64)).await?;
-        let bytes: [u8; TRAILER_SIZE] = tail[..].try_into().map_err(|_| PlanError::Misnamed {
-            key: key.clone(),
-            reason: format!("its trailer is {} bytes, not {TRAILER_SIZE}", tail.len()),
-        })?;
-        newest.checksum = Trailer::decode(&bytes, &key)?.post_apply_checksum;
-    }
-    Ok((newest, key_check))
-}
-
 /// The key of the object a link names first.
 pub fn first_key(generation: GenerationId, link: &Link) -> String {
     match link {
@@ -563,83 +428,4 @@ pub fn first_key(generation: GenerationId, link: &Link) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::{Chain, MANIFEST_FORMAT_VERSION, Position};
-    use crate::store::MemoryStore;
-
-    fn manifest(snapshot: Option<SnapshotRef>, l1: Option<Chain>, l0_min_txid: u64) -> Manifest {
-        Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            generation: GenerationId([1; 16]),
-            page_size: 4096,
-            key_check: None,
-            newest: Position { txid: TxId(100), timestamp_ms: 100, checksum: Checksum(1) },
-            snapshot,
-            l1,
-            l0_min_txid: TxId(l0_min_txid),
-            l0_kept_min_txid: None,
-            updated_ms: 0,
-        }
-    }
-
-    fn snapshot(txid: u64, size: u64) -> SnapshotRef {
-        SnapshotRef { txid: TxId(txid), timestamp_ms: txid * 10, size, commit: 3, checksum: Checksum(txid) }
-    }
-
-    #[tokio::test]
-    async fn an_empty_replica_starts_from_the_best_snapshot_and_probes_l0() {
-        let store = MemoryStore::new();
-        let m = manifest(Some(snapshot(1, 1000)), None, 2);
-        let plan = super::plan(&store, &m, None, None, Target::Newest).await.unwrap();
-        assert_eq!(plan.base, Base::Snapshot(snapshot(1, 1000)));
-        assert_eq!(plan.links, vec![Link::L0 { from_txid: TxId(2) }]);
-    }
-
-    #[tokio::test]
-    async fn a_replica_on_the_generation_continues_in_l0_without_requests() {
-        let store = MemoryStore::new();
-        let m = manifest(Some(snapshot(1, 1000)), None, 2);
-        let position =
-            ReplicaPosition { generation: m.generation, txid: TxId(40), checksum: Checksum(4), timestamp_ms: 0 };
-        let plan = super::plan(&store, &m, None, Some(position), Target::Newest).await.unwrap();
-        assert_eq!(plan.base, Base::Replica(position));
-        assert_eq!(plan.links, vec![Link::L0 { from_txid: TxId(41) }]);
-    }
-
-    #[tokio::test]
-    async fn another_generation_or_a_position_past_the_target_bootstraps_from_a_snapshot() {
-        let store = MemoryStore::new();
-        let m = manifest(Some(snapshot(1, 1000)), None, 2);
-        let other = ReplicaPosition {
-            generation: GenerationId([2; 16]),
-            txid: TxId(5),
-            checksum: Checksum(0),
-            timestamp_ms: 0,
-        };
-        let plan1 = super::plan(&store, &m, None, Some(other), Target::Newest).await.unwrap();
-        assert!(matches!(plan1.base, Base::Snapshot(_)));
-        let ahead =
-            ReplicaPosition { generation: m.generation, txid: TxId(50), checksum: Checksum(0), timestamp_ms: 0 };
-        let plan2 = super::plan(&store, &m, None, Some(ahead), Target::TxId(TxId(20))).await.unwrap();
-        assert!(matches!(plan2.base, Base::Snapshot(_)));
-        let err = super::plan(&store, &m, None, None, Target::Snapshot(TxId(7))).await.unwrap_err().to_string();
-        assert!(err.contains("no snapshot at TXID 0000000000000007") && err.contains("kept: 1"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn after_compaction_a_snapshot_continues_with_l1_then_l0() {
-        let store = MemoryStore::new();
-        let m = manifest(Some(snapshot(10, 1000)), Some(Chain { min_txid: TxId(2), max_txid: TxId(30) }), 31);
-        let plan = super::plan(&store, &m, None, None, Target::Newest).await.unwrap();
-        assert_eq!(
-            plan.links,
-            vec![Link::L1 { from_txid: TxId(11), until_txid: TxId(30) }, Link::L0 { from_txid: TxId(31) }]
-        );
-        let behind =
-            ReplicaPosition { generation: m.generation, txid: TxId(0), checksum: Checksum(0), timestamp_ms: 0 };
-        let m2 = manifest(Some(snapshot(10, 1000)), Some(Chain { min_txid: TxId(5), max_txid: TxId(30) }), 31);
-        let plan = super::plan(&store, &m2, None, Some(behind), Target::Newest).await.unwrap();
-        assert!(matches!(plan.base, Base::Snapshot(_)), "behind the retention floor: {plan:?}");
-    }
-}
+mod tests;

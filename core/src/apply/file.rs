@@ -269,27 +269,3 @@ fn write_chain_then_snapshot(
 pub(super) fn is_wal_page_one(page: &[u8]) -> bool {
     page.get(18..20) == Some(&[2, 2][..])
 }
-
-/// Temp files of runs killed before they renamed their output: names
-/// `.{name}.{what}-{pid}` (and their `-wal`/`-shm`) beside `out` whose
-/// process is gone. Removed so a kill -9 leaves nothing behind for long.
-pub(super) fn remove_abandoned(out: &Path, what: &str) {
-    // Whether a process is alive is read from /proc; without it, keep all.
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else { return };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let prefix = format!(".{}.{what}-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
-        let pid = rest.trim_end_matches("-wal").trim_end_matches("-shm");
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            tracing::info!(file = %entry.path().display(), "removing the temp file of a run that was killed");
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}

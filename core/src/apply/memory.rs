@@ -21,14 +21,15 @@
 
 use bytes::Bytes;
 
-use super::verify::{DEFAULT_PENDING_BYTE, empty_position};
-use super::{ApplyError, Fetcher, ObjectApplier, PageSink, Progress, Started, SyncOptions, SyncSummary, walk_chain};
+use super::verify::{default_lock_byte_page, empty_position};
+use super::{
+    ApplyError, Fetcher, ObjectApplier, PageSink, Progress, Started, SyncOptions, SyncSummary, Verified,
+    check_page_size, prepare, walk_chain,
+};
 use crate::checksum::page_hash;
 use crate::format::{Header, read_segment_header};
 use crate::ids::{PageNo, TxId};
-use crate::layout::MANIFEST_KEY;
-use crate::manifest::{read_manifest, read_snapshot_index};
-use crate::plan::{Base, ReplicaPosition, Target, plan};
+use crate::plan::{Base, ReplicaPosition};
 use crate::store::Store;
 
 /// The default size limit of an in-memory database: 1 GiB, which every
@@ -149,15 +150,7 @@ pub async fn download(
     page_size: u32,
     options: &SyncOptions,
 ) -> Result<Downloaded, ApplyError> {
-    let manifest =
-        read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value;
-    let index = match options.target {
-        Target::Newest => None,
-        _ => read_snapshot_index(store, manifest.generation).await?.map(|v| v.value),
-    };
-    let plan = plan(store, &manifest, index.as_ref(), position, options.target).await?;
-    tracing::debug!(plan = %plan.describe(), "planned");
-    let summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
+    let (plan, summary) = prepare(store, None, options.target, async |_: &_| Ok(position)).await?;
     let mut downloaded = Downloaded {
         from: position,
         summary,
@@ -169,15 +162,9 @@ pub async fn download(
     if options.dry_run {
         return Ok(downloaded);
     }
-    if matches!(plan.base, Base::Replica(_)) && page_size != plan.page_size {
-        return Err(ApplyError::Discontinuous {
-            key: MANIFEST_KEY.to_string(),
-            range: crate::format::TxRange { min_txid: TxId::ZERO, max_txid: plan.manifest_newest },
-            reason: format!(
-                "the store's page size is {} but the in-memory replica has pages of {page_size} bytes (open a new replica)",
-                plan.page_size
-            ),
-        });
+    if let Base::Replica(_) = plan.base {
+        // A snapshot starts a new image, of whatever page size.
+        check_page_size(&plan, page_size, "the in-memory replica", "open a new replica")?;
     }
     let mut fetcher = CollectFetcher { store, objects: Vec::new() };
     // A failure part-way is reported after the objects before it are applied.
@@ -395,16 +382,14 @@ impl PageSink for MemorySink<'_> {
         Ok(())
     }
 
-    fn finish_object(&mut self, header: &Header, _: Vec<(u32, u64)>, _: Option<Vec<u8>>) -> Result<(), ApplyError> {
-        self.pages.resize(header.commit as usize * self.page_size, 0);
+    fn finish_object(&mut self, object: Verified) -> Result<(), ApplyError> {
+        self.pages.resize(object.commit as usize * self.page_size, 0);
         self.undo.clear();
         Ok(())
     }
 
     fn lock_byte_page(&self) -> u32 {
-        // The same page as in a file, so a segment is refused alike
-        // everywhere (SQLite's wasm build keeps the default PENDING_BYTE).
-        (DEFAULT_PENDING_BYTE / self.page_size as u64 + 1) as u32
+        default_lock_byte_page(self.page_size as u32)
     }
 
     fn rollback_object(&mut self) -> Result<(), ApplyError> {

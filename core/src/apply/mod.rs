@@ -8,13 +8,20 @@
 //!
 //! | module | what it does | targets |
 //! |---|---|---|
+//! | `prepare` | what every reader does first: manifest, snapshot index, position, plan; the page-size check | all |
 //! | `chain` | walks a [`Plan`](crate::plan::Plan)'s chain by name, handing objects over in order ([`walk_chain`]) | all |
-//! | `verify` | verifies one object and writes its pages to a sink: continuity, pre- and post-apply checksums ([`ObjectApplier`]); a sink of page hashes only ([`PageHashes`], for `distributary verify --deep`) | all |
+//! | `verify` | verifies one object and writes its pages to a sink: continuity, pre- and post-apply checksums ([`ObjectApplier`]); a new file's snapshot written last (`verify/snapshot_last`) | all |
+//! | `page_hashes` | a sink of page hashes only ([`PageHashes`], for `distributary verify --deep`) | all |
 //! | `memory` | a database image held in memory, synced in place ([`MemoryDatabase`], [`sync_in_memory`], [`download`]) | all (the fleet tests' simulated readers) |
 //! | `fetch` | downloads bodies in the background: small ones into memory, large ones streamed to the applier | native |
 //! | `run` | the apply loop on a blocking thread, over a sink that commits | native |
-//! | `sqlite` | a live replica written through `sqlite_dbpage` in one write transaction ([`sync`]) | native, `sqlite` feature |
-//! | `file` | a new database file written in place, each page once ([`restore`], a replica's first sync) | native, `sqlite` feature |
+//! | `sync` | bringing a SQLite file to the target ([`sync`], [`sync_replica`]) | native, `sqlite` feature |
+//! | `sidecar` | the file and its sidecar read together: whose replica it is ([`check_replica`]), its position after a crash, the record of a failure | native, `sqlite` feature |
+//! | `sqlite` | a live replica written through `sqlite_dbpage` in one write transaction | native, `sqlite` feature |
+//! | `file` | a new database file written in place, each page once (a restore, a replica's first sync) | native, `sqlite` feature |
+//! | `rename` | a new file written beside its destination and renamed into place; a database's files by name | native, `sqlite` feature |
+//! | `restore` | a new file at a chosen point ([`restore`]) | native, `sqlite` feature |
+//! | `integrity` | a file's checksum as SQLite sees it ([`database_checksum`], [`replica_checksum`]) and [`integrity_check`] | native, `sqlite` feature |
 //!
 //! What every object goes through (`verify`): header and file checksum
 //! (the decoder), generation, page size, TXID contiguity, pre-apply checksum
@@ -27,13 +34,25 @@ mod chain;
 mod fetch;
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 mod file;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod integrity;
 mod memory;
+mod page_hashes;
+mod prepare;
 #[cfg(not(target_arch = "wasm32"))]
 mod progress;
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod rename;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod restore;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 mod run;
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod sidecar;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
 mod sqlite;
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+mod sync;
 mod verify;
 
 use std::sync::Arc;
@@ -46,15 +65,20 @@ use crate::plan::{Plan, PlanError, ReplicaPosition, Target};
 use crate::store::StoreError;
 
 pub use chain::{Fetcher, Started, walk_chain};
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+pub use integrity::{IntegrityCheck, database_checksum, integrity_check, replica_checksum};
 pub use memory::{DEFAULT_MEMORY_LIMIT, Downloaded, MAX_MEMORY_LIMIT, MemoryDatabase, download, sync_in_memory};
+pub use page_hashes::PageHashes;
+pub(crate) use prepare::{check_page_size, prepare};
 #[cfg(not(target_arch = "wasm32"))]
 pub use progress::{ProgressChoice, ProgressStyle, progress_printer};
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
-pub use sqlite::{
-    IntegrityCheck, RestoreOptions, check_replica, database_checksum, integrity_check, remove_replica,
-    replica_checksum, restore, sync, sync_replica, sync_replica_from,
-};
-pub use verify::{ObjectApplier, PageHashes, PageSink, PagesAt};
+pub use restore::{RestoreOptions, restore};
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+pub use sidecar::{check_replica, remove_replica};
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+pub use sync::{sync, sync_replica, sync_replica_from};
+pub use verify::{ObjectApplier, PageSink, PagesAt, Verified};
 pub(crate) use verify::{check_continuity, empty_position};
 
 /// Errors of restore and sync. Each names the object key, TXID range or
@@ -194,6 +218,24 @@ pub enum ApplyError {
         /// The replica's limit in bytes.
         limit: u64,
     },
+}
+
+#[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]
+impl ApplyError {
+    /// [`ApplyError::Sqlite`] of `op` on `path`, for `map_err`.
+    pub(super) fn sqlite(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(rusqlite::Error) -> ApplyError + use<> {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Sqlite { op, path, source }
+    }
+
+    /// [`ApplyError::Io`] of `op` on `path`, for `map_err`.
+    pub(super) fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ApplyError + use<> {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Io { op, path, source }
+    }
 }
 
 /// How far a sync or restore has come: reported every 100 ms by native

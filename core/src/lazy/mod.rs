@@ -32,26 +32,30 @@
 
 pub mod cache;
 mod counted;
+mod read_ahead;
 pub mod source;
+mod version;
+mod walk;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use bytes::Bytes;
 
 use self::cache::{PageCache, Slot};
 use self::counted::Counted;
 use self::source::{Extent, Find, Source, payload_at};
-use crate::apply::{ApplyError, Fetcher, Started, SyncSummary, check_continuity, empty_position, walk_chain};
+use self::version::Draft;
+use self::walk::LazyFetcher;
+use crate::apply::{ApplyError, SyncSummary, check_page_size, prepare, walk_chain};
 use crate::checksum::page_hash;
-use crate::format::{Compression, EncryptionKey, HEADER_SIZE, PageCodec, read_segment_header};
-use crate::ids::{Checksum, PageNo, TxId};
-use crate::layout::MANIFEST_KEY;
-use crate::manifest::read_manifest;
+use crate::format::{Compression, EncryptionKey, PageCodec};
+use crate::ids::{Checksum, PageNo};
+use crate::manifest::Manifest;
 use crate::order::sorted_by_key;
-use crate::plan::{Base, Plan, ReplicaPosition, Target, plan};
-use crate::store::{ByteRange, GetOptions, Store, StoreError};
+use crate::plan::{Base, Target};
+use crate::store::{ByteRange, Store};
+
+pub use self::read_ahead::ReadAhead;
+pub use self::version::Version;
 
 /// Bytes of an object fetched first: its header and first frames, or all
 /// of a small object (most L0 segments) in one request.
@@ -70,8 +74,6 @@ pub const MIN_CACHE_BYTES: usize = 1 << 20;
 const MERGE_GAP: u64 = 16 << 10;
 /// The largest single range request.
 const MAX_RANGE: u64 = 4 << 20;
-/// Read-ahead of a sequential scan doubles up to this many pages.
-const MAX_READ_AHEAD: u32 = 64;
 /// Segments held in memory (read whole at sync) may take this share of the
 /// cache's size; past it, the next sync starts again from a newer snapshot,
 /// if the store has one, so a replica that follows a busy primary for days
@@ -100,85 +102,6 @@ impl Default for LazyOptions {
     }
 }
 
-/// The database at one TXID: which object holds each page.
-pub struct Version {
-    id: u64,
-    position: ReplicaPosition,
-    page_size: u32,
-    commit: u32,
-    /// The snapshot the chain starts from, if any.
-    base: Option<Arc<Source>>,
-    /// Pages of the base not cut off since (the database may have shrunk).
-    base_limit: u32,
-    /// Objects applied after the base, in order.
-    sources: Vec<Arc<Source>>,
-    /// Page -> index in `sources` of the newest object holding it.
-    overlay: HashMap<u32, u32>,
-    /// Payload bytes the sources after the base hold in memory.
-    held_bytes: usize,
-}
-
-impl Version {
-    /// Identifies this version among the replica's.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Generation, TXID, checksum and commit time.
-    pub fn position(&self) -> ReplicaPosition {
-        self.position
-    }
-
-    /// Page size in bytes.
-    pub fn page_size(&self) -> u32 {
-        self.page_size
-    }
-
-    /// Database size in pages.
-    pub fn pages(&self) -> u32 {
-        self.commit
-    }
-
-    /// Database size in bytes.
-    pub fn len(&self) -> u64 {
-        u64::from(self.commit) * u64::from(self.page_size)
-    }
-
-    /// The TXID of the snapshot this version reads its other pages from.
-    pub fn snapshot_txid(&self) -> Option<TxId> {
-        self.base.as_ref().map(|base| base.header.max_txid)
-    }
-
-    /// Whether the database has no page (never: a synced version has one).
-    pub fn is_empty(&self) -> bool {
-        self.commit == 0
-    }
-
-    /// This version with its objects' payloads dropped (a resident
-    /// replica's, whose every page is decoded in the cache).
-    fn without_payloads(self) -> Version {
-        let strip = |source: &Arc<Source>| Arc::new(source.without_payloads());
-        Version {
-            base: self.base.as_ref().map(strip),
-            sources: self.sources.iter().map(strip).collect(),
-            held_bytes: 0,
-            ..self
-        }
-    }
-
-    /// The object holding page `pgno` at this version.
-    fn locate(&self, pgno: u32) -> Option<&Arc<Source>> {
-        if pgno == 0 || pgno > self.commit {
-            return None;
-        }
-        match self.overlay.get(&pgno) {
-            Some(&slot) => self.sources.get(slot as usize),
-            None if pgno <= self.base_limit => self.base.as_ref(),
-            None => None,
-        }
-    }
-}
-
 /// Counts of what a replica fetched.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LazyStats {
@@ -200,14 +123,6 @@ pub struct LazyReplica {
     cache: Mutex<PageCache>,
     current: Mutex<Option<Arc<Version>>>,
     next_uid: AtomicU64,
-}
-
-// Short Debug output by hand: derived ones would print every page source
-// and cost the .wasm the formatting of all of it.
-impl std::fmt::Debug for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Version").field("id", &self.id).field("txid", &self.position.txid).finish_non_exhaustive()
-    }
 }
 
 impl std::fmt::Debug for LazyReplica {
@@ -433,31 +348,21 @@ impl LazyReplica {
     pub async fn sync(&self, rebase: bool) -> Result<SyncSummary, ApplyError> {
         let mut current = if rebase { None } else { self.current() };
         let store: &dyn Store = &self.store;
-        let manifest =
-            read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value;
-        if let (Some(version), Some(snapshot)) = (&current, manifest.snapshot)
-            && version.held_bytes > self.cache_bytes / HELD_SHARE_OF_CACHE
-            && version.base.as_ref().is_none_or(|base| base.header.max_txid < snapshot.txid)
-        {
-            tracing::debug!(held = version.held_bytes, "starting again from the newest snapshot");
-            current = None;
-        }
+        let (plan, mut summary) = prepare(store, None, Target::Newest, async |manifest: &Manifest| {
+            if let (Some(version), Some(snapshot)) = (&current, manifest.snapshot)
+                && version.held_bytes > self.cache_bytes / HELD_SHARE_OF_CACHE
+                && version.base.as_ref().is_none_or(|base| base.header.max_txid < snapshot.txid)
+            {
+                tracing::debug!(held = version.held_bytes, "starting again from the newest snapshot");
+                current = None;
+            }
+            Ok(current.as_ref().map(|v| v.position))
+        })
+        .await?;
         let position = current.as_ref().map(|v| v.position);
-        let plan = plan(store, &manifest, None, position, Target::Newest).await?;
-        tracing::debug!(plan = %plan.describe(), "planned a lazy sync");
-        if let (Some(version), Base::Replica(_)) = (&current, plan.base)
-            && version.page_size != plan.page_size
-        {
-            return Err(ApplyError::Discontinuous {
-                key: MANIFEST_KEY.to_string(),
-                range: crate::format::TxRange { min_txid: TxId::ZERO, max_txid: plan.manifest_newest },
-                reason: format!(
-                    "the store's page size is {} but the replica has pages of {} bytes (open a new replica)",
-                    plan.page_size, version.page_size
-                ),
-            });
+        if let (Some(version), Base::Replica(_)) = (&current, plan.base) {
+            check_page_size(&plan, version.page_size, "the replica", "open a new replica")?;
         }
-        let mut summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
         let mut fetcher =
             LazyFetcher { replica: self, plan: &plan, draft: Draft::from(current.as_deref(), &plan), failed: None };
         let walked = walk_chain(&mut fetcher, &plan).await;
@@ -501,266 +406,6 @@ struct FrameRange {
     frames: Vec<(u32, Extent)>,
 }
 
-/// The next version, built object by object during a sync.
-struct Draft {
-    /// The version so far (its id and held bytes are set when published).
-    next: Version,
-    objects: u64,
-    bytes: u64,
-}
-
-impl Draft {
-    /// A draft continuing `current` (or empty, at the plan's generation).
-    fn from(current: Option<&Version>, plan: &Plan) -> Draft {
-        let next = match current {
-            Some(v) => Version {
-                id: 0,
-                position: v.position,
-                page_size: v.page_size,
-                commit: v.commit,
-                base: v.base.clone(),
-                base_limit: v.base_limit,
-                sources: v.sources.clone(),
-                overlay: v.overlay.clone(),
-                held_bytes: 0,
-            },
-            None => Version {
-                id: 0,
-                position: empty_position(plan.generation),
-                page_size: plan.page_size,
-                commit: 0,
-                base: None,
-                base_limit: 0,
-                sources: Vec::new(),
-                overlay: HashMap::new(),
-                held_bytes: 0,
-            },
-        };
-        Draft { next, objects: 0, bytes: 0 }
-    }
-
-    /// Starts again from `snapshot`.
-    fn rebase(&mut self, snapshot: Source, position: ReplicaPosition, page_size: u32) {
-        let v = &mut self.next;
-        v.commit = snapshot.header.commit;
-        v.base_limit = snapshot.header.commit;
-        v.base = Some(Arc::new(snapshot));
-        v.sources.clear();
-        v.overlay.clear();
-        v.page_size = page_size;
-        v.position = position;
-    }
-
-    /// Lays `source` over the pages it holds; the database then has
-    /// `source.header.commit` pages and is at `position`.
-    fn apply(&mut self, source: Source, position: ReplicaPosition) -> Result<(), ApplyError> {
-        let v = &mut self.next;
-        let header = source.header.clone();
-        let pages = source.pages();
-        if header.commit > v.commit {
-            let grown = pages.iter().filter(|&&p| p > v.commit).count() as u32;
-            if grown != header.commit - v.commit {
-                return Err(ApplyError::Discontinuous {
-                    key: source.key.clone(),
-                    range: header.range(),
-                    reason: format!(
-                        "the database grows from {} to {} pages but the segment holds {grown} of the new pages",
-                        v.commit, header.commit
-                    ),
-                });
-            }
-        }
-        let slot = v.sources.len() as u32;
-        v.sources.push(Arc::new(source));
-        for pgno in pages {
-            v.overlay.insert(pgno, slot);
-        }
-        if header.commit < v.commit {
-            v.overlay.retain(|&pgno, _| pgno <= header.commit);
-        }
-        v.base_limit = v.base_limit.min(header.commit);
-        v.commit = header.commit;
-        v.position = position;
-        Ok(())
-    }
-
-    /// The version, without the objects whose every page a later one replaced.
-    fn publish(self, id: u64) -> Version {
-        let mut v = self.next;
-        let mut used = vec![false; v.sources.len()];
-        for &slot in v.overlay.values() {
-            used[slot as usize] = true;
-        }
-        if used.contains(&false) {
-            let mut renumber = vec![0u32; v.sources.len()];
-            let mut kept = Vec::with_capacity(v.sources.len());
-            for (slot, source) in v.sources.into_iter().enumerate() {
-                if used[slot] {
-                    renumber[slot] = kept.len() as u32;
-                    kept.push(source);
-                }
-            }
-            for slot in v.overlay.values_mut() {
-                *slot = renumber[*slot as usize];
-            }
-            v.sources = kept;
-        }
-        v.held_bytes = v.sources.iter().flat_map(|s| s.held.iter()).map(|(_, payload)| payload.len()).sum();
-        v.id = id;
-        v
-    }
-}
-
-/// The first bytes of an object the chain walk started.
-struct Head {
-    bytes: Bytes,
-}
-
-/// Walks the chain for [`LazyReplica::sync`], reading objects only as far
-/// as the module documentation says.
-struct LazyFetcher<'a> {
-    replica: &'a LazyReplica,
-    plan: &'a Plan,
-    draft: Draft,
-    failed: Option<ApplyError>,
-}
-
-impl Fetcher for LazyFetcher<'_> {
-    type Body = Head;
-
-    async fn start(&mut self, key: &str) -> Result<Option<Started<Head>>, ApplyError> {
-        let end = if self.plan.snapshot_key().as_deref() == Some(key) { SNAPSHOT_HEAD_BYTES } else { HEAD_BYTES };
-        // A resident replica reads every page anyway: each object whole, in
-        // one request (and verified whole, file checksum included).
-        let range = (!self.replica.resident).then_some(ByteRange::Bounded { start: 0, end });
-        let options = GetOptions { range, if_none_match: None };
-        let result = match self.replica.store.get(key, options).await {
-            Ok(result) => result,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
-        let size = result.meta.size;
-        let bytes = result.bytes().await?;
-        let header = read_segment_header(key, &bytes)?;
-        Ok(Some(Started { header, size, body: Head { bytes } }))
-    }
-
-    async fn send(&mut self, key: String, started: Started<Head>) -> bool {
-        match self.admit(&key, started).await {
-            Ok(()) => true,
-            Err(error) => {
-                self.failed = Some(error);
-                false
-            }
-        }
-    }
-
-    fn discard(&mut self, _: Head) {}
-}
-
-impl LazyFetcher<'_> {
-    /// Checks object `key` against the chain and lays it over the draft.
-    async fn admit(&mut self, key: &str, started: Started<Head>) -> Result<(), ApplyError> {
-        let Started { header, size, body } = started;
-        let replica = self.replica;
-        let bytes = u64::from(header.commit) * u64::from(header.page_size);
-        if replica.resident && bytes > replica.cache_bytes as u64 {
-            return Err(ApplyError::TooLarge {
-                key: key.to_string(),
-                pages: header.commit,
-                page_size: header.page_size,
-                bytes,
-                limit: replica.cache_bytes as u64,
-            });
-        }
-        let whole = size <= body.bytes.len() as u64;
-        let uid = replica.uid();
-        if header.flags.snapshot() {
-            let Base::Snapshot(snapshot) = self.plan.base else {
-                return Err(discontinuous(key, &header, "a snapshot where the chain continues the replica".into()));
-            };
-            let expected = (snapshot.txid, snapshot.size, snapshot.commit, self.plan.generation, self.plan.page_size);
-            let found = (header.max_txid, size, header.commit, header.generation, header.page_size);
-            if expected != found {
-                return Err(discontinuous(
-                    key,
-                    &header,
-                    format!(
-                        "the manifest describes it as TXID {}, {} bytes, {} pages of generation {} with {}-byte pages",
-                        snapshot.txid, snapshot.size, snapshot.commit, self.plan.generation, self.plan.page_size
-                    ),
-                ));
-            }
-            replica.check_key(key, &header)?;
-            let (source, checksum) = if whole {
-                let (source, trailer) = Source::whole(uid, key, body.bytes)?;
-                (source, trailer.post_apply_checksum)
-            } else {
-                (Source::snapshot(uid, key, header.clone(), &body.bytes, size)?, snapshot.checksum)
-            };
-            let position = ReplicaPosition {
-                generation: header.generation,
-                txid: header.max_txid,
-                checksum,
-                timestamp_ms: header.timestamp_ms,
-            };
-            self.draft.rebase(source, position, header.page_size);
-        } else {
-            check_continuity(self.draft.next.position, self.draft.next.page_size, key, &header, true)?;
-            replica.check_key(key, &header)?;
-            let (source, trailer) = if whole {
-                Source::whole(uid, key, body.bytes)?
-            } else {
-                let tail_len = (size - HEADER_SIZE as u64).min(HEAD_BYTES);
-                let mut tail = replica.store.get_range(key, ByteRange::Suffix(tail_len)).await?.to_vec();
-                let index_offset = trailer_index_offset(key, &tail)?;
-                let tail_start = size - tail.len() as u64;
-                if index_offset < tail_start {
-                    // A large index: fetch the part before the suffix.
-                    let range = ByteRange::Bounded { start: index_offset, end: tail_start };
-                    let mut front = replica.store.get_range(key, range).await?.to_vec();
-                    front.extend_from_slice(&tail);
-                    tail = front;
-                }
-                Source::indexed(uid, key, header.clone(), &body.bytes, &tail, size)?
-            };
-            let position = ReplicaPosition {
-                generation: header.generation,
-                txid: header.max_txid,
-                checksum: trailer.post_apply_checksum,
-                timestamp_ms: header.timestamp_ms,
-            };
-            self.draft.apply(source, position)?;
-        }
-        self.draft.objects += 1;
-        self.draft.bytes += size;
-        Ok(())
-    }
-}
-
-impl LazyReplica {
-    /// Refuses an object sealed with another key (or sealed when no key is
-    /// given, or plain when one is) before any page of it is read.
-    fn check_key(&self, key: &str, header: &crate::format::Header) -> Result<(), ApplyError> {
-        let codec = PageCodec::new(header.generation, self.key.as_ref(), Compression::default())?;
-        codec.check_key(key, header.key_check)?;
-        Ok(())
-    }
-}
-
-/// The index offset a fetched tail's trailer gives.
-fn trailer_index_offset(key: &str, tail: &[u8]) -> Result<u64, ApplyError> {
-    let bytes: &[u8; crate::format::TRAILER_SIZE] = tail
-        .get(tail.len().saturating_sub(crate::format::TRAILER_SIZE)..)
-        .and_then(|t| t.try_into().ok())
-        .ok_or_else(|| short_read(key, crate::format::TRAILER_SIZE as u64))?;
-    Ok(crate::format::Trailer::decode(bytes, key)?.index_offset)
-}
-
-fn discontinuous(key: &str, header: &crate::format::Header, reason: String) -> ApplyError {
-    ApplyError::Discontinuous { key: key.to_string(), range: header.range(), reason }
-}
-
 fn short_read(key: &str, end: u64) -> ApplyError {
     crate::format::FormatError::Truncated { object: key.to_string(), offset: end, expected: "the bytes requested" }
         .into()
@@ -773,26 +418,6 @@ fn no_such_page(version: &Version, pgno: u32) -> ApplyError {
             "page {pgno} is not in the database at TXID {} ({} pages)",
             version.position.txid, version.commit
         ),
-    }
-}
-
-/// Which pages to fetch beside a missed one: none for a random read, a
-/// window that doubles (up to 64 pages) while misses follow each other, as
-/// a sequential scan's do.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReadAhead {
-    last: Option<u32>,
-    window: u32,
-}
-
-impl ReadAhead {
-    /// The pages to fetch for a miss of `pgno` in a database of `pages` pages.
-    pub fn pages_for(&mut self, pgno: u32, pages: u32) -> std::ops::RangeInclusive<u32> {
-        let sequential = self.last.is_some_and(|last| pgno > last && pgno <= last + self.window.max(4));
-        self.window = if sequential { (self.window * 2).clamp(4, MAX_READ_AHEAD) } else { 0 };
-        let last = pgno.saturating_add(self.window).min(pages.max(pgno));
-        self.last = Some(last);
-        pgno..=last
     }
 }
 
