@@ -1,7 +1,7 @@
 //! The workspace's binaries, for tests that run them as processes.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -39,6 +39,11 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     built.get_or_insert_with(HashSet::new).insert(name.to_string());
     path
+}
+
+/// The workspace's root folder (the repository).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace folder").to_path_buf()
 }
 
 /// The target folder the tests were built into: builds made for a test

@@ -64,7 +64,7 @@ pub fn s3_event(records: &[(&str, &str, String)]) -> S3Event {
 
 /// The function's crate, where `cargo lambda` runs.
 fn lambda_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lambda")
+    crate::bins::workspace().join("lambda")
 }
 
 /// `cargo lambda watch` serving the runtime API for the compactor function,

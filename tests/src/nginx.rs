@@ -57,7 +57,7 @@ pub fn start(name: &str, work: &Path, prefix: &Path, server: &str, config: &Conf
 /// The first ```` ```nginx ```` block of `docs/DEPLOY.md` after the line
 /// `heading` (from the top when it is None).
 pub fn deploy_doc_block(heading: Option<&str>) -> String {
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/DEPLOY.md");
+    let doc = crate::bins::workspace().join("docs/DEPLOY.md");
     let mut text = std::fs::read_to_string(&doc).unwrap();
     if let Some(heading) = heading {
         let section =

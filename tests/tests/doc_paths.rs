@@ -5,15 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use distributary_tests::bins::workspace;
+
 /// The repository's top-level folders: a backticked path starting with one
 /// of these is a claim about the tree. (Others, like `demo/app.db` or
 /// `target/release/`, are made by running something.)
 const TREE: [&str; 11] =
     ["bench", "core", "docs", "edge-reader", "edge-wasm", "examples", "infra", "lambda", "primary", "scripts", "tests"];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace folder").to_path_buf()
-}
 
 /// The paths `text` names: backticked spans without spaces or placeholders
 /// that start with a folder of [`TREE`], and the targets of relative

@@ -11,9 +11,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use distributary_tests::bins::target_dir;
+use distributary_tests::bins::{target_dir, workspace};
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
 use distributary_tests::wal_primary::WalPrimary;
@@ -26,10 +26,6 @@ const LIMIT_BYTES: u64 = 8_000_000;
 const EM_X86_64: u16 = 62;
 const EM_AARCH64: u16 = 183;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace folder").to_path_buf()
-}
-
 /// The two builds, made once per test process by scripts/build-edge.sh into
 /// the tests' own target folder (so later runs reuse it).
 struct Builds {
@@ -39,8 +35,6 @@ struct Builds {
 
 fn builds() -> &'static Builds {
     static BUILDS: OnceLock<Builds> = OnceLock::new();
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _guard = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     BUILDS.get_or_init(|| {
         let target = target_dir();
         let output = Command::new("bash")

@@ -13,10 +13,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use distributary_tests::bins::{binary, target_dir};
+use distributary_tests::bins::{binary, target_dir, workspace};
 use distributary_tests::chain::database_checksum;
 use distributary_tests::static_files::StaticServer;
 use distributary_tests::synthetic::Rng;
@@ -26,10 +26,6 @@ use serde_json::Value;
 
 const COUNT_SQL: &str = "SELECT count(*) AS n, max(id) AS last FROM events";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace folder").to_path_buf()
-}
-
 /// The npm package, built once per test run into the target folder. Under
 /// nextest every test is a process of its own: a file lock lets one of them
 /// build while the others wait, and a stamp with nextest's run id lets the
@@ -37,8 +33,6 @@ fn workspace() -> PathBuf {
 /// are reading (two builds at once also race on wasm-opt's output).
 fn package() -> &'static Path {
     static PACKAGE: OnceLock<PathBuf> = OnceLock::new();
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _guard = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     PACKAGE.get_or_init(|| {
         let target = target_dir();
         let out = target.join("edge-wasm-pkg");
