@@ -42,9 +42,9 @@ pub async fn sync(store: Arc<dyn Store>, db: &Path, options: &SyncOptions) -> Re
 /// ([`crate::replica::lock`]).
 ///
 /// With `options.keep_state` (a replica, not a restore), the file must be
-/// this store's replica or empty ([`check_replica`]), and the sidecar
-/// records the outcome: `synced_ms` moves only when the sync succeeded, a
-/// failure is recorded as `last_failure` (time and error).
+/// this store's replica or empty ([`check_replica`](super::check_replica)),
+/// and the sidecar records the outcome: `synced_ms` moves only when the
+/// sync succeeded, a failure is recorded as `last_failure` (time and error).
 pub async fn sync_replica(
     store: Arc<dyn Store>,
     source: &str,

@@ -271,20 +271,20 @@ pub(crate) fn check_continuity(
 /// a database of `old_size` pages (a snapshot starts from nothing): each
 /// page's old hash is replaced by its new one, pages past the old size are
 /// added, and pages cut off at the end are removed.
-pub(super) struct ChecksumStep {
+struct ChecksumStep {
     checksum: Checksum,
     old_size: u32,
     grown: u32,
 }
 
 impl ChecksumStep {
-    pub(super) fn new(checksum: Checksum, old_size: u32) -> ChecksumStep {
+    fn new(checksum: Checksum, old_size: u32) -> ChecksumStep {
         ChecksumStep { checksum, old_size, grown: 0 }
     }
 
     /// Page `pgno` now hashes to `new_hash`; `old_hash` gives its hash
     /// before, asked only for a page within the old size.
-    pub(super) fn page(
+    fn page(
         &mut self,
         pgno: PageNo,
         new_hash: u64,
@@ -302,7 +302,7 @@ impl ChecksumStep {
     /// The checksum once object `key` (`header`) is whole: pages past its
     /// size are removed (`dropped_hash` gives their hashes), and a database
     /// that grew must have received every new page.
-    pub(super) fn finish(
+    fn finish(
         mut self,
         key: &str,
         header: &Header,
