@@ -93,8 +93,8 @@ impl Default for Metrics {
         );
         registry.register("store_requests", "Requests to the store by operation and result", store_requests.clone());
         registry.register("replica_syncs", "Polls that ran a sync, or failed", syncs.clone());
-        registry.register("applied_objects", "Objects applied to the replica", applied_objects.clone());
-        registry.register("applied_bytes", "Bytes of objects applied to the replica", applied_bytes.clone());
+        registry.register("replica_applied_objects", "Objects applied to the replica", applied_objects.clone());
+        registry.register("replica_applied_bytes", "Bytes of objects applied to the replica", applied_bytes.clone());
         registry.register("replica_sync_seconds", "Duration of polls that ran a sync or failed", sync_seconds.clone());
         Metrics {
             registry,
