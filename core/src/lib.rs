@@ -21,6 +21,7 @@
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`poll`] | what a reader following a store decides at each poll |
 //! | [`clock`] | wall-clock time and sleeping |
+//! | [`http_server`] | the HTTP/1 server of the programs' endpoints, and `/metrics` in Prometheus' text format (`http-server` feature) |
 //!
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
 #![deny(missing_docs)]
@@ -31,6 +32,8 @@ pub mod clock;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compact;
 pub mod format;
+#[cfg(all(feature = "http-server", not(target_arch = "wasm32")))]
+pub mod http_server;
 pub mod ids;
 pub mod layout;
 pub mod lazy;

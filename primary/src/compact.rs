@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use distributary_core::compact::{
-    CompactConfig, CompactError, CompactMemory, SystemClock, compact, compact_watching, parse_duration,
+    CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact, compact_watching, parse_duration,
 };
+use distributary_core::manifest::read_manifest;
 use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;
+
+use crate::metrics::{CompactionMetrics, PassOutcome};
 
 /// Merge L0 segments into L1 and snapshots, advance the manifest, apply retention.
 #[derive(clap::Args, Debug)]
@@ -52,6 +55,10 @@ pub struct Args {
     /// transiently (5xx, throttling, timeouts) before exiting with status 1.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     retry_for: Duration,
+    /// With --watch: serve Prometheus metrics on /metrics at this address
+    /// (as `replicate --metrics-addr` does).
+    #[arg(long, requires = "watch")]
+    metrics_addr: Option<String>,
 }
 
 impl Args {
@@ -80,8 +87,24 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // Registered before the first pass: a signal in the middle of a pass
     // lets it finish (a pass killed half way is safe, but wastes its work).
     let stop = crate::signals::stop_on_signals("finishing the compaction pass");
-    watch(store.as_ref(), &config, args.interval, stop).await?;
+    let metrics = match &args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, stop.clone()).await?),
+        None => None,
+    };
+    watch(store.as_ref(), &config, args.interval, stop, metrics.as_deref()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the compactor's metrics on `addr` until `stop` turns true.
+async fn serve_metrics(addr: &str, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<Arc<CompactionMetrics>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    let mut registry = prometheus_client::registry::Registry::with_prefix("distributary");
+    let metrics = Arc::new(CompactionMetrics::registered(&mut registry));
+    tokio::spawn(crate::metrics::serve_registry(listener, Arc::new(registry), async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    }));
+    Ok(metrics)
 }
 
 /// One compaction pass over `store`, transient failures retried within
@@ -109,9 +132,10 @@ pub fn spawn_watch(
     config: CompactConfig,
     interval: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<CompactionMetrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(error) = watch(store.as_ref(), &config, interval, stop).await {
+        if let Err(error) = watch(store.as_ref(), &config, interval, stop, Some(&metrics)).await {
             tracing::error!(error = format!("{error:#}"), "local compaction stopped; replication goes on");
         }
     })
@@ -150,11 +174,15 @@ impl Drop for Watching {
     }
 }
 
+/// A failed pass or a quiet one is recorded in `metrics` too; after a pass
+/// that ran, the manifest is read once more for the metrics' newest commit
+/// and backlog (the report does not carry them).
 pub async fn watch(
     store: &dyn store::Store,
     config: &CompactConfig,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    metrics: Option<&CompactionMetrics>,
 ) -> Result<()> {
     // One memory for every pass: headers read once are not requested again,
     // and a pass with nothing due costs at most one request.
@@ -166,7 +194,11 @@ pub async fn watch(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
         }
-        match compact_watching(store, config, &SystemClock, memory.as_ref()).await {
+        let result = compact_watching(store, config, &SystemClock, memory.as_ref()).await;
+        if let Some(metrics) = metrics {
+            record_pass(store, metrics, result.as_ref().ok()).await;
+        }
+        match result {
             Ok(_) => {}
             Err(error) if error.class() == ErrorClass::Permanent => {
                 return Err(error).with_context(|| format!("compact {}", store.url()));
@@ -179,4 +211,32 @@ pub async fn watch(
             return Ok(());
         }
     }
+}
+
+/// Records one pass of [`watch`]: `report` is `None` for a failed pass,
+/// `Some(None)` for a quiet one (nothing was due).
+async fn record_pass(store: &dyn store::Store, metrics: &CompactionMetrics, report: Option<&Option<CompactReport>>) {
+    let Some(report) = report else {
+        metrics.record_pass(store.url(), None);
+        return;
+    };
+    let mut outcome = PassOutcome::default();
+    if let Some(report) = report {
+        outcome.l1_written = report.l1_created;
+        outcome.snapshots_written = report.snapshots_created;
+        outcome.deleted = report.l0_deleted + report.l1_deleted + report.snapshots_deleted;
+        outcome.manifest = match read_manifest(store).await {
+            // `l0_min_txid` is the first TXID not in L1.
+            Ok(Some(manifest)) => Some((
+                manifest.value.newest.timestamp_ms,
+                (manifest.value.newest.txid.0 + 1).saturating_sub(manifest.value.l0_min_txid.0),
+            )),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(store = %store.url(), %error, "read the manifest for the compaction metrics");
+                None
+            }
+        };
+    }
+    metrics.record_pass(store.url(), Some(outcome));
 }

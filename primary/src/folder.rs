@@ -191,6 +191,7 @@ fn start(
     let replicas = replicas_of(&folder.dir, &path, &folder.replicas)?;
     let (policy, spill_bytes, local) = (folder.policy, folder.spill_bytes, folder.local.clone());
     let (metrics, changes, opened) = (metrics.clone(), tasks.changes.clone(), tasks.opened.clone());
+    let compaction = metrics.compaction();
     let (starts, stop) = (tasks.starts.clone(), tasks.compactor_stop);
     Ok(tokio::spawn(async move {
         let turn = starts.acquire_owned().await.expect("the semaphore is never closed");
@@ -208,7 +209,8 @@ fn start(
             let compactors: Vec<_> = replicas
                 .iter()
                 .map(|replica| {
-                    crate::compact::spawn_watch(replica.store.clone(), config.clone(), interval, stop.clone())
+                    let metrics = compaction.clone();
+                    crate::compact::spawn_watch(replica.store.clone(), config.clone(), interval, stop.clone(), metrics)
                 })
                 .collect();
             for compactor in compactors {

@@ -250,7 +250,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             && folder.is_none()
         {
             for replica in &replicas {
-                compactors.push(spawn_local_compactor(replica, compact_config.clone(), *interval, shutdown.clone()));
+                let (config, stop) = (compact_config.clone(), shutdown.clone());
+                compactors.push(spawn_local_compactor(replica, config, *interval, stop, metrics.compaction()));
             }
         }
         if let Some(folder) = folder {
@@ -411,6 +412,7 @@ fn spawn_local_compactor(
     config: distributary_core::compact::CompactConfig,
     interval: Duration,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<crate::metrics::CompactionMetrics>,
 ) -> tokio::task::JoinHandle<()> {
     let store = replica.store.clone();
     tracing::info!(
@@ -422,7 +424,7 @@ fn spawn_local_compactor(
         l0_retention = ?config.l0_retention,
         "compacting in this process (compaction: local)"
     );
-    crate::compact::spawn_watch(store, config, interval, shutdown)
+    crate::compact::spawn_watch(store, config, interval, shutdown, metrics)
 }
 
 /// Waits for SIGINT/SIGTERM, or for a task to stop the replicator.

@@ -73,7 +73,7 @@ use distributary_core::{GenerationId, TxId};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, ReplicaGauges};
 
 /// The state queries read: the lineage and the newest TXID the replica is
 /// known to hold (a lower bound, see the module doc).
@@ -150,6 +150,20 @@ pub struct Status {
     pub consecutive_failures: u64,
     /// When the last sync that applied objects finished, ms since the Unix epoch.
     pub last_applied_ms: Option<u64>,
+}
+
+impl Status {
+    /// The gauges `/metrics` reports of this state.
+    pub fn gauges(&self) -> ReplicaGauges {
+        ReplicaGauges {
+            txid: self.txid,
+            lag_transactions: self.lag_transactions,
+            lag_seconds: self.lag_seconds,
+            staleness_seconds: self.staleness_seconds,
+            healthy: self.healthy,
+            consecutive_failures: self.consecutive_failures,
+        }
+    }
 }
 
 /// How the follower runs.

@@ -1,185 +1,176 @@
-//! Counters, a latency histogram and the follower's gauges, rendered in
-//! Prometheus' text format on `/metrics`; and [`MeteredStore`], which counts
-//! every request the replica makes to its store (so "one 404 and one 304 per
-//! idle poll, never a LIST" can be watched in production, and tested).
+//! `serve`'s metrics, rendered in Prometheus' text format on `/metrics`:
+//! responses, query and sync latencies, the follower's gauges; and
+//! [`MeteredStore`], which counts every request the replica makes to its
+//! store (so "one 404 and one 304 per idle poll, never a LIST" can be
+//! watched in production, and tested).
+//!
+//! The follower records into [`Metrics`] and hands its gauges over as
+//! [`ReplicaGauges`] at each scrape: this module knows nothing of the
+//! follower, so the two do not import each other.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use distributary_core::http_server::prometheus_text;
 use distributary_core::store::{GetOptions, GetResult, ObjectMeta, Payload, PutMode, Store, StoreError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-use super::follower::Status;
-
-/// Upper bounds of the query latency histogram, in seconds.
+/// Upper bounds of the query and sync latency histograms, in seconds.
 const BUCKETS: [f64; 14] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0];
 
-/// A cumulative histogram of durations.
-#[derive(Default)]
-struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// The labels of `distributary_serve_responses_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    route: &'static str,
+    code: u16,
 }
 
-impl Histogram {
-    fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        for (bound, count) in BUCKETS.iter().zip(&self.counts) {
-            if seconds <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
+/// The labels of `distributary_store_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    op: &'static str,
+    result: &'static str,
+}
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in BUCKETS.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", count.load(Ordering::Relaxed));
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
+/// The label of `distributary_replica_syncs_total`: `ok` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// The follower's state at a scrape, as gauges (`None`: not known yet, and
+/// left out rather than reported as zero).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReplicaGauges {
+    /// The TXID queries read at (at least).
+    pub txid: Option<u64>,
+    /// Transactions known to be in the store and not in the replica.
+    pub lag_transactions: Option<u64>,
+    /// Seconds since the replica was last known to be caught up.
+    pub lag_seconds: Option<f64>,
+    /// Seconds since the replica was last confirmed up to date.
+    pub staleness_seconds: f64,
+    /// Ready and within `--max-staleness`.
+    pub healthy: bool,
+    /// Polls that failed in a row.
+    pub consecutive_failures: u64,
 }
 
 /// Process-wide metrics of `serve`.
-#[derive(Default)]
 pub struct Metrics {
-    /// `(route, status code)` → responses.
-    responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    registry: Registry,
+    responses: Family<ResponseLabels, Counter>,
     query_seconds: Histogram,
-    /// `(operation, result)` → store requests.
-    store_requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    syncs_ok: AtomicU64,
-    syncs_failed: AtomicU64,
-    objects_applied: AtomicU64,
-    bytes_applied: AtomicU64,
+    store_requests: Family<StoreLabels, Counter>,
+    syncs: Family<ResultLabel, Counter>,
+    applied_objects: Counter,
+    applied_bytes: Counter,
     sync_seconds: Histogram,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain counters: a panic elsewhere cannot leave them torn.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let (responses, store_requests) = (Family::default(), Family::default());
+        let syncs = Family::<ResultLabel, Counter>::default();
+        // Both results from the start: a rate of failures is 0, not absent.
+        for result in ["ok", "failed"] {
+            let _ = syncs.get_or_create(&ResultLabel { result });
+        }
+        let (query_seconds, sync_seconds) = (Histogram::new(BUCKETS), Histogram::new(BUCKETS));
+        let (applied_objects, applied_bytes) = (Counter::default(), Counter::default());
+        let mut registry = Registry::with_prefix("distributary");
+        registry.register("serve_responses", "HTTP responses by route and status code", responses.clone());
+        registry.register(
+            "serve_query_seconds",
+            "Time a query held a read connection (prepare, bind, step, encode)",
+            query_seconds.clone(),
+        );
+        registry.register("store_requests", "Requests to the store by operation and result", store_requests.clone());
+        registry.register("replica_syncs", "Polls that ran a sync, or failed", syncs.clone());
+        registry.register("replica_applied_objects", "Objects applied to the replica", applied_objects.clone());
+        registry.register("replica_applied_bytes", "Bytes of objects applied to the replica", applied_bytes.clone());
+        registry.register("replica_sync_seconds", "Duration of polls that ran a sync or failed", sync_seconds.clone());
+        Metrics {
+            registry,
+            responses,
+            query_seconds,
+            store_requests,
+            syncs,
+            applied_objects,
+            applied_bytes,
+            sync_seconds,
+        }
+    }
 }
 
 impl Metrics {
     /// Counts one response.
     pub fn record_response(&self, route: &'static str, status: u16) {
-        *lock(&self.responses).entry((route, status)).or_default() += 1;
+        self.responses.get_or_create(&ResponseLabels { route, code: status }).inc();
     }
 
     /// Records the time one query took on its connection.
     pub fn record_query(&self, elapsed: Duration) {
-        self.query_seconds.observe(elapsed);
+        self.query_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// Records one poll that ran a sync or failed.
     pub fn record_sync(&self, ok: bool, objects: u64, bytes: u64, elapsed: Duration) {
-        let counter = if ok { &self.syncs_ok } else { &self.syncs_failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.objects_applied.fetch_add(objects, Ordering::Relaxed);
-        self.bytes_applied.fetch_add(bytes, Ordering::Relaxed);
-        self.sync_seconds.observe(elapsed);
+        self.syncs.get_or_create(&ResultLabel { result: if ok { "ok" } else { "failed" } }).inc();
+        self.applied_objects.inc_by(objects);
+        self.applied_bytes.inc_by(bytes);
+        self.sync_seconds.observe(elapsed.as_secs_f64());
     }
 
     fn record_store(&self, op: &'static str, result: &'static str) {
-        *lock(&self.store_requests).entry((op, result)).or_default() += 1;
+        self.store_requests.get_or_create(&StoreLabels { op, result }).inc();
     }
 
-    /// The Prometheus text exposition, with the follower's `status`.
-    pub fn render(&self, status: &Status) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP distributary_serve_responses_total HTTP responses by route and status code.\n# TYPE distributary_serve_responses_total counter"
-        );
-        for ((route, code), n) in lock(&self.responses).iter() {
-            let _ = writeln!(out, "distributary_serve_responses_total{{route=\"{route}\",code=\"{code}\"}} {n}");
-        }
-        self.query_seconds.render(
-            &mut out,
-            "distributary_serve_query_seconds",
-            "Time a query held a read connection (prepare, bind, step, encode).",
-        );
-        let _ = writeln!(
-            out,
-            "# HELP distributary_store_requests_total Requests to the store by operation and result.\n# TYPE distributary_store_requests_total counter"
-        );
-        for ((op, result), n) in lock(&self.store_requests).iter() {
-            let _ = writeln!(out, "distributary_store_requests_total{{op=\"{op}\",result=\"{result}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP distributary_replica_syncs_total Polls that ran a sync, or failed.\n# TYPE distributary_replica_syncs_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "distributary_replica_syncs_total{{result=\"ok\"}} {}",
-            self.syncs_ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "distributary_replica_syncs_total{{result=\"failed\"}} {}",
-            self.syncs_failed.load(Ordering::Relaxed)
-        );
-        let counters = [
-            ("distributary_replica_applied_objects_total", "Objects applied to the replica.", &self.objects_applied),
+    /// The Prometheus text exposition: the counters, and `gauges` (the
+    /// follower's state now).
+    pub fn render(&self, gauges: &ReplicaGauges) -> String {
+        let mut now = Registry::with_prefix("distributary");
+        // Counts as integers, durations in seconds as floats.
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let counts = [
+            ("replica_txid", "The TXID queries read at (at least)", gauges.txid.map(int)),
             (
-                "distributary_replica_applied_bytes_total",
-                "Bytes of objects applied to the replica.",
-                &self.bytes_applied,
+                "replication_lag_transactions",
+                "Transactions known to be in the store and not in the replica",
+                gauges.lag_transactions.map(int),
             ),
+            ("replica_healthy", "1 if the replica is ready and within --max-staleness", Some(gauges.healthy.into())),
+            ("replica_consecutive_failures", "Polls that failed in a row", Some(int(gauges.consecutive_failures))),
         ];
-        for (name, help, value) in counters {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
-        }
-        self.sync_seconds.render(
-            &mut out,
-            "distributary_replica_sync_seconds",
-            "Duration of polls that ran a sync or failed.",
-        );
-        let gauges: [(&str, &str, Option<f64>); 6] = [
-            ("distributary_replica_txid", "The TXID queries read at (at least).", status.txid.map(|t| t as f64)),
-            (
-                "distributary_replica_lag_transactions",
-                "Transactions known to be in the store and not in the replica.",
-                status.lag_transactions.map(|t| t as f64),
-            ),
-            (
-                "distributary_replica_lag_seconds",
-                "Seconds since the replica was last known to be caught up (0 while it is).",
-                status.lag_seconds,
-            ),
-            (
-                "distributary_replica_staleness_seconds",
-                "Seconds since the replica was last confirmed up to date with the store.",
-                Some(status.staleness_seconds),
-            ),
-            (
-                "distributary_replica_healthy",
-                "1 if the replica is ready and within --max-staleness.",
-                Some(if status.healthy { 1.0 } else { 0.0 }),
-            ),
-            (
-                "distributary_replica_consecutive_failures",
-                "Polls that failed in a row.",
-                Some(status.consecutive_failures as f64),
-            ),
-        ];
-        for (name, help, value) in gauges {
+        for (name, help, value) in counts {
             if let Some(value) = value {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+                now.register(name, help, ConstGauge::new(value));
             }
         }
-        out
+        let seconds = [
+            (
+                "replication_lag_seconds",
+                "Seconds since the replica was last known to hold everything the store held (0 while it does)",
+                gauges.lag_seconds,
+            ),
+            (
+                "replica_staleness_seconds",
+                "Seconds since the replica was last confirmed up to date with the store",
+                Some(gauges.staleness_seconds),
+            ),
+        ];
+        for (name, help, value) in seconds {
+            if let Some(value) = value {
+                now.register(name, help, ConstGauge::new(value));
+            }
+        }
+        prometheus_text(&[&self.registry, &now])
     }
 }
 

@@ -1,21 +1,17 @@
-//! The HTTP/1 server on hyper: routing, the bearer token, body limits,
+//! `serve`'s HTTP API on core's HTTP/1 server: routing, the bearer token, body limits,
 //! bookmark waits, and [`run`], which serves a listener until a shutdown
 //! future resolves and then drains the requests in flight.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use distributary_core::http_server::{self, Body};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::encoding::prometheus_text;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
@@ -40,54 +36,18 @@ pub struct App {
     pub max_wait: Duration,
 }
 
-/// How long a client may take to send a request's headers (slow clients
-/// must not hold connections forever).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves `listener` until `shutdown` resolves, then stops accepting, lets
 /// every request in flight finish (at most `drain`), and returns.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>, drain: Duration) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    let handler = move |request| {
         let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(handle(&app, request).await) }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("every connection drained"),
-        _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "gave up waiting for connections to drain"),
-    }
+        async move { handle(&app, request).await }
+    };
+    http_server::run(listener, handler, shutdown, drain).await;
 }
 
 /// A response and the route it is counted under.
-async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     let route: &'static str = match path.as_str() {
         "/query" => "/query",
@@ -144,11 +104,7 @@ fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
     if bool::from(given.ct_eq(token.as_slice())) { Ok(()) } else { Err(unauthorized()) }
 }
 
-async fn route_request(
-    app: &App,
-    route: &'static str,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn route_request(app: &App, route: &'static str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = request.method().clone();
     match (route, &method) {
         ("/query", &Method::GET | &Method::POST) => query(app, request).await,
@@ -169,11 +125,8 @@ async fn route_request(
             Ok(json(code, body.to_string()))
         }
         ("/metrics", &Method::GET) => {
-            let mut response = Response::new(Full::new(Bytes::from(app.metrics.render(&app.follower.status()))));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-            Ok(response)
+            let text = app.metrics.render(&app.follower.status().gauges());
+            Ok(http_server::response(StatusCode::OK, prometheus_text::CONTENT_TYPE, text))
         }
         ("other", _) => Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -194,7 +147,7 @@ async fn route_request(
     }
 }
 
-async fn query(app: &App, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn query(app: &App, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (min_txid, generation) = (header("x-min-txid"), header("x-min-generation"));
     let mut parsed = if request.method() == Method::GET {
@@ -243,14 +196,11 @@ fn too_large(limit: usize) -> ApiError {
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    http_server::response(status, "application/json", body)
 }
 
-fn set_view_headers(response: &mut Response<Full<Bytes>>, view: &View) {
+fn set_view_headers(response: &mut Response<Body>, view: &View) {
     let headers = response.headers_mut();
     headers.insert("x-replica-txid", HeaderValue::from(view.txid.0));
     if let Ok(value) = HeaderValue::from_str(&view.generation.to_string()) {
