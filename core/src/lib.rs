@@ -30,6 +30,7 @@ pub mod checksum;
 pub mod clock;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compact;
+pub mod errors;
 pub mod format;
 pub mod ids;
 pub mod layout;
