@@ -223,12 +223,12 @@ fn jitter_bits() -> u64 {
     getrandom::fill(&mut random).map_or(0, |()| u64::from_le_bytes(random))
 }
 
-/// Random bits for retry jitter from the host's `Math.random`: jitter needs
-/// no quality, and the wasm reader links no other generator (getrandom's
-/// would cost its glue and code in the .wasm).
+/// No jitter in the wasm reader: its one retry loop (the HTTP store's) has
+/// none, and a generator would cost its code and glue in the .wasm, which
+/// has no bytes to spare.
 #[cfg(target_arch = "wasm32")]
 fn jitter_bits() -> u64 {
-    (js_sys::Math::random() * (1u64 << 53) as f64) as u64
+    0
 }
 
 /// Runs `attempt` until it succeeds, fails with an error `is_transient`

@@ -75,7 +75,10 @@ async fn fetch_once(fetch: Option<&Function>, request: &HttpRequest<'_>) -> Resu
     let init = RequestInit::new();
     init.set_method("GET");
     let headers = web_sys::Headers::new().map_err(describe)?;
-    for (name, value) in &request.headers {
+    if let Some(range) = &request.range {
+        headers.set("Range", range).map_err(describe)?;
+    }
+    if let Some((name, value)) = request.conditional {
         headers.set(name, value).map_err(describe)?;
     }
     init.set_headers(&headers);

@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use super::origin::{self, Conditional};
 use super::types::{Body, ByteRange, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
-use super::{Store, name_refused_range, validate_key, validate_prefix};
+use super::{Store, name_refused_range, validate_key};
 use crate::retry::{Backoff, retry};
 
 /// Transport failures, 5xx and 429: 0.2 s, 0.4 s, 0.8 s apart, four
@@ -45,8 +45,11 @@ pub struct Request<'a> {
     pub url: &'a str,
     /// The object's key, for error messages.
     pub key: &'a str,
-    /// Headers to send: `Range`, `If-None-Match`, `If-Modified-Since`.
-    pub headers: Vec<(&'static str, String)>,
+    /// The `Range` header to send.
+    pub range: Option<String>,
+    /// The conditional header to send: `If-None-Match` or
+    /// `If-Modified-Since`, and its value.
+    pub conditional: Option<(&'static str, &'a str)>,
     /// A mutable document (`manifest.json`, the snapshot index): a
     /// transport with a local HTTP cache (a browser's) must revalidate it
     /// with the origin, or a reader would follow an old manifest.
@@ -219,16 +222,13 @@ async fn read_whole(key: &str, mut body: Body, length: Option<u64>) -> Result<By
 impl Store for HttpStore {
     async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
         let url = self.object_url(key)?;
-        let mut headers = Vec::new();
-        if let Some(range) = options.range {
-            headers.push(("Range", range.to_http_header()));
-        }
-        match options.if_none_match.as_ref().map(origin::conditional) {
-            Some(Conditional::IfNoneMatch(etag)) => headers.push(("If-None-Match", etag.to_string())),
-            Some(Conditional::IfModifiedSince(date)) => headers.push(("If-Modified-Since", date.to_string())),
-            Some(Conditional::CompareContent) | None => {}
-        }
-        let request = Request { url: &url, key, headers, revalidate: key.ends_with(".json") };
+        let conditional = match options.if_none_match.as_ref().map(origin::conditional) {
+            Some(Conditional::IfNoneMatch(etag)) => Some(("If-None-Match", etag)),
+            Some(Conditional::IfModifiedSince(date)) => Some(("If-Modified-Since", date)),
+            Some(Conditional::CompareContent) | None => None,
+        };
+        let range = options.range.map(|r| r.to_http_header());
+        let request = Request { url: &url, key, range, conditional, revalidate: key.ends_with(".json") };
         let response = self.send(&request).await.map_err(|e| name_refused_range(e, options.range))?;
         let token = origin::token_from_headers(
             response.etag.as_deref(),
@@ -300,8 +300,10 @@ impl Store for HttpStore {
         Err(StoreError::ReadOnly { op: "delete", key, url: self.base.clone(), hint: READ_ONLY_HINT })
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        validate_prefix(prefix)?;
+    /// Unsupported whatever the prefix: HTTP has no listing, so a bad
+    /// prefix changes nothing (the wasm copy of this store did not check
+    /// it, the native one did; the check cost the .wasm bytes for nothing).
+    async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         Err(StoreError::Unsupported { op: "list", url: self.base.clone() })
     }
 
@@ -321,6 +323,31 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A transport for checks that must not reach it.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait::async_trait]
+    impl Transport for Unreachable {
+        async fn get(&self, _request: &Request<'_>) -> Result<Response, String> {
+            Err("no network in this test".into())
+        }
+    }
+
+    /// The native and wasm copies of this store disagreed on a bad list
+    /// prefix (InvalidKey and Unsupported): listing is unsupported, whatever
+    /// the prefix.
+    #[tokio::test]
+    async fn listing_is_unsupported_whatever_the_prefix() {
+        let store = HttpStore::with_transport("https://cdn.example.com/db".into(), None, Box::new(Unreachable));
+        for prefix in ["", "segments/", "../escape"] {
+            let error = store.list(prefix).await.unwrap_err();
+            assert!(matches!(error, StoreError::Unsupported { op: "list", .. }), "{prefix}: {error:?}");
+        }
+    }
+
     #[test]
     fn parses_content_range() {
         assert_eq!(super::parse_content_range("bytes 0-99/1234"), Some((0, 100, 1234)));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, HeaderName, LAST_MODIFIED};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, HeaderName, LAST_MODIFIED, RANGE};
 
 use super::{HttpStore, Request, Response, Transport};
 use crate::errors::error_chain;
@@ -40,8 +40,11 @@ impl HttpStore {
 impl Transport for Reqwest {
     async fn get(&self, request: &Request<'_>) -> Result<Response, String> {
         let mut builder = self.0.get(request.url);
-        for (name, value) in &request.headers {
-            builder = builder.header(*name, value);
+        if let Some(range) = &request.range {
+            builder = builder.header(RANGE, range);
+        }
+        if let Some((name, value)) = request.conditional {
+            builder = builder.header(name, value);
         }
         let response = builder.send().await.map_err(|e| error_chain(&e))?;
         let header = |name: HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
