@@ -17,9 +17,22 @@ pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await;
 }
 
-/// Sleeps without blocking (no timer is bound in wasm yet: returns at once).
+/// Sleeps on the JavaScript host's timer (`setTimeout`: browsers, Node and
+/// workerd all have it).
 #[cfg(target_arch = "wasm32")]
-pub async fn sleep(_duration: Duration) {}
+pub async fn sleep(duration: Duration) {
+    #[wasm_bindgen::prelude::wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(js_name = setTimeout)]
+        fn set_timeout(callback: &js_sys::Function, ms: i32) -> wasm_bindgen::JsValue;
+    }
+    let ms = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        set_timeout(&resolve, ms);
+    });
+    // A timer's promise never rejects.
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC
 /// (`2026-11-21T22:29:29.825Z`).

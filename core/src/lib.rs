@@ -31,6 +31,7 @@ pub mod checksum;
 pub mod clock;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compact;
+pub mod errors;
 pub mod format;
 #[cfg(all(feature = "http-server", not(target_arch = "wasm32")))]
 pub mod http_server;

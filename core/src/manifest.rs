@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::KeyCheck;
 use crate::ids::{Checksum, GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, snapshot_index_key};
+use crate::retry::Backoff;
 use crate::store::{ETag, PutMode, Store, StoreError};
 
 /// The manifest format this code writes; it reads this one only.
@@ -275,7 +276,7 @@ where
                 return Ok(Some(Versioned { value: next, etag }));
             }
             Err(StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. }) => {
-                backoff(attempt).await;
+                crate::clock::sleep(CAS_BACKOFF.delay(attempt)).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -328,17 +329,14 @@ where
     .await
 }
 
-/// Sleeps before retry `attempt` (0-based): 10 ms doubling to 1 s, with
-/// jitter so contending writers spread out.
-async fn backoff(attempt: u32) {
-    let base = 10u64 << attempt.min(7);
-    let mut random = [0u8; 2];
-    let jitter = match getrandom::fill(&mut random) {
-        Ok(()) => u64::from(u16::from_be_bytes(random)) % base.max(1),
-        Err(_) => 0,
-    };
-    crate::clock::sleep(Duration::from_millis((base + jitter).min(1_000))).await;
-}
+/// Waits between compare-and-swap attempts: 10 ms doubling to 1 s, with
+/// up to as much again at random so contending writers spread out.
+const CAS_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(10),
+    cap: Duration::from_secs(1),
+    jitter_percent: 100,
+    attempts: Some(CAS_ATTEMPTS),
+};
 
 mod key_check_hex {
     use serde::{Deserialize, Deserializer, Serializer};

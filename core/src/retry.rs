@@ -167,19 +167,89 @@ impl Default for RetryBound {
     }
 }
 
-/// Capped exponential backoff with jitter: 0.5 s doubling to 30 s.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 500u64 << attempt.min(6);
-    let jitter = jitter_bits() % (base / 2 + 1);
-    Duration::from_millis((base + jitter).min(30_000))
+/// A retry schedule: a first delay doubling up to a cap, with random
+/// jitter added, and optionally a limit on attempts. The one place retry
+/// delays are computed; each loop names its schedule as a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first failure.
+    pub first: Duration,
+    /// No wait is longer than this, jitter included.
+    pub cap: Duration,
+    /// Up to this fraction of each delay, in per cent, is added at random,
+    /// so clients failing together do not retry together.
+    pub jitter_percent: u32,
+    /// Attempts in all, the first one included (`None`: no limit, for loops
+    /// that stop on their own terms).
+    pub attempts: Option<u32>,
 }
 
-/// Cheap varying bits for retry jitter (the clock's milliseconds, mixed):
-/// jitter only spreads retries, it needs no quality.
+impl Backoff {
+    /// Daemons and one-shot commands retrying a store: 0.5 s doubling to
+    /// 30 s, up to half again at random, no attempt limit.
+    pub const STORE: Backoff =
+        Backoff { first: Duration::from_millis(500), cap: Duration::from_secs(30), jitter_percent: 50, attempts: None };
+
+    /// A schedule without jitter or attempt limit.
+    pub const fn new(first: Duration, cap: Duration) -> Backoff {
+        Backoff { first, cap, jitter_percent: 0, attempts: None }
+    }
+
+    /// The wait before retry `retry` (0 after the first failure): `first`
+    /// doubled `retry` times plus jitter, at most `cap`.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let base = (self.first.as_millis() as u64).saturating_mul(1 << retry.min(32));
+        let spread = base.saturating_mul(u64::from(self.jitter_percent)) / 100;
+        let jitter = if spread == 0 { 0 } else { jitter_bits() % spread.saturating_add(1) };
+        Duration::from_millis(base.saturating_add(jitter)).min(self.cap)
+    }
+
+    /// Whether attempt `attempt` (1 for the first) may be followed by another.
+    pub fn allows_another(&self, attempt: u32) -> bool {
+        self.attempts.is_none_or(|limit| attempt < limit)
+    }
+}
+
+/// [`Backoff::STORE`]'s delay before retry `attempt` (0-based).
+pub fn backoff(attempt: u32) -> Duration {
+    Backoff::STORE.delay(attempt)
+}
+
+/// Random bits for retry jitter, or none where the system has no
+/// generator: jitter only spreads retries, a retry without it still works.
 #[cfg(not(target_arch = "wasm32"))]
 fn jitter_bits() -> u64 {
-    crate::clock::now_ms().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_or(0, |()| u64::from_le_bytes(random))
+}
+
+/// No jitter in the wasm reader: its one retry loop (the HTTP store's) has
+/// none, and a generator would cost its code and glue in the .wasm, which
+/// has no bytes to spare.
+#[cfg(target_arch = "wasm32")]
+fn jitter_bits() -> u64 {
+    0
+}
+
+/// Runs `attempt` until it succeeds, fails with an error `is_transient`
+/// does not accept, or `backoff`'s attempts are used up, sleeping on
+/// `backoff`'s schedule between attempts; returns the last result.
+pub async fn retry<T, E, F, Fut>(backoff: &Backoff, is_transient: impl Fn(&E) -> bool, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempts = 0u32;
+    loop {
+        let result = attempt().await;
+        attempts += 1;
+        match result {
+            Err(error) if is_transient(&error) && backoff.allows_another(attempts) => {
+                crate::clock::sleep(backoff.delay(attempts - 1)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails with an error that is not

@@ -101,7 +101,7 @@ impl VfsFile for LazyFile {
                     return Err(VfsError::new(VfsErrorCode::IoRead, "page not fetched yet".into()));
                 }
                 Err(error) => {
-                    note(Miss::Failed(crate::replica::chain(&error)));
+                    note(Miss::Failed(distributary_core::errors::error_chain(&error)));
                     return Err(VfsError::new(VfsErrorCode::IoRead, "page refused".into()));
                 }
             };
@@ -310,7 +310,10 @@ impl LazyState {
     pub async fn query(&self, sql: &str, params: &Array) -> Result<JsValue, String> {
         match self.query_once(sql, params).await {
             Err(QueryError::Gone(_)) => {
-                self.replica.sync(true).await.map_err(|e| format!("query: {}", crate::replica::chain(&e)))?;
+                self.replica
+                    .sync(true)
+                    .await
+                    .map_err(|e| format!("query: {}", distributary_core::errors::error_chain(&e)))?;
                 self.query_once(sql, params).await.map_err(QueryError::into_message)
             }
             other => other.map_err(QueryError::into_message),
@@ -339,7 +342,9 @@ impl LazyState {
                     if let Err(error) = self.replica.fetch(&version, &pages).await {
                         return Err(match error {
                             ApplyError::Store(StoreError::NotFound { .. }) => QueryError::Gone(error),
-                            error => QueryError::Other(format!("query: {}", crate::replica::chain(&error))),
+                            error => {
+                                QueryError::Other(format!("query: {}", distributary_core::errors::error_chain(&error)))
+                            }
                         });
                     }
                 }
@@ -359,7 +364,7 @@ enum QueryError {
 impl QueryError {
     fn into_message(self) -> String {
         match self {
-            QueryError::Gone(error) => format!("query: {}", crate::replica::chain(&error)),
+            QueryError::Gone(error) => format!("query: {}", distributary_core::errors::error_chain(&error)),
             QueryError::Other(message) => message,
         }
     }

@@ -14,13 +14,15 @@
 //! |---|---|
 //! | `replica` | `EdgeReplica`, the JavaScript API: `open`, `sync`, `query`, `queryAsync`, `txid`, `export` |
 //! | `lazy` | SQLite reading a version's pages through a VFS; a query run again once the page it missed is fetched |
-//! | `fetch` | a read-only `Store` over the host's `fetch` (browsers, Node, workerd) |
+//! | `fetch` | core's read-only `HttpStore` over the host's `fetch` (browsers, Node, workerd) |
 //! | `sqlite` | a query-only connection and its rows as JavaScript values |
 //!
 //! On native targets the crate is empty: it exists for `wasm32-unknown-unknown`
 //! (built by `scripts/build-wasm.sh` into an npm package).
 #![deny(missing_docs)]
 
+#[cfg(all(target_arch = "wasm32", feature = "conformance"))]
+mod conformance;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
 #[cfg(target_arch = "wasm32")]

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use distributary_core::apply::{ApplyError, DEFAULT_MEMORY_LIMIT, MAX_MEMORY_LIMIT};
+use distributary_core::errors::error_chain as chain;
 use distributary_core::format::EncryptionKey;
 use distributary_core::lazy::{DEFAULT_CACHE_BYTES, LazyOptions, LazyReplica, MIN_CACHE_BYTES};
 use distributary_core::manifest::read_manifest;
@@ -21,7 +22,6 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::fetch::FetchStore;
 use crate::lazy::LazyState;
 
 /// `lazy: "auto"` (the default) reads a store lazily when its newest
@@ -91,19 +91,6 @@ pub struct EdgeReplica {
     resident: bool,
     url: String,
     syncing: Rc<Cell<bool>>,
-}
-
-/// The cause chain of an error, joined as the native CLI prints it
-/// (anyhow's `{:#}`), so both readers report a bad object in the same words.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 fn sync_error(url: &str, error: &ApplyError) -> JsError {
@@ -199,8 +186,7 @@ impl EdgeReplica {
                 JsError::new(&format!("open {url}: options.fetch must be a function (Request) => Promise<Response>"))
             })?),
         };
-        let store =
-            FetchStore::new(&url).map_err(|e| JsError::new(&format!("open {url}: {}", chain(&e))))?.with_fetch(fetch);
+        let store = crate::fetch::open(&url, fetch).map_err(|e| JsError::new(&format!("open {url}: {}", chain(&e))))?;
         let lazy = match laziness {
             Laziness::Full => false,
             Laziness::Lazy => true,

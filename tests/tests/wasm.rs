@@ -26,36 +26,51 @@ use serde_json::Value;
 
 const COUNT_SQL: &str = "SELECT count(*) AS n, max(id) AS last FROM events";
 
-/// The npm package, built once per test run into the target folder. Under
-/// nextest every test is a process of its own: a file lock lets one of them
-/// build while the others wait, and a stamp with nextest's run id lets the
-/// others take that build instead of rewriting the files that running tests
-/// are reading (two builds at once also race on wasm-opt's output).
+/// The npm package, built once per test run into the target folder.
 fn package() -> &'static Path {
     static PACKAGE: OnceLock<PathBuf> = OnceLock::new();
-    PACKAGE.get_or_init(|| {
+    built_once(&PACKAGE, "edge-wasm-pkg", "")
+}
+
+/// The test-only package (edge-wasm's `conformance` feature): the shipped
+/// API plus `runReadOnlyConformance`. Never the shipped package: that is
+/// built without the feature, and its size guard is checked on it.
+fn conformance_package() -> &'static Path {
+    static PACKAGE: OnceLock<PathBuf> = OnceLock::new();
+    built_once(&PACKAGE, "edge-wasm-conformance-pkg", "conformance")
+}
+
+/// Builds the package `name` with edge-wasm's `features` into the target
+/// folder, once per test run. Under nextest every test is a process of its
+/// own: a file lock lets one of them build while the others wait, and a
+/// stamp with nextest's run id lets the others take that build instead of
+/// rewriting the files that running tests are reading (two builds at once
+/// also race on wasm-opt's output).
+fn built_once(package: &'static OnceLock<PathBuf>, name: &str, features: &str) -> &'static Path {
+    package.get_or_init(|| {
         let target = target_dir();
-        let out = target.join("edge-wasm-pkg");
-        let lock = std::fs::File::create(target.join("edge-wasm-pkg.lock")).expect("create the build lock");
-        lock.lock().expect("lock edge-wasm-pkg.lock");
-        let stamp = target.join("edge-wasm-pkg.run");
+        let out = target.join(name);
+        let lock = std::fs::File::create(target.join(format!("{name}.lock"))).expect("create the build lock");
+        lock.lock().expect("lock the package's build lock");
+        let stamp = target.join(format!("{name}.run"));
         let run = std::env::var("NEXTEST_RUN_ID").ok();
         if run.is_some() && std::fs::read_to_string(&stamp).ok() == run {
             return out;
         }
         let _ = std::fs::remove_file(&stamp);
-        let status = Command::new("bash")
-            .arg(workspace().join("scripts/build-wasm.sh"))
-            .arg(&out)
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .expect("run scripts/build-wasm.sh");
+        let mut build = Command::new("bash");
+        build.arg(workspace().join("scripts/build-wasm.sh")).arg(&out).env("CARGO_TARGET_DIR", &target);
+        if !features.is_empty() {
+            // A test build is a little larger: only the shipped one is held to the budget.
+            build.env("EDGE_WASM_FEATURES", features).env("WASM_SIZE_BUDGET", "off");
+        }
+        let status = build.status().expect("run scripts/build-wasm.sh");
         assert!(
             status.success(),
             "scripts/build-wasm.sh failed (run scripts/setup.sh for clang, npm and the wasm32 target; its message is above)"
         );
         if let Some(run) = run {
-            std::fs::write(&stamp, run).expect("write edge-wasm-pkg.run");
+            std::fs::write(&stamp, run).expect("write the package's run stamp");
         }
         out
     })
@@ -461,6 +476,40 @@ fn node_follows_a_store_behind_python_http_server_and_nginx() {
         assert_eq!(synced["error"], Value::Null, "{name}: {synced}\n{}", server.log());
         assert_eq!(count(&synced), 25, "{name}");
         assert_eq!(synced["checksum"], database_checksum(&primary.db()).unwrap().to_string(), "{name}");
+    }
+}
+
+/// Core's read-only store conformance suite run in wasm, in Node, on the
+/// store the wasm reader uses (core's `HttpStore` over JavaScript's
+/// `fetch`), against loopback servers as real as the native suite's
+/// (tests/tests/origins.rs): Python's `http.server` (no ETag, no Range)
+/// and nginx. A failing check fails the script: a reader pointed at another
+/// folder than the one the suite writes must fail it.
+#[test]
+fn node_fetch_store_passes_the_read_only_conformance_suite() {
+    let package = conformance_package();
+    let servers: [(&str, StartServer); 2] = [("python http.server", WebServer::python), ("nginx", WebServer::nginx)];
+    let run = |url: &str, folder: &Path| {
+        Command::new("node")
+            .arg(tools().join("test/conformance.mjs"))
+            .args([package.to_str().unwrap(), url, folder.to_str().unwrap()])
+            .output()
+            .expect("run node (install nodejs: scripts/setup.sh)")
+    };
+    for (name, server_at) in servers {
+        let (folder, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let server = server_at(folder.path(), logs.path());
+        let output = run(&server.url(), folder.path());
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{name}: {stdout}{stderr}\n{}", server.log());
+        assert_eq!(stdout.trim(), "passed", "{name}: {stderr}");
+        // The same suite writing where the server does not serve: its first
+        // read finds nothing, and the run fails naming the check.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let output = run(&server.url(), elsewhere.path());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: a failing check passed");
+        assert!(stderr.contains("conformance ["), "{name}: {stderr}");
     }
 }
 

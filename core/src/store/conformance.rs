@@ -5,6 +5,7 @@
 //! Each check takes a store whose prefix is fresh and empty, and panics with
 //! a message naming the check and the backend when the contract is broken.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ fn fail(store: &dyn Store, check: &str, detail: impl std::fmt::Display) -> ! {
     panic!("conformance [{}] {check}: {detail}", store.url())
 }
 
+// Native only: files and tokio tasks (the read-only checks run in wasm too).
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs every check for a writable store.
 pub async fn run_all(store: Arc<dyn Store>) {
     put_get_head_round_trip(store.as_ref()).await;
@@ -261,6 +264,8 @@ pub async fn large_objects_stream(store: &dyn Store) {
     }
 }
 
+// Native only: files and tokio tasks (the read-only checks run in wasm too).
+#[cfg(not(target_arch = "wasm32"))]
 /// A payload streamed from a local file is stored like bytes.
 pub async fn file_payloads(store: &dyn Store) {
     let dir = std::env::temp_dir().join(format!("distributary-conformance-{}", std::process::id()));
@@ -291,6 +296,8 @@ pub async fn invalid_keys_are_refused(store: &dyn Store) {
     }
 }
 
+// Native only: files and tokio tasks (the read-only checks run in wasm too).
+#[cfg(not(target_arch = "wasm32"))]
 /// `writers` concurrent create-if-absent of one key: exactly one wins, the
 /// stored object is the winner's, whole.
 pub async fn concurrent_creators_one_wins(store: Arc<dyn Store>, writers: usize) {
@@ -320,6 +327,8 @@ pub async fn concurrent_creators_one_wins(store: Arc<dyn Store>, writers: usize)
     }
 }
 
+// Native only: files and tokio tasks (the read-only checks run in wasm too).
+#[cfg(not(target_arch = "wasm32"))]
 /// `writers` concurrent compare-and-swaps from the same ETag: exactly one
 /// wins.
 pub async fn concurrent_swaps_one_wins(store: Arc<dyn Store>, writers: usize) {

@@ -17,8 +17,7 @@ mod url;
 
 #[cfg(feature = "file")]
 mod file;
-#[cfg(any(feature = "http", feature = "http-ring"))]
-mod http;
+pub mod http;
 mod memory;
 #[cfg(feature = "s3")]
 mod s3;
@@ -31,7 +30,6 @@ pub use self::types::{Body, ByteRange, ETag, GetOptions, GetResult, ObjectMeta, 
 pub use self::url::{StoreUrl, open};
 #[cfg(feature = "file")]
 pub use file::FileStore;
-#[cfg(any(feature = "http", feature = "http-ring"))]
 pub use http::HttpStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
@@ -124,4 +122,16 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
         return Ok(());
     }
     validate_key(prefix.trim_end_matches('/'))
+}
+
+/// `error` with the range a get asked for named in it, if it is
+/// [`StoreError::InvalidRange`] (backends learn that the range was refused,
+/// not which).
+pub(crate) fn name_refused_range(error: StoreError, range: Option<ByteRange>) -> StoreError {
+    match error {
+        StoreError::InvalidRange { key, .. } => {
+            StoreError::InvalidRange { key, range: range.map(|r| r.to_http_header()).unwrap_or_default(), size: 0 }
+        }
+        other => other,
+    }
 }

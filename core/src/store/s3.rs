@@ -18,10 +18,22 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 use super::types::{ETag, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
-use super::{Store, validate_key, validate_prefix};
+use super::{Store, name_refused_range, validate_key, validate_prefix};
+use crate::errors::error_chain;
+use crate::retry::Backoff;
 
 /// Attempts per request, including the first (the SDK's standard mode).
 const MAX_ATTEMPTS: u32 = 6;
+
+/// Waits before writing again after S3's 409 (two conditional writes
+/// raced): 100 ms doubling to 3.2 s, [`MAX_ATTEMPTS`] writes at most.
+const CONFLICT_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    cap: Duration::from_millis(3200),
+    jitter_percent: 0,
+    attempts: Some(MAX_ATTEMPTS),
+};
+
 /// S3's limit on keys per DeleteObjects request.
 const DELETE_BATCH: usize = 1000;
 
@@ -203,17 +215,6 @@ fn is_missing_credentials(err: &dyn std::error::Error) -> bool {
         || text.contains("no credentials")
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 /// The HTTP status of a raw response, whichever response type the SDK uses.
 trait HasStatus {
     fn status(&self) -> u16;
@@ -249,14 +250,7 @@ impl Store for S3Store {
         if let Some(etag) = &options.if_none_match {
             request = request.if_none_match(&etag.0);
         }
-        let output = request.send().await.map_err(|e| match classify("get", key, &e) {
-            StoreError::InvalidRange { key, .. } => StoreError::InvalidRange {
-                key,
-                range: options.range.map(|r| r.to_http_header()).unwrap_or_default(),
-                size: 0,
-            },
-            other => other,
-        })?;
+        let output = request.send().await.map_err(|e| name_refused_range(classify("get", key, &e), options.range))?;
         let length = output.content_length().unwrap_or(0).max(0) as u64;
         let size = total_size(output.content_range(), output.content_length());
         let start = output
@@ -332,8 +326,8 @@ impl Store for S3Store {
                 }
                 Err(e) => {
                     let status = e.raw_response().map(HasStatus::status);
-                    if status == Some(409) && attempt < MAX_ATTEMPTS {
-                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                    if status == Some(409) && CONFLICT_BACKOFF.allows_another(attempt) {
+                        crate::clock::sleep(CONFLICT_BACKOFF.delay(attempt - 1)).await;
                         continue;
                     }
                     return Err(match (classify("put", key, &e), &mode) {

@@ -73,18 +73,8 @@ impl StoreUrl {
             }
             "s3" => parse_s3(rest).map_err(|reason| invalid(reason, S3_EXAMPLE)),
             "http" | "https" => {
-                let (location, query) = match rest.split_once('?') {
-                    Some((location, query)) => (location, (!query.is_empty()).then(|| query.to_string())),
-                    None => (rest, None),
-                };
-                let host = location.split('/').next().unwrap_or_default();
-                if host.is_empty() {
-                    return Err(invalid("missing host".into(), HTTP_EXAMPLE));
-                }
-                if location.contains('#') {
-                    return Err(invalid("fragments are not allowed".into(), HTTP_EXAMPLE));
-                }
-                Ok(StoreUrl::Http { base: format!("{scheme}://{}", location.trim_end_matches('/')), query })
+                let (base, query) = parse_http(scheme, rest).map_err(|reason| invalid(reason.into(), HTTP_EXAMPLE))?;
+                Ok(StoreUrl::Http { base, query })
             }
             // An in-process store lives as long as the program: data written
             // to it goes nowhere, so no command takes one (tests build a
@@ -96,6 +86,44 @@ impl StoreUrl {
             other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, http or https)"), FILE_EXAMPLE)),
         }
     }
+
+    /// Parses an `http(s)://` store URL into its base and query string, and
+    /// refuses every other kind: for readers that can only fetch (the wasm
+    /// reader), without the other kinds' parsers.
+    pub fn parse_http(url: &str) -> Result<(String, Option<String>), StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+            example: HTTP_EXAMPLE,
+        };
+        // Prefixes, not a split at "://": a substring search would bring
+        // its searcher into the wasm reader.
+        let parsed = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => parse_http("http", rest),
+            (_, Some(rest)) => parse_http("https", rest),
+            _ => Err(
+                "only http:// and https:// stores can be read here (put a CDN, a public bucket or a presigning proxy in front of S3)",
+            ),
+        };
+        parsed.map_err(invalid)
+    }
+}
+
+/// `rest` of `http(s)://rest` as a base without a trailing `/` and the
+/// query string without `?`.
+fn parse_http(scheme: &str, rest: &str) -> Result<(String, Option<String>), &'static str> {
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, (!query.is_empty()).then(|| query.to_string())),
+        None => (rest, None),
+    };
+    let host = location.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if location.contains('#') {
+        return Err("fragments are not allowed");
+    }
+    Ok((format!("{scheme}://{}", location.trim_end_matches('/')), query))
 }
 
 fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
@@ -218,6 +246,20 @@ mod tests {
         let parsed = StoreUrl::parse("s3://bucket/p?endpoint=http%3A%2F%2Fh%aé%4&region=r").unwrap();
         let StoreUrl::S3 { endpoint, .. } = parsed else { panic!("{parsed:?}") };
         assert_eq!(endpoint.as_deref(), Some("http://h%aé%4"));
+    }
+
+    #[test]
+    fn readers_that_only_fetch_parse_http_urls_alone() {
+        assert_eq!(
+            StoreUrl::parse_http("https://cdn.example.com/db/?token=abc").unwrap(),
+            ("https://cdn.example.com/db".to_string(), Some("token=abc".to_string()))
+        );
+        for (url, needle) in
+            [("s3://bucket/x", "only http:// and https://"), ("https:///x", "missing host"), ("cdn/x", "only http")]
+        {
+            let err = StoreUrl::parse_http(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
     }
 
     #[test]

@@ -68,6 +68,7 @@ use distributary_core::layout::{MANIFEST_KEY, l0_key};
 use distributary_core::manifest::{Manifest, parse_document};
 use distributary_core::poll::{aligned_delay, needs_sync};
 use distributary_core::replica::read_state;
+use distributary_core::retry::Backoff;
 use distributary_core::store::{ETag, GetOptions, Store, StoreError};
 use distributary_core::{GenerationId, TxId};
 use serde::Serialize;
@@ -287,8 +288,7 @@ impl Follower {
                     // the poll interval doubled per failure, capped at 30 s
                     // (or the poll interval, if that is longer).
                     let failures = self.book().consecutive_failures.clamp(1, 6) as u32;
-                    let cap = self.config.poll.max(Duration::from_secs(30));
-                    (self.config.poll * 2u32.pow(failures - 1)).min(cap)
+                    Backoff::new(self.config.poll, self.config.poll.max(Duration::from_secs(30))).delay(failures - 1)
                 }
             };
             tokio::select! {
