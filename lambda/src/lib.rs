@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
 use distributary_core::compact::{
-    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with, parse_duration,
+    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with,
 };
 use distributary_core::layout::{Level, SegmentKey};
 use distributary_core::manifest::{Manifest, read_manifest};
@@ -162,7 +162,8 @@ pub fn config_from_env(get: impl Fn(&str) -> Option<String>) -> Result<CompactCo
     let mut config = CompactConfig::default();
     let duration = |name: &'static str, slot: &mut std::time::Duration| -> Result<(), LambdaError> {
         if let Some(value) = get(name).filter(|v| !v.is_empty()) {
-            *slot = parse_duration(&value).map_err(|reason| LambdaError::Config { name, reason })?;
+            *slot = distributary_core::duration::parse_duration(&value)
+                .map_err(|reason| LambdaError::Config { name, reason: reason.to_string() })?;
         }
         Ok(())
     };

@@ -10,9 +10,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use distributary_core::compact::{
-    CompactConfig, CompactError, CompactMemory, SystemClock, compact, compact_watching, parse_duration,
-};
+use distributary_core::compact::{CompactConfig, CompactError, CompactMemory, SystemClock, compact, compact_watching};
+use distributary_core::duration::parse_duration;
 use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;
 
@@ -177,6 +176,40 @@ pub async fn watch(
         }
         if *stop.borrow() {
             return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// `--l1-window` reads durations as every other flag and configuration
+    /// key does: the same inputs are taken or refused alike, with core's
+    /// reason (it refused `1.5m` while `serve --poll` took it).
+    #[test]
+    fn duration_flags_take_the_one_grammar() {
+        for text in ["1.5m", "1d", "90s", "1h30m", "250ms", "2", "abc", "-1s", "", "1x"] {
+            // `--flag=value`: clap takes `-1s` after a space for a flag.
+            let parsed = Cli::try_parse_from(["compact".into(), "file:///s".into(), format!("--l1-window={text}")]);
+            match (parse_duration(text), parsed) {
+                (Ok(expected), Ok(cli)) => assert_eq!(cli.args.l1_window, expected, "{text}"),
+                (Err(reason), Err(error)) => {
+                    let error = error.to_string();
+                    assert!(error.contains("--l1-window") && error.contains(&reason.to_string()), "{text}: {error}");
+                }
+                (expected, parsed) => {
+                    panic!("{text}: core says {expected:?}, --l1-window {:?}", parsed.map(|c| c.args.l1_window))
+                }
+            }
         }
     }
 }

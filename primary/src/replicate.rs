@@ -87,7 +87,7 @@ pub struct Args {
     /// transiently (5xx, throttling, timeouts) before exiting with status 1.
     /// Permanent failures (access denied, read-only store, no such bucket)
     /// stop at once; without --once transient ones are retried forever.
-    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = distributary_core::duration::parse_duration)]
     pub retry_for: Duration,
 }
 

@@ -95,7 +95,7 @@ pub struct Args {
     encryption_key_file: Option<PathBuf>,
     /// How long to keep retrying a store that fails transiently (5xx,
     /// throttling, timeouts) before exiting with status 1.
-    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = distributary_core::duration::parse_duration)]
     retry_for: std::time::Duration,
 }
 
