@@ -21,6 +21,7 @@
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`poll`] | what a reader following a store decides at each poll |
 //! | [`clock`] | wall-clock time and sleeping |
+//! | [`errors`] | an error and its causes in one line |
 //! | [`duration`] | the one duration grammar of flags, variables and configuration keys |
 //!
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
@@ -32,6 +33,7 @@ pub mod clock;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compact;
 pub mod duration;
+pub mod errors;
 pub mod format;
 pub mod ids;
 pub mod layout;

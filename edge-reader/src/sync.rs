@@ -93,8 +93,7 @@ pub async fn admit(store: &dyn Store, source: &str, db: &std::path::Path, force:
 /// digits or base64), if one is given.
 pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<EncryptionKey>> {
     let Some(path) = path else { return Ok(None) };
-    let bytes = std::fs::read(path).with_context(|| format!("read encryption key file {}", path.display()))?;
-    Ok(Some(EncryptionKey::parse(&bytes).with_context(|| format!("encryption key file {}", path.display()))?))
+    Ok(Some(EncryptionKey::from_file(path)?))
 }
 
 /// Runs one sync.

@@ -96,14 +96,7 @@ pub struct EdgeReplica {
 /// The cause chain of an error, joined as the native CLI prints it
 /// (anyhow's `{:#}`), so both readers report a bad object in the same words.
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
+    distributary_core::errors::error_chain(error)
 }
 
 fn sync_error(url: &str, error: &ApplyError) -> JsError {

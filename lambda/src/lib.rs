@@ -444,17 +444,7 @@ pub fn metrics_line(namespace: &str, compacted: &Compacted, now_ms: u64) -> Stri
 /// The error and its causes, `: `-separated (causes a message already
 /// includes are not repeated).
 fn chain(error: &CompactError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = cause.source();
-    }
-    text
+    distributary_core::errors::error_chain(error)
 }
 
 #[cfg(test)]

@@ -128,10 +128,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         key_file = args.encryption_key_file.clone();
     }
     let key = match &key_file {
-        Some(path) => Some(
-            EncryptionKey::parse(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
-                .with_context(|| format!("read {}", path.display()))?,
-        ),
+        Some(path) => Some(EncryptionKey::from_file(path)?),
         None => None,
     };
     let target = match (&args.txid, &args.timestamp, &args.snapshot) {

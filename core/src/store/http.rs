@@ -108,14 +108,7 @@ async fn sleep(_duration: Duration) {
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
+    crate::errors::error_chain(err)
 }
 
 fn check_status(op: &'static str, key: &str, response: reqwest::Response) -> Result<reqwest::Response, StoreError> {

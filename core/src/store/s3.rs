@@ -204,14 +204,7 @@ fn is_missing_credentials(err: &dyn std::error::Error) -> bool {
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
+    crate::errors::error_chain(err)
 }
 
 /// The HTTP status of a raw response, whichever response type the SDK uses.
