@@ -17,6 +17,7 @@
 //! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) or to an image in memory (the wasm reader) |
 //! | [`lazy`] | a lazy replica: pages read on demand by range requests, for databases too large to download (the wasm reader) |
 //! | [`retry`] | which failures are worth retrying; the bounded retry of one-shot commands |
+//! | [`atomic_file`] | replacing a file atomically and durably (temp file, fsync, rename, fsync of the folder) |
 //! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`poll`] | what a reader following a store decides at each poll |
@@ -28,6 +29,8 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod atomic_file;
 pub mod checksum;
 pub mod clock;
 #[cfg(not(target_arch = "wasm32"))]

@@ -124,22 +124,66 @@ impl fmt::Display for KeyCheck {
 /// padded or not; `Err` with the reason for text that mixes the two, `None`
 /// for text that is not base64 at all.
 fn decode_base64(text: &str) -> Option<Result<Vec<u8>, InvalidKey>> {
-    use base64::Engine as _;
-    use base64::alphabet::{STANDARD, URL_SAFE};
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-
-    let standard = text.contains(['+', '/']);
-    let url_safe = text.contains(['-', '_']);
-    if standard && url_safe {
+    if text.contains(['+', '/']) && text.contains(['-', '_']) {
         return Some(Err(InvalidKey(
             "base64 that mixes the standard (+ /) and URL-safe (- _) alphabets: write it in one, \
              e.g. with `openssl rand -base64 32`"
                 .into(),
         )));
     }
+    #[cfg(not(target_arch = "wasm32"))]
+    return base64_crate(text).map(Ok);
+    #[cfg(target_arch = "wasm32")]
+    return base64_small(text).map(Ok);
+}
+
+/// Text of one alphabet through the base64 crate, padding optional.
+#[cfg(not(target_arch = "wasm32"))]
+fn base64_crate(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::alphabet::{STANDARD, URL_SAFE};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
     let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let alphabet = if url_safe { &URL_SAFE } else { &STANDARD };
-    GeneralPurpose::new(alphabet, config).decode(text).ok().map(Ok)
+    let alphabet = if text.contains(['-', '_']) { &URL_SAFE } else { &STANDARD };
+    GeneralPurpose::new(alphabet, config).decode(text).ok()
+}
+
+/// The wasm reader's decoder for text of one alphabet: the base64 crate
+/// costs its .wasm 2 KB gzipped, twice the room left under its size budget
+/// (docs/BENCHMARKS.md). It answers as the crate does (tested natively
+/// against it): canonical base64, `=` padding optional.
+#[cfg(any(target_arch = "wasm32", test))]
+fn base64_small(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let body = text.trim_end_matches('=');
+    // No more `=` than the last group lacks (`AA=` and `AA==`, not `AAA==`).
+    if body.is_empty() || body.len() % 4 == 1 || text.len() - body.len() > (4 - body.len() % 4) % 4 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in body.bytes() {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // Leftover bits are zero in canonical base64.
+    (acc == 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -184,6 +228,25 @@ mod tests {
         let error = EncryptionKey::from_file(&path).unwrap_err().to_string();
         for needle in [path.to_str().unwrap(), "mixes the standard (+ /) and URL-safe (- _)", "openssl rand"] {
             assert!(error.contains(needle), "{needle}: {error}");
+        }
+    }
+
+    /// The wasm reader's decoder and the crate agree on well-formed and
+    /// malformed text alike.
+    #[test]
+    fn the_small_decoder_answers_as_the_crate() {
+        let raw: [u8; 32] = std::array::from_fn(|i| (i * 37 + 11) as u8);
+        let standard = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
+        let url_safe = standard.replace('+', "-").replace('/', "_");
+        let mut inputs = vec![standard.clone(), url_safe.clone()];
+        for text in [&standard, &url_safe] {
+            let body = text.trim_end_matches('=');
+            inputs.extend([body.to_string(), format!("{body}=="), format!("{body}A"), format!("{body}B")]);
+            inputs.extend([format!("{}B", &body[..body.len() - 1]), format!("{}*", &body[..body.len() - 1])]);
+        }
+        inputs.extend(["AAAA", "AA==", "AA=", "A", "AB==", "====", "QQ", "QQ=", "QQ=="].map(String::from));
+        for text in &inputs {
+            assert_eq!(base64_small(text), base64_crate(text), "{text}");
         }
     }
 
