@@ -105,6 +105,23 @@ pub fn format_duration(duration: Duration) -> String {
     format!("{millis}ms")
 }
 
+/// Checks that an entry point (a flag, a configuration key) reads durations
+/// as [`parse_duration`] does: for the same inputs, the same duration, or an
+/// error naming `name` and giving core's reason. Panics otherwise: for the
+/// tests of the crates that define flags and keys.
+#[doc(hidden)]
+pub fn assert_reads_as_core(name: &str, read: impl Fn(&str) -> Result<Duration, String>) {
+    for text in ["1.5m", "1d", "90s", "1h30m", "250ms", "2", "abc", "-1s", "", "1x"] {
+        match (parse_duration(text), read(text)) {
+            (Ok(expected), Ok(read)) => assert_eq!(read, expected, "{name} {text:?}"),
+            (Err(reason), Err(error)) => {
+                assert!(error.contains(name) && error.contains(&reason.to_string()), "{name} {text:?}: {error}");
+            }
+            (expected, read) => panic!("{name} {text:?}: core says {expected:?}, {name} {read:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
