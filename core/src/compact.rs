@@ -127,25 +127,9 @@ impl Default for CompactConfig {
     }
 }
 
-/// Parses a duration written as a number and a unit: `500ms`, `30s`, `5m`,
-/// `1h`, `7d` (a bare number is seconds). Used for flags and environment
-/// variables alike.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 =
-        number.parse().map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like 5m"))?;
-    let millis = match unit.trim() {
-        "ms" => Some(number),
-        "" | "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        "d" => number.checked_mul(86_400_000),
-        other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
-    };
-    millis.map(Duration::from_millis).ok_or_else(|| format!("invalid duration {text:?}: too large"))
-}
+/// The duration grammar of flags and environment variables: the one of
+/// [`crate::duration`], re-exported for callers that found it here.
+pub use crate::duration::parse_duration;
 
 /// The time the compactor decides by: injected so tests can simulate days
 /// without sleeping.

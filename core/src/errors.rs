@@ -1,26 +1,50 @@
-//! Error messages with their causes, in one format for every reader.
+//! How an error and its causes are written in one line, for every place
+//! that reports an error as text (the Lambda's log, the HTTP and S3 stores'
+//! messages, the wasm reader's exceptions, a replica's recorded failure).
 
-/// An error and every cause under it, joined with `": "` as the native CLI
-/// prints them (anyhow's `{:#}`), so the native and wasm readers and the
-/// stores report a failure in the same words.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
+use std::error::Error;
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}` prints them,
+/// except that a cause whose text a message before it already includes is
+/// not repeated (errors that print their source, such as `"{op}: {source}"`,
+/// would otherwise show it twice).
+pub fn error_chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
         source = cause.source();
     }
-    out
+    text
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Link(&'static str, #[source] Option<Box<Link>>);
+
+    fn link(text: &'static str, cause: Option<Link>) -> Link {
+        Link(text, cause.map(Box::new))
+    }
+
     #[test]
-    fn causes_follow_the_error() {
-        let inner = std::io::Error::other("connection reset");
-        let outer = crate::store::StoreError::Io { op: "get", key: "k".into(), source: inner };
-        let text = super::error_chain(&outer);
-        assert!(text.ends_with(": connection reset"), "{text}");
+    fn joins_causes_in_order() {
+        let error = link("sync replica", Some(link("get l0/1", Some(link("connection refused", None)))));
+        assert_eq!(error_chain(&error), "sync replica: get l0/1: connection refused");
+    }
+
+    /// The HTTP and S3 stores' and the wasm reader's copies repeated a
+    /// cause the message already printed; the Lambda's did not.
+    #[test]
+    fn does_not_repeat_a_cause_the_message_includes() {
+        let error = link("get l0/1: timed out", Some(link("timed out", None)));
+        assert_eq!(error_chain(&error), "get l0/1: timed out");
     }
 }

@@ -17,20 +17,26 @@
 //! | [`apply`] | restore and sync: fetch, verify and apply segments to a SQLite file (`sqlite` feature) or to an image in memory (the wasm reader) |
 //! | [`lazy`] | a lazy replica: pages read on demand by range requests, for databases too large to download (the wasm reader) |
 //! | [`retry`] | which failures are worth retrying; the bounded retry of one-shot commands |
+//! | [`atomic_file`] | replacing a file atomically and durably (temp file, fsync, rename, fsync of the folder) |
 //! | [`replica`] | a replica's sidecar state (generation, TXID, checksum) and sync lock |
 //! | [`store`] | the `Store` trait and its backends (file, S3, HTTP, memory) |
 //! | [`poll`] | what a reader following a store decides at each poll |
 //! | [`clock`] | wall-clock time and sleeping |
 //! | [`http_server`] | the HTTP/1 server of the programs' endpoints, and `/metrics` in Prometheus' text format (`http-server` feature) |
+//! | [`errors`] | an error and its causes in one line |
+//! | [`duration`] | the one duration grammar of flags, variables and configuration keys |
 //!
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
 #![deny(missing_docs)]
 
 pub mod apply;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod atomic_file;
 pub mod checksum;
 pub mod clock;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compact;
+pub mod duration;
 pub mod errors;
 pub mod format;
 #[cfg(all(feature = "http-server", not(target_arch = "wasm32")))]

@@ -22,7 +22,6 @@
 //! and the last failed one separately, for `edge-reader status`.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -310,20 +309,10 @@ pub fn read_state(db: &Path) -> Result<Option<ReplicaState>, ReplicaError> {
 /// rename over the old one, fsync of the folder.
 pub fn write_state(db: &Path, state: &ReplicaState) -> Result<(), ReplicaError> {
     let path = state_path(db);
-    let temp = sibling(db, "-distributary.json.tmp");
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ReplicaError::Io { op, path, source }
-    };
     // Serialising a plain struct of numbers and strings cannot fail.
     let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
     bytes.push(b'\n');
-    let mut file = File::create(&temp).map_err(io("create", &temp))?;
-    file.write_all(&bytes).map_err(io("write", &temp))?;
-    file.sync_all().map_err(io("fsync", &temp))?;
-    drop(file);
-    std::fs::rename(&temp, &path).map_err(io("rename", &path))?;
-    sync_parent(&path)
+    crate::atomic_file::write_atomic(&path, &bytes).map_err(|source| ReplicaError::Io { op: "write", path, source })
 }
 
 /// Removes the sidecar of `db` (when the replica is replaced).
@@ -338,17 +327,12 @@ pub fn remove_state(db: &Path) -> Result<(), ReplicaError> {
 
 /// Fsyncs the folder holding `path`, so a rename in it is durable.
 pub fn sync_parent(path: &Path) -> Result<(), ReplicaError> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    #[cfg(unix)]
-    {
-        let dir =
-            File::open(&parent).map_err(|source| ReplicaError::Io { op: "open", path: parent.clone(), source })?;
-        dir.sync_all().map_err(|source| ReplicaError::Io { op: "fsync", path: parent, source })?;
-    }
-    Ok(())
+    let parent = crate::atomic_file::parent(path);
+    crate::atomic_file::fsync_dir(parent).map_err(|source| ReplicaError::Io {
+        op: "fsync",
+        path: parent.to_path_buf(),
+        source,
+    })
 }
 
 /// The lock of one replica, held until dropped. The OS releases it if the

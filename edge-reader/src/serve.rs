@@ -46,20 +46,20 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Time between polls of the store (e.g. 500ms, 1s, 1m).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = distributary_core::duration::parse_duration)]
     poll: Duration,
     /// Longest time between two reads of the manifest while the probe for
     /// the next segment finds nothing: how soon a new generation is seen.
     /// An idle poll costs one request, plus one conditional read of the
     /// manifest per interval (0: every poll).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = distributary_core::duration::parse_duration)]
     manifest_interval: Duration,
     /// /healthz reports unhealthy once the replica has not been confirmed up
     /// to date for this long.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = distributary_core::duration::parse_duration)]
     max_staleness: Duration,
     /// Stop a query that runs longer than this.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = distributary_core::duration::parse_duration)]
     query_timeout: Duration,
     /// Refuse results with more rows than this.
     #[arg(long, default_value_t = 10_000)]
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
     /// Longest wait for a bookmark (min_txid), and the default one.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = distributary_core::duration::parse_duration)]
     max_wait: Duration,
     /// Require `Authorization: Bearer <token>` with the token in this file
     /// (surrounding whitespace ignored) on every route but /healthz.
@@ -91,24 +91,8 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// On shutdown, wait this long for requests in flight.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = distributary_core::duration::parse_duration)]
     drain_timeout: Duration,
-}
-
-/// Parses `250ms`, `1s`, `2m`, `1h` or a plain number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?} (examples: 250ms, 1s, 2m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -229,16 +213,25 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use clap::Parser;
 
+    use super::Args;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// `--poll` reads durations as every other flag and configuration key
+    /// does: the same inputs are taken or refused alike, with core's reason.
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("1x").is_err());
-        assert!(parse_duration("s").is_err());
+    fn poll_takes_the_one_duration_grammar() {
+        // `--flag=value`: clap takes `-1s` after a space for a flag.
+        distributary_core::duration::assert_reads_as_core("--poll", |text| {
+            let cli =
+                Cli::try_parse_from(["serve", "--source", "file:///s", "--db", "r.db", &format!("--poll={text}")]);
+            cli.map(|cli| cli.args.poll).map_err(|e| e.to_string())
+        });
     }
 }

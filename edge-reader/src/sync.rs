@@ -66,7 +66,7 @@ pub struct Args {
     /// How long to keep retrying a store that fails transiently (5xx,
     /// throttling, timeouts) before exiting with status 1. Permanent
     /// failures (access denied, no such bucket) and damaged objects fail at once.
-    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = distributary_core::duration::parse_duration)]
     retry_for: std::time::Duration,
     /// Progress on stderr: auto (a bar when stderr is a terminal and --json
     /// is not given), bar, json (one object per line, for tools) or none.
@@ -93,8 +93,7 @@ pub async fn admit(store: &dyn Store, source: &str, db: &std::path::Path, force:
 /// digits or base64), if one is given.
 pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<EncryptionKey>> {
     let Some(path) = path else { return Ok(None) };
-    let bytes = std::fs::read(path).with_context(|| format!("read encryption key file {}", path.display()))?;
-    Ok(Some(EncryptionKey::parse(&bytes).with_context(|| format!("encryption key file {}", path.display()))?))
+    Ok(Some(EncryptionKey::from_file(path)?))
 }
 
 /// Runs one sync.

@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
 use distributary_core::compact::{
-    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with, parse_duration,
+    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with,
 };
 use distributary_core::layout::{Level, SegmentKey};
 use distributary_core::manifest::{Manifest, read_manifest};
@@ -162,7 +162,8 @@ pub fn config_from_env(get: impl Fn(&str) -> Option<String>) -> Result<CompactCo
     let mut config = CompactConfig::default();
     let duration = |name: &'static str, slot: &mut std::time::Duration| -> Result<(), LambdaError> {
         if let Some(value) = get(name).filter(|v| !v.is_empty()) {
-            *slot = parse_duration(&value).map_err(|reason| LambdaError::Config { name, reason })?;
+            *slot = distributary_core::duration::parse_duration(&value)
+                .map_err(|reason| LambdaError::Config { name, reason: reason.to_string() })?;
         }
         Ok(())
     };
@@ -443,17 +444,7 @@ pub fn metrics_line(namespace: &str, compacted: &Compacted, now_ms: u64) -> Stri
 /// The error and its causes, `: `-separated (causes a message already
 /// includes are not repeated).
 fn chain(error: &CompactError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = cause.source();
-    }
-    text
+    distributary_core::errors::error_chain(error)
 }
 
 #[cfg(test)]

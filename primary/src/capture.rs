@@ -10,6 +10,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use distributary_core::atomic_file::TempFile;
 use distributary_core::checksum::page_hash;
 use distributary_core::format::{Flags, Header, KeyCheck, PageCodec, SegmentEncoder};
 use distributary_core::{Checksum, GenerationId, PageNo, TxId, clock};
@@ -56,7 +57,7 @@ enum Sink {
     Memory(SegmentEncoder<Vec<u8>>),
     /// Into a file of the store's pending folder (temp name, renamed when
     /// finished): a segment too large to hold in memory.
-    File { encoder: SegmentEncoder<BufWriter<File>>, temp: PathBuf, path: PathBuf },
+    File { encoder: SegmentEncoder<BufWriter<File>>, temp: TempFile, path: PathBuf },
 }
 
 struct Open {
@@ -146,8 +147,10 @@ impl SegmentSet {
                 std::fs::create_dir_all(&target.pending_dir)
                     .with_context(|| format!("create {}", target.pending_dir.display()))?;
                 let path = target.pending_dir.join(&name);
-                let temp = target.pending_dir.join(format!(".{name}.tmp"));
-                let file = File::create(&temp).with_context(|| format!("create {}", temp.display()))?;
+                // The fixed temp name: a capture killed midway leaves one
+                // file, reused by the next.
+                let (temp, file) =
+                    TempFile::beside(&path).with_context(|| format!("create a temp file for {}", path.display()))?;
                 let encoder = SegmentEncoder::new(name, header.clone(), BufWriter::with_capacity(256 * 1024, file))?;
                 Sink::File { encoder, temp, path }
             };
@@ -197,8 +200,8 @@ impl SegmentSet {
             let body = match sink {
                 Sink::Memory(_) if !*keep => None,
                 Sink::File { encoder, temp, .. } if !*keep => {
-                    drop(encoder);
-                    std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
+                    // The temp file goes with its guard.
+                    drop((encoder, temp));
                     None
                 }
                 Sink::Memory(encoder) => {
@@ -212,7 +215,7 @@ impl SegmentSet {
                     // start checks the pending files and the store before
                     // trusting either (`crate::resume`).
                     writer.into_inner().map_err(|e| e.into_error())?;
-                    std::fs::rename(&temp, &path).with_context(|| format!("rename {}", path.display()))?;
+                    temp.rename_over(&path).with_context(|| format!("rename {}", path.display()))?;
                     Some(Body::File(path))
                 }
             };

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use distributary_core::compact::{
-    CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact, compact_watching, parse_duration,
+    CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact, compact_watching,
 };
 use distributary_core::manifest::read_manifest;
+use distributary_core::duration::parse_duration;
 use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;
 
@@ -239,4 +240,29 @@ async fn record_pass(store: &dyn store::Store, metrics: &CompactionMetrics, repo
         };
     }
     metrics.record_pass(store.url(), Some(outcome));
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// `--l1-window` reads durations as every other flag and configuration
+    /// key does: the same inputs are taken or refused alike, with core's
+    /// reason (it refused `1.5m` while `serve --poll` took it).
+    #[test]
+    fn duration_flags_take_the_one_grammar() {
+        // `--flag=value`: clap takes `-1s` after a space for a flag.
+        distributary_core::duration::assert_reads_as_core("--l1-window", |text| {
+            let cli = Cli::try_parse_from(["compact".into(), "file:///s".into(), format!("--l1-window={text}")]);
+            cli.map(|cli| cli.args.l1_window).map_err(|e| e.to_string())
+        });
+    }
 }

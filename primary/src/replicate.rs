@@ -87,7 +87,7 @@ pub struct Args {
     /// transiently (5xx, throttling, timeouts) before exiting with status 1.
     /// Permanent failures (access denied, read-only store, no such bucket)
     /// stop at once; without --once transient ones are retried forever.
-    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = distributary_core::duration::parse_duration)]
     pub retry_for: Duration,
 }
 
@@ -172,11 +172,6 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(std::env::current_dir().context("read the current folder")?.join(path))
 }
 
-fn read_key(path: &Path) -> Result<EncryptionKey> {
-    let bytes = std::fs::read(path).with_context(|| format!("read encryption key file {}", path.display()))?;
-    EncryptionKey::parse(&bytes).with_context(|| format!("encryption key file {}", path.display()))
-}
-
 /// The config file's `logging:` section, for `main` to set up logging with
 /// before the command runs (flags and `DISTRIBUTARY_LOG` win over it). A
 /// file that does not load gives the defaults: `run` reports why.
@@ -213,7 +208,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for db in &config.dbs {
         let mut replicas = Vec::new();
         for replica in &db.replicas {
-            let key = replica.encryption_key_file.as_deref().map(read_key).transpose()?;
+            let key = replica.encryption_key_file.as_deref().map(EncryptionKey::from_file).transpose()?;
             let store = replica.open_store().await?;
             replicas.push(ReplicaSpec {
                 url: replica.url.clone(),

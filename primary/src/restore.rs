@@ -77,7 +77,7 @@ pub struct Args {
     parts: u64,
     /// How long to keep retrying a store that fails transiently (5xx,
     /// throttling, timeouts) before exiting with status 1.
-    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = distributary_core::duration::parse_duration)]
     retry_for: std::time::Duration,
 }
 
@@ -128,10 +128,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         key_file = args.encryption_key_file.clone();
     }
     let key = match &key_file {
-        Some(path) => Some(
-            EncryptionKey::parse(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
-                .with_context(|| format!("read {}", path.display()))?,
-        ),
+        Some(path) => Some(EncryptionKey::from_file(path)?),
         None => None,
     };
     let target = match (&args.txid, &args.timestamp, &args.snapshot) {

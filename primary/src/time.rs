@@ -22,8 +22,14 @@ pub fn parse_rfc3339(text: &str) -> Result<u64> {
     let num = |range: std::ops::Range<usize>| text.get(range).and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad);
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month) || day < 1 || hour > 23 || minute > 59 || second > 60 {
         return Err(bad());
+    }
+    // Day 31 of a 30-day month would roll into the next one silently.
+    let month_days =
+        days_from_civil(year + i64::from(month == 12), month % 12 + 1, 1) - days_from_civil(year, month, 1);
+    if day > month_days {
+        bail!("invalid time {text:?}: {year:04}-{month:02} has {month_days} days");
     }
     let mut rest = &text[19..];
     let mut millis = 0i64;
@@ -77,5 +83,16 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-01-31T13:07:14.567+01:00").unwrap(), ms);
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
         assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    /// It took 2026-02-31 for 2026-03-03.
+    #[test]
+    fn refuses_days_the_month_does_not_have() {
+        let error = parse_rfc3339("2026-02-31T00:00:00Z").unwrap_err().to_string();
+        assert!(error.contains("2026-02 has 28 days"), "{error}");
+        assert!(parse_rfc3339("2026-04-31T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2028-02-29T00:00:00Z").is_ok(), "a leap year");
+        assert!(parse_rfc3339("2026-12-31T23:59:59Z").is_ok());
+        assert!(parse_rfc3339("2026-01-00T00:00:00Z").is_err());
     }
 }

@@ -95,7 +95,7 @@ pub struct Args {
     encryption_key_file: Option<PathBuf>,
     /// How long to keep retrying a store that fails transiently (5xx,
     /// throttling, timeouts) before exiting with status 1.
-    #[arg(long, default_value = "2m", value_parser = distributary_core::compact::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = distributary_core::duration::parse_duration)]
     retry_for: std::time::Duration,
 }
 
@@ -254,10 +254,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .await
         .with_context(|| format!("open store {}", args.store_url))?;
     let key = match &args.encryption_key_file {
-        Some(path) => Some(
-            EncryptionKey::parse(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
-                .with_context(|| format!("read {}", path.display()))?,
-        ),
+        Some(path) => Some(EncryptionKey::from_file(path)?),
         None => None,
     };
     // A walk cut short by a failing store starts over: problems found on

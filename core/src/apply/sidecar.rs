@@ -213,15 +213,7 @@ pub(super) fn record_outcome(
 /// Records a failed sync in the replica's sidecar, if it has one. Best
 /// effort: the sync's own error is what the caller reports.
 fn record_failure(db: &Path, error: &ApplyError) {
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        cause = e.source();
-    }
+    let message = crate::errors::error_chain(error);
     let recorded = read_state(db).and_then(|state| match state {
         Some(state) => write_state(
             db,

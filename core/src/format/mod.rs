@@ -24,7 +24,7 @@ pub use codec::{Codecs, Compression, PageCodec};
 pub use decoder::{Event, Frame, SegmentDecoder};
 pub use encoder::{EncodeSummary, SegmentEncoder};
 pub use header::{Flags, Header, IndexEntry, Trailer};
-pub use key::{EncryptionKey, KeyCheck};
+pub use key::{EncryptionKey, KeyCheck, KeyFileError};
 pub use reader::{SegmentReader, read_segment_header};
 
 use crate::ids::{PageNo, TxId};

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::atomic_file::{TempFile, fsync_dir};
+
 use super::types::{ETag, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
 use super::{Store, validate_key, validate_prefix};
 
@@ -75,62 +77,31 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    // Directories can be opened and fsynced on Unix; elsewhere this is a
-    // best effort the platform does not offer.
-    #[cfg(unix)]
-    File::open(dir)?.sync_all()?;
-    let _ = dir;
-    Ok(())
-}
-
-/// A temp file beside `target`, removed on drop unless published.
-struct TempFile {
-    path: PathBuf,
-    published: bool,
-}
-
-impl TempFile {
-    fn write(target: &Path, payload: &Payload) -> io::Result<TempFile> {
-        let dir = target.parent().expect("object paths are below the root");
-        fs::create_dir_all(dir)?;
-        let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
-        let name = format!(".tmp-{}", u64::from_be_bytes(suffix));
-        let temp = TempFile { path: dir.join(name), published: false };
-        let mut file = File::options().write(true).create_new(true).open(&temp.path)?;
-        match payload {
-            Payload::Bytes(bytes) => file.write_all(bytes)?,
-            Payload::File(source) => {
-                io::copy(&mut File::open(source)?, &mut file)?;
-            }
-        }
-        file.sync_all()?;
-        Ok(temp)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.published {
-            let _ = fs::remove_file(&self.path);
+/// A temp file beside `target` holding `payload`, fsynced: racing puts of
+/// one key each write their own.
+fn write_temp(target: &Path, payload: &Payload) -> io::Result<TempFile> {
+    fs::create_dir_all(target.parent().expect("object paths are below the root"))?;
+    let (temp, mut file) = TempFile::unique_beside(target)?;
+    match payload {
+        Payload::Bytes(bytes) => file.write_all(bytes)?,
+        Payload::File(source) => {
+            io::copy(&mut File::open(source)?, &mut file)?;
         }
     }
+    file.sync_all()?;
+    Ok(temp)
 }
 
 fn create(path: &Path, key: &str, payload: &Payload) -> Result<ObjectMeta, StoreError> {
-    let mut temp = TempFile::write(path, payload).map_err(io_error("create", key))?;
-    let metadata = fs::metadata(&temp.path).map_err(io_error("create", key))?;
-    match fs::hard_link(&temp.path, path) {
+    let temp = write_temp(path, payload).map_err(io_error("create", key))?;
+    let metadata = fs::metadata(temp.path()).map_err(io_error("create", key))?;
+    match temp.link_as(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(StoreError::AlreadyExists { key: key.to_string() });
         }
         Err(e) => return Err(io_error("create", key)(e)),
     }
-    // The temp name is removed; the object keeps the inode.
-    fs::remove_file(&temp.path).map_err(io_error("create", key))?;
-    temp.published = true;
     fsync_dir(path.parent().expect("below the root")).map_err(io_error("create", key))?;
     Ok(meta_of(key, &metadata))
 }
@@ -157,9 +128,8 @@ fn update(path: &Path, key: &str, payload: &Payload, expected: &ETag) -> Result<
     if current != *expected {
         return Err(StoreError::PreconditionFailed { key: key.to_string() });
     }
-    let mut temp = TempFile::write(path, payload).map_err(io_error("update", key))?;
-    fs::rename(&temp.path, path).map_err(io_error("update", key))?;
-    temp.published = true;
+    let temp = write_temp(path, payload).map_err(io_error("update", key))?;
+    temp.rename_over(path).map_err(io_error("update", key))?;
     fsync_dir(dir).map_err(io_error("update", key))?;
     let metadata = fs::metadata(path).map_err(io_error("update", key))?;
     drop(lock);
