@@ -63,8 +63,9 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
+use distributary_core::clock::{Clock, SystemClock};
 use distributary_core::compact::{
-    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with, parse_duration,
+    CompactConfig, CompactError, CompactMemory, CompactReport, compact_with, parse_duration,
 };
 use distributary_core::layout::{Level, SegmentKey};
 use distributary_core::manifest::{Manifest, read_manifest};

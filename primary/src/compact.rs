@@ -10,8 +10,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use distributary_core::clock::SystemClock;
 use distributary_core::compact::{
-    CompactConfig, CompactError, CompactMemory, SystemClock, compact, compact_watching, parse_duration,
+    CompactConfig, CompactError, CompactMemory, compact, compact_watching, parse_duration,
 };
 use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;

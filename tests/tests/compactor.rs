@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use distributary_core::compact::{
-    Clock, CompactConfig, CompactMemory, ManualClock, compact, compact_watching, compact_with,
-};
+use distributary_core::clock::{Clock, ManualClock};
+use distributary_core::compact::{CompactConfig, CompactMemory, compact, compact_watching, compact_with};
 use distributary_core::format::EncryptionKey;
 use distributary_core::layout::{Level, SegmentKey, l0_key};
 use distributary_core::manifest::{SnapshotRef, read_manifest, read_snapshot_index};

@@ -120,7 +120,7 @@ impl CompactMemory {
 impl Outlook {
     /// The outlook after a full pass at `now_ms`.
     /// `next_l0`, `pending_ms` and `l0` are those of the pass
-    /// ([`super::Passed`]); `retired`, what snapshot retention left.
+    /// ([`super::pass`]); `retired`, what snapshot retention left.
     pub(crate) fn after_pass(
         config: &CompactConfig,
         next_l0: TxId,
