@@ -43,6 +43,20 @@ pub async fn compact_with(
     clock: &dyn Clock,
     memory: &CompactMemory,
 ) -> Result<CompactReport, CompactError> {
+    compact_from(store, config, clock, memory, None).await
+}
+
+/// [`compact_with`] starting from `known`, the manifest as the caller just
+/// read it (the watching pass's check), instead of reading it again. A run
+/// that starts over after a race reads it afresh.
+pub(crate) async fn compact_from(
+    store: &dyn Store,
+    config: &CompactConfig,
+    clock: &dyn Clock,
+    memory: &CompactMemory,
+    known: Option<Versioned<Manifest>>,
+) -> Result<CompactReport, CompactError> {
+    let mut known = known;
     let span = info_span!("compact", store = store.url());
     async {
         memory.forget_outlook(store.url());
@@ -50,7 +64,7 @@ pub async fn compact_with(
         let mut attempt = 0;
         let passed = loop {
             attempt += 1;
-            match compact_pass(store, config, clock, &memory.headers, &mut report).await {
+            match compact_pass(store, config, clock, &memory.headers, known.take(), &mut report).await {
                 Err(CompactError::Raced { key, .. }) if attempt < RACE_ATTEMPTS => {
                     debug!(key, attempt, "chain changed under the run; starting over");
                     memory.headers.forget(store.url(), &key);
@@ -65,6 +79,7 @@ pub async fn compact_with(
             let retired = retention::retire_snapshots(store, config, manifest, l0.cursor, now_ms, &mut report).await?;
             let outlook = Outlook::after_pass(config, next_l0, pending_ms, &l0, &retired, now_ms);
             memory.set_outlook(store.url(), outlook);
+            report.manifest = Some(retired.manifest.value);
         }
         info!(
             newest = ?report.newest.map(|t| t.to_string()),
@@ -99,9 +114,14 @@ async fn compact_pass(
     config: &CompactConfig,
     clock: &dyn Clock,
     headers: &HeaderCache,
+    known: Option<Versioned<Manifest>>,
     report: &mut CompactReport,
 ) -> Result<Option<Passed>, CompactError> {
-    let Some(read) = read_manifest(store).await? else {
+    let read = match known {
+        Some(known) => Some(known),
+        None => read_manifest(store).await?,
+    };
+    let Some(read) = read else {
         report.no_manifest = true;
         return Ok(None);
     };

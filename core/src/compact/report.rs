@@ -1,6 +1,7 @@
 //! What a compaction did, for logs, metrics and tests.
 
 use crate::ids::{GenerationId, TxId};
+use crate::manifest::Manifest;
 
 /// What a [`compact`] call did, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,4 +28,8 @@ pub struct CompactReport {
     pub snapshots_deleted: u32,
     /// Manifest updates written.
     pub manifest_updates: u32,
+    /// The manifest as the run left it (its last read or write), so a
+    /// caller that reports on it (the Lambda's metrics) needs no GET of its
+    /// own; `None` when the prefix has none.
+    pub manifest: Option<Manifest>,
 }
