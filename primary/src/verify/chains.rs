@@ -5,8 +5,6 @@ use anyhow::Result;
 use distributary_core::TxId;
 use distributary_core::layout::{Level, l0_key, l1_key, snapshot_key};
 use distributary_core::manifest::SnapshotRef;
-use distributary_core::store::Store;
-use futures::StreamExt;
 
 use super::Verifier;
 use super::problem::Kind;

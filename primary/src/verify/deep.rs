@@ -10,7 +10,6 @@ use distributary_core::format::{Compression, EncryptionKey, Header, PageCodec, S
 use distributary_core::layout::Level;
 use distributary_core::plan::ReplicaPosition;
 use distributary_core::{Checksum, TxId};
-use futures::StreamExt;
 
 use super::Verifier;
 use super::problem::{Kind, cause};

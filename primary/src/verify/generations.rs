@@ -4,14 +4,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use distributary_core::format::KeyCheck;
 use distributary_core::layout::{Level, MANIFEST_KEY, SegmentKey, l0_key, l1_key, snapshot_index_key};
 use distributary_core::manifest::{Manifest, SnapshotRef, read_manifest};
 use distributary_core::plan::known_snapshots;
-use distributary_core::store::{Store, StoreError};
+use distributary_core::store::StoreError;
 use distributary_core::{GenerationId, TxId};
-use futures::StreamExt;
 
 use super::Verifier;
 use super::problem::Kind;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use distributary_core::format::{Event, FormatError, SegmentDecoder};
 use distributary_core::layout::{Level, snapshot_index_key};
 use distributary_core::manifest::{Document, ManifestError, SnapshotIndex, read_snapshot_index};
-use distributary_core::store::{GetOptions, Store};
+use distributary_core::store::GetOptions;
 use distributary_core::{Checksum, GenerationId, TxId};
 use futures::StreamExt;
 

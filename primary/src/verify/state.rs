@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use distributary_core::apply::{ObjectApplier, PageHashes};
 use distributary_core::format::{Header, KeyCheck};
 use distributary_core::{Checksum, GenerationId, TxId};
-use futures::StreamExt;
 
 /// An object read and decoded: what its header and trailer say.
 #[derive(Clone, Debug)]
