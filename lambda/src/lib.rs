@@ -63,11 +63,11 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
+use distributary_core::clock::{Clock, SystemClock};
 use distributary_core::compact::{
-    Clock, CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact_with,
+    CompactConfig, CompactError, CompactMemory, CompactReport, compact_with,
 };
 use distributary_core::layout::{Level, SegmentKey};
-use distributary_core::manifest::{Manifest, read_manifest};
 use distributary_core::store::{S3Store, StoreError};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
@@ -349,8 +349,7 @@ pub struct Compacted {
     /// Objects deleted by retention.
     pub deleted: u32,
     /// Milliseconds from the newest transaction's commit to the end of this
-    /// run (by the function's clock); `None` if the manifest could not be
-    /// read back.
+    /// run (by the function's clock); `None` if the store has no manifest.
     pub newest_commit_age_ms: Option<u64>,
     /// Transactions after the L1 chain, still only in L0 segments.
     pub uncompacted_transactions: Option<u64>,
@@ -370,17 +369,10 @@ pub async fn handle<E: Into<Event>>(compactor: &Compactor, event: LambdaEvent<E>
         let store = compactor.s3.with_location(target.bucket.clone(), target.prefix.clone());
         match compact_with(&store, &compactor.config, compactor.clock.as_ref(), &compactor.memory).await {
             Ok(report) => {
-                // One more GET: the report does not carry the newest commit's
-                // time, and the staleness metric is worth a request.
-                let manifest = match read_manifest(&store).await {
-                    Ok(manifest) => manifest.map(|m| m.value),
-                    Err(error) => {
-                        tracing::warn!(%error, bucket = target.bucket, prefix = target.prefix, "read manifest for metrics");
-                        None
-                    }
-                };
+                // The staleness metrics come from the manifest as the run
+                // left it: no GET of their own.
                 let now_ms = compactor.clock.now_ms();
-                let result = summary(target.clone(), &report, manifest.as_ref(), now_ms);
+                let result = summary(target.clone(), &report, now_ms);
                 if let Some(namespace) = &compactor.metrics_namespace {
                     // stdout, one line: Lambda ships it to CloudWatch Logs, which
                     // extracts the metrics (logs go to stderr, so lines never mix).
@@ -398,7 +390,8 @@ pub async fn handle<E: Into<Event>>(compactor: &Compactor, event: LambdaEvent<E>
     }
 }
 
-fn summary(target: Target, report: &CompactReport, manifest: Option<&Manifest>, now_ms: u64) -> Compacted {
+fn summary(target: Target, report: &CompactReport, now_ms: u64) -> Compacted {
+    let manifest = report.manifest.as_ref();
     Compacted {
         target,
         newest: report.newest.map(|t| t.to_string()),

@@ -10,10 +10,10 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use distributary_core::clock::SystemClock;
 use distributary_core::compact::{
-    CompactConfig, CompactError, CompactMemory, CompactReport, SystemClock, compact, compact_watching,
+    CompactConfig, CompactError, CompactMemory, CompactReport, compact, compact_watching,
 };
-use distributary_core::manifest::read_manifest;
 use distributary_core::duration::parse_duration;
 use distributary_core::retry::{ErrorClass, RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store;
@@ -197,7 +197,7 @@ pub async fn watch(
         }
         let result = compact_watching(store, config, &SystemClock, memory.as_ref()).await;
         if let Some(metrics) = metrics {
-            record_pass(store, metrics, result.as_ref().ok()).await;
+            record_pass(store, metrics, result.as_ref().ok());
         }
         match result {
             Ok(_) => {}
@@ -215,8 +215,10 @@ pub async fn watch(
 }
 
 /// Records one pass of [`watch`]: `report` is `None` for a failed pass,
-/// `Some(None)` for a quiet one (nothing was due).
-async fn record_pass(store: &dyn store::Store, metrics: &CompactionMetrics, report: Option<&Option<CompactReport>>) {
+/// `Some(None)` for a quiet one (nothing was due). The lag and backlog come
+/// from the manifest the pass left, which its report carries: no request
+/// of their own.
+fn record_pass(store: &dyn store::Store, metrics: &CompactionMetrics, report: Option<&Option<CompactReport>>) {
     let Some(report) = report else {
         metrics.record_pass(store.url(), None);
         return;
@@ -226,18 +228,10 @@ async fn record_pass(store: &dyn store::Store, metrics: &CompactionMetrics, repo
         outcome.l1_written = report.l1_created;
         outcome.snapshots_written = report.snapshots_created;
         outcome.deleted = report.l0_deleted + report.l1_deleted + report.snapshots_deleted;
-        outcome.manifest = match read_manifest(store).await {
-            // `l0_min_txid` is the first TXID not in L1.
-            Ok(Some(manifest)) => Some((
-                manifest.value.newest.timestamp_ms,
-                (manifest.value.newest.txid.0 + 1).saturating_sub(manifest.value.l0_min_txid.0),
-            )),
-            Ok(None) => None,
-            Err(error) => {
-                tracing::warn!(store = %store.url(), %error, "read the manifest for the compaction metrics");
-                None
-            }
-        };
+        // `l0_min_txid` is the first TXID not in L1.
+        outcome.manifest = report.manifest.as_ref().map(|manifest| {
+            (manifest.newest.timestamp_ms, (manifest.newest.txid.0 + 1).saturating_sub(manifest.l0_min_txid.0))
+        });
     }
     metrics.record_pass(store.url(), Some(outcome));
 }

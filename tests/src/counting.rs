@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use distributary_core::layout::MANIFEST_KEY;
 use distributary_core::store::{GetOptions, GetResult, ObjectMeta, Payload, PutMode, Store, StoreError};
 
 /// Counts each kind of request made through it.
@@ -13,6 +14,9 @@ pub struct CountingStore {
     inner: Arc<dyn Store>,
     /// GETs (whole or ranged), including those that found nothing.
     pub gets: AtomicU64,
+    /// GETs of the manifest (counted in `gets` too): what proves a pass
+    /// reads it once and hands it on.
+    pub manifest_gets: AtomicU64,
     /// HEADs.
     pub heads: AtomicU64,
     /// PUTs.
@@ -29,6 +33,7 @@ impl CountingStore {
         CountingStore {
             inner,
             gets: AtomicU64::new(0),
+            manifest_gets: AtomicU64::new(0),
             heads: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
@@ -38,7 +43,7 @@ impl CountingStore {
 
     /// Sets every counter to zero.
     pub fn reset(&self) {
-        for counter in [&self.gets, &self.heads, &self.puts, &self.deletes, &self.lists] {
+        for counter in [&self.gets, &self.manifest_gets, &self.heads, &self.puts, &self.deletes, &self.lists] {
             counter.store(0, Ordering::SeqCst);
         }
     }
@@ -53,6 +58,9 @@ impl CountingStore {
 impl Store for CountingStore {
     async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        if key == MANIFEST_KEY {
+            self.manifest_gets.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.get(key, options).await
     }
 

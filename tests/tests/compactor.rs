@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use distributary_core::compact::{
-    Clock, CompactConfig, CompactMemory, ManualClock, compact, compact_watching, compact_with,
-};
+use distributary_core::clock::{Clock, ManualClock};
+use distributary_core::compact::{CompactConfig, CompactMemory, compact, compact_watching, compact_with};
 use distributary_core::format::EncryptionKey;
 use distributary_core::layout::{Level, SegmentKey, l0_key};
 use distributary_core::manifest::{SnapshotRef, read_manifest, read_snapshot_index};
@@ -652,6 +651,47 @@ async fn an_idle_watching_compactor_makes_at_most_one_request_a_pass() -> Result
         manifest.generation == next.generation && manifest.l0_min_txid == next.txid().next(),
         "the new generation's segment went into L1: {manifest:?}"
     );
+    check_references(&store).await?;
+    Ok(())
+}
+
+/// A pass reads the manifest once and hands it on: its updates are
+/// compare-and-swaps from the version it holds, retention starts from the
+/// last of them, the report carries it (the Lambda's metrics read no
+/// manifest of their own), and a watching pass whose check found the
+/// manifest changed starts from the copy the check read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_reads_the_manifest_once_and_hands_it_on() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = CountingStore::new(Arc::new(FileStore::new(dir.path())));
+    let mut db = SyntheticDb::new(generation(13), PAGE_SIZE, 16, None, 13);
+    // 12 minutes of syncs: a pass with many windows to close, snapshots
+    // and L0 retention, so many manifest updates.
+    history(&store, &mut db, 24, 30_000).await?;
+    let manifest_gets = || store.manifest_gets.load(std::sync::atomic::Ordering::SeqCst);
+    let clock = ManualClock::new(T0 + 15 * 60_000);
+    let memory = CompactMemory::new();
+    store.reset();
+    let report = compact_with(&store, &quick_config(), &clock, &memory).await?;
+    ensure!(report.manifest_updates > 1 && report.l1_created > 1, "the pass had work: {report:?}");
+    ensure!(manifest_gets() == 1, "a full pass read the manifest {} times", manifest_gets());
+    let stored = read_manifest(&store).await?.context("manifest")?.value;
+    ensure!(report.manifest.as_ref() == Some(&stored), "the report carries the manifest as stored: {report:?}");
+
+    // Another writer moves the manifest on (a new generation starts): the
+    // watching pass's conditional GET sees it, and its full pass starts
+    // from what that GET read.
+    let mut next = SyntheticDb::new(generation(14), PAGE_SIZE, 16, None, 14);
+    next.create_generation(&store, T0 + 15 * 60_000).await?;
+    put(&store, &next.next_l0(1, 2, T0 + 15 * 60_000 + 1_000)?).await?;
+    clock.advance(Duration::from_secs(5 * 60));
+    store.reset();
+    let report = compact_watching(&store, &quick_config(), &clock, &memory).await?.context("a full pass is due")?;
+    ensure!(report.generation == Some(next.generation), "the pass compacted the new generation: {report:?}");
+    ensure!(manifest_gets() == 1, "the check and its full pass read the manifest {} times", manifest_gets());
+    let stored = read_manifest(&store).await?.context("manifest")?.value;
+    ensure!(stored.l0_min_txid == next.txid().next(), "the new generation's segment went into L1: {stored:?}");
+    ensure!(report.manifest.as_ref() == Some(&stored), "the report carries the manifest as stored: {report:?}");
     check_references(&store).await?;
     Ok(())
 }

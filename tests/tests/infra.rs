@@ -11,7 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use distributary_core::compact::{CompactConfig, ManualClock};
+use distributary_core::clock::ManualClock;
+use distributary_core::compact::CompactConfig;
 use distributary_core::manifest::read_manifest;
 use distributary_core::{GenerationId, TxId};
 use distributary_lambda::{Compactor, Event, handle};

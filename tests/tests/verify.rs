@@ -11,7 +11,8 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distributary_core::compact::{CompactConfig, ManualClock, compact};
+use distributary_core::clock::ManualClock;
+use distributary_core::compact::{CompactConfig, compact};
 use distributary_core::format::{Compression, EncryptionKey, PageCodec, SegmentEncoder, SegmentReader};
 use distributary_core::layout::{l0_key, l1_key, snapshot_key};
 use distributary_core::manifest::update_manifest;

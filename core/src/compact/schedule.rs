@@ -5,7 +5,7 @@
 //!
 //! # When a store has work
 //!
-//! Nothing in the store changes by itself; a full pass ([`compact_with`])
+//! Nothing in the store changes by itself; a full pass ([`super::compact_with`])
 //! has work only when one of these happened since the last one:
 //!
 //! 1. **A new L0 segment**: the replicator does not touch the manifest per
@@ -47,12 +47,13 @@ use bytes::Bytes;
 use super::headers::HeaderCache;
 use super::headers::lock;
 use super::objects::{Read, fetch_header_cached};
+use super::pass::compact_from;
 use super::retention::{L0Retention, Retired};
-use super::{Clock, CompactConfig, CompactError, CompactReport, compact_with};
+use super::{Clock, CompactConfig, CompactError, CompactReport};
 use crate::format::read_segment_header;
 use crate::ids::{GenerationId, TxId};
 use crate::layout::{MANIFEST_KEY, l0_key};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Versioned, parse_document};
 use crate::store::{ETag, GetOptions, Store, StoreError};
 
 /// What a process remembers between compaction runs: segment headers and
@@ -120,7 +121,7 @@ impl CompactMemory {
 impl Outlook {
     /// The outlook after a full pass at `now_ms`.
     /// `next_l0`, `pending_ms` and `l0` are those of the pass
-    /// ([`super::Passed`]); `retired`, what snapshot retention left.
+    /// ([`super::pass`]); `retired`, what snapshot retention left.
     pub(crate) fn after_pass(
         config: &CompactConfig,
         next_l0: TxId,
@@ -166,7 +167,7 @@ fn window_due(config: &CompactConfig, timestamp_ms: u64, now_ms: u64) -> u64 {
 }
 
 /// One pass of a compactor that runs again and again (see the module
-/// docs): a full [`compact_with`] when the store may have work, otherwise
+/// docs): a full [`super::compact_with`] when the store may have work, otherwise
 /// at most one request. Returns the full pass's report, or `None` when the
 /// pass found nothing due.
 pub async fn compact_watching(
@@ -176,30 +177,42 @@ pub async fn compact_watching(
     memory: &CompactMemory,
 ) -> Result<Option<CompactReport>, CompactError> {
     let now_ms = clock.now_ms();
+    let mut known = None;
     if let Some(outlook) = memory.outlook(store.url())
         && now_ms < outlook.due_ms
     {
         match quiet_check(store, config, memory, outlook, now_ms).await {
-            Ok(true) => return Ok(None),
-            Ok(false) => {}
+            Ok(Check::Quiet) => return Ok(None),
+            Ok(Check::Due(manifest)) => known = manifest,
             Err(error) => {
                 memory.forget_outlook(store.url());
                 return Err(error);
             }
         }
     }
-    compact_with(store, config, clock, memory).await.map(Some)
+    compact_from(store, config, clock, memory, known).await.map(Some)
 }
 
-/// The one request of a pass before every known deadline; `true` when it
-/// shows nothing to do. Updates the outlook it was given.
+/// What the one request of a watching pass found.
+#[derive(Debug)]
+enum Check {
+    /// Nothing to do before the next deadline.
+    Quiet,
+    /// A full pass is due; with the manifest when the check just read it
+    /// (it changed), which the full pass starts from instead of reading it
+    /// again.
+    Due(Option<Versioned<Manifest>>),
+}
+
+/// The one request of a pass before every known deadline. Updates the
+/// outlook it was given.
 async fn quiet_check(
     store: &dyn Store,
     config: &CompactConfig,
     memory: &CompactMemory,
     mut outlook: Outlook,
     now_ms: u64,
-) -> Result<bool, CompactError> {
+) -> Result<Check, CompactError> {
     let check_every_ms = u64::try_from(config.l1_window.as_millis()).unwrap_or(u64::MAX);
     if now_ms.saturating_sub(outlook.manifest_checked_ms) >= check_every_ms {
         let options = GetOptions { range: None, if_none_match: Some(outlook.manifest_etag.clone()) };
@@ -207,11 +220,22 @@ async fn quiet_check(
             Err(StoreError::NotModified { .. }) => {
                 outlook.manifest_checked_ms = now_ms;
                 memory.set_outlook(store.url(), outlook);
-                Ok(true)
+                Ok(Check::Quiet)
             }
-            // Changed, or gone: the full pass reads what is there now.
-            Ok(_) => Ok(false),
-            Err(e) if e.is_not_found() => Ok(false),
+            // Changed: the full pass starts from what was just read. One
+            // that cannot be used as read (no ETag, not a manifest) is read
+            // again by the pass, which reports what is wrong with it.
+            Ok(result) => {
+                let etag = result.meta.etag.clone();
+                let bytes = result.bytes().await?;
+                let manifest = etag.and_then(|etag| {
+                    let value = parse_document::<Manifest>(MANIFEST_KEY, &bytes).ok()?;
+                    Some(Versioned { value, etag })
+                });
+                Ok(Check::Due(manifest))
+            }
+            // Gone: the full pass finds out what is there now.
+            Err(e) if e.is_not_found() => Ok(Check::Due(None)),
             Err(e) => Err(e.into()),
         };
     }
@@ -219,7 +243,7 @@ async fn quiet_check(
     // twice a window is often enough: a segment found up to half a window
     // late is still merged when its window closes.
     if outlook.pending || now_ms.saturating_sub(outlook.probed_ms) < check_every_ms / 2 {
-        return Ok(true);
+        return Ok(Check::Quiet);
     }
     outlook.probed_ms = now_ms;
     let key = l0_key(outlook.generation, outlook.next_l0);
@@ -228,13 +252,13 @@ async fn quiet_check(
             .await?
     else {
         memory.set_outlook(store.url(), outlook);
-        return Ok(true);
+        return Ok(Check::Quiet);
     };
     outlook.pending = true;
     outlook.due_ms = outlook.due_ms.min(window_due(config, header.timestamp_ms, now_ms));
-    let quiet = now_ms < outlook.due_ms;
+    let check = if now_ms < outlook.due_ms { Check::Quiet } else { Check::Due(None) };
     memory.set_outlook(store.url(), outlook);
-    Ok(quiet)
+    Ok(check)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use distributary_core::compact::{CompactConfig, ManualClock, compact};
+use distributary_core::clock::ManualClock;
+use distributary_core::compact::{CompactConfig, compact};
 use distributary_core::format::{Compression, Flags, Header, KeyCheck, PageCodec, SegmentEncoder};
 use distributary_core::layout::l0_key;
 use distributary_core::layout::{snapshot_index_key, snapshot_key};
