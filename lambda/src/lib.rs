@@ -64,9 +64,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::s3::S3Event;
 use distributary_core::clock::{Clock, SystemClock};
-use distributary_core::compact::{
-    CompactConfig, CompactError, CompactMemory, CompactReport, compact_with,
-};
+use distributary_core::compact::{CompactConfig, CompactError, CompactMemory, CompactReport, compact_with};
 use distributary_core::layout::{Level, SegmentKey};
 use distributary_core::store::{S3Store, StoreError};
 use lambda_runtime::LambdaEvent;

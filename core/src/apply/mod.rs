@@ -69,7 +69,7 @@ pub use chain::{Fetcher, Started, walk_chain};
 pub use integrity::{IntegrityCheck, database_checksum, integrity_check, replica_checksum};
 pub use memory::{DEFAULT_MEMORY_LIMIT, Downloaded, MAX_MEMORY_LIMIT, MemoryDatabase, download, sync_in_memory};
 pub use page_hashes::PageHashes;
-pub(crate) use prepare::{check_page_size, prepare};
+pub(crate) use prepare::{check_page_size, planned, prepare, read_current};
 #[cfg(not(target_arch = "wasm32"))]
 pub use progress::{ProgressChoice, ProgressStyle, progress_printer};
 #[cfg(all(feature = "sqlite", not(target_arch = "wasm32")))]

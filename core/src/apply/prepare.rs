@@ -8,7 +8,7 @@
 use super::{ApplyError, SyncSummary};
 use crate::ids::TxId;
 use crate::layout::MANIFEST_KEY;
-use crate::manifest::{Manifest, read_manifest, read_snapshot_index};
+use crate::manifest::{Manifest, SnapshotIndex, read_manifest, read_snapshot_index};
 use crate::plan::{Plan, ReplicaPosition, Target, plan};
 use crate::store::Store;
 
@@ -26,16 +26,34 @@ pub(crate) async fn prepare(
 ) -> Result<(Plan, SyncSummary), ApplyError> {
     let manifest = match known {
         Some(manifest) => manifest,
-        None => {
-            read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value
-        }
+        None => read_current(store).await?,
     };
     let position = position(&manifest).await?;
     let index = match target {
         Target::Newest => None,
         _ => read_snapshot_index(store, manifest.generation).await?.map(|v| v.value),
     };
-    let plan = plan(store, &manifest, index.as_ref(), position, target).await?;
+    planned(store, &manifest, index.as_ref(), position, target).await
+}
+
+/// The store's manifest, or the error that names a store without one.
+pub(crate) async fn read_current(store: &dyn Store) -> Result<Manifest, ApplyError> {
+    Ok(read_manifest(store).await?.ok_or_else(|| ApplyError::NoManifest { url: store.url().to_string() })?.value)
+}
+
+/// Plans the chain from `position` to `target` on `manifest` (with the
+/// snapshot `index` when the target may need it), and the summary of a run
+/// that has applied nothing yet. The lazy replica, which only follows the
+/// newest state, calls this after [`read_current`] rather than [`prepare`]:
+/// the .wasm reader then carries no snapshot-index reader.
+pub(crate) async fn planned(
+    store: &dyn Store,
+    manifest: &Manifest,
+    index: Option<&SnapshotIndex>,
+    position: Option<ReplicaPosition>,
+    target: Target,
+) -> Result<(Plan, SyncSummary), ApplyError> {
+    let plan = plan(store, manifest, index, position, target).await?;
     tracing::debug!(plan = %plan.describe(), "planned");
     let summary = SyncSummary::planned(&plan, position, manifest.newest.txid);
     Ok((plan, summary))

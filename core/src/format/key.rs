@@ -124,7 +124,10 @@ impl fmt::Display for KeyCheck {
 /// padded or not; `Err` with the reason for text that mixes the two, `None`
 /// for text that is not base64 at all.
 fn decode_base64(text: &str) -> Option<Result<Vec<u8>, InvalidKey>> {
-    if text.contains(['+', '/']) && text.contains(['-', '_']) {
+    // Byte scans, not `str::contains` with a char set: its searcher costs
+    // the .wasm reader more than the decoder itself.
+    let has = |a: u8, b: u8| text.bytes().any(|c| c == a || c == b);
+    if has(b'+', b'/') && has(b'-', b'_') {
         return Some(Err(InvalidKey(
             "base64 that mixes the standard (+ /) and URL-safe (- _) alphabets: write it in one, \
              e.g. with `openssl rand -base64 32`"
@@ -145,7 +148,7 @@ fn base64_crate(text: &str) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
     let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let alphabet = if text.contains(['-', '_']) { &URL_SAFE } else { &STANDARD };
+    let alphabet = if text.bytes().any(|c| c == b'-' || c == b'_') { &URL_SAFE } else { &STANDARD };
     GeneralPurpose::new(alphabet, config).decode(text).ok()
 }
 

@@ -45,11 +45,10 @@ use self::counted::Counted;
 use self::source::{Extent, Find, Source, payload_at};
 use self::version::Draft;
 use self::walk::LazyFetcher;
-use crate::apply::{ApplyError, SyncSummary, check_page_size, prepare, walk_chain};
+use crate::apply::{ApplyError, SyncSummary, check_page_size, planned, read_current, walk_chain};
 use crate::checksum::page_hash;
 use crate::format::{Compression, EncryptionKey, PageCodec};
 use crate::ids::{Checksum, PageNo};
-use crate::manifest::Manifest;
 use crate::order::sorted_by_key;
 use crate::plan::{Base, Target};
 use crate::store::{ByteRange, Store};
@@ -348,18 +347,16 @@ impl LazyReplica {
     pub async fn sync(&self, rebase: bool) -> Result<SyncSummary, ApplyError> {
         let mut current = if rebase { None } else { self.current() };
         let store: &dyn Store = &self.store;
-        let (plan, mut summary) = prepare(store, None, Target::Newest, async |manifest: &Manifest| {
-            if let (Some(version), Some(snapshot)) = (&current, manifest.snapshot)
-                && version.held_bytes > self.cache_bytes / HELD_SHARE_OF_CACHE
-                && version.base.as_ref().is_none_or(|base| base.header.max_txid < snapshot.txid)
-            {
-                tracing::debug!(held = version.held_bytes, "starting again from the newest snapshot");
-                current = None;
-            }
-            Ok(current.as_ref().map(|v| v.position))
-        })
-        .await?;
+        let manifest = read_current(store).await?;
+        if let (Some(version), Some(snapshot)) = (&current, manifest.snapshot)
+            && version.held_bytes > self.cache_bytes / HELD_SHARE_OF_CACHE
+            && version.base.as_ref().is_none_or(|base| base.header.max_txid < snapshot.txid)
+        {
+            tracing::debug!(held = version.held_bytes, "starting again from the newest snapshot");
+            current = None;
+        }
         let position = current.as_ref().map(|v| v.position);
+        let (plan, mut summary) = planned(store, &manifest, None, position, Target::Newest).await?;
         if let (Some(version), Base::Replica(_)) = (&current, plan.base) {
             check_page_size(&plan, version.page_size, "the replica", "open a new replica")?;
         }
