@@ -91,7 +91,7 @@ pub enum PlanError {
 
 /// The state a read should reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum HistoryPoint {
     /// The newest state in the store (L0 probed until not found).
     Newest,
     /// Exactly this transaction.
@@ -103,13 +103,13 @@ pub enum Target {
     Snapshot(TxId),
 }
 
-impl fmt::Display for Target {
+impl fmt::Display for HistoryPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Newest => f.write_str("newest"),
-            Target::TxId(txid) => write!(f, "TXID {txid}"),
-            Target::Timestamp(ms) => write!(f, "timestamp {ms} ms"),
-            Target::Snapshot(txid) => write!(f, "snapshot {txid}"),
+            HistoryPoint::Newest => f.write_str("newest"),
+            HistoryPoint::TxId(txid) => write!(f, "TXID {txid}"),
+            HistoryPoint::Timestamp(ms) => write!(f, "timestamp {ms} ms"),
+            HistoryPoint::Snapshot(txid) => write!(f, "snapshot {txid}"),
         }
     }
 }
@@ -178,7 +178,7 @@ pub struct Plan {
     /// The links after the base, in order.
     pub links: Vec<Link>,
     /// The target.
-    pub target: Target,
+    pub target: HistoryPoint,
     /// The newest TXID the manifest knows (the store may hold newer L0).
     pub manifest_newest: TxId,
     /// Bytes known in advance (snapshot and walked objects); L0 sizes are
@@ -253,7 +253,7 @@ pub async fn plan(
     manifest: &Manifest,
     index: Option<&SnapshotIndex>,
     from: Option<ReplicaPosition>,
-    target: Target,
+    target: HistoryPoint,
 ) -> Result<Plan, PlanError> {
     let generation = manifest.generation;
     let snapshots = known_snapshots(manifest, index);
@@ -274,7 +274,7 @@ pub async fn plan(
         reason: String::new(),
     };
 
-    if let Target::Snapshot(txid) = target {
+    if let HistoryPoint::Snapshot(txid) = target {
         let snapshot = snapshots.iter().find(|s| s.txid == txid).copied().ok_or_else(|| PlanError::NoSuchSnapshot {
             generation,
             txid,
@@ -291,9 +291,9 @@ pub async fn plan(
         .iter()
         .rev()
         .find(|s| match target {
-            Target::TxId(txid) => s.txid <= txid,
-            Target::Timestamp(ms) => s.timestamp_ms <= ms,
-            Target::Newest | Target::Snapshot(_) => true,
+            HistoryPoint::TxId(txid) => s.txid <= txid,
+            HistoryPoint::Timestamp(ms) => s.timestamp_ms <= ms,
+            HistoryPoint::Newest | HistoryPoint::Snapshot(_) => true,
         })
         .copied();
 
@@ -307,9 +307,9 @@ pub async fn plan(
         position.generation == generation
             && position.txid >= floor
             && match target {
-                Target::TxId(txid) => position.txid <= txid,
-                Target::Timestamp(ms) => position.timestamp_ms <= ms,
-                Target::Newest | Target::Snapshot(_) => true,
+                HistoryPoint::TxId(txid) => position.txid <= txid,
+                HistoryPoint::Timestamp(ms) => position.timestamp_ms <= ms,
+                HistoryPoint::Newest | HistoryPoint::Snapshot(_) => true,
             }
     });
 

@@ -117,7 +117,7 @@ pub enum ReplicaError {
 /// The sidecar: where the replica is in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplicaState {
+pub struct ReplicaSidecar {
     /// [`STATE_FORMAT_VERSION`].
     pub format_version: u32,
     /// The lineage followed.
@@ -177,12 +177,12 @@ pub struct PendingPosition {
     pub checksum: Checksum,
     /// Commit time of `txid`, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// The primary's page 1 hash term at `txid` (see [`ReplicaState`]).
+    /// The primary's page 1 hash term at `txid` (see [`ReplicaSidecar`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_one_hash: Option<Checksum>,
 }
 
-impl ReplicaState {
+impl ReplicaSidecar {
     /// The position recorded.
     pub fn position(&self) -> ReplicaPosition {
         ReplicaPosition {
@@ -287,14 +287,14 @@ fn sibling(db: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Reads the sidecar of `db`; `None` if there is none.
-pub fn read_state(db: &Path) -> Result<Option<ReplicaState>, ReplicaError> {
+pub fn read_state(db: &Path) -> Result<Option<ReplicaSidecar>, ReplicaError> {
     let path = state_path(db);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(ReplicaError::Io { op: "read", path, source }),
     };
-    let state: ReplicaState = serde_json::from_slice(&bytes)
+    let state: ReplicaSidecar = serde_json::from_slice(&bytes)
         .map_err(|e| ReplicaError::Invalid { path: path.clone(), reason: e.to_string() })?;
     if state.format_version > STATE_FORMAT_VERSION {
         return Err(ReplicaError::Invalid {
@@ -307,7 +307,7 @@ pub fn read_state(db: &Path) -> Result<Option<ReplicaState>, ReplicaError> {
 
 /// Writes the sidecar of `db` atomically and durably: temp file, fsync,
 /// rename over the old one, fsync of the folder.
-pub fn write_state(db: &Path, state: &ReplicaState) -> Result<(), ReplicaError> {
+pub fn write_state(db: &Path, state: &ReplicaSidecar) -> Result<(), ReplicaError> {
     let path = state_path(db);
     // Serialising a plain struct of numbers and strings cannot fail.
     let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
@@ -373,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("replica.db");
         assert_eq!(read_state(&db).unwrap(), None);
-        let state = ReplicaState {
+        let state = ReplicaSidecar {
             format_version: STATE_FORMAT_VERSION,
             generation: GenerationId([3; 16]),
             page_size: 4096,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use distributary_core::apply::SyncOptions;
-use distributary_core::plan::Target;
+use distributary_core::plan::HistoryPoint;
 use distributary_core::replica;
 use distributary_core::store::Store;
 use tokio::net::TcpListener;
@@ -127,7 +127,7 @@ pub async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("serve {}", args.db.display()))?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
     let sync = SyncOptions {
-        target: Target::Newest,
+        target: HistoryPoint::Newest,
         key,
         concurrency: args.concurrency,
         parts: crate::sync::DEFAULT_PARTS,

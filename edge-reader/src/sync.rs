@@ -18,7 +18,7 @@ use distributary_core::apply::{
     ApplyError, ProgressChoice, SyncOptions, check_replica, progress_printer, remove_replica, sync_replica,
 };
 use distributary_core::format::EncryptionKey;
-use distributary_core::plan::{Base, Target};
+use distributary_core::plan::{Base, HistoryPoint};
 use distributary_core::replica::{self, ReplicaError};
 use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store::Store;
@@ -104,7 +104,7 @@ pub async fn run(args: Args) -> Result<()> {
     let _lock = replica::lock(&args.db, !args.no_wait)?;
     let progress_style = args.progress.style(args.json);
     let options = SyncOptions {
-        target: Target::Newest,
+        target: HistoryPoint::Newest,
         key,
         concurrency: args.concurrency,
         parts: args.parts as usize,

@@ -183,7 +183,7 @@ pub fn config_from_env(get: impl Fn(&str) -> Option<String>) -> Result<CompactCo
 
 /// A store to compact: a bucket and the prefix the replicator writes under.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct Target {
+pub struct BucketPrefix {
     /// The bucket.
     pub bucket: String,
     /// The prefix (empty for the bucket's root), without slashes at the ends.
@@ -217,7 +217,7 @@ impl From<EventBridgeS3Event> for Event {
 
 impl Event {
     /// The distinct stores this event names through L0 segment keys.
-    pub fn targets(&self) -> Vec<Target> {
+    pub fn targets(&self) -> Vec<BucketPrefix> {
         match self {
             Event::S3(event) => targets(event),
             Event::EventBridge(event) => event.target().into_iter().collect(),
@@ -267,7 +267,7 @@ impl EventBridgeS3Event {
     /// The key is used as it is: EventBridge carries the object's key, not
     /// the form-encoded one of S3 notifications (and the keys the template
     /// routes here hold no character that either encoding would change).
-    pub fn target(&self) -> Option<Target> {
+    pub fn target(&self) -> Option<BucketPrefix> {
         if self.source != "aws.s3" || self.detail_type != "Object Created" {
             tracing::debug!(source = self.source, detail_type = self.detail_type, "not an S3 object creation; ignored");
             return None;
@@ -276,7 +276,7 @@ impl EventBridgeS3Event {
             tracing::debug!(key = self.detail.object.key, "not an L0 segment; ignored");
             return None;
         };
-        Some(Target { bucket: self.detail.bucket.name.clone(), prefix })
+        Some(BucketPrefix { bucket: self.detail.bucket.name.clone(), prefix })
     }
 }
 
@@ -284,8 +284,8 @@ impl EventBridgeS3Event {
 /// the order they first appear. Other records (other keys, other event
 /// types) are ignored: the compactor's own L1 and snapshot uploads trigger
 /// the function too when the notification is not filtered to `l0/`.
-pub fn targets(event: &S3Event) -> Vec<Target> {
-    let mut targets: Vec<Target> = Vec::new();
+pub fn targets(event: &S3Event) -> Vec<BucketPrefix> {
+    let mut targets: Vec<BucketPrefix> = Vec::new();
     for record in &event.records {
         let created = record.event_name.as_deref().is_some_and(|name| name.starts_with("ObjectCreated:"));
         let (Some(bucket), Some(key)) = (&record.s3.bucket.name, &record.s3.object.key) else {
@@ -298,7 +298,7 @@ pub fn targets(event: &S3Event) -> Vec<Target> {
             tracing::debug!(key, "not an L0 segment; ignored");
             continue;
         };
-        let target = Target { bucket: bucket.clone(), prefix };
+        let target = BucketPrefix { bucket: bucket.clone(), prefix };
         if !targets.contains(&target) {
             targets.push(target);
         }
@@ -337,7 +337,7 @@ pub struct Response {
 #[derive(Debug, Serialize)]
 pub struct Compacted {
     /// The store.
-    pub target: Target,
+    pub target: BucketPrefix,
     /// Newest TXID in its manifest afterwards (as 16 hex digits).
     pub newest: Option<String>,
     /// L1 segments written.
@@ -388,7 +388,7 @@ pub async fn handle<E: Into<Event>>(compactor: &Compactor, event: LambdaEvent<E>
     }
 }
 
-fn summary(target: Target, report: &CompactReport, now_ms: u64) -> Compacted {
+fn summary(target: BucketPrefix, report: &CompactReport, now_ms: u64) -> Compacted {
     let manifest = report.manifest.as_ref();
     Compacted {
         target,
@@ -473,7 +473,7 @@ mod tests {
         let l0 = format!("apps/db/{generation}/l0/0000000000000002.seg");
         let event: Event = serde_json::from_str(&eventbridge_json("Object Created", "b", &l0)).unwrap();
         assert!(matches!(event, Event::EventBridge(_)), "{event:?}");
-        assert_eq!(event.targets(), [Target { bucket: "b".into(), prefix: "apps/db".into() }]);
+        assert_eq!(event.targets(), [BucketPrefix { bucket: "b".into(), prefix: "apps/db".into() }]);
         for (detail_type, key) in [
             ("Object Created", format!("apps/db/{generation}/l1/0000000000000002.seg")),
             ("Object Created", format!("apps/db/{generation}/snapshots/0000000000000009.seg")),
@@ -492,7 +492,7 @@ mod tests {
     #[test]
     fn metrics_are_one_embedded_metric_format_line() {
         let compacted = Compacted {
-            target: Target { bucket: "b".into(), prefix: "apps/db".into() },
+            target: BucketPrefix { bucket: "b".into(), prefix: "apps/db".into() },
             newest: Some("0000000000000009".into()),
             l1_created: 2,
             snapshots_created: 1,

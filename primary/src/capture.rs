@@ -19,7 +19,7 @@ use crate::wal::{self, WalTransaction};
 
 /// A store as the capture sees it: where its segments go and how they are
 /// sealed and numbered.
-pub struct Target {
+pub struct CaptureStore {
     /// The store's URL.
     pub url: String,
     /// The store's generation.
@@ -110,7 +110,7 @@ impl SegmentSet {
     /// skips that target). With `in_memory`, changes are written to memory
     /// (full segments always go to a pending file: they hold every page).
     pub fn begin<'t>(
-        targets: impl IntoIterator<Item = &'t Target>,
+        targets: impl IntoIterator<Item = &'t CaptureStore>,
         plans: &[Option<SegmentPlan>],
         page_size: u32,
         commit: u32,
@@ -411,7 +411,7 @@ impl PageHashes {
     }
 
     /// The number of pages.
-    pub fn commit(&self) -> u32 {
+    pub fn page_count(&self) -> u32 {
         (self.hashes.len() - 1) as u32
     }
 
@@ -455,9 +455,9 @@ pub fn capture_batch(
     hashes: &PageHashes,
     mut checksum: Checksum,
     set: &mut SegmentSet,
-    targets: &mut [&mut Target],
+    targets: &mut [&mut CaptureStore],
 ) -> Result<(Vec<(u32, u64)>, Checksum)> {
-    let old_commit = hashes.commit();
+    let old_commit = hashes.page_count();
     // Pages removed by a shrink leave the checksum.
     for pgno in batch.commit + 1..=old_commit {
         checksum = Checksum(checksum.0 ^ hashes.get(pgno).unwrap_or(0));

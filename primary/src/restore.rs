@@ -14,7 +14,7 @@ use distributary_core::apply::{
 };
 use distributary_core::format::EncryptionKey;
 use distributary_core::manifest::read_manifest;
-use distributary_core::plan::{Base, Target};
+use distributary_core::plan::{Base, HistoryPoint};
 use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 
 use crate::config::Config;
@@ -132,10 +132,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         None => None,
     };
     let target = match (&args.txid, &args.timestamp, &args.snapshot) {
-        (Some(txid), _, _) => Target::TxId(parse_txid(txid)?),
-        (_, Some(time), _) => Target::Timestamp(parse_rfc3339(time)?),
-        (_, _, Some(txid)) => Target::Snapshot(parse_txid(txid)?),
-        _ => Target::Newest,
+        (Some(txid), _, _) => HistoryPoint::TxId(parse_txid(txid)?),
+        (_, Some(time), _) => HistoryPoint::Timestamp(parse_rfc3339(time)?),
+        (_, _, Some(txid)) => HistoryPoint::Snapshot(parse_txid(txid)?),
+        _ => HistoryPoint::Newest,
     };
     let url = replica.as_ref().map_or_else(|| args.source.clone(), |r| r.url.clone());
     let store = match &replica {

@@ -42,7 +42,7 @@ pub struct CaptureState {
 
 /// Per-store progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaState {
+pub struct StoreProgress {
     /// The store's URL (its identity in this folder).
     pub url: String,
     /// The store's current generation.
@@ -166,7 +166,7 @@ impl StateDir {
     }
 
     /// The state of every store known here.
-    pub fn replicas(&self) -> Result<Vec<ReplicaState>> {
+    pub fn replicas(&self) -> Result<Vec<StoreProgress>> {
         let db = self.connection()?;
         let mut statement =
             db.prepare("SELECT url, generation, captured_txid, shipped_txid, key_check FROM replica ORDER BY url")?;
@@ -178,7 +178,7 @@ impl StateDir {
         let mut out = Vec::new();
         for row in rows {
             let (url, generation, captured, shipped, key_check) = row?;
-            out.push(ReplicaState {
+            out.push(StoreProgress {
                 url,
                 generation: generation.parse().context("metadata names an invalid generation")?,
                 captured_txid: TxId(captured as u64),
@@ -307,5 +307,5 @@ pub struct CaptureUpdate<'a> {
     /// Whether `hashes` is the complete map (a full resync).
     pub replace_all_hashes: bool,
     /// The stores' new states.
-    pub replicas: &'a [ReplicaState],
+    pub replicas: &'a [StoreProgress],
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use distributary_core::TxId;
 use distributary_core::apply::{IntegrityCheck, RestoreOptions, SyncOptions, database_checksum, restore, sync};
-use distributary_core::plan::Target;
+use distributary_core::plan::HistoryPoint;
 use distributary_core::store::{FileStore, Store};
 use distributary_tests::history::History;
 
@@ -69,7 +69,7 @@ async fn a_database_past_the_lock_byte_page_restores_and_syncs() {
     history.compact(&[], Some(newest)).await;
     let out = dir.path().join("restored.db");
     let options = RestoreOptions {
-        sync: SyncOptions { target: Target::Snapshot(TxId(newest)), keep_state: false, ..SyncOptions::default() },
+        sync: SyncOptions { target: HistoryPoint::Snapshot(TxId(newest)), keep_state: false, ..SyncOptions::default() },
         force: false,
         integrity: IntegrityCheck::Full,
     };

@@ -16,7 +16,7 @@ use distributary_core::TxId;
 use distributary_core::apply::{
     IntegrityCheck, RestoreOptions, SyncOptions, database_checksum, integrity_check, replica_checksum, restore, sync,
 };
-use distributary_core::plan::Target;
+use distributary_core::plan::HistoryPoint;
 use distributary_core::replica::read_state;
 use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
@@ -79,7 +79,7 @@ fn assert_replica_at(db: &Path, history: &History, txid: u64) {
     integrity_check(db, IntegrityCheck::Full).unwrap();
 }
 
-fn restore_options(target: Target) -> RestoreOptions {
+fn restore_options(target: HistoryPoint) -> RestoreOptions {
     RestoreOptions {
         sync: SyncOptions { target, keep_state: false, ..SyncOptions::default() },
         force: false,
@@ -125,19 +125,19 @@ async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot(kind: Kind) {
 
     // A TXID inside the L1 object [11, 20]: back to L0 from 11.
     let out = dir.path().join("txid15.db");
-    let summary = restore(Arc::clone(&store), &out, &restore_options(Target::TxId(TxId(15)))).await.unwrap();
+    let summary = restore(Arc::clone(&store), &out, &restore_options(HistoryPoint::TxId(TxId(15)))).await.unwrap();
     assert_eq!(summary.to_txid, TxId(15));
     assert_at(&out, &history, 15);
 
     // A TXID in the middle of the L0 run after L1.
     let out = dir.path().join("txid33.db");
-    restore(Arc::clone(&store), &out, &restore_options(Target::TxId(TxId(33)))).await.unwrap();
+    restore(Arc::clone(&store), &out, &restore_options(HistoryPoint::TxId(TxId(33)))).await.unwrap();
     assert_at(&out, &history, 33);
 
     // A time between TXIDs 25 and 26 reaches 25.
     let out = dir.path().join("time.db");
     let summary =
-        restore(Arc::clone(&store), &out, &restore_options(Target::Timestamp(time_of(25) + 500))).await.unwrap();
+        restore(Arc::clone(&store), &out, &restore_options(HistoryPoint::Timestamp(time_of(25) + 500))).await.unwrap();
     assert_eq!(summary.to_txid, TxId(25));
     assert_at(&out, &history, 25);
 
@@ -154,7 +154,7 @@ async fn restore_reaches_newest_a_txid_a_timestamp_and_a_snapshot(kind: Kind) {
     // A TXID whose L0 segments retention dropped is reported with its keys.
     history.drop_l0_through(20).await;
     let out = dir.path().join("dropped.db");
-    let err = restore(Arc::clone(&store), &out, &restore_options(Target::TxId(TxId(15)))).await.unwrap_err();
+    let err = restore(Arc::clone(&store), &out, &restore_options(HistoryPoint::TxId(TxId(15)))).await.unwrap_err();
     let message = err.to_string();
     assert!(message.contains("/l0/000000000000000b.seg") && message.contains("not found"), "{message}");
     assert!(!out.exists());

@@ -12,7 +12,7 @@ use super::ApplyError;
 use crate::format::Header;
 use crate::ids::TxId;
 use crate::layout::{Level, l0_key, l1_key, snapshot_key};
-use crate::plan::{Base, Link, Plan, Target};
+use crate::plan::{Base, HistoryPoint, Link, Plan};
 
 /// An object whose header has arrived; `body` brings the whole object.
 #[derive(Debug)]
@@ -58,11 +58,11 @@ pub trait Fetcher {
 pub async fn walk_chain<F: Fetcher>(fetcher: &mut F, plan: &Plan) -> Result<(), ApplyError> {
     let generation = plan.generation;
     let target_txid = match plan.target {
-        Target::TxId(txid) => Some(txid),
+        HistoryPoint::TxId(txid) => Some(txid),
         _ => None,
     };
     let target_ms = match plan.target {
-        Target::Timestamp(ms) => Some(ms),
+        HistoryPoint::Timestamp(ms) => Some(ms),
         _ => None,
     };
     let mut position = match plan.base {
@@ -88,7 +88,7 @@ pub async fn walk_chain<F: Fetcher>(fetcher: &mut F, plan: &Plan) -> Result<(), 
             snapshot.txid
         }
     };
-    if matches!(plan.target, Target::Snapshot(_)) || target_txid == Some(position) {
+    if matches!(plan.target, HistoryPoint::Snapshot(_)) || target_txid == Some(position) {
         return Ok(());
     }
 

@@ -61,7 +61,7 @@ use crate::format::{EncryptionKey, FormatError};
 use crate::ids::{Checksum, GenerationId, TxId};
 use crate::layout::MANIFEST_KEY;
 use crate::manifest::ManifestError;
-use crate::plan::{Plan, PlanError, ReplicaPosition, Target};
+use crate::plan::{HistoryPoint, Plan, PlanError, ReplicaPosition};
 use crate::store::StoreError;
 
 pub use chain::{Fetcher, Started, walk_chain};
@@ -271,7 +271,7 @@ pub const DEFAULT_PARTS: usize = 4;
 #[derive(Clone)]
 pub struct SyncOptions {
     /// The state to reach.
-    pub target: Target,
+    pub target: HistoryPoint,
     /// The encryption key, for encrypted stores.
     pub key: Option<EncryptionKey>,
     /// Objects fetched at once (at least 1).
@@ -291,7 +291,7 @@ pub struct SyncOptions {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
-            target: Target::Newest,
+            target: HistoryPoint::Newest,
             key: None,
             concurrency: 8,
             parts: DEFAULT_PARTS,

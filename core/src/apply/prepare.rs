@@ -9,7 +9,7 @@ use super::{ApplyError, SyncSummary};
 use crate::ids::TxId;
 use crate::layout::MANIFEST_KEY;
 use crate::manifest::{Manifest, SnapshotIndex, read_manifest, read_snapshot_index};
-use crate::plan::{Plan, ReplicaPosition, Target, plan};
+use crate::plan::{HistoryPoint, Plan, ReplicaPosition, plan};
 use crate::store::Store;
 
 /// Plans the chain from `store` to `target`: reads the manifest unless
@@ -21,7 +21,7 @@ use crate::store::Store;
 pub(crate) async fn prepare(
     store: &dyn Store,
     known: Option<Manifest>,
-    target: Target,
+    target: HistoryPoint,
     position: impl AsyncFnOnce(&Manifest) -> Result<Option<ReplicaPosition>, ApplyError>,
 ) -> Result<(Plan, SyncSummary), ApplyError> {
     let manifest = match known {
@@ -30,7 +30,7 @@ pub(crate) async fn prepare(
     };
     let position = position(&manifest).await?;
     let index = match target {
-        Target::Newest => None,
+        HistoryPoint::Newest => None,
         _ => read_snapshot_index(store, manifest.generation).await?.map(|v| v.value),
     };
     planned(store, &manifest, index.as_ref(), position, target).await
@@ -51,7 +51,7 @@ pub(crate) async fn planned(
     manifest: &Manifest,
     index: Option<&SnapshotIndex>,
     position: Option<ReplicaPosition>,
-    target: Target,
+    target: HistoryPoint,
 ) -> Result<(Plan, SyncSummary), ApplyError> {
     let plan = plan(store, manifest, index, position, target).await?;
     tracing::debug!(plan = %plan.describe(), "planned");

@@ -21,7 +21,7 @@ use super::{ApplyError, SyncSummary};
 use crate::manifest::{Manifest, read_manifest, read_snapshot_index};
 use crate::plan::ReplicaPosition;
 use crate::replica::{
-    ReplicaError, ReplicaState, SyncFailure, read_state, recorded_source, remove_state, same_location, state_path,
+    ReplicaError, ReplicaSidecar, SyncFailure, read_state, recorded_source, remove_state, same_location, state_path,
     write_state,
 };
 use crate::store::Store;
@@ -144,7 +144,7 @@ pub(super) fn current_position(db: &Path) -> Result<Option<ReplicaPosition>, App
     if let Some(position) = position {
         write_state(
             db,
-            &ReplicaState {
+            &ReplicaSidecar {
                 txid: position.txid,
                 checksum: position.checksum,
                 timestamp_ms: position.timestamp_ms,
@@ -195,7 +195,7 @@ pub(super) fn record_outcome(
             if let Some(state) = read_state(db)? {
                 write_state(
                     db,
-                    &ReplicaState { synced_ms: crate::clock::now_ms(), source: recorded_source(source), ..state },
+                    &ReplicaSidecar { synced_ms: crate::clock::now_ms(), source: recorded_source(source), ..state },
                 )?;
             }
             Ok(summary)
@@ -217,7 +217,7 @@ fn record_failure(db: &Path, error: &ApplyError) {
     let recorded = read_state(db).and_then(|state| match state {
         Some(state) => write_state(
             db,
-            &ReplicaState {
+            &ReplicaSidecar {
                 last_failure: Some(SyncFailure { at_ms: crate::clock::now_ms(), error: message }),
                 ..state
             },

@@ -44,7 +44,7 @@ use crate::checksum::page_hash;
 use crate::format::Header;
 use crate::ids::{Checksum, PageNo, TxId};
 use crate::plan::{Base, Plan, ReplicaPosition};
-use crate::replica::{PendingPosition, ReplicaState, STATE_FORMAT_VERSION, SyncFailure, read_state, write_state};
+use crate::replica::{PendingPosition, ReplicaSidecar, STATE_FORMAT_VERSION, SyncFailure, read_state, write_state};
 
 /// Commit the open transaction once it has written this many pages, so the
 /// page-hash map (and the WAL) stay bounded.
@@ -229,8 +229,8 @@ impl SqliteSink {
         Ok(())
     }
 
-    fn state(&self, position: ReplicaPosition) -> ReplicaState {
-        ReplicaState {
+    fn state(&self, position: ReplicaPosition) -> ReplicaSidecar {
+        ReplicaSidecar {
             format_version: STATE_FORMAT_VERSION,
             generation: position.generation,
             page_size: self.page_size,

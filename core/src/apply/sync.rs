@@ -25,7 +25,7 @@ use crate::checksum::page_hash;
 use crate::ids::{Checksum, PageNo};
 use crate::manifest::Manifest;
 use crate::plan::{Base, Plan};
-use crate::replica::{ReplicaState, STATE_FORMAT_VERSION, recorded_source, write_state};
+use crate::replica::{ReplicaSidecar, STATE_FORMAT_VERSION, recorded_source, write_state};
 use crate::store::Store;
 
 /// Brings the SQLite file `db` to `options.target` from `store`: the whole
@@ -155,7 +155,7 @@ async fn sync_new_file(
         if !options.keep_state {
             return Ok(());
         }
-        let state = ReplicaState {
+        let state = ReplicaSidecar {
             format_version: STATE_FORMAT_VERSION,
             generation: new.position.generation,
             page_size: plan.page_size,

@@ -50,7 +50,7 @@ use crate::checksum::page_hash;
 use crate::format::{Compression, EncryptionKey, PageCodec};
 use crate::ids::{Checksum, PageNo};
 use crate::order::sorted_by_key;
-use crate::plan::{Base, Target};
+use crate::plan::{Base, HistoryPoint};
 use crate::store::{ByteRange, Store};
 
 pub use self::read_ahead::ReadAhead;
@@ -356,7 +356,7 @@ impl LazyReplica {
             current = None;
         }
         let position = current.as_ref().map(|v| v.position);
-        let (plan, mut summary) = planned(store, &manifest, None, position, Target::Newest).await?;
+        let (plan, mut summary) = planned(store, &manifest, None, position, HistoryPoint::Newest).await?;
         if let (Some(version), Base::Replica(_)) = (&current, plan.base) {
             check_page_size(&plan, version.page_size, "the replica", "open a new replica")?;
         }

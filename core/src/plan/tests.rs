@@ -25,7 +25,7 @@ fn snapshot(txid: u64, size: u64) -> SnapshotRef {
 async fn an_empty_replica_starts_from_the_best_snapshot_and_probes_l0() {
     let store = MemoryStore::new();
     let m = manifest(Some(snapshot(1, 1000)), None, 2);
-    let plan = super::plan(&store, &m, None, None, Target::Newest).await.unwrap();
+    let plan = super::plan(&store, &m, None, None, HistoryPoint::Newest).await.unwrap();
     assert_eq!(plan.base, Base::Snapshot(snapshot(1, 1000)));
     assert_eq!(plan.links, vec![Link::L0 { from_txid: TxId(2) }]);
 }
@@ -35,7 +35,7 @@ async fn a_replica_on_the_generation_continues_in_l0_without_requests() {
     let store = MemoryStore::new();
     let m = manifest(Some(snapshot(1, 1000)), None, 2);
     let position = ReplicaPosition { generation: m.generation, txid: TxId(40), checksum: Checksum(4), timestamp_ms: 0 };
-    let plan = super::plan(&store, &m, None, Some(position), Target::Newest).await.unwrap();
+    let plan = super::plan(&store, &m, None, Some(position), HistoryPoint::Newest).await.unwrap();
     assert_eq!(plan.base, Base::Replica(position));
     assert_eq!(plan.links, vec![Link::L0 { from_txid: TxId(41) }]);
 }
@@ -46,12 +46,12 @@ async fn another_generation_or_a_position_past_the_target_bootstraps_from_a_snap
     let m = manifest(Some(snapshot(1, 1000)), None, 2);
     let other =
         ReplicaPosition { generation: GenerationId([2; 16]), txid: TxId(5), checksum: Checksum(0), timestamp_ms: 0 };
-    let plan1 = super::plan(&store, &m, None, Some(other), Target::Newest).await.unwrap();
+    let plan1 = super::plan(&store, &m, None, Some(other), HistoryPoint::Newest).await.unwrap();
     assert!(matches!(plan1.base, Base::Snapshot(_)));
     let ahead = ReplicaPosition { generation: m.generation, txid: TxId(50), checksum: Checksum(0), timestamp_ms: 0 };
-    let plan2 = super::plan(&store, &m, None, Some(ahead), Target::TxId(TxId(20))).await.unwrap();
+    let plan2 = super::plan(&store, &m, None, Some(ahead), HistoryPoint::TxId(TxId(20))).await.unwrap();
     assert!(matches!(plan2.base, Base::Snapshot(_)));
-    let err = super::plan(&store, &m, None, None, Target::Snapshot(TxId(7))).await.unwrap_err().to_string();
+    let err = super::plan(&store, &m, None, None, HistoryPoint::Snapshot(TxId(7))).await.unwrap_err().to_string();
     assert!(err.contains("no snapshot at TXID 0000000000000007") && err.contains("kept: 1"), "{err}");
 }
 
@@ -59,13 +59,13 @@ async fn another_generation_or_a_position_past_the_target_bootstraps_from_a_snap
 async fn after_compaction_a_snapshot_continues_with_l1_then_l0() {
     let store = MemoryStore::new();
     let m = manifest(Some(snapshot(10, 1000)), Some(Chain { min_txid: TxId(2), max_txid: TxId(30) }), 31);
-    let plan = super::plan(&store, &m, None, None, Target::Newest).await.unwrap();
+    let plan = super::plan(&store, &m, None, None, HistoryPoint::Newest).await.unwrap();
     assert_eq!(
         plan.links,
         vec![Link::L1 { from_txid: TxId(11), until_txid: TxId(30) }, Link::L0 { from_txid: TxId(31) }]
     );
     let behind = ReplicaPosition { generation: m.generation, txid: TxId(0), checksum: Checksum(0), timestamp_ms: 0 };
     let m2 = manifest(Some(snapshot(10, 1000)), Some(Chain { min_txid: TxId(5), max_txid: TxId(30) }), 31);
-    let plan = super::plan(&store, &m2, None, Some(behind), Target::Newest).await.unwrap();
+    let plan = super::plan(&store, &m2, None, Some(behind), HistoryPoint::Newest).await.unwrap();
     assert!(matches!(plan.base, Base::Snapshot(_)), "behind the retention floor: {plan:?}");
 }

@@ -42,12 +42,12 @@ use distributary_core::format::{Compression, EncryptionKey, PageCodec};
 use distributary_core::store::Store;
 use distributary_core::{Checksum, TxId};
 
-use crate::capture::{PageHashes, SegmentKind, SegmentPlan, Target};
+use crate::capture::{CaptureStore, PageHashes, SegmentKind, SegmentPlan};
 use crate::generation::StartPlan;
 use crate::metrics::Metrics;
 use crate::queue::SegmentQueue;
 use crate::source::Source;
-use crate::state::{CaptureState, ReplicaState, StateDir};
+use crate::state::{CaptureState, StateDir, StoreProgress};
 use crate::wal::WalPosition;
 
 /// Frames read per capture at most, so one capture's segment stays bounded
@@ -136,7 +136,7 @@ pub struct Inspection {
     pub page_size: u32,
     /// Stores whose progress can be resumed from the metadata (if the key
     /// they were sealed with is still the one configured).
-    pub resumable: Vec<ReplicaState>,
+    pub resumable: Vec<StoreProgress>,
     /// Whether the folder was last written in another boot of the machine
     /// (or does not say): writes to it may have been lost, so each store is
     /// checked before it resumes (`crate::resume`).
@@ -208,7 +208,7 @@ pub struct Replicator {
 pub struct StoreReplica {
     spec: ReplicaSpec,
     /// How its segments are numbered and sealed.
-    target: Target,
+    target: CaptureStore,
     /// The newest TXID the store acknowledged.
     shipped: TxId,
     /// Its captured segments that it has not acknowledged.
@@ -312,7 +312,7 @@ impl Replicator {
                 }
             };
             let codec = PageCodec::new(generation, spec.key.as_ref(), spec.compression)?;
-            let target = Target { url: spec.url.clone(), generation, captured_txid, pending_dir, codec };
+            let target = CaptureStore { url: spec.url.clone(), generation, captured_txid, pending_dir, codec };
             stores.push(StoreReplica {
                 spec: spec.clone(),
                 target,
@@ -356,7 +356,7 @@ impl Replicator {
             seen_requests: 0,
         };
         replicator.seen_requests = replicator.metrics.pass_requests();
-        let in_step = stored.is_some() && replicator.hashes.commit() == replicator.capture.commit;
+        let in_step = stored.is_some() && replicator.hashes.page_count() == replicator.capture.commit;
         let continuous = in_step && replicator.wal_continues()?;
         if continuous && first_plans.iter().all(Option::is_none) {
             replicator.rebuild_wal_index()?;

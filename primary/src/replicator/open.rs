@@ -18,7 +18,7 @@ use super::{CheckpointPolicy, ReplicaSpec, Replicator, Start, inspect};
 use crate::generation::plan_start;
 use crate::metrics::Metrics;
 use crate::resume;
-use crate::state::{ReplicaState, StateDir};
+use crate::state::{StateDir, StoreProgress};
 
 /// How [`Replicator::open`] reaches the database and its stores.
 #[derive(Clone)]
@@ -126,7 +126,7 @@ pub(super) async fn plan_starts(
 async fn resume_problem(
     path: &Path,
     replica: &ReplicaSpec,
-    known: &ReplicaState,
+    known: &StoreProgress,
     other_boot: bool,
     shutdown: &watch::Receiver<bool>,
     bound: Option<RetryBound>,

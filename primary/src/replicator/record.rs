@@ -13,7 +13,7 @@ use distributary_core::TxId;
 
 use super::{Replicator, StoreReplica};
 use crate::queue::remove_files;
-use crate::state::{CaptureState, CaptureUpdate, ReplicaState};
+use crate::state::{CaptureState, CaptureUpdate, StoreProgress};
 use crate::wal;
 
 /// A capture not yet written to the metadata.
@@ -95,7 +95,7 @@ impl Replicator {
             hashes.extend(record.hashes.iter().copied());
         }
         let hashes: Vec<(u32, u64)> = hashes.into_iter().collect();
-        let replicas: Vec<ReplicaState> = self.stores.iter_mut().map(|s| s.recorded_state(through)).collect();
+        let replicas: Vec<StoreProgress> = self.stores.iter_mut().map(|s| s.recorded_state(through)).collect();
         self.state.commit_capture(&CaptureUpdate {
             state: records.last().expect("ready > 0").state,
             hashes: &hashes,
@@ -137,7 +137,7 @@ impl Replicator {
 impl StoreReplica {
     /// The store's row in the metadata once records up to `through` are
     /// written: its captured TXID as of that record, its upload progress.
-    fn recorded_state(&mut self, through: u64) -> ReplicaState {
+    fn recorded_state(&mut self, through: u64) -> StoreProgress {
         let mut captured = self.recorded_captured;
         while let Some(&(seq, txid)) = self.captured_at.front() {
             if seq > through {
@@ -147,7 +147,7 @@ impl StoreReplica {
             self.captured_at.pop_front();
         }
         self.recorded_captured = captured;
-        ReplicaState {
+        StoreProgress {
             url: self.target.url.clone(),
             generation: self.target.generation,
             captured_txid: captured,

@@ -56,7 +56,7 @@ impl Replicator {
         let stores = &mut self.stores;
         let scanned = self.source.for_each_page(|pgno, page| {
             let hash = page_hash(PageNo(pgno), page);
-            let changed = old.get(pgno) != Some(hash) || pgno > old.commit();
+            let changed = old.get(pgno) != Some(hash) || pgno > old.page_count();
             set.write_page(stores.iter_mut().map(|s| &mut s.target.codec), pgno, page, changed)?;
             hashes.set(pgno, hash);
             Ok(())

@@ -413,7 +413,7 @@ impl Replicator {
         let targets = self.stores.iter().map(|s| &s.target);
         let mut set = SegmentSet::begin(targets, &plans, self.capture.page_size, batch.commit, in_memory)?;
         let checksum = self.capture.checksum;
-        let mut targets: Vec<&mut capture::Target> = self.stores.iter_mut().map(|s| &mut s.target).collect();
+        let mut targets: Vec<&mut capture::CaptureStore> = self.stores.iter_mut().map(|s| &mut s.target).collect();
         let (changed, checksum) = match pages {
             // Read while provably whole (a checkpoint window's batch, a
             // previous WAL's tail).
