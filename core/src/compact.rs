@@ -117,22 +117,3 @@ impl Default for CompactConfig {
         }
     }
 }
-
-/// The duration grammar of flags and environment variables: the one of
-/// [`crate::duration`], re-exported for callers that found it here.
-pub use crate::duration::parse_duration;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("m").is_err());
-    }
-}

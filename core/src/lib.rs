@@ -25,6 +25,7 @@
 //! | [`http_server`] | the HTTP/1 server of the programs' endpoints, and `/metrics` in Prometheus' text format (`http-server` feature) |
 //! | [`errors`] | an error and its causes in one line |
 //! | [`duration`] | the one duration grammar of flags, variables and configuration keys |
+//! | [`rfc3339`] | RFC 3339 times in commands' output and `restore --timestamp` |
 //!
 //! The byte-level specification is `docs/FORMAT.md`; the code mirrors it.
 #![deny(missing_docs)]
@@ -52,6 +53,8 @@ pub mod poll;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod replica;
 pub mod retry;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod rfc3339;
 pub mod store;
 
 pub use ids::{Checksum, GenerationId, PageNo, TxId};

@@ -31,16 +31,13 @@ use self::follower::{Follower, FollowerConfig};
 use self::metrics::{MeteredStore, Metrics};
 use self::pool::{Limits, Pool, PoolConfig};
 use self::server::App;
+use crate::source::ReplicaArgs;
 
 /// Arguments of `edge-reader serve`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The store: s3://bucket/prefix, file:///path or https://cdn/prefix.
-    #[arg(long, env = "EDGE_READER_SOURCE")]
-    source: String,
-    /// The replica's SQLite file (created by the first sync if missing).
-    #[arg(long, env = "EDGE_READER_DB")]
-    db: PathBuf,
+    #[command(flatten)]
+    replica: ReplicaArgs,
     /// Address to listen on. Loopback by default: expose it deliberately,
     /// and with --token-file.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -80,16 +77,6 @@ pub struct Args {
     /// Read connections (queries at once); default: twice the CPUs.
     #[arg(long)]
     readers: Option<usize>,
-    /// Key file for an encrypted store (32 raw bytes, 64 hex digits or base64).
-    #[arg(long, env = "EDGE_READER_ENCRYPTION_KEY_FILE")]
-    encryption_key_file: Option<PathBuf>,
-    /// Objects downloaded at once during a sync.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// Replace --db even if it is not this store's replica (an ordinary
-    /// SQLite file, or another store's replica): its content is lost.
-    #[arg(long)]
-    force: bool,
     /// On shutdown, wait this long for requests in flight.
     #[arg(long, default_value = "30s", value_parser = distributary_core::duration::parse_duration)]
     drain_timeout: Duration,
@@ -97,7 +84,7 @@ pub struct Args {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> Result<()> {
-    let key = crate::sync::read_key(args.encryption_key_file.as_deref())?;
+    let key = args.replica.key()?;
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("read the token file {}", path.display()))?;
@@ -113,31 +100,32 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::warn!(listen = %args.listen, "serving beyond loopback without --token-file: anyone who can reach it can query");
     }
     // The store first: a URL this build cannot read leaves no lock file.
-    let store = crate::source::open(&args.source).await?;
+    let store = crate::source::open(&args.replica.source).await?;
     // serve owns the replica: no other sync may write it while queries read
     // the TXID this process publishes.
-    let _lock = replica::lock(&args.db, false).with_context(|| format!("serve {}", args.db.display()))?;
+    let _lock =
+        replica::lock(&args.replica.db, false).with_context(|| format!("serve {}", args.replica.db.display()))?;
 
     let metrics = Arc::new(Metrics::default());
     // Refuse a database that is not this store's replica before serving it
     // (and before the first sync would): queries would read someone else's
     // data, and the sync would overwrite it.
-    crate::sync::admit(store.as_ref(), &args.source, &args.db, args.force)
+    crate::sync::admit(store.as_ref(), &args.replica.source, &args.replica.db, args.replica.force)
         .await
-        .with_context(|| format!("serve {}", args.db.display()))?;
+        .with_context(|| format!("serve {}", args.replica.db.display()))?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
     let sync = SyncOptions {
         target: HistoryPoint::Newest,
         key,
-        concurrency: args.concurrency,
+        concurrency: args.replica.concurrency,
         parts: crate::sync::DEFAULT_PARTS,
         ..SyncOptions::default()
     };
     let follower = Arc::new(Follower::new(
         store,
         FollowerConfig {
-            db: args.db.clone(),
-            source: args.source.clone(),
+            db: args.replica.db.clone(),
+            source: args.replica.source.clone(),
             sync,
             poll: args.poll,
             max_staleness: args.max_staleness,
@@ -149,7 +137,7 @@ pub async fn run(args: Args) -> Result<()> {
     let size = args.readers.unwrap_or(cpus * 2).clamp(1, 256);
     let pool = Pool::new(
         PoolConfig {
-            db: args.db.clone(),
+            db: args.replica.db.clone(),
             size,
             statement_cache: 128,
             max_sql_length: args.max_body,
@@ -159,7 +147,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr().context("read the listening address")?;
-    eprintln!("edge-reader: serving {} on http://{addr} ({size} read connections)", args.db.display());
+    eprintln!("edge-reader: serving {} on http://{addr} ({size} read connections)", args.replica.db.display());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_loop = {
@@ -215,13 +203,7 @@ async fn shutdown_signal() {
 mod tests {
     use clap::Parser;
 
-    use super::Args;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::{Cli, Command};
 
     /// `--poll` reads durations as every other flag and configuration key
     /// does: the same inputs are taken or refused alike, with core's reason.
@@ -229,9 +211,12 @@ mod tests {
     fn poll_takes_the_one_duration_grammar() {
         // `--flag=value`: clap takes `-1s` after a space for a flag.
         distributary_core::duration::assert_reads_as_core("--poll", |text| {
-            let cli =
-                Cli::try_parse_from(["serve", "--source", "file:///s", "--db", "r.db", &format!("--poll={text}")]);
-            cli.map(|cli| cli.args.poll).map_err(|e| e.to_string())
+            let argv = ["edge-reader", "serve", "--source", "file:///s", "--db", "r.db", &format!("--poll={text}")];
+            match Cli::try_parse_from(argv) {
+                Ok(Cli { command: Command::Serve(args) }) => Ok(args.poll),
+                Ok(_) => unreachable!("the arguments name serve"),
+                Err(e) => Err(e.to_string()),
+            }
         });
     }
 }

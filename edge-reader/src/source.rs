@@ -1,10 +1,42 @@
 //! The store a command reads (`--source`): opened here so that every command
-//! refuses an `s3://` URL the same way in the small device build.
+//! refuses an `s3://` URL the same way in the small device build; and the
+//! arguments `sync` and `serve` share (the store, the replica, the key).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
+use distributary_core::format::EncryptionKey;
 use distributary_core::store::Store;
+
+/// The arguments of the commands that keep a replica (`sync`, `serve`).
+#[derive(clap::Args)]
+pub struct ReplicaArgs {
+    /// The store: s3://bucket/prefix, file:///path or https://cdn/prefix.
+    #[arg(long, env = "EDGE_READER_SOURCE")]
+    pub source: String,
+    /// The replica's SQLite file (created by the first sync if missing).
+    #[arg(long, env = "EDGE_READER_DB")]
+    pub db: PathBuf,
+    /// Key file for an encrypted store (32 raw bytes, 64 hex digits or base64).
+    #[arg(long, env = "EDGE_READER_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Objects downloaded at once during a sync.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Replace --db even if it is not this store's replica (an ordinary
+    /// SQLite file, or another store's replica): its content is lost.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl ReplicaArgs {
+    /// The store's encryption key, if a key file is given.
+    pub fn key(&self) -> Result<Option<EncryptionKey>> {
+        let Some(path) = &self.encryption_key_file else { return Ok(None) };
+        Ok(Some(EncryptionKey::from_file(path)?))
+    }
+}
 
 /// What the small build (without the `s3` feature) says to an `s3://` URL:
 /// the reason, and the two ways out.

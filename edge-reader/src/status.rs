@@ -16,7 +16,7 @@ use distributary_core::manifest::{Position, read_manifest};
 use distributary_core::plan::probe_newest;
 use distributary_core::replica::{read_state, recorded_source, source_url};
 
-use distributary_core::clock::format_rfc3339 as format_time;
+use distributary_core::rfc3339::format as format_time;
 
 /// Arguments of `edge-reader status`.
 #[derive(clap::Args)]

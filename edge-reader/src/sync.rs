@@ -23,6 +23,8 @@ use distributary_core::replica::{self, ReplicaError};
 use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 use distributary_core::store::Store;
 
+use crate::source::ReplicaArgs;
+
 /// Ranged parts of a new replica's snapshot fetched at once, by default
 /// (`sync --parts`; `serve`'s first sync). Parts beat one connection's rate
 /// cap on S3, but every part is held whole: (parts + 2) × 4 MiB of memory.
@@ -35,34 +37,20 @@ pub const DEFAULT_PARTS: usize = if cfg!(feature = "s3") { distributary_core::ap
 /// Arguments of `edge-reader sync`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The store: s3://bucket/prefix, file:///path or https://cdn/prefix.
-    #[arg(long, env = "EDGE_READER_SOURCE")]
-    source: String,
-    /// The replica's SQLite file (created if missing).
-    #[arg(long, env = "EDGE_READER_DB")]
-    db: PathBuf,
+    #[command(flatten)]
+    replica: ReplicaArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
     /// Exit at once if another sync of this replica is running, instead of waiting.
     #[arg(long)]
     no_wait: bool,
-    /// Key file for an encrypted store (32 raw bytes, 64 hex digits or base64).
-    #[arg(long, env = "EDGE_READER_ENCRYPTION_KEY_FILE")]
-    encryption_key_file: Option<PathBuf>,
-    /// Objects downloaded at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
     /// Writing a new file from a remote store: ranged parts of a snapshot
     /// over 64 MiB fetched at once, 4 MiB each, held in memory (1: one
     /// stream, for a server that reads the whole object for every range
     /// request; the default of the small device build, to save memory).
     #[arg(long, default_value_t = DEFAULT_PARTS as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
     parts: u64,
-    /// Replace --db even if it is not this store's replica (an ordinary
-    /// SQLite file, or another store's replica): its content is lost.
-    #[arg(long)]
-    force: bool,
     /// How long to keep retrying a store that fails transiently (5xx,
     /// throttling, timeouts) before exiting with status 1. Permanent
     /// failures (access denied, no such bucket) and damaged objects fail at once.
@@ -89,56 +77,54 @@ pub async fn admit(store: &dyn Store, source: &str, db: &std::path::Path, force:
     }
 }
 
-/// Reads the store's encryption key from `path` (32 raw bytes, 64 hex
-/// digits or base64), if one is given.
-pub fn read_key(path: Option<&std::path::Path>) -> Result<Option<EncryptionKey>> {
-    let Some(path) = path else { return Ok(None) };
-    Ok(Some(EncryptionKey::from_file(path)?))
-}
-
 /// Runs one sync.
 pub async fn run(args: Args) -> Result<()> {
-    let key = crate::sync::read_key(args.encryption_key_file.as_deref())?;
+    let key = args.replica.key()?;
     // The store first: a URL this build cannot read leaves no lock file.
-    let store = crate::source::open(&args.source).await?;
-    let _lock = replica::lock(&args.db, !args.no_wait)?;
+    let store = crate::source::open(&args.replica.source).await?;
+    let _lock = replica::lock(&args.replica.db, !args.no_wait)?;
     let progress_style = args.progress.style(args.json);
     let options = SyncOptions {
         target: HistoryPoint::Newest,
         key,
-        concurrency: args.concurrency,
+        concurrency: args.replica.concurrency,
         parts: args.parts as usize,
         progress: progress_style.map(|style| progress_printer(style, "syncing")),
         ..SyncOptions::default()
     };
-    if args.force {
+    if args.replica.force {
         // Without --force, the sync's own check refuses such a file.
-        admit(store.as_ref(), &args.source, &args.db, true).await?;
+        admit(store.as_ref(), &args.replica.source, &args.replica.db, true).await?;
     }
     // A sync cut short converges on the next attempt (the sidecar and the
     // SQLite transaction make every attempt start from a consistent state).
     let bound = RetryBound { give_up_after: args.retry_for };
     let attempt = || {
         retry_bounded(bound, "sync", ApplyError::class, || {
-            sync_replica(Arc::clone(&store), &args.source, &args.db, &options)
+            sync_replica(Arc::clone(&store), &args.replica.source, &args.replica.db, &options)
         })
     };
     let summary = match attempt().await {
         // A file that is not at the state its sidecar names (replaced or
         // restored apart from it), or an unreadable sidecar: --force
         // replaces both with the store's database.
-        Err(ApplyError::Replica(ReplicaError::Mismatch { .. } | ReplicaError::Invalid { .. })) if args.force => {
-            eprintln!("edge-reader: --force: replacing {}, which is not at its sidecar's state", args.db.display());
-            remove_replica(&args.db).with_context(|| format!("replace {}", args.db.display()))?;
+        Err(ApplyError::Replica(ReplicaError::Mismatch { .. } | ReplicaError::Invalid { .. }))
+            if args.replica.force =>
+        {
+            eprintln!(
+                "edge-reader: --force: replacing {}, which is not at its sidecar's state",
+                args.replica.db.display()
+            );
+            remove_replica(&args.replica.db).with_context(|| format!("replace {}", args.replica.db.display()))?;
             attempt().await
         }
         result => result,
     }
-    .with_context(|| format!("sync {} from {}", args.db.display(), store.url()))?;
+    .with_context(|| format!("sync {} from {}", args.replica.db.display(), store.url()))?;
     let bootstrapped = matches!(summary.plan.base, Base::Snapshot(_));
     if args.json {
         let json = serde_json::json!({
-            "db": args.db,
+            "db": args.replica.db,
             "source": store.url(),
             "generation": summary.generation.to_string(),
             "from_txid": summary.from_txid.map(|t| t.0),
@@ -152,12 +138,17 @@ pub async fn run(args: Args) -> Result<()> {
         });
         println!("{json}");
     } else if summary.objects == 0 {
-        println!("{}: up to date at TXID {} (generation {})", args.db.display(), summary.to_txid.0, summary.generation);
+        println!(
+            "{}: up to date at TXID {} (generation {})",
+            args.replica.db.display(),
+            summary.to_txid.0,
+            summary.generation
+        );
     } else {
         let from = summary.from_txid.map_or("nothing".to_string(), |t| format!("TXID {}", t.0));
         println!(
             "{}: synced from {from} to TXID {}{}: {} objects, {} bytes in {:.2} s",
-            args.db.display(),
+            args.replica.db.display(),
             summary.to_txid.0,
             if bootstrapped { " (bootstrapped from a snapshot)" } else { "" },
             summary.objects,

@@ -63,7 +63,8 @@ pub struct Args {
 }
 
 impl Args {
-    fn config(&self) -> CompactConfig {
+    /// The compactor's settings these arguments give.
+    pub fn config(&self) -> CompactConfig {
         CompactConfig {
             l1_window: self.l1_window,
             snapshot_interval: self.snapshot_interval,
@@ -234,29 +235,4 @@ fn record_pass(store: &dyn store::Store, metrics: &CompactionMetrics, report: Op
         });
     }
     metrics.record_pass(store.url(), Some(outcome));
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    /// `--l1-window` reads durations as every other flag and configuration
-    /// key does: the same inputs are taken or refused alike, with core's
-    /// reason (it refused `1.5m` while `serve --poll` took it).
-    #[test]
-    fn duration_flags_take_the_one_grammar() {
-        // `--flag=value`: clap takes `-1s` after a space for a flag.
-        distributary_core::duration::assert_reads_as_core("--l1-window", |text| {
-            let cli = Cli::try_parse_from(["compact".into(), "file:///s".into(), format!("--l1-window={text}")]);
-            cli.map(|cli| cli.args.l1_window).map_err(|e| e.to_string())
-        });
-    }
 }

@@ -15,7 +15,7 @@ use distributary_core::manifest::{read_manifest, read_snapshot_index};
 use distributary_core::plan::{known_snapshots, probe_newest};
 use distributary_core::store::StoreError;
 
-use crate::time::format_rfc3339;
+use distributary_core::rfc3339;
 
 /// Arguments of `distributary generations`.
 #[derive(clap::Args)]
@@ -67,12 +67,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         rows.push(serde_json::json!({
             "generation": generation.to_string(),
             "current": current.is_some(),
-            "created": format_rfc3339(generation.created_ms()),
+            "created": rfc3339::format(generation.created_ms()),
             "snapshots": snapshots.len(),
             "oldest_snapshot_txid": snapshots.first().map(|s| s.txid.0),
             "newest_snapshot_txid": snapshots.last().map(|s| s.txid.0),
             "newest_txid": current.and(newest).map(|n| n.txid.0),
-            "newest_time": current.and(newest).map(|n| format_rfc3339(n.timestamp_ms)),
+            "newest_time": current.and(newest).map(|n| rfc3339::format(n.timestamp_ms)),
             "bytes": sizes.get(generation),
         }));
     }

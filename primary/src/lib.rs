@@ -22,7 +22,6 @@
 //! | [`snapshots`] | `distributary snapshots`: the snapshots that can be restored |
 //! | [`generations`] | `distributary generations`: the lineages a store holds |
 //! | [`verify`] | `distributary verify`: chains, checksums, manifest and snapshots checked; nothing changed |
-//! | [`time`] | RFC 3339 formatting and parsing |
 //! | [`limits`] | process limits raised at start (open files) |
 
 pub mod capture;
@@ -43,6 +42,5 @@ pub mod signals;
 pub mod snapshots;
 pub mod source;
 pub mod state;
-pub mod time;
 pub mod verify;
 pub mod wal;

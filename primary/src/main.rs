@@ -107,3 +107,26 @@ fn init_tracing(format: Option<LogFormat>, logging: Logging) {
     };
     if json { builder.json().init() } else { builder.init() }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// `compact --l1-window` reads durations as every other flag and
+    /// configuration key does: the same inputs are taken or refused alike,
+    /// with core's reason (it refused `1.5m` while `serve --poll` took it).
+    #[test]
+    fn duration_flags_take_the_one_grammar() {
+        // `--flag=value`: clap takes `-1s` after a space for a flag.
+        distributary_core::duration::assert_reads_as_core("--l1-window", |text| {
+            let argv = ["distributary".into(), "compact".into(), "file:///s".into(), format!("--l1-window={text}")];
+            match Cli::try_parse_from(argv) {
+                Ok(Cli { command: Command::Compact(args), .. }) => Ok(args.config().l1_window),
+                Ok(_) => unreachable!("the arguments name compact"),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use distributary_core::TxId;
+use distributary_core::atomic_file;
 use distributary_core::format::{HEADER_SIZE, Header, read_segment_header};
 
 use crate::capture::{Body, Finished, GENESIS_NAME, pending_name};
@@ -109,17 +110,16 @@ impl SegmentQueue {
     }
 
     /// Writes every segment held in memory of record `through_seq` or
-    /// earlier to the pending folder (temp file, then rename; no fsync: a
-    /// killed process loses nothing the kernel holds).
+    /// earlier to the pending folder, atomically and durably: the metadata
+    /// then records the segments as spilled, and the WAL frames they hold
+    /// may be checkpointed away, so a power cut must not lose the files.
     pub fn spill(&mut self, through_seq: u64) -> Result<()> {
         for queued in self.entries.iter_mut().filter(|q| q.seq <= through_seq) {
             let Body::Memory(bytes) = &queued.body else { continue };
             std::fs::create_dir_all(&self.dir).with_context(|| format!("create {}", self.dir.display()))?;
-            let name = pending_name(queued.header.min_txid);
-            let path = self.dir.join(&name);
-            let temp = self.dir.join(format!(".{name}.tmp"));
-            std::fs::write(&temp, bytes).with_context(|| format!("spill a segment to {}", temp.display()))?;
-            std::fs::rename(&temp, &path).with_context(|| format!("rename {}", path.display()))?;
+            let path = self.dir.join(pending_name(queued.header.min_txid));
+            atomic_file::write_atomic(&path, bytes)
+                .with_context(|| format!("spill a segment to {}", path.display()))?;
             queued.body = Body::File(path);
         }
         Ok(())

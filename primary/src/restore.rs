@@ -18,7 +18,7 @@ use distributary_core::plan::{Base, HistoryPoint};
 use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};
 
 use crate::config::Config;
-use crate::time::{format_rfc3339, parse_rfc3339};
+use distributary_core::rfc3339;
 
 /// Arguments of `distributary restore`.
 #[derive(clap::Args)]
@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     let target = match (&args.txid, &args.timestamp, &args.snapshot) {
         (Some(txid), _, _) => HistoryPoint::TxId(parse_txid(txid)?),
-        (_, Some(time), _) => HistoryPoint::Timestamp(parse_rfc3339(time)?),
+        (_, Some(time), _) => HistoryPoint::Timestamp(rfc3339::parse(time)?),
         (_, _, Some(txid)) => HistoryPoint::Snapshot(parse_txid(txid)?),
         _ => HistoryPoint::Newest,
     };
@@ -189,7 +189,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "snapshot": plan.snapshot_key(),
             "plan": plan.describe(),
             "txid": summary.to_txid.0,
-            "timestamp": (!args.dry_run).then(|| format_rfc3339(summary.timestamp_ms)),
+            "timestamp": (!args.dry_run).then(|| rfc3339::format(summary.timestamp_ms)),
             "checksum": summary.checksum.to_string(),
             "objects": summary.objects,
             "bytes": summary.bytes,
@@ -207,7 +207,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "restored {} to TXID {} ({}, checksum {}) from {from}: {} objects, {} bytes in {:.2} s",
             args.output.display(),
             summary.to_txid.0,
-            format_rfc3339(summary.timestamp_ms),
+            rfc3339::format(summary.timestamp_ms),
             summary.checksum,
             summary.objects,
             summary.bytes,

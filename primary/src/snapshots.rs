@@ -8,7 +8,7 @@ use distributary_core::GenerationId;
 use distributary_core::manifest::{read_manifest, read_snapshot_index};
 use distributary_core::plan::known_snapshots;
 
-use crate::time::format_rfc3339;
+use distributary_core::rfc3339;
 
 /// Arguments of `distributary snapshots`.
 #[derive(clap::Args)]
@@ -45,7 +45,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     "generation": generation.to_string(),
                     "txid": s.txid.0,
                     "timestamp_ms": s.timestamp_ms,
-                    "time": format_rfc3339(s.timestamp_ms),
+                    "time": rfc3339::format(s.timestamp_ms),
                     "size": s.size,
                     "pages": s.commit,
                     "checksum": s.checksum.to_string(),
@@ -61,7 +61,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             "{:<32}  {:>12}  {:<24}  {:>14}  {:>10}  {}",
             generation.to_string(),
             s.txid.0,
-            format_rfc3339(s.timestamp_ms),
+            rfc3339::format(s.timestamp_ms),
             s.size,
             s.commit,
             s.checksum

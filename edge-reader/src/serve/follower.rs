@@ -511,7 +511,7 @@ impl Follower {
             lag_transactions,
             lag_seconds,
             last_sync_ms: book.last_ok_ms,
-            last_sync: book.last_ok_ms.map(distributary_core::clock::format_rfc3339),
+            last_sync: book.last_ok_ms.map(distributary_core::rfc3339::format),
             staleness_seconds,
             max_staleness_seconds,
             healthy: view.is_some() && staleness_seconds <= max_staleness_seconds,
