@@ -25,7 +25,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tokio::net::TcpListener;
 
 /// The body of every response: small, and built whole before it is sent.
@@ -88,6 +88,13 @@ pub fn response(status: StatusCode, content_type: &'static str, body: impl Into<
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// `metric`, registered in `registry` as `name` with `help`: the handle its
+/// owner records into (a clone shares the value with the registered one).
+pub fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// `registries` in Prometheus' text format (version 0.0.4), one after the

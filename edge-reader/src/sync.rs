@@ -10,14 +10,12 @@
 //! and left as it is; `--force` replaces it (see
 //! [`distributary_core::apply::check_replica`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use distributary_core::apply::{
     ApplyError, ProgressChoice, SyncOptions, check_replica, progress_printer, remove_replica, sync_replica,
 };
-use distributary_core::format::EncryptionKey;
 use distributary_core::plan::{Base, HistoryPoint};
 use distributary_core::replica::{self, ReplicaError};
 use distributary_core::retry::{RetryBound, WrapsStoreError, retry_bounded};

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use distributary_core::clock;
-use distributary_core::http_server::{self, Body};
+use distributary_core::http_server::{self, Body, registered};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
@@ -142,40 +142,30 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Default for Metrics {
     fn default() -> Metrics {
         let mut registry = Registry::with_prefix("distributary");
-        let (uploaded_bytes, uploaded_objects) = (Counter::default(), Counter::default());
-        let (store_errors, catch_ups) = (Counter::default(), Counter::default());
-        let checkpoints = Family::<ModeLabel, Counter>::default();
+        let r = &mut registry;
+        let checkpoints = registered(r, "checkpoints", "Checkpoints run by the replicator", Family::default());
         // Both modes from the start: a rate of TRUNCATE checkpoints is 0, not absent.
         for mode in ["passive", "truncate"] {
             let _ = checkpoints.get_or_create(&ModeLabel { mode });
         }
-        let write_lock_hold = Histogram::new(HOLD_BUCKETS);
-        let wal_bytes = Family::default();
         let progress = Arc::new(Progress::default());
-        registry.register("upload_bytes", "Bytes uploaded to stores", uploaded_bytes.clone());
-        registry.register("upload_objects", "Objects uploaded to stores", uploaded_objects.clone());
-        registry.register("store_errors", "Failed store operations (after retries)", store_errors.clone());
-        registry.register("catch_ups", "Catch-up segments after lost WAL continuity", catch_ups.clone());
-        registry.register("checkpoints", "Checkpoints run by the replicator", checkpoints.clone());
-        registry.register(
-            "write_lock_hold_seconds",
-            "How long the replicator held the app's write lock (its writers wait meanwhile)",
-            write_lock_hold.clone(),
-        );
-        registry.register("wal_bytes", "Size of the database's WAL file", wal_bytes.clone());
-        registry.register_collector(Box::new(progress.clone()));
-        let compaction = Arc::new(CompactionMetrics::registered(&mut registry));
+        r.register_collector(Box::new(progress.clone()));
         Metrics {
-            registry,
-            uploaded_bytes,
-            uploaded_objects,
-            store_errors,
+            uploaded_bytes: registered(r, "upload_bytes", "Bytes uploaded to stores", Counter::default()),
+            uploaded_objects: registered(r, "upload_objects", "Objects uploaded to stores", Counter::default()),
+            store_errors: registered(r, "store_errors", "Failed store operations (after retries)", Counter::default()),
+            catch_ups: registered(r, "catch_ups", "Catch-up segments after lost WAL continuity", Counter::default()),
             checkpoints,
-            catch_ups,
-            write_lock_hold,
-            wal_bytes,
+            write_lock_hold: registered(
+                r,
+                "write_lock_hold_seconds",
+                "How long the replicator held the app's write lock (its writers wait meanwhile)",
+                Histogram::new(HOLD_BUCKETS),
+            ),
+            wal_bytes: registered(r, "wal_bytes", "Size of the database's WAL file", Family::default()),
             progress,
-            compaction,
+            compaction: Arc::new(CompactionMetrics::registered(r)),
+            registry,
             capture_passes: Mutex::default(),
             capture_pass_done: tokio::sync::Notify::new(),
             pass_requests: AtomicU64::new(0),
@@ -402,31 +392,35 @@ pub struct PassOutcome {
 impl CompactionMetrics {
     /// New metrics, registered in `registry`.
     pub fn registered(registry: &mut Registry) -> CompactionMetrics {
-        let metrics = CompactionMetrics::default();
-        let compaction = registry.sub_registry_with_prefix("compaction");
-        compaction.register("passes", "Compaction passes, by result", metrics.passes.clone());
-        compaction.register(
-            "segments_written",
-            "Segments written by compaction (kind: l1 or snapshot)",
-            metrics.segments_written.clone(),
-        );
-        compaction.register("objects_deleted", "Objects deleted by retention", metrics.objects_deleted.clone());
-        compaction.register(
-            "last_success_timestamp_seconds",
-            "When a compaction pass last succeeded (Unix time)",
-            metrics.last_success.clone(),
-        );
-        compaction.register(
-            "newest_commit_timestamp_seconds",
-            "Commit time of the store's newest transaction, as the last pass found it (Unix time)",
-            metrics.newest_commit.clone(),
-        );
-        compaction.register(
-            "backlog_transactions",
-            "Transactions in L0 segments not yet merged into L1, as the last pass found them",
-            metrics.backlog.clone(),
-        );
-        metrics
+        let r = registry.sub_registry_with_prefix("compaction");
+        CompactionMetrics {
+            passes: registered(r, "passes", "Compaction passes, by result", Family::default()),
+            segments_written: registered(
+                r,
+                "segments_written",
+                "Segments written by compaction (kind: l1 or snapshot)",
+                Family::default(),
+            ),
+            objects_deleted: registered(r, "objects_deleted", "Objects deleted by retention", Family::default()),
+            last_success: registered(
+                r,
+                "last_success_timestamp_seconds",
+                "When a compaction pass last succeeded (Unix time)",
+                Family::default(),
+            ),
+            newest_commit: registered(
+                r,
+                "newest_commit_timestamp_seconds",
+                "Commit time of the store's newest transaction, as the last pass found it (Unix time)",
+                Family::default(),
+            ),
+            backlog: registered(
+                r,
+                "backlog_transactions",
+                "Transactions in L0 segments not yet merged into L1, as the last pass found them",
+                Family::default(),
+            ),
+        }
     }
 
     /// Records a pass over `store` that succeeded (`outcome`) or failed (`None`).

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distributary_core::http_server::prometheus_text;
+use distributary_core::http_server::{prometheus_text, registered};
 use distributary_core::store::{GetOptions, GetResult, ObjectMeta, Payload, PutMode, Store, StoreError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -76,35 +76,40 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        let (responses, store_requests) = (Family::default(), Family::default());
-        let syncs = Family::<ResultLabel, Counter>::default();
+        let mut registry = Registry::with_prefix("distributary");
+        let r = &mut registry;
+        let syncs = registered(r, "replica_syncs", "Polls that ran a sync, or failed", Family::default());
         // Both results from the start: a rate of failures is 0, not absent.
         for result in ["ok", "failed"] {
             let _ = syncs.get_or_create(&ResultLabel { result });
         }
-        let (query_seconds, sync_seconds) = (Histogram::new(BUCKETS), Histogram::new(BUCKETS));
-        let (applied_objects, applied_bytes) = (Counter::default(), Counter::default());
-        let mut registry = Registry::with_prefix("distributary");
-        registry.register("serve_responses", "HTTP responses by route and status code", responses.clone());
-        registry.register(
-            "serve_query_seconds",
-            "Time a query held a read connection (prepare, bind, step, encode)",
-            query_seconds.clone(),
-        );
-        registry.register("store_requests", "Requests to the store by operation and result", store_requests.clone());
-        registry.register("replica_syncs", "Polls that ran a sync, or failed", syncs.clone());
-        registry.register("replica_applied_objects", "Objects applied to the replica", applied_objects.clone());
-        registry.register("replica_applied_bytes", "Bytes of objects applied to the replica", applied_bytes.clone());
-        registry.register("replica_sync_seconds", "Duration of polls that ran a sync or failed", sync_seconds.clone());
+        let responses = "HTTP responses by route and status code";
+        let query = "Time a query held a read connection (prepare, bind, step, encode)";
+        let store_requests = "Requests to the store by operation and result";
         Metrics {
-            registry,
-            responses,
-            query_seconds,
-            store_requests,
+            responses: registered(r, "serve_responses", responses, Family::default()),
+            query_seconds: registered(r, "serve_query_seconds", query, Histogram::new(BUCKETS)),
+            store_requests: registered(r, "store_requests", store_requests, Family::default()),
             syncs,
-            applied_objects,
-            applied_bytes,
-            sync_seconds,
+            applied_objects: registered(
+                r,
+                "replica_applied_objects",
+                "Objects applied to the replica",
+                Counter::default(),
+            ),
+            applied_bytes: registered(
+                r,
+                "replica_applied_bytes",
+                "Bytes of objects applied to the replica",
+                Counter::default(),
+            ),
+            sync_seconds: registered(
+                r,
+                "replica_sync_seconds",
+                "Duration of polls that ran a sync or failed",
+                Histogram::new(BUCKETS),
+            ),
+            registry,
         }
     }
 }
