@@ -61,6 +61,16 @@ impl History {
         History::create_generation(path, store, setup, GenerationId::new(BASE_MS).unwrap()).await
     }
 
+    /// A history of the accounts workload ([`crate::accounts`]): its setup
+    /// at TXID 1, then `transfers` transfers.
+    pub async fn of_transfers(path: &Path, store: Arc<dyn Store>, transfers: u64) -> History {
+        let mut history = History::create(path, store, &crate::accounts::accounts_setup()).await;
+        for step in 0..transfers {
+            history.commit(&crate::accounts::transfer(step)).await;
+        }
+        history
+    }
+
     /// [`History::create`] as `generation` (a store's newer lineage needs a
     /// later id: ids order by their creation time, then by chance).
     pub async fn create_generation(

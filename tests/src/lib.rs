@@ -24,6 +24,7 @@
 //! | [`web_servers`] | Python's `http.server` and nginx (the `docs/DEPLOY.md` block) publishing a store folder, counting requests |
 //! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
 
+pub mod accounts;
 pub mod bins;
 pub mod cdn;
 pub mod cdn_run;

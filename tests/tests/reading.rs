@@ -18,40 +18,12 @@ use distributary_core::apply::{
 };
 use distributary_core::plan::HistoryPoint;
 use distributary_core::replica::read_state;
+use distributary_tests::accounts::{TOTAL, accounts_setup, transfer};
 use distributary_tests::bins::binary;
 use distributary_tests::counting::CountingStore;
 use distributary_tests::history::{History, time_of};
 use distributary_tests::on_every_store;
 use distributary_tests::test_store::{Kind, MOTO_PREFIX, TestStore, file_store};
-
-const ACCOUNTS: usize = 40;
-const TOTAL: i64 = 40 * 1000;
-
-fn accounts_setup() -> String {
-    format!(
-        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, note TEXT NOT NULL);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ACCOUNTS})
-         INSERT INTO accounts SELECT i, 1000, printf('%.600c', 'x') FROM n;
-         CREATE TABLE log (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
-    )
-}
-
-/// A transaction that moves money between accounts (the total stays
-/// constant) and appends to a log (the file grows).
-fn transfer(step: u64) -> String {
-    let mut sql = String::new();
-    for k in 0..5u64 {
-        let from = (step * 7 + k * 13) % ACCOUNTS as u64 + 1;
-        let to = (step * 11 + k * 5 + 1) % ACCOUNTS as u64 + 1;
-        let amount = (step * 31 + k) % 50 + 1;
-        sql += &format!(
-            "UPDATE accounts SET balance = balance - {amount}, note = printf('%.600c', char(65 + {step} % 26)) WHERE id = {from};
-             UPDATE accounts SET balance = balance + {amount} WHERE id = {to};"
-        );
-    }
-    sql += &format!("INSERT INTO log (body) VALUES (printf('%.{}c', 'y'));", 200 + step % 900);
-    sql
-}
 
 /// A restored file is byte for byte the primary's at `txid`.
 fn assert_at(db: &Path, history: &History, txid: u64) {
@@ -178,10 +150,7 @@ async fn a_corrupted_object_fails_the_sync_by_name_and_keeps_the_replica(kind: K
     let dir = tempfile::tempdir().unwrap();
     let test_store = TestStore::new(kind, dir.path()).await;
     let store = Arc::clone(&test_store.store);
-    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
-    for step in 0..5 {
-        history.commit(&transfer(step)).await;
-    }
+    let mut history = History::of_transfers(&dir.path().join("primary.db"), Arc::clone(&store), 5).await;
     let replica = dir.path().join("replica.db");
     let summary = sync(Arc::clone(&store), &replica, &SyncOptions::default()).await.unwrap();
     assert_eq!(summary.to_txid, TxId(6));

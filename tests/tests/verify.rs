@@ -18,6 +18,7 @@ use distributary_core::layout::{l0_key, l1_key, snapshot_key};
 use distributary_core::manifest::update_manifest;
 use distributary_core::store::PutMode;
 use distributary_core::{Checksum, GenerationId, TxId};
+use distributary_tests::accounts::{accounts_setup, transfer};
 use distributary_tests::history::History;
 use distributary_tests::on_every_store;
 use distributary_tests::synthetic::{SyntheticDb, put};
@@ -178,35 +179,13 @@ async fn a_store_made_by_replicate_and_compact_with_retention_verifies_clean() {
 
 // --- damage, on every kind of store ------------------------------------------
 
-const ACCOUNTS: usize = 40;
-
-fn accounts_setup() -> String {
-    format!(
-        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, note TEXT NOT NULL);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ACCOUNTS})
-         INSERT INTO accounts SELECT i, 1000, printf('%.600c', 'x') FROM n;"
-    )
-}
-
-fn transfer(step: u64) -> String {
-    let from = step % ACCOUNTS as u64 + 1;
-    let to = (step * 7 + 3) % ACCOUNTS as u64 + 1;
-    format!(
-        "UPDATE accounts SET balance = balance - 5, note = printf('%.600c', char(65 + {step} % 26)) WHERE id = {from};
-         UPDATE accounts SET balance = balance + 5 WHERE id = {to};"
-    )
-}
-
 on_every_store!(each_kind_of_damage_is_reported_by_key_with_exit_status_1);
 
 async fn each_kind_of_damage_is_reported_by_key_with_exit_status_1(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let test_store = TestStore::new(kind, dir.path()).await;
     let store = Arc::clone(&test_store.store);
-    let mut history = History::create(&dir.path().join("primary.db"), Arc::clone(&store), &accounts_setup()).await;
-    for step in 0..29 {
-        history.commit(&transfer(step)).await;
-    }
+    let mut history = History::of_transfers(&dir.path().join("primary.db"), Arc::clone(&store), 29).await;
     // TXIDs 2..=30 in L0; L1 [2, 10] and [11, 20]; snapshots 1 and 10; L0 to 40.
     history.compact(&[(2, 10), (11, 20)], Some(10)).await;
     for step in 29..39 {
