@@ -125,6 +125,17 @@ impl BlockClient {
         }
     }
 
+    /// Create Container; one that exists already is not an error.
+    pub async fn create_container(&self) -> Result<(), StoreError> {
+        let url = format!("{}?restype=container", self.container_url);
+        let request = http::Request::put(url).header(http::header::CONTENT_LENGTH, 0).body(Bytes::new().into());
+        match self.send(request).await {
+            Ok(_) => Ok(()),
+            Err(failure) if failure.code.as_deref() == Some("ContainerAlreadyExists") => Ok(()),
+            Err(failure) => Err(backend("create container", &self.container, &self.container, &failure)),
+        }
+    }
+
     /// Signs and sends one request; a non-2xx answer is a [`Failure`] with
     /// its status and Azure's error code from the body.
     async fn send(&self, request: Result<HttpRequest, http::Error>) -> Result<HttpResponse, Failure> {

@@ -214,6 +214,12 @@ impl AbsStore {
         self
     }
 
+    /// Creates the container if it does not exist (tests, and tools that
+    /// set a store up).
+    pub async fn create_container(&self) -> Result<(), StoreError> {
+        self.blocks.create_container().await
+    }
+
     fn full_key(&self, key: &str) -> Result<String, StoreError> {
         validate_key(key)?;
         Ok(if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) })
