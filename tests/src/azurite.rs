@@ -141,9 +141,9 @@ impl Drop for AzuriteServer {
 /// `azurite-blob`: under `$DISTRIBUTARY_AZURITE` or setup.sh's folder when
 /// installed there, else from `PATH`.
 fn azurite_command() -> PathBuf {
-    let folder = std::env::var_os(AZURITE_ENV).map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/distributary/azurite"))
-    });
+    let folder = std::env::var_os(AZURITE_ENV)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/distributary/azurite")));
     folder
         .map(|folder| folder.join("node_modules/.bin/azurite-blob"))
         .filter(|path| path.exists())

@@ -318,6 +318,46 @@ impl AbsStore {
     }
 }
 
+impl AbsStore {
+    /// The last `n` bytes. Azure has no suffix ranges (`x-ms-range` needs a
+    /// start), so this reads the size with a HEAD and then the bounded range
+    /// with `If-Match` on the HEAD's ETag: a write in between fails the read
+    /// instead of mixing two versions, and the pair is tried again.
+    async fn get_suffix(
+        &self,
+        key: &str,
+        path: &Path,
+        n: u64,
+        if_none_match: Option<ETag>,
+    ) -> Result<object_store::GetResult, StoreError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let object = match self.client.head(path).await {
+                Ok(object) => object,
+                Err(e) => return Err(self.read_error("get", key, e).await),
+            };
+            if if_none_match.is_some() && object.e_tag.as_ref() == if_none_match.as_ref().map(|etag| &etag.0) {
+                return Err(StoreError::NotModified { key: key.to_string() });
+            }
+            let Some(range) = ByteRange::Suffix(n).resolve(object.size) else {
+                let range = ByteRange::Suffix(n).to_http_header();
+                return Err(StoreError::InvalidRange { key: key.to_string(), range, size: object.size });
+            };
+            let request = object_store::GetOptions {
+                if_match: object.e_tag.clone(),
+                range: Some(GetRange::Bounded(range)),
+                ..Default::default()
+            };
+            match self.client.get_opts(path, request).await {
+                Ok(result) => return Ok(result),
+                Err(object_store::Error::Precondition { .. }) if attempts < 3 => continue,
+                Err(e) => return Err(self.read_error("get", key, e).await),
+            }
+        }
+    }
+}
+
 fn object_range(range: ByteRange) -> GetRange {
     match range {
         ByteRange::Bounded { start, end } => GetRange::Bounded(start..end),
@@ -334,14 +374,19 @@ fn meta(key: &str, meta: &object_store::ObjectMeta) -> ObjectMeta {
 impl Store for AbsStore {
     async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
         let (_, path) = self.path(key)?;
-        let request = object_store::GetOptions {
-            if_none_match: options.if_none_match.map(|etag| etag.0),
-            range: options.range.map(object_range),
-            ..Default::default()
-        };
-        let result = match self.client.get_opts(&path, request).await {
-            Ok(result) => result,
-            Err(e) => return Err(name_refused_range(self.read_error("get", key, e).await, options.range)),
+        let result = match options.range {
+            Some(ByteRange::Suffix(n)) => self.get_suffix(key, &path, n, options.if_none_match).await?,
+            range => {
+                let request = object_store::GetOptions {
+                    if_none_match: options.if_none_match.map(|etag| etag.0),
+                    range: range.map(object_range),
+                    ..Default::default()
+                };
+                match self.client.get_opts(&path, request).await {
+                    Ok(result) => result,
+                    Err(e) => return Err(name_refused_range(self.read_error("get", key, e).await, range)),
+                }
+            }
         };
         let meta = meta(key, &result.meta);
         let range = result.range.clone();
