@@ -91,4 +91,14 @@ if [ ! -x "$edge_js/node_modules/.bin/wasm-opt" ] || [ ! -x "$edge_js/node_modul
     (cd "$edge_js" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
+# Azurite (Microsoft's Azure Storage emulator) for the abs:// store's tests
+# (tests/src/azurite.rs looks here, or in $DISTRIBUTARY_AZURITE): pinned,
+# in a project-independent folder shared by every checkout.
+azurite_dir="${DISTRIBUTARY_AZURITE:-$HOME/.cache/distributary/azurite}"
+if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+    log "installing azurite@3.37.0 into $azurite_dir (Azure Blob Storage emulator)"
+    mkdir -p "$azurite_dir"
+    npm install --prefix "$azurite_dir" --no-audit --no-fund --loglevel=error azurite@3.37.0
+fi
+
 log "ok"

@@ -55,6 +55,14 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("s3://") {
         anyhow::bail!("open store {url}: {NO_S3}");
     }
+    #[cfg(not(feature = "abs"))]
+    if url.starts_with("abs://") {
+        anyhow::bail!(
+            "open store {url}: this edge-reader was built without Azure Blob Storage support (the small \
+             device build): read the container over https:// (a CDN, public access or SAS URLs) or use \
+             the full build (cargo build -p edge-reader, default features)"
+        );
+    }
     Ok(distributary_core::store::open(url).await?)
 }
 

@@ -4,6 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`moto`] | a moto S3 server, with a fresh bucket per test |
+//! | [`azurite`] | Azurite's blob service (Azure Storage emulator), with a fresh container per test |
 //! | [`test_store`] | a folder store; either kind (folder or moto) for one test body run on both |
 //! | [`wal_primary`] | a WAL-mode SQLite primary shipped to a folder store by the real `replicate --once` and `compact` |
 //! | [`nginx`] | nginx in the foreground around a `docs/DEPLOY.md` block (for [`cdn`] and [`web_servers`]) |
@@ -25,6 +26,7 @@
 //! | [`synthetic`] | synthetic L0 chains, restores by decoder, a crashing store (compactor tests) |
 
 pub mod accounts;
+pub mod azurite;
 pub mod bins;
 pub mod cdn;
 pub mod cdn_run;

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `file:///abs/path` | [`FileStore`] | yes |
 //! | `s3://bucket/prefix?endpoint=..&region=..` | [`S3Store`] | yes |
+//! | `abs://container/prefix?account=..&endpoint=..` | [`AbsStore`] (Azure Blob Storage) | yes |
 //! | `http(s)://host/prefix` | [`HttpStore`] | no (read-only) |
 //!
 //! [`MemoryStore`] (tests) has no URL: data written to it would be lost
@@ -15,6 +16,8 @@ mod prefixed;
 mod types;
 mod url;
 
+#[cfg(feature = "abs")]
+pub mod abs;
 #[cfg(feature = "file")]
 mod file;
 pub mod http;
@@ -28,6 +31,8 @@ pub mod conformance;
 pub use self::prefixed::{PrefixedStore, child_url};
 pub use self::types::{Body, ByteRange, ETag, GetOptions, GetResult, ObjectMeta, Payload, PutMode, StoreError};
 pub use self::url::{StoreUrl, open};
+#[cfg(feature = "abs")]
+pub use abs::{AbsCredential, AbsOptions, AbsStore};
 #[cfg(feature = "file")]
 pub use file::FileStore;
 pub use http::HttpStore;

@@ -6,6 +6,7 @@ use super::{Store, StoreError};
 
 const FILE_EXAMPLE: &str = "file:///var/lib/distributary/store";
 const S3_EXAMPLE: &str = "s3://my-bucket/app-db?region=us-east-1 or s3://bucket/prefix?endpoint=http://127.0.0.1:9000";
+const ABS_EXAMPLE: &str = "abs://my-container/app-db?account=mystorageaccount (key in AZURE_STORAGE_ACCOUNT_KEY)";
 const HTTP_EXAMPLE: &str = "https://cdn.example.com/app-db";
 
 /// A parsed store URL.
@@ -32,6 +33,20 @@ pub enum StoreUrl {
         /// custom endpoint, off otherwise.
         path_style: Option<bool>,
     },
+    /// An Azure Blob Storage container (or Azurite).
+    Abs {
+        /// Container name.
+        container: String,
+        /// Key prefix inside the container, without leading or trailing
+        /// `/` (empty for the container's root).
+        prefix: String,
+        /// Storage account (`?account=`); otherwise
+        /// `AZURE_STORAGE_ACCOUNT_NAME` or `AZURE_STORAGE_ACCOUNT`.
+        account: Option<String>,
+        /// Blob service endpoint (`?endpoint=`); otherwise
+        /// `https://<account>.blob.core.windows.net`.
+        endpoint: Option<String>,
+    },
     /// A read-only HTTP(S) origin: `base/<key>` plus the URL's query string
     /// (for a shared token) on every request.
     Http {
@@ -49,7 +64,10 @@ impl StoreUrl {
         let invalid =
             |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(invalid("missing scheme (expected file://, s3://, http:// or https://)".into(), FILE_EXAMPLE));
+            return Err(invalid(
+                "missing scheme (expected file://, s3://, abs://, http:// or https://)".into(),
+                FILE_EXAMPLE,
+            ));
         };
         match scheme {
             "file" => {
@@ -72,6 +90,11 @@ impl StoreUrl {
                 Ok(StoreUrl::File { root: root.into() })
             }
             "s3" => parse_s3(rest).map_err(|reason| invalid(reason, S3_EXAMPLE)),
+            "abs" => parse_abs(rest).map_err(|reason| StoreError::InvalidUrl {
+                url: redact_secrets(url),
+                reason,
+                example: ABS_EXAMPLE,
+            }),
             "http" | "https" => {
                 let (base, query) = parse_http(scheme, rest).map_err(|reason| invalid(reason.into(), HTTP_EXAMPLE))?;
                 Ok(StoreUrl::Http { base, query })
@@ -83,7 +106,9 @@ impl StoreUrl {
                 "memory:// is an in-process store for tests whose data is lost at exit; use a folder".into(),
                 FILE_EXAMPLE,
             )),
-            other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, http or https)"), FILE_EXAMPLE)),
+            other => {
+                Err(invalid(format!("unknown scheme {other:?} (expected file, s3, abs, http or https)"), FILE_EXAMPLE))
+            }
         }
     }
 
@@ -168,6 +193,74 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
     Ok(StoreUrl::S3 { bucket: bucket.to_string(), prefix, endpoint, region, path_style })
 }
 
+fn parse_abs(rest: &str) -> Result<StoreUrl, String> {
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (container, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if let Some(problem) = container_name_problem(container) {
+        return Err(problem);
+    }
+    let prefix = prefix.trim_matches('/').to_string();
+    if !prefix.is_empty() {
+        super::validate_key(&prefix).map_err(|e| format!("prefix: {e}"))?;
+    }
+    let (mut account, mut endpoint) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match name {
+            "account" | "account-name" if !value.is_empty() => account = Some(value),
+            "endpoint" => {
+                if !(value.starts_with("http://") || value.starts_with("https://")) {
+                    return Err(format!("endpoint {value:?} must start with http:// or https://"));
+                }
+                endpoint = Some(value.trim_end_matches('/').to_string());
+            }
+            // URLs end up in logs and messages; secrets stay out of them.
+            name if SECRET_PARAMETERS.contains(&name) => {
+                return Err(format!(
+                    "{name:?}: credentials do not go in the URL (it is shown in logs and messages); set \
+                     AZURE_STORAGE_ACCOUNT_KEY to the account key or AZURE_STORAGE_SAS_TOKEN to a SAS token"
+                ));
+            }
+            other => return Err(format!("unknown query parameter {other:?} (known: account, endpoint)")),
+        }
+    }
+    Ok(StoreUrl::Abs { container: container.to_string(), prefix, account, endpoint })
+}
+
+/// Query parameters that carry (or are part of) an Azure secret.
+const SECRET_PARAMETERS: &[&str] = &["key", "account-key", "account_key", "sas", "sas-token", "sig", "sv", "se", "sp"];
+
+/// `url` with the values of [`SECRET_PARAMETERS`] replaced, for messages.
+fn redact_secrets(url: &str) -> String {
+    let Some((location, query)) = url.split_once('?') else { return url.to_string() };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMETERS.contains(&name) => format!("{name}=<redacted>"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{location}?{}", pairs.join("&"))
+}
+
+/// What is wrong with an Azure container name, if anything: Azure allows
+/// 3 to 63 lowercase letters, digits and hyphens, starting and ending with
+/// a letter or digit, with no two hyphens in a row.
+pub(crate) fn container_name_problem(container: &str) -> Option<String> {
+    let valid = (3..=63).contains(&container.len())
+        && container.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !container.starts_with('-')
+        && !container.ends_with('-')
+        && !container.contains("--");
+    (!valid).then(|| {
+        format!(
+            "container name {container:?} is not valid (3 to 63 lowercase letters, digits and single hyphens, \
+             starting and ending with a letter or digit)"
+        )
+    })
+}
+
 /// Decodes `%XX` escapes (for endpoints passed inside a query string); a
 /// `%` not followed by two hex digits stays as it is.
 fn percent_decode(value: &str) -> String {
@@ -204,12 +297,30 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         StoreUrl::S3 { bucket, prefix, endpoint, region, path_style } => {
             Ok(Arc::new(super::S3Store::connect(bucket, prefix, endpoint, region, path_style).await?))
         }
+        #[cfg(feature = "abs")]
+        StoreUrl::Abs { container, prefix, account, endpoint } => {
+            let no = |reason: &str| StoreError::InvalidUrl {
+                url: url.to_string(),
+                reason: reason.into(),
+                example: ABS_EXAMPLE,
+            };
+            let account = account.or_else(super::abs::account_from_env).ok_or_else(|| {
+                no("no storage account: add ?account=NAME to the URL or set AZURE_STORAGE_ACCOUNT_NAME")
+            })?;
+            let credential = super::AbsCredential::from_env().ok_or_else(|| {
+                no("no Azure credentials: set AZURE_STORAGE_ACCOUNT_KEY (the account key) or AZURE_STORAGE_SAS_TOKEN")
+            })?;
+            let options = super::AbsOptions { account, container, prefix, endpoint, credential };
+            Ok(Arc::new(super::AbsStore::connect(options)?))
+        }
         #[cfg(any(feature = "http", feature = "http-ring"))]
         StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
         #[allow(unreachable_patterns)]
         StoreUrl::File { .. } => Err(unavailable("file://")),
         #[allow(unreachable_patterns)]
         StoreUrl::S3 { .. } => Err(unavailable("s3://")),
+        #[allow(unreachable_patterns)]
+        StoreUrl::Abs { .. } => Err(unavailable("abs://")),
         #[allow(unreachable_patterns)]
         StoreUrl::Http { .. } => Err(unavailable("http(s)://")),
     }
@@ -236,6 +347,50 @@ mod tests {
             StoreUrl::parse("https://cdn.example.com/db/?token=abc").unwrap(),
             StoreUrl::Http { base: "https://cdn.example.com/db".into(), query: Some("token=abc".into()) }
         );
+    }
+
+    #[test]
+    fn parses_azure_urls() {
+        assert_eq!(
+            StoreUrl::parse(
+                "abs://my-container/a/b/?account=acct&endpoint=http%3A%2F%2F127.0.0.1%3A10000%2Fdevstoreaccount1"
+            )
+            .unwrap(),
+            StoreUrl::Abs {
+                container: "my-container".into(),
+                prefix: "a/b".into(),
+                account: Some("acct".into()),
+                endpoint: Some("http://127.0.0.1:10000/devstoreaccount1".into()),
+            }
+        );
+        // The account may come from the environment instead, and the
+        // container's root is a store too.
+        assert_eq!(
+            StoreUrl::parse("abs://c0n").unwrap(),
+            StoreUrl::Abs { container: "c0n".into(), prefix: String::new(), account: None, endpoint: None }
+        );
+    }
+
+    #[test]
+    fn azure_urls_refuse_bad_containers_and_secrets() {
+        for (url, needle) in [
+            ("abs://My_Container/x", "container name"),
+            ("abs://ab/x", "container name"),
+            ("abs://a--b/x", "container name"),
+            ("abs://-abc/x", "container name"),
+            ("abs:///x", "container name"),
+            ("abs://box/x?account=a&key=c2VjcmV0", "AZURE_STORAGE_ACCOUNT_KEY"),
+            ("abs://box/x?sv=2022&sig=abc", "credentials do not go in the URL"),
+            ("abs://box/x?region=west", "unknown query parameter \"region\""),
+            ("abs://box/x?endpoint=localhost:10000", "must start with http"),
+            ("abs://box/../x", "prefix"),
+        ] {
+            let err = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(err.contains("for example: abs://"), "{url}: {err}");
+            // The refused secret is not repeated back.
+            assert!(!err.contains("c2VjcmV0"), "{url}: {err}");
+        }
     }
 
     /// A `%` before a multi-byte character, or before too few hex digits,
