@@ -6,6 +6,7 @@
 //! | `file:///abs/path` | [`FileStore`] | yes |
 //! | `s3://bucket/prefix?endpoint=..&region=..` | [`S3Store`] | yes |
 //! | `http(s)://host/prefix` | [`HttpStore`] | no (read-only) |
+//! | `sftp://user@host:port/path?key-path=..` | [`SftpStore`] | yes |
 //!
 //! [`MemoryStore`] (tests) has no URL: data written to it would be lost
 //! when the program exits, so no command can be pointed at one.
@@ -21,6 +22,8 @@ pub mod http;
 mod memory;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -34,6 +37,8 @@ pub use http::HttpStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
+#[cfg(feature = "sftp")]
+pub use sftp::{HostKeyCheck, SftpAuth, SftpOptions, SftpStore};
 
 use bytes::Bytes;
 

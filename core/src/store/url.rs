@@ -7,6 +7,7 @@ use super::{Store, StoreError};
 const FILE_EXAMPLE: &str = "file:///var/lib/distributary/store";
 const S3_EXAMPLE: &str = "s3://my-bucket/app-db?region=us-east-1 or s3://bucket/prefix?endpoint=http://127.0.0.1:9000";
 const HTTP_EXAMPLE: &str = "https://cdn.example.com/app-db";
+const SFTP_EXAMPLE: &str = "sftp://backup@files.example.com:2222/srv/distributary/app-db?key-path=/etc/distributary/id_ed25519";
 
 /// A parsed store URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,26 @@ pub enum StoreUrl {
         /// The query string without `?`, appended to every object URL.
         query: Option<String>,
     },
+    /// A folder on an SFTP server. The password, if any, comes from the
+    /// environment (`DISTRIBUTARY_SFTP_PASSWORD`), never from the URL.
+    Sftp {
+        /// The user to log in as.
+        user: String,
+        /// Host name or address (IPv6 without brackets).
+        host: String,
+        /// Port (22 if the URL names none).
+        port: u16,
+        /// The folder: absolute (`/srv/db`), or relative to the login
+        /// folder when the URL's path starts with `/~/` (`db`).
+        root: String,
+        /// Private key file (`?key-path=`).
+        key_path: Option<std::path::PathBuf>,
+        /// known_hosts file (`?known-hosts=`); `~/.ssh/known_hosts` otherwise.
+        known_hosts: Option<std::path::PathBuf>,
+        /// `?insecure-skip-host-key=true`: accept any host key. For tests
+        /// against throwaway servers only.
+        insecure_skip_host_key: bool,
+    },
 }
 
 impl StoreUrl {
@@ -49,7 +70,7 @@ impl StoreUrl {
         let invalid =
             |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(invalid("missing scheme (expected file://, s3://, http:// or https://)".into(), FILE_EXAMPLE));
+            return Err(invalid("missing scheme (expected file://, s3://, sftp://, http:// or https://)".into(), FILE_EXAMPLE));
         };
         match scheme {
             "file" => {
@@ -72,6 +93,12 @@ impl StoreUrl {
                 Ok(StoreUrl::File { root: root.into() })
             }
             "s3" => parse_s3(rest).map_err(|reason| invalid(reason, S3_EXAMPLE)),
+            // A password wrongly put in the URL stays out of the error.
+            "sftp" => parse_sftp(rest).map_err(|reason| StoreError::InvalidUrl {
+                url: hide_password(url),
+                reason,
+                example: SFTP_EXAMPLE,
+            }),
             "http" | "https" => {
                 let (base, query) = parse_http(scheme, rest).map_err(|reason| invalid(reason.into(), HTTP_EXAMPLE))?;
                 Ok(StoreUrl::Http { base, query })
@@ -83,7 +110,7 @@ impl StoreUrl {
                 "memory:// is an in-process store for tests whose data is lost at exit; use a folder".into(),
                 FILE_EXAMPLE,
             )),
-            other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, http or https)"), FILE_EXAMPLE)),
+            other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, sftp, http or https)"), FILE_EXAMPLE)),
         }
     }
 
@@ -168,6 +195,97 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
     Ok(StoreUrl::S3 { bucket: bucket.to_string(), prefix, endpoint, region, path_style })
 }
 
+fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if location.contains('#') {
+        return Err("fragments are not allowed".into());
+    }
+    let (authority, path) = location.find('/').map_or((location, ""), |slash| location.split_at(slash));
+    let Some((user, host_port)) = authority.rsplit_once('@') else {
+        return Err("missing user: name the account to log in as (sftp://USER@host/path)".into());
+    };
+    if user.contains(':') {
+        return Err(format!(
+            "passwords do not go in the URL (it appears in logs and process lists): set the environment variable \
+             {SFTP_PASSWORD_ENV}, or use a key file (?key-path=)"
+        ));
+    }
+    if user.is_empty() {
+        return Err("missing user: name the account to log in as (sftp://USER@host/path)".into());
+    }
+    // `[::1]:2222`, `host:2222` or `host`.
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']').ok_or("unclosed '[' in the host")?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    let port = match port {
+        None => 22,
+        Some(port) => port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+            format!("port {port:?} is not a number from 1 to 65535")
+        })?,
+    };
+    let (home_relative, folder) = match path.strip_prefix("/~") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest.trim_matches('/')),
+        _ => (false, path.trim_matches('/')),
+    };
+    if folder.is_empty() && !home_relative {
+        return Err("the server's filesystem root cannot be a store: name a folder (or /~/ for the login folder)".into());
+    }
+    if !folder.is_empty() {
+        super::validate_key(folder).map_err(|e| format!("path: {e}"))?;
+    }
+    let root = if home_relative { folder.to_string() } else { format!("/{folder}") };
+    let (mut key_path, mut known_hosts, mut insecure_skip_host_key) = (None, None, false);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match name {
+            "key-path" if !value.is_empty() => key_path = Some(value.into()),
+            "known-hosts" if !value.is_empty() => known_hosts = Some(value.into()),
+            "insecure-skip-host-key" => {
+                insecure_skip_host_key = match value.as_str() {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    other => return Err(format!("insecure-skip-host-key must be true or false, not {other:?}")),
+                }
+            }
+            "password" => return Err(format!("passwords do not go in the URL: set {SFTP_PASSWORD_ENV}")),
+            other => {
+                return Err(format!(
+                    "unknown query parameter {other:?} (known: key-path, known-hosts, and insecure-skip-host-key \
+                     for tests)"
+                ));
+            }
+        }
+    }
+    Ok(StoreUrl::Sftp { user: user.to_string(), host: host.to_string(), port, root, key_path, known_hosts, insecure_skip_host_key })
+}
+
+/// `url` with the password of a `user:password@` replaced by `***`.
+fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***{}", &rest[userinfo.len()..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Where an SFTP password goes (the URL refuses one).
+const SFTP_PASSWORD_ENV: &str = "DISTRIBUTARY_SFTP_PASSWORD";
+
 /// Decodes `%XX` escapes (for endpoints passed inside a query string); a
 /// `%` not followed by two hex digits stays as it is.
 fn percent_decode(value: &str) -> String {
@@ -206,12 +324,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         }
         #[cfg(any(feature = "http", feature = "http-ring"))]
         StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
+        #[cfg(feature = "sftp")]
+        sftp @ StoreUrl::Sftp { .. } => Ok(Arc::new(super::SftpStore::new(super::sftp::options_from_url(url, sftp)?)?)),
         #[allow(unreachable_patterns)]
         StoreUrl::File { .. } => Err(unavailable("file://")),
         #[allow(unreachable_patterns)]
         StoreUrl::S3 { .. } => Err(unavailable("s3://")),
         #[allow(unreachable_patterns)]
         StoreUrl::Http { .. } => Err(unavailable("http(s)://")),
+        #[allow(unreachable_patterns)]
+        StoreUrl::Sftp { .. } => Err(unavailable("sftp://")),
     }
 }
 
@@ -259,6 +381,53 @@ mod tests {
         {
             let err = StoreUrl::parse_http(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_sftp_urls() {
+        assert_eq!(
+            StoreUrl::parse("sftp://backup@files.example.com:2222/backup/db/?key-path=%2Fetc%2Fkey").unwrap(),
+            StoreUrl::Sftp {
+                user: "backup".into(),
+                host: "files.example.com".into(),
+                port: 2222,
+                root: "/backup/db".into(),
+                key_path: Some("/etc/key".into()),
+                known_hosts: None,
+                insecure_skip_host_key: false,
+            }
+        );
+        let parsed = StoreUrl::parse("sftp://u@[::1]/~/db?known-hosts=/k&insecure-skip-host-key=true").unwrap();
+        let StoreUrl::Sftp { host, port, root, known_hosts, insecure_skip_host_key, .. } = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!((host.as_str(), port, root.as_str()), ("::1", 22, "db"));
+        assert_eq!((known_hosts, insecure_skip_host_key), (Some("/k".into()), true));
+        let StoreUrl::Sftp { root, .. } = StoreUrl::parse("sftp://u@h/~").unwrap() else { panic!() };
+        assert_eq!(root, "", "the login folder itself");
+    }
+
+    #[test]
+    fn sftp_errors_say_what_is_wrong() {
+        for (url, needle) in [
+            ("sftp://files.example.com/db", "missing user"),
+            ("sftp://@files.example.com/db", "missing user"),
+            ("sftp://u:secret@files.example.com/db", "DISTRIBUTARY_SFTP_PASSWORD"),
+            ("sftp://u@h/db?password=x", "DISTRIBUTARY_SFTP_PASSWORD"),
+            ("sftp://u@h:99999/db", "port \"99999\""),
+            ("sftp://u@h:ssh/db", "port \"ssh\""),
+            ("sftp://u@h:0/db", "from 1 to 65535"),
+            ("sftp://u@/db", "missing host"),
+            ("sftp://u@h/", "filesystem root"),
+            ("sftp://u@h/db/../etc", "path"),
+            ("sftp://u@h/db?insecure-skip-host-key=maybe", "true or false"),
+            ("sftp://u@h/db?keypath=/k", "unknown query parameter \"keypath\""),
+        ] {
+            let err = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(err.contains("for example: sftp://"), "{url}: {err}");
+            assert!(!err.contains("secret"), "the password leaked: {err}");
         }
     }
 
