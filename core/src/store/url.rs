@@ -240,8 +240,10 @@ fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
     if folder.is_empty() && !home_relative {
         return Err("the server's filesystem root cannot be a store: name a folder (or /~/ for the login folder)".into());
     }
-    if !folder.is_empty() {
-        super::validate_key(folder).map_err(|e| format!("path: {e}"))?;
+    // Dot-folders are fine on the server (`/home/app/.backups`); only the
+    // store's own keys must not start with a dot.
+    if folder.contains(['\\', '\0']) || (!folder.is_empty() && folder.split('/').any(|c| matches!(c, "" | "." | ".."))) {
+        return Err(format!("path {path:?} has an empty, '.' or '..' component, a backslash or a NUL byte"));
     }
     let root = if home_relative { folder.to_string() } else { format!("/{folder}") };
     let (mut key_path, mut known_hosts, mut insecure_skip_host_key) = (None, None, false);

@@ -180,7 +180,13 @@ pub(super) async fn connect(
     let (result, what) = match (&options.auth, key) {
         (SftpAuth::KeyFile(path), Some(key)) => {
             // RSA keys sign with the best hash the server accepts (not SHA-1).
-            let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
+            // (Asked only for RSA: the answer waits for the server's
+            // extension info, which not every server sends.)
+            let hash = if key.algorithm().is_rsa() {
+                ssh.best_supported_rsa_hash().await.ok().flatten().flatten()
+            } else {
+                None
+            };
             let result = ssh.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash)).await;
             (result, format!("key {}", path.display()))
         }

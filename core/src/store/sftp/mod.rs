@@ -160,15 +160,18 @@ impl SftpStore {
     /// A store that connects on first use (and again after the connection
     /// breaks). Loads the key file now, so a missing or unreadable key is
     /// reported at once.
-    pub fn new(options: SftpOptions) -> Result<SftpStore, StoreError> {
+    pub fn new(mut options: SftpOptions) -> Result<SftpStore, StoreError> {
+        if options.root.len() > 1 {
+            options.root = options.root.trim_end_matches('/').to_string();
+        }
         let key = match &options.auth {
             SftpAuth::KeyFile(path) => Some(Arc::new(connect::load_key(path)?)),
             SftpAuth::Password(_) => None,
         };
-        let root = if options.root.starts_with('/') || options.root.is_empty() {
-            options.root.clone()
-        } else {
-            format!("~/{}", options.root)
+        let root = match options.root.as_str() {
+            "" => "~".to_string(),
+            absolute if absolute.starts_with('/') => absolute.to_string(),
+            relative => format!("~/{relative}"),
         };
         let host = if options.host.contains(':') { format!("[{}]", options.host) } else { options.host.clone() };
         let url = format!("sftp://{}@{host}:{}/{}", options.user, options.port, root.trim_start_matches('/'));
