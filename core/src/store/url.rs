@@ -7,7 +7,8 @@ use super::{Store, StoreError};
 const FILE_EXAMPLE: &str = "file:///var/lib/distributary/store";
 const S3_EXAMPLE: &str = "s3://my-bucket/app-db?region=us-east-1 or s3://bucket/prefix?endpoint=http://127.0.0.1:9000";
 const HTTP_EXAMPLE: &str = "https://cdn.example.com/app-db";
-const SFTP_EXAMPLE: &str = "sftp://backup@files.example.com:2222/srv/distributary/app-db?key-path=/etc/distributary/id_ed25519";
+const SFTP_EXAMPLE: &str =
+    "sftp://backup@files.example.com:2222/srv/distributary/app-db?key-path=/etc/distributary/id_ed25519";
 
 /// A parsed store URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +71,10 @@ impl StoreUrl {
         let invalid =
             |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(invalid("missing scheme (expected file://, s3://, sftp://, http:// or https://)".into(), FILE_EXAMPLE));
+            return Err(invalid(
+                "missing scheme (expected file://, s3://, sftp://, http:// or https://)".into(),
+                FILE_EXAMPLE,
+            ));
         };
         match scheme {
             "file" => {
@@ -110,7 +114,9 @@ impl StoreUrl {
                 "memory:// is an in-process store for tests whose data is lost at exit; use a folder".into(),
                 FILE_EXAMPLE,
             )),
-            other => Err(invalid(format!("unknown scheme {other:?} (expected file, s3, sftp, http or https)"), FILE_EXAMPLE)),
+            other => {
+                Err(invalid(format!("unknown scheme {other:?} (expected file, s3, sftp, http or https)"), FILE_EXAMPLE))
+            }
         }
     }
 
@@ -229,20 +235,25 @@ fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
     }
     let port = match port {
         None => 22,
-        Some(port) => port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
-            format!("port {port:?} is not a number from 1 to 65535")
-        })?,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("port {port:?} is not a number from 1 to 65535"))?,
     };
     let (home_relative, folder) = match path.strip_prefix("/~") {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest.trim_matches('/')),
         _ => (false, path.trim_matches('/')),
     };
     if folder.is_empty() && !home_relative {
-        return Err("the server's filesystem root cannot be a store: name a folder (or /~/ for the login folder)".into());
+        return Err(
+            "the server's filesystem root cannot be a store: name a folder (or /~/ for the login folder)".into()
+        );
     }
     // Dot-folders are fine on the server (`/home/app/.backups`); only the
     // store's own keys must not start with a dot.
-    if folder.contains(['\\', '\0']) || (!folder.is_empty() && folder.split('/').any(|c| matches!(c, "" | "." | ".."))) {
+    if folder.contains(['\\', '\0']) || (!folder.is_empty() && folder.split('/').any(|c| matches!(c, "" | "." | "..")))
+    {
         return Err(format!("path {path:?} has an empty, '.' or '..' component, a backslash or a NUL byte"));
     }
     let root = if home_relative { folder.to_string() } else { format!("/{folder}") };
@@ -269,7 +280,15 @@ fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
             }
         }
     }
-    Ok(StoreUrl::Sftp { user: user.to_string(), host: host.to_string(), port, root, key_path, known_hosts, insecure_skip_host_key })
+    Ok(StoreUrl::Sftp {
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+        root,
+        key_path,
+        known_hosts,
+        insecure_skip_host_key,
+    })
 }
 
 /// `url` with the password of a `user:password@` replaced by `***`.

@@ -221,10 +221,8 @@ pub(super) async fn connect(
     })?;
     let sftp = RawSftpSession::new(channel.into_stream());
     sftp.set_timeout(REQUEST_TIMEOUT_SECS);
-    let version = sftp
-        .init()
-        .await
-        .map_err(|e| transient("connect", store_url, format!("start SFTP with {label}: {e}")))?;
+    let version =
+        sftp.init().await.map_err(|e| transient("connect", store_url, format!("start SFTP with {label}: {e}")))?;
     let offers = |name: &str| version.extensions.contains_key(name);
     Ok(Arc::new(Conn {
         ssh,

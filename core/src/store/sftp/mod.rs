@@ -218,7 +218,13 @@ impl SftpStore {
         }
     }
 
-    async fn create(&self, remote: &Remote<'_>, key: &str, path: &str, payload: &Payload) -> Result<ObjectMeta, StoreError> {
+    async fn create(
+        &self,
+        remote: &Remote<'_>,
+        key: &str,
+        path: &str,
+        payload: &Payload,
+    ) -> Result<ObjectMeta, StoreError> {
         let temp = temp_beside(path);
         let attrs = remote.write_new("create", key, &temp, payload).await?;
         match remote.rename_no_replace("create", key, &temp, path).await {
@@ -448,13 +454,7 @@ impl Store for SftpStore {
 
 /// The body of a get: pipelined reads of `range`, the handle closed at the
 /// end (or when the body is dropped early).
-fn download(
-    conn: Arc<Conn>,
-    url: String,
-    key: String,
-    handle: String,
-    range: std::ops::Range<u64>,
-) -> super::Body {
+fn download(conn: Arc<Conn>, url: String, key: String, handle: String, range: std::ops::Range<u64>) -> super::Body {
     let closer = CloseOnDrop { conn: conn.clone(), handle: Some(handle.clone()) };
     let offsets = (range.start..range.end).step_by(READ_CHUNK as usize);
     let reads = futures::stream::iter(offsets).map(move |offset| {

@@ -108,7 +108,12 @@ impl Remote<'_> {
             Ok(handle) => handle.handle,
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => {
                 self.create_dirs(op, key, parent_of(path)).await?;
-                self.conn.sftp.open(path, flags, FileAttributes::default()).await.map_err(|e| self.error(op, key, e))?.handle
+                self.conn
+                    .sftp
+                    .open(path, flags, FileAttributes::default())
+                    .await
+                    .map_err(|e| self.error(op, key, e))?
+                    .handle
             }
             Err(e) => return Err(self.error(op, key, e)),
         };
@@ -244,7 +249,13 @@ impl Remote<'_> {
     /// performs it as `link(2)` + `unlink(2)` for regular files, and
     /// `link` fails if the new name exists. `Ok(false)` if the new name was
     /// taken (the server's generic "failure" with the name now present).
-    pub async fn rename_no_replace(&self, op: &'static str, key: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+    pub async fn rename_no_replace(
+        &self,
+        op: &'static str,
+        key: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StoreError> {
         match self.conn.sftp.rename(from, to).await {
             Ok(_) => Ok(true),
             Err(e) if is_status(&e, StatusCode::Failure) => {
