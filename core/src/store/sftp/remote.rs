@@ -256,16 +256,23 @@ impl Remote<'_> {
         from: &str,
         to: &str,
     ) -> Result<bool, StoreError> {
-        match self.conn.sftp.rename(from, to).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_status(&e, StatusCode::Failure) => {
-                if self.stat(op, key, to).await?.is_some() {
-                    Ok(false)
-                } else {
-                    Err(self.error(op, key, e))
+        // The name may be freed between the failed rename and the stat (a
+        // lock released, an object deleted): then the rename is tried again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.conn.sftp.rename(from, to).await {
+                Ok(_) => return Ok(true),
+                Err(e) if is_status(&e, StatusCode::Failure) => {
+                    if self.stat(op, key, to).await?.is_some() {
+                        return Ok(false);
+                    }
+                    if attempts == 3 {
+                        return Err(self.error(op, key, e));
+                    }
                 }
+                Err(e) => return Err(self.error(op, key, e)),
             }
-            Err(e) => Err(self.error(op, key, e)),
         }
     }
 
