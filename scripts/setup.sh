@@ -67,6 +67,9 @@ command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 # nginx publishes a store folder over HTTP in tests/tests/origins.rs.
 [ -x /usr/sbin/nginx ] || apt_missing+=(nginx-light)
+# sshd serves SFTP to the sftp:// store's tests (tests/src/sshd.rs starts its
+# own on a free port; the package's postinst starts none without systemd).
+[ -x /usr/sbin/sshd ] || apt_missing+=(openssh-server)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
     log "installing ${apt_missing[*]} (wasm edge reader: build, Node, headless browser; nginx)"
     apt-get update -qq

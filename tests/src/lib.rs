@@ -7,6 +7,7 @@
 //! | [`azurite`] | Azurite's blob service (Azure Storage emulator), with a fresh container per test |
 //! | [`test_store`] | a folder store; either kind (folder or moto) for one test body run on both |
 //! | [`wal_primary`] | a WAL-mode SQLite primary shipped to a folder store by the real `replicate --once` and `compact` |
+//! | [`sshd`] | OpenSSH's sshd with throwaway keys, for the SFTP store |
 //! | [`nginx`] | nginx in the foreground around a `docs/DEPLOY.md` block (for [`cdn`] and [`web_servers`]) |
 //! | [`cdn`] | nginx as a CDN (the `docs/DEPLOY.md` CDN block) in front of an origin, its access log |
 //! | [`cdn_run`] | issue #18's scenario: primary, moto, CDN and a reader fleet, measured (test and bench) |
@@ -42,6 +43,7 @@ pub mod nginx;
 pub mod process;
 pub mod programs;
 pub mod proxy;
+pub mod sshd;
 pub mod static_files;
 pub mod synthetic;
 pub mod test_store;

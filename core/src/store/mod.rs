@@ -7,6 +7,7 @@
 //! | `s3://bucket/prefix?endpoint=..&region=..` | [`S3Store`] | yes |
 //! | `abs://container/prefix?account=..&endpoint=..` | [`AbsStore`] (Azure Blob Storage) | yes |
 //! | `http(s)://host/prefix` | [`HttpStore`] | no (read-only) |
+//! | `sftp://user@host:port/path?key-path=..` | [`SftpStore`] | yes |
 //!
 //! [`MemoryStore`] (tests) has no URL: data written to it would be lost
 //! when the program exits, so no command can be pointed at one.
@@ -24,6 +25,8 @@ pub mod http;
 mod memory;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -39,6 +42,8 @@ pub use http::HttpStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
+#[cfg(feature = "sftp")]
+pub use sftp::{HostKeyCheck, SftpAuth, SftpOptions, SftpStore};
 
 use bytes::Bytes;
 

@@ -4,10 +4,21 @@ use std::sync::Arc;
 
 use super::{Store, StoreError};
 
+mod abs;
+mod sftp;
+
+pub(super) use self::abs::container_name_problem;
+use self::abs::{parse_abs, redact_secrets};
+pub(super) use self::sftp::SFTP_PASSWORD_ENV;
+use self::sftp::{hide_password, parse_sftp};
+
 const FILE_EXAMPLE: &str = "file:///var/lib/distributary/store";
 const S3_EXAMPLE: &str = "s3://my-bucket/app-db?region=us-east-1 or s3://bucket/prefix?endpoint=http://127.0.0.1:9000";
-const ABS_EXAMPLE: &str = "abs://my-container/app-db?account=mystorageaccount (key in AZURE_STORAGE_ACCOUNT_KEY)";
+pub(super) const ABS_EXAMPLE: &str =
+    "abs://my-container/app-db?account=mystorageaccount (key in AZURE_STORAGE_ACCOUNT_KEY)";
 const HTTP_EXAMPLE: &str = "https://cdn.example.com/app-db";
+const SFTP_EXAMPLE: &str =
+    "sftp://backup@files.example.com:2222/srv/distributary/app-db?key-path=/etc/distributary/id_ed25519";
 
 /// A parsed store URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +66,26 @@ pub enum StoreUrl {
         /// The query string without `?`, appended to every object URL.
         query: Option<String>,
     },
+    /// A folder on an SFTP server. The password, if any, comes from the
+    /// environment (`DISTRIBUTARY_SFTP_PASSWORD`), never from the URL.
+    Sftp {
+        /// The user to log in as.
+        user: String,
+        /// Host name or address (IPv6 without brackets).
+        host: String,
+        /// Port (22 if the URL names none).
+        port: u16,
+        /// The folder: absolute (`/srv/db`), or relative to the login
+        /// folder when the URL's path starts with `/~/` (`db`).
+        root: String,
+        /// Private key file (`?key-path=`).
+        key_path: Option<std::path::PathBuf>,
+        /// known_hosts file (`?known-hosts=`); `~/.ssh/known_hosts` otherwise.
+        known_hosts: Option<std::path::PathBuf>,
+        /// `?insecure-skip-host-key=true`: accept any host key. For tests
+        /// against throwaway servers only.
+        insecure_skip_host_key: bool,
+    },
 }
 
 impl StoreUrl {
@@ -65,7 +96,7 @@ impl StoreUrl {
             |reason: String, example: &'static str| StoreError::InvalidUrl { url: url.to_string(), reason, example };
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(invalid(
-                "missing scheme (expected file://, s3://, abs://, http:// or https://)".into(),
+                "missing scheme (expected file://, s3://, sftp://, abs://, http:// or https://)".into(),
                 FILE_EXAMPLE,
             ));
         };
@@ -95,6 +126,12 @@ impl StoreUrl {
                 reason,
                 example: ABS_EXAMPLE,
             }),
+            // A password wrongly put in the URL stays out of the error.
+            "sftp" => parse_sftp(rest).map_err(|reason| StoreError::InvalidUrl {
+                url: hide_password(url),
+                reason,
+                example: SFTP_EXAMPLE,
+            }),
             "http" | "https" => {
                 let (base, query) = parse_http(scheme, rest).map_err(|reason| invalid(reason.into(), HTTP_EXAMPLE))?;
                 Ok(StoreUrl::Http { base, query })
@@ -106,9 +143,10 @@ impl StoreUrl {
                 "memory:// is an in-process store for tests whose data is lost at exit; use a folder".into(),
                 FILE_EXAMPLE,
             )),
-            other => {
-                Err(invalid(format!("unknown scheme {other:?} (expected file, s3, abs, http or https)"), FILE_EXAMPLE))
-            }
+            other => Err(invalid(
+                format!("unknown scheme {other:?} (expected file, s3, sftp, abs, http or https)"),
+                FILE_EXAMPLE,
+            )),
         }
     }
 
@@ -193,74 +231,6 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
     Ok(StoreUrl::S3 { bucket: bucket.to_string(), prefix, endpoint, region, path_style })
 }
 
-fn parse_abs(rest: &str) -> Result<StoreUrl, String> {
-    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (container, prefix) = location.split_once('/').unwrap_or((location, ""));
-    if let Some(problem) = container_name_problem(container) {
-        return Err(problem);
-    }
-    let prefix = prefix.trim_matches('/').to_string();
-    if !prefix.is_empty() {
-        super::validate_key(&prefix).map_err(|e| format!("prefix: {e}"))?;
-    }
-    let (mut account, mut endpoint) = (None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
-        match name {
-            "account" | "account-name" if !value.is_empty() => account = Some(value),
-            "endpoint" => {
-                if !(value.starts_with("http://") || value.starts_with("https://")) {
-                    return Err(format!("endpoint {value:?} must start with http:// or https://"));
-                }
-                endpoint = Some(value.trim_end_matches('/').to_string());
-            }
-            // URLs end up in logs and messages; secrets stay out of them.
-            name if SECRET_PARAMETERS.contains(&name) => {
-                return Err(format!(
-                    "{name:?}: credentials do not go in the URL (it is shown in logs and messages); set \
-                     AZURE_STORAGE_ACCOUNT_KEY to the account key or AZURE_STORAGE_SAS_TOKEN to a SAS token"
-                ));
-            }
-            other => return Err(format!("unknown query parameter {other:?} (known: account, endpoint)")),
-        }
-    }
-    Ok(StoreUrl::Abs { container: container.to_string(), prefix, account, endpoint })
-}
-
-/// Query parameters that carry (or are part of) an Azure secret.
-const SECRET_PARAMETERS: &[&str] = &["key", "account-key", "account_key", "sas", "sas-token", "sig", "sv", "se", "sp"];
-
-/// `url` with the values of [`SECRET_PARAMETERS`] replaced, for messages.
-fn redact_secrets(url: &str) -> String {
-    let Some((location, query)) = url.split_once('?') else { return url.to_string() };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if SECRET_PARAMETERS.contains(&name) => format!("{name}=<redacted>"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{location}?{}", pairs.join("&"))
-}
-
-/// What is wrong with an Azure container name, if anything: Azure allows
-/// 3 to 63 lowercase letters, digits and hyphens, starting and ending with
-/// a letter or digit, with no two hyphens in a row.
-pub(crate) fn container_name_problem(container: &str) -> Option<String> {
-    let valid = (3..=63).contains(&container.len())
-        && container.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !container.starts_with('-')
-        && !container.ends_with('-')
-        && !container.contains("--");
-    (!valid).then(|| {
-        format!(
-            "container name {container:?} is not valid (3 to 63 lowercase letters, digits and single hyphens, \
-             starting and ending with a letter or digit)"
-        )
-    })
-}
-
 /// Decodes `%XX` escapes (for endpoints passed inside a query string); a
 /// `%` not followed by two hex digits stays as it is.
 fn percent_decode(value: &str) -> String {
@@ -298,20 +268,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             Ok(Arc::new(super::S3Store::connect(bucket, prefix, endpoint, region, path_style).await?))
         }
         #[cfg(feature = "abs")]
-        StoreUrl::Abs { container, prefix, account, endpoint } => {
-            let no = |reason: &str| StoreError::InvalidUrl {
-                url: url.to_string(),
-                reason: reason.into(),
-                example: ABS_EXAMPLE,
-            };
-            let account = account.or_else(super::abs::account_from_env).ok_or_else(|| {
-                no("no storage account: add ?account=NAME to the URL or set AZURE_STORAGE_ACCOUNT_NAME")
-            })?;
-            let credential = super::AbsCredential::from_env().ok_or_else(|| {
-                no("no Azure credentials: set AZURE_STORAGE_ACCOUNT_KEY (the account key) or AZURE_STORAGE_SAS_TOKEN")
-            })?;
-            let options = super::AbsOptions { account, container, prefix, endpoint, credential };
-            Ok(Arc::new(super::AbsStore::connect(options)?))
+        parsed @ StoreUrl::Abs { .. } => {
+            Ok(Arc::new(super::AbsStore::connect(super::abs::options_from_url(url, parsed, None)?)?))
+        }
+        #[cfg(feature = "sftp")]
+        parsed @ StoreUrl::Sftp { .. } => {
+            Ok(Arc::new(super::SftpStore::new(super::sftp::options_from_url(url, parsed)?)?))
         }
         #[cfg(any(feature = "http", feature = "http-ring"))]
         StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
@@ -321,6 +283,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         StoreUrl::S3 { .. } => Err(unavailable("s3://")),
         #[allow(unreachable_patterns)]
         StoreUrl::Abs { .. } => Err(unavailable("abs://")),
+        #[allow(unreachable_patterns)]
+        StoreUrl::Sftp { .. } => Err(unavailable("sftp://")),
         #[allow(unreachable_patterns)]
         StoreUrl::Http { .. } => Err(unavailable("http(s)://")),
     }
@@ -414,6 +378,53 @@ mod tests {
         {
             let err = StoreUrl::parse_http(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_sftp_urls() {
+        assert_eq!(
+            StoreUrl::parse("sftp://backup@files.example.com:2222/backup/db/?key-path=%2Fetc%2Fkey").unwrap(),
+            StoreUrl::Sftp {
+                user: "backup".into(),
+                host: "files.example.com".into(),
+                port: 2222,
+                root: "/backup/db".into(),
+                key_path: Some("/etc/key".into()),
+                known_hosts: None,
+                insecure_skip_host_key: false,
+            }
+        );
+        let parsed = StoreUrl::parse("sftp://u@[::1]/~/db?known-hosts=/k&insecure-skip-host-key=true").unwrap();
+        let StoreUrl::Sftp { host, port, root, known_hosts, insecure_skip_host_key, .. } = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!((host.as_str(), port, root.as_str()), ("::1", 22, "db"));
+        assert_eq!((known_hosts, insecure_skip_host_key), (Some("/k".into()), true));
+        let StoreUrl::Sftp { root, .. } = StoreUrl::parse("sftp://u@h/~").unwrap() else { panic!() };
+        assert_eq!(root, "", "the login folder itself");
+    }
+
+    #[test]
+    fn sftp_errors_say_what_is_wrong() {
+        for (url, needle) in [
+            ("sftp://files.example.com/db", "missing user"),
+            ("sftp://@files.example.com/db", "missing user"),
+            ("sftp://u:secret@files.example.com/db", "DISTRIBUTARY_SFTP_PASSWORD"),
+            ("sftp://u@h/db?password=x", "DISTRIBUTARY_SFTP_PASSWORD"),
+            ("sftp://u@h:99999/db", "port \"99999\""),
+            ("sftp://u@h:ssh/db", "port \"ssh\""),
+            ("sftp://u@h:0/db", "from 1 to 65535"),
+            ("sftp://u@/db", "missing host"),
+            ("sftp://u@h/", "filesystem root"),
+            ("sftp://u@h/db/../etc", "path"),
+            ("sftp://u@h/db?insecure-skip-host-key=maybe", "true or false"),
+            ("sftp://u@h/db?keypath=/k", "unknown query parameter \"keypath\""),
+        ] {
+            let err = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(err.contains("for example: sftp://"), "{url}: {err}");
+            assert!(!err.contains("secret"), "the password leaked: {err}");
         }
     }
 

@@ -119,6 +119,31 @@ pub fn account_from_env() -> Option<String> {
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
+/// The options a parsed `abs://` URL names: the account from `?account=`
+/// or the environment ([`account_from_env`]); `credential`, else the one in
+/// the environment ([`AbsCredential::from_env`]).
+pub fn options_from_url(
+    url: &str,
+    parsed: super::StoreUrl,
+    credential: Option<AbsCredential>,
+) -> Result<AbsOptions, StoreError> {
+    let no = |reason: &str| StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.into(),
+        example: super::url::ABS_EXAMPLE,
+    };
+    let super::StoreUrl::Abs { container, prefix, account, endpoint } = parsed else {
+        return Err(no("not an abs:// URL"));
+    };
+    let account = account
+        .or_else(account_from_env)
+        .ok_or_else(|| no("no storage account: add ?account=NAME to the URL or set AZURE_STORAGE_ACCOUNT_NAME"))?;
+    let credential = credential.or_else(AbsCredential::from_env).ok_or_else(|| {
+        no("no Azure credentials: set AZURE_STORAGE_ACCOUNT_KEY (the account key) or AZURE_STORAGE_SAS_TOKEN")
+    })?;
+    Ok(AbsOptions { account, container, prefix, endpoint, credential })
+}
+
 /// A container and key prefix on Azure Blob Storage (or Azurite).
 #[derive(Debug, Clone)]
 pub struct AbsStore {
