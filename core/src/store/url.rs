@@ -82,6 +82,9 @@ pub enum StoreUrl {
         key_path: Option<std::path::PathBuf>,
         /// known_hosts file (`?known-hosts=`); `~/.ssh/known_hosts` otherwise.
         known_hosts: Option<std::path::PathBuf>,
+        /// The server's public key in OpenSSH's form (`?host-key=ssh-ed25519
+        /// AAAA…`, Litestream's `host-key`), checked instead of known_hosts.
+        host_key: Option<String>,
         /// `?insecure-skip-host-key=true`: accept any host key. For tests
         /// against throwaway servers only.
         insecure_skip_host_key: bool,
@@ -273,7 +276,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         }
         #[cfg(feature = "sftp")]
         parsed @ StoreUrl::Sftp { .. } => {
-            Ok(Arc::new(super::SftpStore::new(super::sftp::options_from_url(url, parsed)?)?))
+            Ok(Arc::new(super::SftpStore::new(super::sftp::options_from_url(url, parsed, None)?)?))
         }
         #[cfg(any(feature = "http", feature = "http-ring"))]
         StoreUrl::Http { base, query } => Ok(Arc::new(super::HttpStore::new(base, query)?)),
@@ -392,6 +395,7 @@ mod tests {
                 root: "/backup/db".into(),
                 key_path: Some("/etc/key".into()),
                 known_hosts: None,
+                host_key: None,
                 insecure_skip_host_key: false,
             }
         );

@@ -22,7 +22,7 @@ use super::units::{format_duration, parse_duration, parse_size};
 use super::{CompactionMode, Config, DbConfig, DbFolder, LogFormat, LogLevel, Logging};
 use crate::replicator::CheckpointPolicy;
 
-type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Litestream counts checkpoint thresholds in pages, we count WAL bytes,
 /// and the page size is only known once the database is open: the
@@ -50,6 +50,10 @@ pub(super) const BEHAVIOUR_KEYS: &[(&str, &str)] = &[
     ("part-size", "each object is uploaded with one PUT; there are no multipart parts to size"),
     ("concurrency", "each object is uploaded with one PUT; there are no multipart parts to upload at once"),
     ("validation-interval", VALIDATION_ANSWER),
+    (
+        "concurrent-writes",
+        "uploads to a store go one object at a time, each written to a temp name and renamed into place",
+    ),
 ];
 
 /// Why `skip-verify: true` is refused, and what to do instead.
@@ -63,15 +67,6 @@ const SERVER_SIDE_ENCRYPTION_KEYS: &[&str] =
 
 /// Settings of the backends we refuse, with those backends.
 const OTHER_BACKEND_KEYS: &[(&str, &str)] = &[
-    ("account-name", "abs"),
-    ("account-key", "abs"),
-    ("sas-token", "abs"),
-    ("host", "sftp"),
-    ("user", "sftp"),
-    ("password", "sftp and nats"),
-    ("key-path", "sftp"),
-    ("concurrent-writes", "sftp"),
-    ("host-key", "sftp"),
     ("webdav-url", "webdav"),
     ("webdav-username", "webdav"),
     ("webdav-password", "webdav"),
@@ -93,6 +88,26 @@ const OTHER_BACKEND_KEYS: &[(&str, &str)] = &[
 /// Settings that only S3 replicas use.
 const S3_KEYS: &[&str] =
     &["access-key-id", "secret-access-key", "region", "bucket", "endpoint", "force-path-style", "skip-verify"];
+
+/// Settings that only SFTP replicas use.
+const SFTP_KEYS: &[&str] = &["host", "user", "password", "key-path", "host-key"];
+
+/// Settings that only Azure Blob Storage replicas use (`bucket` and
+/// `endpoint` too, which S3 replicas share).
+const ABS_KEYS: &[&str] = &["account-name", "account-key", "sas-token"];
+
+/// The backends whose settings `key` is, for a notice when a replica of
+/// another backend is given it.
+fn settings_of(key: &str) -> Option<&'static str> {
+    let of = |keys: &[&str]| keys.contains(&key);
+    match (of(S3_KEYS), of(SFTP_KEYS), of(ABS_KEYS)) {
+        (true, ..) if matches!(key, "bucket" | "endpoint") => Some("s3 and abs"),
+        (true, ..) => Some("s3"),
+        (_, true, _) => Some("sftp"),
+        (.., true) => Some("abs"),
+        _ => None,
+    }
+}
 
 /// Maps a parsed file to our configuration.
 pub(super) fn resolve(file: FileConfig, env: Env) -> Result<Config> {
@@ -335,7 +350,7 @@ fn source(index: usize, db: &FileDb, env: Env) -> Result<(PathBuf, Option<DbFold
 }
 
 /// `~/x` as Litestream reads it: in the home folder.
-fn home(path: &str, env: Env) -> Result<PathBuf> {
+pub(super) fn home(path: &str, env: Env) -> Result<PathBuf> {
     match path.strip_prefix("~/").or(if path == "~" { Some("") } else { None }) {
         Some(rest) => {
             let home = env("HOME").filter(|h| !h.is_empty()).context("`~` in a path needs HOME to be set")?;

@@ -34,6 +34,7 @@
 //! | `schema` | the file's keys as serde structs: ours and Litestream's |
 //! | `litestream` | what each key becomes: mapping, refusals, notices |
 //! | `s3_url` | an S3 replica's store URL, from Litestream's URL forms and fields |
+//! | `remote_urls` | an SFTP or Azure replica's store URL and secret, likewise |
 //! | [`compaction`] | compactor settings, and what to set on the Lambda |
 //! | `expand` | `${VAR}`, `$VAR` and `$PID` |
 //! | `units` | durations and sizes |
@@ -41,6 +42,7 @@
 pub mod compaction;
 mod expand;
 mod litestream;
+mod remote_urls;
 mod s3_url;
 mod schema;
 mod units;
@@ -51,7 +53,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use distributary_core::format::Compression;
-use distributary_core::store::{self, S3Store, Store, StoreUrl};
+use distributary_core::store::{self, AbsCredential, AbsStore, S3Store, SftpStore, Store, StoreUrl};
 
 pub use self::compaction::{CompactionKey, CompactionMode, CompactionSettings, lambda_instructions};
 pub use self::units::{format_duration, parse_duration, parse_size};
@@ -174,27 +176,40 @@ pub struct ReplicaConfig {
     pub sync_interval: Duration,
     /// File holding the encryption key.
     pub encryption_key_file: Option<PathBuf>,
-    /// Static S3 credentials from the file, instead of the SDK's chain.
+    /// The secret the file gives for the store (S3 keys instead of the
+    /// SDK's chain, an SFTP password, an Azure key), never in the URL.
     pub credentials: Option<Credentials>,
     /// How pages are compressed in the segments written to this store.
     pub compression: Compression,
 }
 
-/// Static S3 credentials. `Debug` never shows the secret.
+/// A store's secret from the configuration file. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The access key id.
-    pub access_key_id: String,
-    /// The secret access key.
-    pub secret_access_key: String,
+pub enum Credentials {
+    /// Static S3 keys.
+    S3 {
+        /// The access key id.
+        access_key_id: String,
+        /// The secret access key.
+        secret_access_key: String,
+    },
+    /// An SFTP password (a key file, when given, is named in the URL).
+    SftpPassword(String),
+    /// An Azure storage account key or SAS token.
+    Abs(AbsCredential),
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .finish()
+        match self {
+            Credentials::S3 { access_key_id, .. } => f
+                .debug_struct("S3")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"<redacted>")
+                .finish(),
+            Credentials::SftpPassword(_) => f.write_str("SftpPassword(<redacted>)"),
+            Credentials::Abs(credential) => f.debug_tuple("Abs").field(credential).finish(),
+        }
     }
 }
 
@@ -241,9 +256,20 @@ impl ReplicaConfig {
     /// Opens the store, with the configured static credentials if any.
     pub async fn open_store(&self) -> Result<Arc<dyn Store>> {
         match (&self.credentials, StoreUrl::parse(&self.url)?) {
-            (Some(credentials), StoreUrl::S3 { bucket, prefix, endpoint, region, path_style }) => {
-                let keys = (credentials.access_key_id.clone(), credentials.secret_access_key.clone());
-                Ok(Arc::new(S3Store::connect_with(bucket, prefix, endpoint, region, path_style, Some(keys)).await?))
+            (
+                Some(Credentials::S3 { access_key_id, secret_access_key }),
+                StoreUrl::S3 { bucket, prefix, endpoint, region, path_style },
+            ) => {
+                let keys = Some((access_key_id.clone(), secret_access_key.clone()));
+                Ok(Arc::new(S3Store::connect_with(bucket, prefix, endpoint, region, path_style, keys).await?))
+            }
+            (Some(Credentials::SftpPassword(password)), parsed @ StoreUrl::Sftp { .. }) => {
+                let options = store::sftp::options_from_url(&self.url, parsed, Some(password.clone()))?;
+                Ok(Arc::new(SftpStore::new(options)?))
+            }
+            (Some(Credentials::Abs(credential)), parsed @ StoreUrl::Abs { .. }) => {
+                let options = store::abs::options_from_url(&self.url, parsed, Some(credential.clone()))?;
+                Ok(Arc::new(AbsStore::connect(options)?))
             }
             _ => Ok(store::open(&self.url).await?),
         }

@@ -33,7 +33,7 @@ macro_rules! replica_settings {
             secret_access_key: String,
             /// S3 region (0.3, 0.5).
             region: String,
-            /// S3 bucket (0.3, 0.5; also the container of abs and the bucket of nats).
+            /// S3 bucket (0.3, 0.5); the container of abs, and the bucket of nats.
             bucket: String,
             /// S3-compatible endpoint (0.3, 0.5).
             endpoint: String,
@@ -54,17 +54,18 @@ macro_rules! replica_settings {
             sse_customer_key: Value,
             sse_customer_key_path: Value,
             sse_kms_key_id: Value,
-            // Azure Blob Storage (0.3, 0.5).
-            account_name: Value,
-            account_key: Value,
-            sas_token: Value,
-            // SFTP (0.3, 0.5).
-            host: Value,
-            user: Value,
-            password: Value,
-            key_path: Value,
+            // Azure Blob Storage (0.3, 0.5); the key and token never logged.
+            account_name: String,
+            account_key: String,
+            sas_token: String,
+            // SFTP (0.3, 0.5); the password never logged.
+            host: String,
+            user: String,
+            password: String,
+            key_path: String,
+            /// Answered: uploads to a store go one at a time.
             concurrent_writes: Value,
-            host_key: Value,
+            host_key: String,
             // WebDAV (0.5).
             webdav_url: Value,
             webdav_username: Value,

@@ -48,7 +48,7 @@ fn secs(seconds: u64) -> Option<Duration> {
 }
 
 fn credentials(id: &str, secret: &str) -> Option<Credentials> {
-    Some(Credentials { access_key_id: id.into(), secret_access_key: secret.into() })
+    Some(Credentials::S3 { access_key_id: id.into(), secret_access_key: secret.into() })
 }
 
 /// The text of a test file up to its marker line: the part we load.
@@ -161,14 +161,14 @@ fn bad_values_say_what_is_wrong() {
     assert!(err.contains("no databases"), "{err}");
 }
 
-/// The first configuration of issue 16: an SFTP replica is refused, naming
-/// SFTP, the database and replica, and what to use instead.
+/// The first configuration of issue 16: its SFTP replica (refused before
+/// issue 21) becomes an `sftp://` store with the key file in its URL.
 #[test]
-fn issue_16_config_with_an_sftp_replica_is_refused() {
-    let err = error(ISSUE_16_FIRST);
-    assert!(err.contains("dbs[0] (/data/app.db).replicas[1]"), "{err}");
-    assert!(err.contains("replica type sftp (SFTP) is not supported"), "{err}");
-    assert!(err.contains("sshfs") && err.contains("type file"), "{err}");
+fn issue_16_config_maps_its_sftp_replica() {
+    let config = parse(ISSUE_16_FIRST).unwrap();
+    let sftp = &config.dbs[0].replicas[1];
+    assert_eq!(sftp.url, "sftp://backup@backup-server:22/backups/app.db?key-path=/root/.ssh/id_rsa");
+    assert_eq!(sftp.credentials, None);
 }
 
 const ISSUE_16_FIRST: &str = "\
@@ -323,9 +323,74 @@ fn litestream_0_5_full_example_refuses_its_other_backends() {
     let (head, tail) = LITESTREAM_05.split_at(LITESTREAM_05.find("  - path: /var/lib/app5.db").unwrap());
     let head = &head[..head.find("dbs:").unwrap()];
     for (entry, needle) in tail.split("  - path: ").skip(1).zip(["nats", "gs", "abs", "sftp", "webdav", "oss"]) {
-        let err = error(&format!("{head}dbs:\n  - path: {entry}"));
-        assert!(err.contains(&format!("replica type {needle} (")), "{needle}: {err}");
+        let text = format!("{head}dbs:\n  - path: {entry}");
+        match needle {
+            "abs" | "sftp" => assert!(parse(&text).is_ok(), "{needle} is read: {:#}", parse(&text).unwrap_err()),
+            _ => assert!(error(&text).contains(&format!("replica type {needle} (")), "{needle}: {}", error(&text)),
+        }
     }
+}
+
+#[test]
+fn litestream_0_5_full_example_maps_its_azure_and_sftp_replicas() {
+    let (head, tail) = LITESTREAM_05.split_at(LITESTREAM_05.find("  - path: /var/lib/app5.db").unwrap());
+    let head = &head[..head.find("dbs:").unwrap()];
+    let entry = |path: &str| {
+        let start = tail.find(&format!("  - path: {path}")).unwrap();
+        let end = tail[start + 1..].find("  - path: ").map_or(tail.len(), |end| start + 1 + end);
+        parse(&format!("{head}dbs:\n{}", &tail[start..end])).unwrap()
+    };
+    let config = entry("/var/lib/app7.db");
+    let abs = &config.dbs[0].replicas[0];
+    assert_eq!(abs.url, "abs://container/db?account=myaccount&endpoint=https://myaccount.blob.core.windows.net/");
+    assert_eq!(abs.credentials, Some(Credentials::Abs(AbsCredential::AccountKey("azure-key".into()))));
+    assert_notice(&config, &["sas-token", "account-key"]);
+    let config = entry("/var/lib/app8.db");
+    let sftp = &config.dbs[0].replicas[0];
+    assert_eq!(
+        sftp.url,
+        "sftp://backup-user@example.com:22/backup/db?key-path=/etc/litestream/sftp_key&host-key=ssh-ed25519%20AAAA"
+    );
+    assert_eq!(sftp.credentials, Some(Credentials::SftpPassword("sftp-password".into())));
+    assert_notice(&config, &["concurrent-writes", "one object at a time"]);
+}
+
+/// Litestream's URL forms and fields for SFTP and Azure, and where their
+/// secrets go: beside the URL, never in it.
+#[test]
+fn sftp_and_abs_replicas_from_urls_and_fields() {
+    let one = |replica: &str| parse(&format!("dbs:\n  - path: /a.db\n    replica:\n{replica}")).unwrap();
+    let replica = |replica: &str| one(replica).dbs[0].replicas[0].clone();
+    // Litestream's sftp URL with a password: the password leaves the URL.
+    let r = replica("      url: sftp://bob:p%40ss@files.example.com:2222/srv/db\n");
+    assert_eq!(r.url, "sftp://bob@files.example.com:2222/srv/db");
+    assert_eq!(r.credentials, Some(Credentials::SftpPassword("p@ss".into())));
+    // Fields; a relative path is in the login folder, as in Litestream.
+    let r =
+        replica("      type: sftp\n      host: h\n      user: u\n      path: backups/db\n      key-path: ~/.ssh/k\n");
+    assert_eq!(r.url, "sftp://u@h/~/backups/db?key-path=/home/app/.ssh/k");
+    assert_eq!(r.credentials, None);
+    let err = error("dbs:\n  - path: /a.db\n    replica:\n      type: sftp\n      host: h\n");
+    assert!(err.contains("`type: sftp` needs `user`"), "{err}");
+    // Litestream's abs URL names the account before the container; 0.3's
+    // names the blob endpoint's host, then the container.
+    let r = replica("      url: abs://acct@box/app/db\n");
+    assert_eq!(r.url, "abs://box/app/db?account=acct");
+    let r = replica("      url: abs://acct@acct.blob.core.windows.net/box/db2\n");
+    assert_eq!(r.url, "abs://box/db2?account=acct");
+    let r = replica("      url: abs://acct@blobs.example.net/box/db2\n");
+    assert_eq!(r.url, "abs://box/db2?endpoint=https://blobs.example.net&account=acct");
+    let r = replica("      type: abs\n      account-name: acct\n      bucket: box\n      sas-token: sv=1&sig=2\n");
+    assert_eq!(r.url, "abs://box?account=acct");
+    assert_eq!(r.credentials, Some(Credentials::Abs(AbsCredential::SasToken("sv=1&sig=2".into()))));
+    let err = error("dbs:\n  - path: /a.db\n    replica:\n      type: abs\n      account-name: a\n");
+    assert!(err.contains("`type: abs` needs `bucket`"), "{err}");
+    // A key of one backend on a replica of another is answered.
+    let config = one("      url: s3://b-1/db\n      account-key: k\n      host: h\n");
+    assert_notice(&config, &["account-key: a setting of abs replicas; this one is s3"]);
+    assert_notice(&config, &["host: a setting of sftp replicas; this one is s3"]);
+    // A secret never shows in debug output.
+    assert!(!format!("{:?}", replica("      url: sftp://bob:hunter2@h/srv/db\n")).contains("hunter2"));
 }
 
 #[test]
@@ -353,22 +418,12 @@ fn litestream_0_5_full_example_maps_every_key() {
     ] {
         assert_notice(&config, needles);
     }
-    // The Azure, SFTP and NATS defaults have no replica to apply to.
-    for key in [
-        "account-name",
-        "account-key",
-        "host",
-        "user",
-        "password",
-        "key-path",
-        "concurrent-writes",
-        "username",
-        "tls",
-        "root-cas",
-        "max-reconnects",
-        "reconnect-wait",
-        "timeout",
-    ] {
+    // The Azure and SFTP defaults wait for such replicas; NATS's have none.
+    assert_notice(&config, &["concurrent-writes", "one object at a time"]);
+    for key in ["account-name", "account-key", "host", "user", "password", "key-path"] {
+        assert!(!has_notice(&config, &[&format!("{key}:")]), "{key}: {:#?}", config.notices);
+    }
+    for key in ["username", "tls", "root-cas", "max-reconnects", "reconnect-wait", "timeout"] {
         assert_notice(&config, &[key, "replicas, which are not supported; no effect"]);
     }
     assert!(!has_notice(&config, &["logging.stderr"]), "stderr: true is what we do");
@@ -471,9 +526,6 @@ fn refusals_name_what_and_offer_the_nearest_alternative() {
         ("      type: gcs\n      bucket: b\n", &["replica type gcs", "endpoint https://storage.googleapis.com"][..]),
         ("      type: gs\n      bucket: b\n", &["replica type gs", "HMAC keys (access-key-id/secret-access-key)"]),
         ("      url: gs://bucket/db\n", &["replica type gs (Google Cloud Storage)", "type s3"]),
-        ("      type: abs\n      account-name: a\n", &["replica type abs (Azure Blob Storage)", "blobfuse2"]),
-        ("      url: abs://account@a.blob.core.windows.net/c/db\n", &["replica type abs", "S3-compatible gateway"]),
-        ("      url: sftp://user@host:22/backup/db\n", &["replica type sftp (SFTP)", "sshfs", "type file"]),
         ("      type: webdav\n      webdav-url: https://x\n", &["replica type webdav (WebDAV)", "davfs2"]),
         ("      url: webdavs://user:pw@example.com/db\n", &["replica type webdavs", "rclone mount"]),
         ("      url: nats://nats:4222/bucket\n", &["replica type nats", "type s3 with endpoint"]),

@@ -65,7 +65,7 @@ pub struct AbsOptions {
 }
 
 /// How requests to Azure are authorised.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum AbsCredential {
     /// The storage account's shared key (base64, as the portal shows it).
     AccountKey(String),

@@ -66,6 +66,13 @@ impl client::Handler for HostKeyChecker {
             (HostKeyCheck::KnownHosts(path), russh::keys::PublicKeyOrCertificate::PublicKey { key, .. }) => {
                 check_known_host(&self.host, self.port, key, path.as_path())
             }
+            (HostKeyCheck::Pinned(pinned), russh::keys::PublicKeyOrCertificate::PublicKey { key, .. }) => {
+                check_pinned(&self.host, self.port, key, pinned)
+            }
+            (HostKeyCheck::Pinned(_), russh::keys::PublicKeyOrCertificate::Certificate(_)) => Err(format!(
+                "{} presented a host certificate, which is not supported: give its plain host key as host-key",
+                host_label(&self.host, self.port)
+            )),
         };
         match verdict {
             Ok(()) => Ok(true),
@@ -80,6 +87,21 @@ impl client::Handler for HostKeyChecker {
 /// `host:port` as known_hosts spells it (`[host]:port` off port 22).
 fn host_label(host: &str, port: u16) -> String {
     if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+}
+
+fn check_pinned(host: &str, port: u16, key: &PublicKey, pinned: &PublicKey) -> Result<(), String> {
+    if key.key_data() == pinned.key_data() {
+        return Ok(());
+    }
+    Err(format!(
+        "host key of {} ({} {}) is not the host-key configured ({} {}): the server was reinstalled or someone \
+         is intercepting the connection; if the change is expected, configure the new key",
+        host_label(host, port),
+        key.algorithm(),
+        key.fingerprint(HashAlg::Sha256),
+        pinned.algorithm(),
+        pinned.fingerprint(HashAlg::Sha256)
+    ))
 }
 
 fn check_known_host(host: &str, port: u16, key: &PublicKey, path: &Path) -> Result<(), String> {

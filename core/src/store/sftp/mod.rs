@@ -66,6 +66,8 @@ pub enum HostKeyCheck {
     /// Against an OpenSSH `known_hosts` file: an unknown or changed key is
     /// refused (a permanent error naming the host and the fix).
     KnownHosts(PathBuf),
+    /// This key and no other (a configuration file's `host-key`).
+    Pinned(russh::keys::PublicKey),
     /// Accept any host key. For tests against throwaway servers only: it
     /// lets anyone on the network path impersonate the server.
     InsecureSkipForTests,
@@ -94,17 +96,25 @@ pub struct SftpOptions {
 }
 
 /// The options a parsed `sftp://` URL names, with the credentials and the
-/// known_hosts file resolved: `?key-path=`, else the password in
-/// [`PASSWORD_ENV`], else `~/.ssh/id_ed25519` or `~/.ssh/id_rsa`.
-pub fn options_from_url(url: &str, parsed: super::StoreUrl) -> Result<SftpOptions, StoreError> {
-    let super::StoreUrl::Sftp { user, host, port, root, key_path, known_hosts, insecure_skip_host_key } = parsed else {
+/// host-key check resolved: `?key-path=`, else `password` (a configuration
+/// file's), else the password in [`PASSWORD_ENV`], else `~/.ssh/id_ed25519`
+/// or `~/.ssh/id_rsa`; `?host-key=`, else `?known-hosts=`, else
+/// `~/.ssh/known_hosts`.
+pub fn options_from_url(
+    url: &str,
+    parsed: super::StoreUrl,
+    password: Option<String>,
+) -> Result<SftpOptions, StoreError> {
+    let super::StoreUrl::Sftp { user, host, port, root, key_path, known_hosts, host_key, insecure_skip_host_key } =
+        parsed
+    else {
         return Err(StoreError::InvalidUrl {
             url: url.to_string(),
             reason: "not an sftp:// URL".into(),
             example: "sftp://backup@files.example.com/srv/app-db",
         });
     };
-    let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    let password = password.or_else(|| std::env::var(PASSWORD_ENV).ok()).filter(|p| !p.is_empty());
     let auth = match (key_path, password) {
         (Some(path), _) => SftpAuth::KeyFile(path),
         (None, Some(password)) => SftpAuth::Password(password),
@@ -124,6 +134,12 @@ pub fn options_from_url(url: &str, parsed: super::StoreUrl) -> Result<SftpOption
     };
     let host_keys = if insecure_skip_host_key {
         HostKeyCheck::InsecureSkipForTests
+    } else if let Some(text) = host_key {
+        HostKeyCheck::Pinned(russh::keys::PublicKey::from_openssh(&text).map_err(|e| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: format!("host-key {text:?} is not an OpenSSH public key ({e})"),
+            example: "sftp://backup@files.example.com/srv/app-db?host-key=ssh-ed25519%20AAAAC3Nza...",
+        })?)
     } else {
         match known_hosts.or_else(connect::default_known_hosts) {
             Some(path) => HostKeyCheck::KnownHosts(path),

@@ -58,13 +58,14 @@ pub(super) fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
         return Err(format!("path {path:?} has an empty, '.' or '..' component, a backslash or a NUL byte"));
     }
     let root = if home_relative { folder.to_string() } else { format!("/{folder}") };
-    let (mut key_path, mut known_hosts, mut insecure_skip_host_key) = (None, None, false);
+    let (mut key_path, mut known_hosts, mut host_key, mut insecure_skip_host_key) = (None, None, None, false);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value);
         match name {
             "key-path" if !value.is_empty() => key_path = Some(value.into()),
             "known-hosts" if !value.is_empty() => known_hosts = Some(value.into()),
+            "host-key" if !value.is_empty() => host_key = Some(value),
             "insecure-skip-host-key" => {
                 insecure_skip_host_key = match value.as_str() {
                     "true" | "1" | "" => true,
@@ -75,8 +76,8 @@ pub(super) fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
             "password" => return Err(format!("passwords do not go in the URL: set {SFTP_PASSWORD_ENV}")),
             other => {
                 return Err(format!(
-                    "unknown query parameter {other:?} (known: key-path, known-hosts, and insecure-skip-host-key \
-                     for tests)"
+                    "unknown query parameter {other:?} (known: key-path, known-hosts, host-key, and \
+                     insecure-skip-host-key for tests)"
                 ));
             }
         }
@@ -88,6 +89,7 @@ pub(super) fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
         root,
         key_path,
         known_hosts,
+        host_key,
         insecure_skip_host_key,
     })
 }

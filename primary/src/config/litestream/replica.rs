@@ -7,6 +7,7 @@ use distributary_core::format::Compression;
 use distributary_core::store::StoreUrl;
 
 use super::super::compaction::{CompactionKey, CompactionSettings};
+use super::super::remote_urls::{abs_url, sftp_url};
 use super::super::s3_url::s3_url;
 use super::super::schema::{FileReplica, ReplicaSettings};
 use super::super::units::parse_duration;
@@ -18,8 +19,34 @@ use super::*;
 pub(super) enum Backend {
     S3,
     File,
+    Sftp,
+    Abs,
     /// Another URL scheme: [`StoreUrl`] decides (http(s) stores are read-only).
     OtherUrl,
+}
+
+impl Backend {
+    /// The backend a `type` or URL scheme names.
+    fn named(kind: &str) -> Option<Backend> {
+        match kind {
+            "s3" => Some(Backend::S3),
+            "file" => Some(Backend::File),
+            "sftp" => Some(Backend::Sftp),
+            "abs" => Some(Backend::Abs),
+            _ => None,
+        }
+    }
+
+    /// The `type` that names it, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Backend::S3 => "s3",
+            Backend::File => "file",
+            Backend::Sftp => "sftp",
+            Backend::Abs => "abs",
+            Backend::OtherUrl => "url",
+        }
+    }
 }
 
 /// A replica's backend: from its URL's scheme, else its `type`, else a
@@ -28,17 +55,15 @@ fn backend(replica: &FileReplica) -> Result<Backend> {
     let scheme = replica.url.as_deref().and_then(|url| url.split_once("://")).map(|(s, _)| s.to_ascii_lowercase());
     let from_type = match replica.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("") => None,
-        Some("s3") => Some(Backend::S3),
-        Some("file") => Some(Backend::File),
+        Some(kind) if Backend::named(kind).is_some() => Backend::named(kind),
         Some(other) => match refusal(other) {
             Some(refusal) => bail!("{refusal}"),
-            None => bail!("unknown replica type {other:?} (expected s3 or file, or give a `url`)"),
+            None => bail!("unknown replica type {other:?} (expected s3, file, sftp or abs, or give a `url`)"),
         },
     };
     let from_scheme = match scheme.as_deref() {
         None => None,
-        Some("s3") => Some(Backend::S3),
-        Some("file") => Some(Backend::File),
+        Some(kind) if Backend::named(kind).is_some() => Backend::named(kind),
         Some(other) => match refusal(other) {
             Some(refusal) => bail!("{refusal}"),
             None => Some(Backend::OtherUrl),
@@ -63,16 +88,6 @@ fn refusal(kind: &str) -> Option<String> {
             "Google Cloud Storage",
             "use type s3 with endpoint https://storage.googleapis.com and HMAC keys \
              (access-key-id/secret-access-key)",
-        ),
-        "abs" => (
-            "Azure Blob Storage",
-            "put an S3-compatible gateway in front of the container (type s3 with its endpoint), or mount \
-             the container (blobfuse2) and use type file with its path",
-        ),
-        "sftp" => (
-            "SFTP",
-            "mount the remote folder (sshfs) and use type file with its path, or run an S3-compatible \
-             server there (type s3 with endpoint)",
         ),
         "webdav" | "webdavs" => (
             "WebDAV",
@@ -105,10 +120,12 @@ pub(super) fn resolve_replica(
     let own = replica.replica_settings();
     answer_settings(&own, label, Some(backend), notices)?;
     let settings = own.clone().or(defaults);
-    let url = match backend {
-        Backend::S3 => s3_url(&replica, &own, &settings, label, notices)?,
-        Backend::File => file_url(&replica, env)?,
-        Backend::OtherUrl => replica.url.clone().unwrap_or_default(),
+    let (url, credentials) = match backend {
+        Backend::S3 => (s3_url(&replica, &own, &settings, label, notices)?, credentials(&settings)?),
+        Backend::File => (file_url(&replica, env)?, None),
+        Backend::Sftp => sftp_url(&replica, &settings, env)?,
+        Backend::Abs => abs_url(&replica, &settings, env, &at(label), notices)?,
+        Backend::OtherUrl => (replica.url.clone().unwrap_or_default(), None),
     };
     StoreUrl::parse(&url)?;
     let sync_interval = match non_empty(&settings.sync_interval) {
@@ -116,10 +133,6 @@ pub(super) fn resolve_replica(
         None => DEFAULT_SYNC_INTERVAL,
     };
     check_sync_interval(sync_interval)?;
-    let credentials = match backend {
-        Backend::S3 => credentials(&settings)?,
-        _ => None,
-    };
     let mut compaction = CompactionSettings::default();
     for (text, key, name) in [
         (&replica.retention, CompactionKey::SnapshotRetention, "retention"),
@@ -144,6 +157,11 @@ pub(super) fn resolve_replica(
     Ok((replica, compaction))
 }
 
+/// `label: `, the start of a message about a section (nothing for the top level).
+fn at(label: &str) -> String {
+    if label.is_empty() { String::new() } else { format!("{label}: ") }
+}
+
 /// Refuses what must not be dropped, and answers what has no effect, in one
 /// section's own replica settings (the top level's, or a replica's).
 pub(super) fn answer_settings(
@@ -152,7 +170,7 @@ pub(super) fn answer_settings(
     backend: Option<Backend>,
     notices: &mut Vec<String>,
 ) -> Result<()> {
-    let at = if label.is_empty() { String::new() } else { format!("{label}: ") };
+    let at = at(label);
     if let Some(age) = &settings.age
         && !(age.identities.is_empty() && age.recipients.is_empty())
     {
@@ -180,8 +198,14 @@ pub(super) fn answer_settings(
                 None => other_backends.push((backends, vec![key.to_string()])),
             }
         }
-        if backend == Some(Backend::File) && S3_KEYS.contains(&key) {
-            notices.push(format!("{at}{key}: a setting of s3 replicas; this one is a folder, so it has no effect"));
+        if let (Some(backend), Some(owners)) = (backend, settings_of(key))
+            && !owners.split(" and ").any(|owner| owner == backend.name())
+            && backend != Backend::OtherUrl
+        {
+            notices.push(format!(
+                "{at}{key}: a setting of {owners} replicas; this one is {}, so it has no effect",
+                backend.name()
+            ));
         }
     }
     for (backends, keys) in other_backends {
@@ -213,7 +237,7 @@ fn file_url(replica: &FileReplica, env: Env) -> Result<String> {
 fn credentials(settings: &ReplicaSettings) -> Result<Option<Credentials>> {
     match (non_empty(&settings.access_key_id), non_empty(&settings.secret_access_key)) {
         (Some(id), Some(secret)) => {
-            Ok(Some(Credentials { access_key_id: id.to_string(), secret_access_key: secret.to_string() }))
+            Ok(Some(Credentials::S3 { access_key_id: id.to_string(), secret_access_key: secret.to_string() }))
         }
         (None, None) => Ok(None),
         (Some(_), None) => bail!("access-key-id is given without secret-access-key"),
