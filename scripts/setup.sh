@@ -71,7 +71,7 @@ command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 # own on a free port; the package's postinst starts none without systemd).
 [ -x /usr/sbin/sshd ] || apt_missing+=(openssh-server)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
-    log "installing ${apt_missing[*]} (wasm edge reader: build, Node, headless browser; nginx)"
+    log "installing ${apt_missing[*]} (wasm edge reader: build, Node, headless browser; nginx; sshd for SFTP)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
 fi
