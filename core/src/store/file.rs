@@ -190,17 +190,7 @@ impl Store for FileStore {
             let mut file = File::open(&path).map_err(io_error("get", &key))?;
             let metadata = file.metadata().map_err(io_error("get", &key))?;
             let meta = meta_of(&key, &metadata);
-            if options.if_none_match.is_some() && options.if_none_match == meta.etag {
-                return Err(StoreError::NotModified { key });
-            }
-            let range = match options.range {
-                None => 0..meta.size,
-                Some(range) => range.resolve(meta.size).ok_or_else(|| StoreError::InvalidRange {
-                    key: key.clone(),
-                    range: range.to_http_header(),
-                    size: meta.size,
-                })?,
-            };
+            let range = options.range_of(&meta)?;
             file.seek(SeekFrom::Start(range.start)).map_err(io_error("get", &key))?;
             Ok((file, meta, range))
         })

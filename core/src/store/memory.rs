@@ -44,17 +44,7 @@ impl Store for MemoryStore {
         let bytes =
             self.objects().get(key).cloned().ok_or_else(|| StoreError::NotFound { op: "get", key: key.to_string() })?;
         let meta = meta(key, &bytes);
-        if options.if_none_match.is_some() && options.if_none_match == meta.etag {
-            return Err(StoreError::NotModified { key: key.to_string() });
-        }
-        let range = match options.range {
-            None => 0..meta.size,
-            Some(range) => range.resolve(meta.size).ok_or_else(|| StoreError::InvalidRange {
-                key: key.to_string(),
-                range: range.to_http_header(),
-                size: meta.size,
-            })?,
-        };
+        let range = options.range_of(&meta)?;
         let body = bytes.slice(range.start as usize..range.end as usize);
         Ok(GetResult { meta, range, body: Box::pin(futures::stream::once(async move { Ok(body) })) })
     }

@@ -77,6 +77,26 @@ pub struct GetOptions {
     pub if_none_match: Option<ETag>,
 }
 
+impl GetOptions {
+    /// What a backend with the object's metadata in hand answers: the byte
+    /// range to send; [`StoreError::NotModified`] if `if_none_match` is the
+    /// object's ETag; [`StoreError::InvalidRange`] if the range selects no
+    /// byte of it.
+    pub fn range_of(&self, meta: &ObjectMeta) -> Result<std::ops::Range<u64>, StoreError> {
+        if self.if_none_match.is_some() && self.if_none_match == meta.etag {
+            return Err(StoreError::NotModified { key: meta.key.clone() });
+        }
+        match self.range {
+            None => Ok(0..meta.size),
+            Some(range) => range.resolve(meta.size).ok_or_else(|| StoreError::InvalidRange {
+                key: meta.key.clone(),
+                range: range.to_http_header(),
+                size: meta.size,
+            }),
+        }
+    }
+}
+
 /// A stream of body chunks.
 #[cfg(not(target_arch = "wasm32"))]
 pub type Body = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;

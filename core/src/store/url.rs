@@ -7,6 +7,7 @@ use super::{Store, StoreError};
 mod abs;
 mod sftp;
 
+#[cfg(feature = "abs")]
 pub(super) use self::abs::container_name_problem;
 use self::abs::{parse_abs, redact_secrets};
 pub(super) use self::sftp::SFTP_PASSWORD_ENV;

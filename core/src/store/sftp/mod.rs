@@ -392,17 +392,7 @@ impl Store for SftpStore {
                 return Err(StoreError::NotFound { op: "get", key: key.to_string() });
             }
             let meta = meta_of(key, &attrs);
-            if options.if_none_match.is_some() && options.if_none_match == meta.etag {
-                return Err(StoreError::NotModified { key: key.to_string() });
-            }
-            let range = match options.range {
-                None => 0..meta.size,
-                Some(range) => range.resolve(meta.size).ok_or_else(|| StoreError::InvalidRange {
-                    key: key.to_string(),
-                    range: range.to_http_header(),
-                    size: meta.size,
-                })?,
-            };
+            let range = options.range_of(&meta)?;
             Ok((meta, range))
         }
         .await;
