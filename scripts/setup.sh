@@ -94,6 +94,16 @@ if [ ! -x "$edge_js/node_modules/.bin/wasm-opt" ] || [ ! -x "$edge_js/node_modul
     (cd "$edge_js" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
+# The account the SFTP password-login tests log in as (tests/src/sshd.rs):
+# no shell, so it is reachable only through the tests' own sshd and its
+# internal-sftp; its password is the tests' constant.
+if ! id distributary-sftp >/dev/null 2>&1; then
+    log "creating the local account distributary-sftp (SFTP password-login tests)"
+    useradd --system --create-home --home-dir /var/lib/distributary-sftp --shell /usr/sbin/nologin distributary-sftp
+fi
+# Setting the password again each run keeps it what the tests expect.
+echo 'distributary-sftp:distributary-sftp-test-only' | chpasswd
+
 # Azurite (Microsoft's Azure Storage emulator) for the abs:// store's tests
 # (tests/src/azurite.rs looks here, or in $DISTRIBUTARY_AZURITE): pinned,
 # in a project-independent folder shared by every checkout.

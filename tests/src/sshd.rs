@@ -19,6 +19,15 @@ use crate::moto::free_port;
 
 const SSHD: &str = "/usr/sbin/sshd";
 
+/// The local account of the password-login tests, which `scripts/setup.sh`
+/// creates: no shell, so it is only reachable through these servers'
+/// `internal-sftp`.
+pub const PASSWORD_USER: &str = "distributary-sftp";
+/// Its password (a test account on a test machine, set by `scripts/setup.sh`).
+pub const PASSWORD: &str = "distributary-sftp-test-only";
+/// Its home folder, where its stores live.
+const PASSWORD_USER_HOME: &str = "/var/lib/distributary-sftp";
+
 /// A running sshd.
 pub struct SshServer {
     child: Child,
@@ -53,7 +62,8 @@ impl SshServer {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile none\n\
                  AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\nPermitRootLogin yes\n\
                  PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
-                 AllowUsers {user}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+                 AllowUsers {user} {PASSWORD_USER}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n\
+                 Match User {PASSWORD_USER}\n  ForceCommand internal-sftp\n",
                 dir = dir.path().display()
             ),
         )
@@ -142,6 +152,19 @@ impl SshServer {
             host_keys: HostKeyCheck::KnownHosts(self.known_hosts()),
             lock: Default::default(),
         }
+    }
+
+    /// Options for a store on a fresh folder of [`PASSWORD_USER`], who logs
+    /// in with [`PASSWORD`]. Panics with the fix if the account is missing.
+    pub fn password_options(&self) -> SftpOptions {
+        let exists = Command::new("id").arg(PASSWORD_USER).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        assert!(
+            exists.is_ok_and(|status| status.success()),
+            "the account {PASSWORD_USER} is missing: run scripts/setup.sh (it creates it for the password-login tests)"
+        );
+        let n = self.roots.fetch_add(1, Ordering::SeqCst);
+        let root = format!("{PASSWORD_USER_HOME}/store-{}-{n}", self.port);
+        SftpOptions { user: PASSWORD_USER.into(), auth: SftpAuth::Password(PASSWORD.into()), ..self.options(&root) }
     }
 
     /// A store on a fresh folder.

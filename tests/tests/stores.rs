@@ -198,6 +198,29 @@ mod sftp {
         // Tests may skip the check; nothing else should.
         options.host_keys = HostKeyCheck::InsecureSkipForTests;
         SftpStore::connect(options).await.unwrap();
+        // A pinned key (a configuration file's host-key) through the URL:
+        // the server's own key lets the store in, another is refused.
+        let known_hosts = std::fs::read_to_string(server.known_hosts()).unwrap();
+        let host_key = known_hosts.split_once(' ').unwrap().1.trim();
+        let pinned = |key: &str| {
+            let escaped = key.replace('+', "%2B").replace(' ', "%20").replace('=', "%3D");
+            format!("{}&host-key={escaped}", server.url(&server.fresh_root()))
+        };
+        let store = open(&pinned(host_key)).await.unwrap();
+        assert!(matches!(store.head("nothing").await, Err(StoreError::NotFound { .. })));
+        let store = open(&pinned(other.trim())).await.unwrap();
+        let message = store.head("nothing").await.unwrap_err().to_string();
+        assert!(message.contains("is not the host-key configured"), "{message}");
+    }
+
+    /// A password login (an account with a password, no key) writes and
+    /// reads like a key login.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sftp_logs_in_with_a_password() {
+        let server = SshServer::start();
+        let store =
+            SftpStore::connect(server.password_options()).await.unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+        conformance::run_all(Arc::new(store)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! One database replicated at once to a folder, an SFTP server (OpenSSH's
-//! sshd on loopback) and Azure Blob Storage (Azurite on loopback) from one
+//! One database replicated at once to a folder, S3 (moto on loopback), an
+//! SFTP server (OpenSSH's sshd on loopback) and Azure Blob Storage (Azurite
+//! on loopback) from one
 //! configuration file in Litestream's form, each store with its own sync
 //! interval; then restored, synced by an edge reader and compacted from
 //! each, and every copy equal to the primary.
@@ -10,6 +11,7 @@ use std::process::{Command, Stdio};
 use distributary_tests::azurite::{ACCOUNT, ACCOUNT_KEY, AzuriteServer};
 use distributary_tests::bins::binary;
 use distributary_tests::chain::database_checksum;
+use distributary_tests::moto::{ACCESS_KEY_ID, MotoServer, SECRET_ACCESS_KEY};
 use distributary_tests::programs::{Env, distributary, edge_sync};
 use distributary_tests::sshd::SshServer;
 
@@ -37,8 +39,10 @@ fn assert_equal_to_primary(copy: &Path, primary: &Path, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_database_fans_out_to_a_folder_sftp_and_azure_and_comes_back_from_each() {
+async fn one_database_fans_out_to_a_folder_s3_sftp_and_azure_and_comes_back_from_each() {
     let dir = tempfile::tempdir().unwrap();
+    let moto = MotoServer::start();
+    let bucket = moto.create_bucket();
     let sshd = SshServer::start();
     let azurite = AzuriteServer::start();
     let container = azurite.create_container().await;
@@ -55,6 +59,14 @@ async fn one_database_fans_out_to_a_folder_sftp_and_azure_and_comes_back_from_ea
       - type: file
         path: {folder}
         sync-interval: 100ms
+      - type: s3
+        bucket: {bucket}
+        path: app
+        endpoint: {s3_endpoint}
+        region: us-east-1
+        access-key-id: {ACCESS_KEY_ID}
+        secret-access-key: {SECRET_ACCESS_KEY}
+        sync-interval: 200ms
       - type: sftp
         host: 127.0.0.1:{ssh_port}
         user: {user}
@@ -75,6 +87,7 @@ async fn one_database_fans_out_to_a_folder_sftp_and_azure_and_comes_back_from_ea
             user = sshd.user(),
             key = sshd.key_path().display(),
             endpoint = azurite.endpoint(),
+            s3_endpoint = moto.endpoint(),
         ),
     )
     .unwrap();
@@ -97,9 +110,10 @@ async fn one_database_fans_out_to_a_folder_sftp_and_azure_and_comes_back_from_ea
     assert!(output.status.success(), "replicate: {}", String::from_utf8_lossy(&output.stderr));
 
     let env: Vec<(&'static str, String)> =
-        [("HOME", home.display().to_string())].into_iter().chain(azurite.env()).collect();
+        [("HOME", home.display().to_string())].into_iter().chain(azurite.env()).chain(moto.env()).collect();
     let stores = [
         ("folder", format!("file://{}", dir.path().join("folder").display())),
+        ("s3", moto.url(&bucket, "app")),
         ("sftp", sshd.url(&sftp_root)),
         ("azure", azurite.url(&container, "app")),
     ];
