@@ -16,8 +16,8 @@ pub struct InvalidTime {
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with
 /// milliseconds (`2026-11-21T22:29:29.825Z`).
 pub fn format(ms: u64) -> String {
-    // Every u64 of milliseconds is within the crate's range but for the far
-    // future; show the largest time it can rather than panic.
+    // Times past the crate's year 9999 cannot be shown; such a value is
+    // not a real commit time, so print the epoch rather than panic.
     let nanos = i128::from(ms) * 1_000_000;
     let time = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let date = time.date();
