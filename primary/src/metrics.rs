@@ -154,7 +154,12 @@ impl Default for Metrics {
             uploaded_bytes: registered(r, "upload_bytes", "Bytes uploaded to stores", Counter::default()),
             uploaded_objects: registered(r, "upload_objects", "Objects uploaded to stores", Counter::default()),
             store_errors: registered(r, "store_errors", "Failed store operations (after retries)", Counter::default()),
-            catch_ups: registered(r, "catch_ups", "Catch-up segments after lost WAL continuity", Counter::default()),
+            catch_ups: registered(
+                r,
+                "catch_ups",
+                "Catch-ups by page hashes (lost WAL continuity, segments lost with a kill): each folds what it recovers into one TXID",
+                Counter::default(),
+            ),
             checkpoints,
             write_lock_hold: registered(
                 r,
@@ -190,7 +195,7 @@ impl Metrics {
         self.checkpoints.get_or_create(&ModeLabel { mode: if truncate { "truncate" } else { "passive" } }).inc();
     }
 
-    /// Counts a catch-up after lost WAL continuity.
+    /// Counts a catch-up by page hashes.
     pub fn record_catch_up(&self) {
         self.catch_ups.inc();
     }

@@ -29,8 +29,9 @@
 //! Meanwhile a "cron" thread runs `compact` to completion and syncs a third
 //! replica. At the end every replica converges to the primary's checksum,
 //! every replica holds every committed transaction, the chain holds one
-//! TXID per committed transaction (unless the replicator logged a catch-up
-//! after lost WAL continuity, which folds what it recovers into one TXID),
+//! TXID per committed transaction (unless the replicator logged that it was
+//! catching up, after lost WAL continuity or segments lost with a kill: a
+//! catch-up folds what it recovers into one TXID),
 //! and every snapshot restores to its listed checksum.
 
 use std::collections::{BTreeMap, HashSet};
@@ -573,12 +574,21 @@ async fn every_program_killed_at_random_moments_ends_consistent() {
     assert_eq!(chain.checksum, primary);
     // One TXID per committed transaction, except that a catch-up by page
     // hashes (lost WAL continuity, a WAL tail overwritten before it was
-    // read, a commit racing TRUNCATE) folds the transactions it recovers
-    // into one; each says so in the log.
-    let catch_ups = replicator.log().matches("catching up").count();
+    // read, a commit racing TRUNCATE, segments a kill took before they were
+    // uploaded) folds the transactions it recovers into one; each says
+    // "catching up" in the log. (Regression: a restart after a kill logged
+    // "a full catch-up", and the count missed it.)
+    let replicator_log = replicator.log();
+    let catch_ups = replicator_log.matches("catching up").count();
     let folded = 1 + committed - chain.last_txid.0;
     if catch_ups == 0 {
-        assert_eq!(folded, 0, "one TXID per committed transaction");
+        let warnings: Vec<&str> = replicator_log.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(
+            folded,
+            0,
+            "one TXID per committed transaction; the replicators' warnings:\n{}",
+            warnings.join("\n")
+        );
     }
     for replica in [&sync_db, &cron_db] {
         let summary = sync_ok(&url, replica, &env, store.as_ref(), &mut states).await;

@@ -180,11 +180,18 @@ impl Replicator {
             self.catch_up_due = true;
             // The previous WAL's tail is read first: the new WAL grows over
             // it while the batch is encoded.
-            let tail = self.read_tail_after(&batch)?;
-            if let Err(e) = self.write_batch(batch, &include) {
-                tracing::warn!(db = %self.db_label, "a checkpoint window's batch was not written: the next capture catches up by page hashes");
-                return Err(e);
-            }
+            let written = (|| {
+                let tail = self.read_tail_after(&batch)?;
+                self.write_batch(batch, &include)?;
+                anyhow::Ok(tail)
+            })();
+            let tail = written.inspect_err(|e| {
+                tracing::warn!(
+                    db = %self.db_label,
+                    error = %format!("{e:#}"),
+                    "a checkpoint window's batch was not written: catching up by page hashes at the next capture"
+                );
+            })?;
             self.catch_up_due = false;
             self.write_tail(tail, &include)?;
         }

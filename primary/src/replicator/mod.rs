@@ -367,6 +367,10 @@ impl Replicator {
         if stored.is_some() && !continuous {
             tracing::warn!(db = %replicator.db_label, "WAL continuity was lost while the replicator was stopped: catching up");
             replicator.metrics.record_catch_up();
+        } else if stored.is_some() && first_plans.iter().flatten().any(|plan| !plan.genesis) {
+            // A store continued from its newest TXID (open.rs logged why):
+            // what it misses is folded into one TXID like any catch-up.
+            replicator.metrics.record_catch_up();
         }
         // Stores in step get a diff (or nothing, when continuity held); the
         // others their first segment. Without page hashes, every store in

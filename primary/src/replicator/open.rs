@@ -92,8 +92,8 @@ pub(super) async fn plan_starts(
                         store = %replica.url,
                         %problem,
                         "the metadata folder does not continue the store's chain (an upload not recorded before a \
-                         kill, or writes lost in a machine restart): continuing from the store's newest TXID \
-                         with a full catch-up"
+                         kill, or writes lost in a machine restart): continuing from the store's newest TXID, \
+                         catching up with every page"
                     ),
                 }
             } else {

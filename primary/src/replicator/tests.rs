@@ -377,11 +377,12 @@ async fn a_store_ahead_of_the_metadata_is_continued_from_its_newest_txid() {
     std::fs::remove_dir_all(&metadata).unwrap();
     copy_dir(&earlier, &metadata);
     commit(&app);
-    let (mut replicator, _) = open(&db, &store);
+    let (mut replicator, metrics) = open(&db, &store);
     replicator.sync_once(bound()).await.unwrap();
     let (newest, checksum) = store_chain(&store).await;
     assert_eq!(newest, TxId(3), "the store's TXID 2, then the catch-up as 3");
     assert_eq!(checksum, replicator.capture.checksum);
+    assert_eq!(metrics.catch_ups(), 1, "the catch-up is counted like any other");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -373,8 +373,18 @@ impl Replicator {
         // back over it) may have been overwritten since.
         let mut pages = BTreeMap::new();
         for (&pgno, source) in &batch.pages {
-            let capture::PageSource::Wal(offset) = source else { return Ok(OldTail::Unproven) };
-            let Some(bytes) = frames.get(pgno, *offset) else { return Ok(OldTail::Unproven) };
+            let bytes = match source {
+                capture::PageSource::Wal(offset) => frames.get(pgno, *offset),
+                capture::PageSource::DbFile => None,
+            };
+            let Some(bytes) = bytes else {
+                tracing::warn!(
+                    db = %self.db_label,
+                    pgno,
+                    "a page of the previous WAL's tail is in none of its frames: catching up by page hashes"
+                );
+                return Ok(OldTail::Unproven);
+            };
             pages.insert(pgno, bytes.to_vec());
         }
         tracing::debug!(db = %self.db_label, transactions = batch.transactions, to = last.end.frame, "read the previous WAL's tail");
