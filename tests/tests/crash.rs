@@ -579,7 +579,8 @@ async fn every_program_killed_at_random_moments_ends_consistent() {
     // "catching up" in the log. (Regression: a restart after a kill logged
     // "a full catch-up", and the count missed it.)
     let replicator_log = replicator.log();
-    let catch_ups = replicator_log.matches("catching up").count();
+    let catch_up_lines: Vec<&str> = replicator_log.lines().filter(|l| l.contains("catching up")).collect();
+    let catch_ups = catch_up_lines.len();
     let folded = 1 + committed - chain.last_txid.0;
     if catch_ups == 0 {
         let warnings: Vec<&str> = replicator_log.lines().filter(|l| l.contains("WARN")).collect();
@@ -632,9 +633,10 @@ async fn every_program_killed_at_random_moments_ends_consistent() {
     for (kind, notes) in &log {
         eprintln!("{kind:?}: {} rounds", notes.len());
     }
+    eprintln!("catch-ups:\n{}", catch_up_lines.join("\n"));
     eprintln!(
-        "crash matrix (seed {seed}): {committed} transactions in {} TXIDs ({catch_ups} catch-ups after lost WAL \
-         continuity folded {folded} transactions), {} snapshots, cron {} compactions and {} syncs, everything \
+        "crash matrix (seed {seed}): {committed} transactions in {} TXIDs ({catch_ups} catch-ups folded {folded} \
+         transactions), {} snapshots, cron {} compactions and {} syncs, everything \
          converged {converged:?} after the app stopped, total {:?}",
         chain.last_txid.0 - 1,
         snapshots.len(),
