@@ -85,6 +85,7 @@ pub struct Args {
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> Result<()> {
     let key = args.replica.key()?;
+    let ReplicaArgs { source, db, concurrency, force, .. } = &args.replica;
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("read the token file {}", path.display()))?;
@@ -100,32 +101,29 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::warn!(listen = %args.listen, "serving beyond loopback without --token-file: anyone who can reach it can query");
     }
     // The store first: a URL this build cannot read leaves no lock file.
-    let store = crate::source::open(&args.replica.source).await?;
+    let store = crate::source::open(source).await?;
     // serve owns the replica: no other sync may write it while queries read
     // the TXID this process publishes.
-    let _lock =
-        replica::lock(&args.replica.db, false).with_context(|| format!("serve {}", args.replica.db.display()))?;
+    let _lock = replica::lock(db, false).with_context(|| format!("serve {}", db.display()))?;
 
     let metrics = Arc::new(Metrics::default());
     // Refuse a database that is not this store's replica before serving it
     // (and before the first sync would): queries would read someone else's
     // data, and the sync would overwrite it.
-    crate::sync::admit(store.as_ref(), &args.replica.source, &args.replica.db, args.replica.force)
-        .await
-        .with_context(|| format!("serve {}", args.replica.db.display()))?;
+    crate::sync::admit(store.as_ref(), source, db, *force).await.with_context(|| format!("serve {}", db.display()))?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
     let sync = SyncOptions {
         target: HistoryPoint::Newest,
         key,
-        concurrency: args.replica.concurrency,
+        concurrency: *concurrency,
         parts: crate::sync::DEFAULT_PARTS,
         ..SyncOptions::default()
     };
     let follower = Arc::new(Follower::new(
         store,
         FollowerConfig {
-            db: args.replica.db.clone(),
-            source: args.replica.source.clone(),
+            db: db.clone(),
+            source: source.clone(),
             sync,
             poll: args.poll,
             max_staleness: args.max_staleness,
@@ -137,7 +135,7 @@ pub async fn run(args: Args) -> Result<()> {
     let size = args.readers.unwrap_or(cpus * 2).clamp(1, 256);
     let pool = Pool::new(
         PoolConfig {
-            db: args.replica.db.clone(),
+            db: db.clone(),
             size,
             statement_cache: 128,
             max_sql_length: args.max_body,
@@ -147,7 +145,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr().context("read the listening address")?;
-    eprintln!("edge-reader: serving {} on http://{addr} ({size} read connections)", args.replica.db.display());
+    eprintln!("edge-reader: serving {} on http://{addr} ({size} read connections)", db.display());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_loop = {

@@ -78,51 +78,44 @@ pub async fn admit(store: &dyn Store, source: &str, db: &std::path::Path, force:
 /// Runs one sync.
 pub async fn run(args: Args) -> Result<()> {
     let key = args.replica.key()?;
+    let ReplicaArgs { source, db, concurrency, force, .. } = &args.replica;
     // The store first: a URL this build cannot read leaves no lock file.
-    let store = crate::source::open(&args.replica.source).await?;
-    let _lock = replica::lock(&args.replica.db, !args.no_wait)?;
+    let store = crate::source::open(source).await?;
+    let _lock = replica::lock(db, !args.no_wait)?;
     let progress_style = args.progress.style(args.json);
     let options = SyncOptions {
         target: HistoryPoint::Newest,
         key,
-        concurrency: args.replica.concurrency,
+        concurrency: *concurrency,
         parts: args.parts as usize,
         progress: progress_style.map(|style| progress_printer(style, "syncing")),
         ..SyncOptions::default()
     };
-    if args.replica.force {
+    if *force {
         // Without --force, the sync's own check refuses such a file.
-        admit(store.as_ref(), &args.replica.source, &args.replica.db, true).await?;
+        admit(store.as_ref(), source, db, true).await?;
     }
     // A sync cut short converges on the next attempt (the sidecar and the
     // SQLite transaction make every attempt start from a consistent state).
     let bound = RetryBound { give_up_after: args.retry_for };
-    let attempt = || {
-        retry_bounded(bound, "sync", ApplyError::class, || {
-            sync_replica(Arc::clone(&store), &args.replica.source, &args.replica.db, &options)
-        })
-    };
+    let attempt =
+        || retry_bounded(bound, "sync", ApplyError::class, || sync_replica(Arc::clone(&store), source, db, &options));
     let summary = match attempt().await {
         // A file that is not at the state its sidecar names (replaced or
         // restored apart from it), or an unreadable sidecar: --force
         // replaces both with the store's database.
-        Err(ApplyError::Replica(ReplicaError::Mismatch { .. } | ReplicaError::Invalid { .. }))
-            if args.replica.force =>
-        {
-            eprintln!(
-                "edge-reader: --force: replacing {}, which is not at its sidecar's state",
-                args.replica.db.display()
-            );
-            remove_replica(&args.replica.db).with_context(|| format!("replace {}", args.replica.db.display()))?;
+        Err(ApplyError::Replica(ReplicaError::Mismatch { .. } | ReplicaError::Invalid { .. })) if *force => {
+            eprintln!("edge-reader: --force: replacing {}, which is not at its sidecar's state", db.display());
+            remove_replica(db).with_context(|| format!("replace {}", db.display()))?;
             attempt().await
         }
         result => result,
     }
-    .with_context(|| format!("sync {} from {}", args.replica.db.display(), store.url()))?;
+    .with_context(|| format!("sync {} from {}", db.display(), store.url()))?;
     let bootstrapped = matches!(summary.plan.base, Base::Snapshot(_));
     if args.json {
         let json = serde_json::json!({
-            "db": args.replica.db,
+            "db": db,
             "source": store.url(),
             "generation": summary.generation.to_string(),
             "from_txid": summary.from_txid.map(|t| t.0),
@@ -136,17 +129,12 @@ pub async fn run(args: Args) -> Result<()> {
         });
         println!("{json}");
     } else if summary.objects == 0 {
-        println!(
-            "{}: up to date at TXID {} (generation {})",
-            args.replica.db.display(),
-            summary.to_txid.0,
-            summary.generation
-        );
+        println!("{}: up to date at TXID {} (generation {})", db.display(), summary.to_txid.0, summary.generation);
     } else {
         let from = summary.from_txid.map_or("nothing".to_string(), |t| format!("TXID {}", t.0));
         println!(
             "{}: synced from {from} to TXID {}{}: {} objects, {} bytes in {:.2} s",
-            args.replica.db.display(),
+            db.display(),
             summary.to_txid.0,
             if bootstrapped { " (bootstrapped from a snapshot)" } else { "" },
             summary.objects,

@@ -157,7 +157,7 @@ impl Default for Metrics {
             catch_ups: registered(
                 r,
                 "catch_ups",
-                "Catch-ups by page hashes (lost WAL continuity, segments lost with a kill): each folds what it recovers into one TXID",
+                "Catch-ups by page hashes, each folding the transactions it recovers into one TXID",
                 Counter::default(),
             ),
             checkpoints,

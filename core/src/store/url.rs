@@ -202,31 +202,13 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
     if !bucket_ok {
         return Err(format!("bucket name {bucket:?} is not valid (3 to 63 lowercase letters, digits, '-' or '.')"));
     }
-    let prefix = prefix.trim_matches('/').to_string();
-    if !prefix.is_empty() {
-        super::validate_key(&prefix).map_err(|e| format!("prefix: {e}"))?;
-    }
+    let prefix = parse_prefix(prefix)?;
     let (mut endpoint, mut region, mut path_style) = (None, None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
+    for (name, value) in query_pairs(query) {
         match name {
-            "endpoint" => {
-                if !(value.starts_with("http://") || value.starts_with("https://")) {
-                    return Err(format!("endpoint {value:?} must start with http:// or https://"));
-                }
-                endpoint = Some(value);
-            }
+            "endpoint" => endpoint = Some(parse_endpoint(value)?),
             "region" if !value.is_empty() => region = Some(value),
-            "path-style" | "force-path-style" => {
-                path_style = Some(match value.as_str() {
-                    "true" | "1" | "" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(format!("path-style must be true or false, not {other:?}"));
-                    }
-                });
-            }
+            "path-style" | "force-path-style" => path_style = Some(parse_bool("path-style", &value)?),
             other => {
                 return Err(format!("unknown query parameter {other:?} (known: endpoint, region, path-style)"));
             }
@@ -239,6 +221,41 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
 /// `%` not followed by two hex digits stays as it is.
 fn percent_decode(value: &str) -> String {
     percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()
+}
+
+/// A query string's `name=value` pairs, the values decoded.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (name, percent_decode(value))
+    })
+}
+
+/// A key prefix from a URL's path: without leading or trailing `/`, and a
+/// valid key when not empty.
+fn parse_prefix(path: &str) -> Result<String, String> {
+    let prefix = path.trim_matches('/').to_string();
+    if !prefix.is_empty() {
+        super::validate_key(&prefix).map_err(|e| format!("prefix: {e}"))?;
+    }
+    Ok(prefix)
+}
+
+/// An `?endpoint=` value: an http(s) URL.
+fn parse_endpoint(value: String) -> Result<String, String> {
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        return Err(format!("endpoint {value:?} must start with http:// or https://"));
+    }
+    Ok(value)
+}
+
+/// A flag parameter (`?name`, `?name=true`, `?name=0`).
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("{name} must be true or false, not {other:?}")),
+    }
 }
 
 /// Opens the store a URL names. S3 stores load credentials and settings

@@ -34,14 +34,14 @@ pub(super) fn sftp_url(replica: &FileReplica, settings: &ReplicaSettings, env: E
         Some(absolute) => format!("/{}", absolute.trim_end_matches('/')),
         None => format!("/~/{}", path.trim_end_matches('/')),
     };
-    let mut params: Vec<String> = query.split('&').filter(|p| !p.is_empty()).map(str::to_string).collect();
+    let mut params = params_of(&query);
     if let Some(key_path) = non_empty(&settings.key_path) {
         set_param(&mut params, "key-path", &home(key_path, env)?.display().to_string());
     }
     if let Some(host_key) = non_empty(&settings.host_key) {
         set_param(&mut params, "host-key", host_key);
     }
-    let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+    let query = query_string(&params);
     let password = non_empty(&settings.password).map(str::to_string).or(url_password);
     Ok((format!("sftp://{user}@{host}{folder}{query}"), password.map(Credentials::SftpPassword)))
 }
@@ -92,7 +92,7 @@ pub(super) fn abs_url(
     if let Some(endpoint) = non_empty(&settings.endpoint) {
         set_param(&mut params, "endpoint", endpoint);
     }
-    let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+    let query = query_string(&params);
     let prefix = prefix.trim_matches('/');
     let url = if prefix.is_empty() {
         format!("abs://{container}{query}")
@@ -123,7 +123,7 @@ fn split_abs_url(url: &str) -> Result<(Option<String>, String, String, Vec<Strin
         Some((account, host)) => (Some(account.to_string()), host),
         None => (None, authority),
     };
-    let mut params: Vec<String> = query.split('&').filter(|p| !p.is_empty()).map(str::to_string).collect();
+    let mut params = params_of(query);
     // Container names have no dots; a host does.
     if host.contains('.') {
         let (container, prefix) = path.split_once('/').unwrap_or((path, ""));
@@ -134,6 +134,16 @@ fn split_abs_url(url: &str) -> Result<(Option<String>, String, String, Vec<Strin
         return Ok((account, container.to_string(), prefix.to_string(), params));
     }
     Ok((account, host.to_string(), path.to_string(), params))
+}
+
+/// A query string's `name=value` pairs, as written.
+fn params_of(query: &str) -> Vec<String> {
+    query.split('&').filter(|p| !p.is_empty()).map(str::to_string).collect()
+}
+
+/// `?` and the pairs, or nothing when there are none.
+fn query_string(params: &[String]) -> String {
+    if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) }
 }
 
 /// Sets query parameter `name` to `value` (escaped), over the URL's own.

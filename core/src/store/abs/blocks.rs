@@ -23,7 +23,7 @@ use crate::errors::error_chain;
 use crate::store::{ETag, PutMode, StoreError};
 
 /// What a block upload needs: object_store's HTTP client and credential.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct BlockClient {
     pub http: HttpClient,
     pub credential: Arc<AzureCredential>,

@@ -208,6 +208,7 @@ impl AbsStore {
         let http = ReqwestConnector::default().connect(&options).map_err(|e| invalid(error_chain(&e)))?;
         let blocks = BlockClient {
             http,
+            // object_store's credential is not Clone: one for each client.
             credential: Arc::new(credential.to_azure().map_err(invalid)?),
             account,
             container: container.clone(),
@@ -227,15 +228,7 @@ impl AbsStore {
     /// The same store with another block size: files larger than it are
     /// uploaded in blocks of it (tests use a small one to exercise that).
     pub fn with_block_size(mut self, bytes: usize) -> AbsStore {
-        let blocks = &self.blocks;
-        self.blocks = Arc::new(BlockClient {
-            http: blocks.http.clone(),
-            credential: blocks.credential.clone(),
-            account: blocks.account.clone(),
-            container: blocks.container.clone(),
-            container_url: blocks.container_url.clone(),
-            block_size: bytes.max(1),
-        });
+        self.blocks = Arc::new(BlockClient { block_size: bytes.max(1), ..(*self.blocks).clone() });
         self
     }
 
@@ -352,8 +345,7 @@ impl AbsStore {
         &self,
         key: &str,
         path: &Path,
-        n: u64,
-        if_none_match: Option<ETag>,
+        options: &GetOptions,
     ) -> Result<object_store::GetResult, StoreError> {
         let mut attempts = 0;
         loop {
@@ -362,13 +354,7 @@ impl AbsStore {
                 Ok(object) => object,
                 Err(e) => return Err(self.read_error("get", key, e).await),
             };
-            if if_none_match.is_some() && object.e_tag.as_ref() == if_none_match.as_ref().map(|etag| &etag.0) {
-                return Err(StoreError::NotModified { key: key.to_string() });
-            }
-            let Some(range) = ByteRange::Suffix(n).resolve(object.size) else {
-                let range = ByteRange::Suffix(n).to_http_header();
-                return Err(StoreError::InvalidRange { key: key.to_string(), range, size: object.size });
-            };
+            let range = options.range_of(&meta(key, &object))?;
             let request = object_store::GetOptions {
                 if_match: object.e_tag.clone(),
                 range: Some(GetRange::Bounded(range)),
@@ -400,7 +386,7 @@ impl Store for AbsStore {
     async fn get(&self, key: &str, options: GetOptions) -> Result<GetResult, StoreError> {
         let (_, path) = self.path(key)?;
         let result = match options.range {
-            Some(ByteRange::Suffix(n)) => self.get_suffix(key, &path, n, options.if_none_match).await?,
+            Some(ByteRange::Suffix(_)) => self.get_suffix(key, &path, &options).await?,
             range => {
                 let request = object_store::GetOptions {
                     if_none_match: options.if_none_match.map(|etag| etag.0),

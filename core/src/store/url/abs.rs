@@ -1,6 +1,6 @@
 //! `abs://` URLs: the container, the prefix, the account and the endpoint; never a secret.
 
-use super::{StoreUrl, percent_decode};
+use super::{StoreUrl, parse_endpoint, parse_prefix, query_pairs};
 
 pub(super) fn parse_abs(rest: &str) -> Result<StoreUrl, String> {
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -8,22 +8,12 @@ pub(super) fn parse_abs(rest: &str) -> Result<StoreUrl, String> {
     if let Some(problem) = container_name_problem(container) {
         return Err(problem);
     }
-    let prefix = prefix.trim_matches('/').to_string();
-    if !prefix.is_empty() {
-        crate::store::validate_key(&prefix).map_err(|e| format!("prefix: {e}"))?;
-    }
+    let prefix = parse_prefix(prefix)?;
     let (mut account, mut endpoint) = (None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
+    for (name, value) in query_pairs(query) {
         match name {
             "account" | "account-name" if !value.is_empty() => account = Some(value),
-            "endpoint" => {
-                if !(value.starts_with("http://") || value.starts_with("https://")) {
-                    return Err(format!("endpoint {value:?} must start with http:// or https://"));
-                }
-                endpoint = Some(value.trim_end_matches('/').to_string());
-            }
+            "endpoint" => endpoint = Some(parse_endpoint(value)?.trim_end_matches('/').to_string()),
             // URLs end up in logs and messages; secrets stay out of them.
             name if SECRET_PARAMETERS.contains(&name) => {
                 return Err(format!(

@@ -1,6 +1,6 @@
 //! `sftp://USER@HOST:PORT/PATH` URLs; never a password.
 
-use super::{StoreUrl, percent_decode};
+use super::{StoreUrl, parse_bool, query_pairs};
 
 pub(super) fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -59,20 +59,12 @@ pub(super) fn parse_sftp(rest: &str) -> Result<StoreUrl, String> {
     }
     let root = if home_relative { folder.to_string() } else { format!("/{folder}") };
     let (mut key_path, mut known_hosts, mut host_key, mut insecure_skip_host_key) = (None, None, None, false);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
+    for (name, value) in query_pairs(query) {
         match name {
             "key-path" if !value.is_empty() => key_path = Some(value.into()),
             "known-hosts" if !value.is_empty() => known_hosts = Some(value.into()),
             "host-key" if !value.is_empty() => host_key = Some(value),
-            "insecure-skip-host-key" => {
-                insecure_skip_host_key = match value.as_str() {
-                    "true" | "1" | "" => true,
-                    "false" | "0" => false,
-                    other => return Err(format!("insecure-skip-host-key must be true or false, not {other:?}")),
-                }
-            }
+            "insecure-skip-host-key" => insecure_skip_host_key = parse_bool(name, &value)?,
             "password" => return Err(format!("passwords do not go in the URL: set {SFTP_PASSWORD_ENV}")),
             other => {
                 return Err(format!(
